@@ -1,0 +1,332 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/storage"
+)
+
+// Prometheus HTTP API error types, as Prometheus names them.
+const (
+	errBadData     = "bad_data"
+	errExecution   = "execution"
+	errTimeout     = "timeout"
+	errCanceled    = "canceled"
+	errInternal    = "internal"
+	errNotFound    = "not_found"
+	errUnavailable = "unavailable"
+)
+
+var (
+	minTime = time.Unix(math.MinInt64/1000+62135596801, 0).UTC()
+	maxTime = time.Unix(math.MaxInt64/1000-62135596801, 999999999).UTC()
+)
+
+// promAPI answers the Prometheus-compatible query endpoints over a queryable and an engine.
+type promAPI struct {
+	queryable storage.Queryable
+	engine    *promql.Engine
+	parser    parser.Parser
+	now       func() time.Time
+}
+
+type queryData struct {
+	ResultType parser.ValueType `json:"resultType"`
+	Result     promql.Value     `json:"result"`
+}
+
+func (a *promAPI) query(r *http.Request) (any, *apiError) {
+	ts, err := parseTimeParam(r, "time", a.now())
+	if err != nil {
+		return nil, badData(err)
+	}
+	ctx, cancel, err := withTimeoutParam(r)
+	if err != nil {
+		return nil, badData(err)
+	}
+	defer cancel()
+	q, err := a.engine.NewInstantQuery(ctx, a.queryable, nil, r.FormValue("query"), ts)
+	if err != nil {
+		return nil, badData(err)
+	}
+	return a.exec(ctx, q)
+}
+
+func (a *promAPI) queryRange(r *http.Request) (any, *apiError) {
+	start, err := parseTime(r.FormValue("start"))
+	if err != nil {
+		return nil, badData(fmt.Errorf("invalid parameter \"start\": %w", err))
+	}
+	end, err := parseTime(r.FormValue("end"))
+	if err != nil {
+		return nil, badData(fmt.Errorf("invalid parameter \"end\": %w", err))
+	}
+	if end.Before(start) {
+		return nil, badData(errors.New("end timestamp must not be before start time"))
+	}
+	step, err := parseDuration(r.FormValue("step"))
+	if err != nil {
+		return nil, badData(fmt.Errorf("invalid parameter \"step\": %w", err))
+	}
+	if step <= 0 {
+		return nil, badData(errors.New("zero or negative query resolution step widths are not accepted. Try a positive integer"))
+	}
+	if end.Sub(start)/step > 11000 {
+		return nil, badData(errors.New("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"))
+	}
+	ctx, cancel, err := withTimeoutParam(r)
+	if err != nil {
+		return nil, badData(err)
+	}
+	defer cancel()
+	q, err := a.engine.NewRangeQuery(ctx, a.queryable, nil, r.FormValue("query"), start, end, step)
+	if err != nil {
+		return nil, badData(err)
+	}
+	return a.exec(ctx, q)
+}
+
+func (a *promAPI) exec(ctx context.Context, q promql.Query) (any, *apiError) {
+	defer q.Close()
+	res := q.Exec(ctx)
+	if res.Err != nil {
+		var (
+			eqc promql.ErrQueryCanceled
+			eqt promql.ErrQueryTimeout
+			es  promql.ErrStorage
+		)
+		switch {
+		case errors.As(res.Err, &eqc):
+			return nil, &apiError{errCanceled, res.Err, http.StatusServiceUnavailable}
+		case errors.As(res.Err, &eqt):
+			return nil, &apiError{errTimeout, res.Err, http.StatusServiceUnavailable}
+		case errors.As(res.Err, &es):
+			return nil, &apiError{errInternal, res.Err, http.StatusInternalServerError}
+		}
+		return nil, &apiError{errExecution, res.Err, http.StatusUnprocessableEntity}
+	}
+	v := res.Value
+	switch t := v.(type) {
+	case promql.Vector:
+		if t == nil {
+			v = promql.Vector{}
+		}
+	case promql.Matrix:
+		if t == nil {
+			v = promql.Matrix{}
+		}
+	}
+	return queryData{ResultType: v.Type(), Result: v}, nil
+}
+
+func (a *promAPI) series(r *http.Request) (any, *apiError) {
+	if err := r.ParseForm(); err != nil {
+		return nil, badData(err)
+	}
+	sel := r.Form["match[]"]
+	if len(sel) == 0 {
+		return nil, badData(errors.New("no match[] parameter provided"))
+	}
+	matcherSets, err := a.parser.ParseMetricSelectors(sel)
+	if err != nil {
+		return nil, badData(err)
+	}
+	q, hints, err := a.querier(r)
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	limit, perr := parseLimit(r)
+	if perr != nil {
+		return nil, badData(perr)
+	}
+	var sets []storage.SeriesSet
+	for _, ms := range matcherSets {
+		sets = append(sets, q.Select(r.Context(), true, hints, ms...))
+	}
+	set := storage.NewMergeSeriesSet(sets, 0, storage.ChainedSeriesMerge)
+	out := []labels.Labels{}
+	for set.Next() {
+		out = append(out, set.At().Labels())
+		if limit > 0 && len(out) >= limit {
+			break
+		}
+	}
+	if err := set.Err(); err != nil {
+		return nil, &apiError{errExecution, err, http.StatusUnprocessableEntity}
+	}
+	return out, nil
+}
+
+func (a *promAPI) labelNames(r *http.Request) (any, *apiError) {
+	if err := r.ParseForm(); err != nil {
+		return nil, badData(err)
+	}
+	matcherSets, err := a.parser.ParseMetricSelectors(r.Form["match[]"])
+	if err != nil {
+		return nil, badData(err)
+	}
+	q, hints, aerr := a.querier(r)
+	if aerr != nil {
+		return nil, aerr
+	}
+	defer q.Close()
+	lh := &storage.LabelHints{Limit: hints.Limit}
+	names := []string{}
+	if len(matcherSets) == 0 {
+		matcherSets = [][]*labels.Matcher{nil}
+	}
+	for _, ms := range matcherSets {
+		n, _, err := q.LabelNames(r.Context(), lh, ms...)
+		if err != nil {
+			return nil, &apiError{errExecution, err, http.StatusUnprocessableEntity}
+		}
+		names = append(names, n...)
+	}
+	slices.Sort(names)
+	return limitStrings(slices.Compact(names), hints.Limit), nil
+}
+
+func (a *promAPI) labelValues(r *http.Request, name string) (any, *apiError) {
+	if err := r.ParseForm(); err != nil {
+		return nil, badData(err)
+	}
+	if !model.UTF8Validation.IsValidLabelName(name) {
+		return nil, badData(fmt.Errorf("invalid label name: %q", name))
+	}
+	matcherSets, err := a.parser.ParseMetricSelectors(r.Form["match[]"])
+	if err != nil {
+		return nil, badData(err)
+	}
+	q, hints, aerr := a.querier(r)
+	if aerr != nil {
+		return nil, aerr
+	}
+	defer q.Close()
+	lh := &storage.LabelHints{Limit: hints.Limit}
+	values := []string{}
+	if len(matcherSets) == 0 {
+		matcherSets = [][]*labels.Matcher{nil}
+	}
+	for _, ms := range matcherSets {
+		v, _, err := q.LabelValues(r.Context(), name, lh, ms...)
+		if err != nil {
+			return nil, &apiError{errExecution, err, http.StatusUnprocessableEntity}
+		}
+		values = append(values, v...)
+	}
+	slices.Sort(values)
+	return limitStrings(slices.Compact(values), hints.Limit), nil
+}
+
+// querier opens a querier over the request's start and end (default: all time).
+func (a *promAPI) querier(r *http.Request) (storage.Querier, *storage.SelectHints, *apiError) {
+	start, err := parseTimeParam(r, "start", minTime)
+	if err != nil {
+		return nil, nil, badData(err)
+	}
+	end, err := parseTimeParam(r, "end", maxTime)
+	if err != nil {
+		return nil, nil, badData(err)
+	}
+	limit, err := parseLimit(r)
+	if err != nil {
+		return nil, nil, badData(err)
+	}
+	hints := &storage.SelectHints{Start: start.UnixMilli(), End: end.UnixMilli(), Func: "series", Limit: limit}
+	q, err := a.queryable.Querier(hints.Start, hints.End)
+	if err != nil {
+		return nil, nil, &apiError{errUnavailable, err, http.StatusServiceUnavailable}
+	}
+	return q, hints, nil
+}
+
+func limitStrings(s []string, limit int) []string {
+	if limit > 0 && len(s) > limit {
+		return s[:limit]
+	}
+	return s
+}
+
+func parseLimit(r *http.Request) (int, error) {
+	s := r.FormValue("limit")
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid parameter \"limit\": %q is not a non-negative integer", s)
+	}
+	return n, nil
+}
+
+func withTimeoutParam(r *http.Request) (context.Context, context.CancelFunc, error) {
+	ctx := r.Context()
+	if s := r.FormValue("timeout"); s != "" {
+		d, err := parseDuration(s)
+		if err != nil {
+			return nil, nil, fmt.Errorf("invalid parameter \"timeout\": %w", err)
+		}
+		c, cancel := context.WithTimeout(ctx, d)
+		return c, cancel, nil
+	}
+	return ctx, func() {}, nil
+}
+
+func parseTimeParam(r *http.Request, name string, def time.Time) (time.Time, error) {
+	s := r.FormValue(name)
+	if s == "" {
+		return def, nil
+	}
+	t, err := parseTime(s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("invalid parameter %q: %w", name, err)
+	}
+	return t, nil
+}
+
+// parseTime reads a Unix timestamp in seconds (with fraction) or an RFC 3339 time, as
+// Prometheus does.
+func parseTime(s string) (time.Time, error) {
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		sec, frac := math.Modf(f)
+		return time.Unix(int64(sec), int64(math.Round(frac*1000))*int64(time.Millisecond)).UTC(), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	switch s {
+	case minTime.Format(time.RFC3339Nano):
+		return minTime, nil
+	case maxTime.Format(time.RFC3339Nano):
+		return maxTime, nil
+	}
+	return time.Time{}, fmt.Errorf("cannot parse %q to a valid timestamp", s)
+}
+
+// parseDuration reads seconds (with fraction) or a Prometheus duration such as 5m.
+func parseDuration(s string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		d := f * float64(time.Second)
+		if d > float64(math.MaxInt64) || d < float64(math.MinInt64) {
+			return 0, fmt.Errorf("cannot parse %q to a valid duration: it overflows int64", s)
+		}
+		return time.Duration(d), nil
+	}
+	if d, err := model.ParseDuration(strings.TrimSpace(s)); err == nil {
+		return time.Duration(d), nil
+	}
+	return 0, fmt.Errorf("cannot parse %q to a valid duration", s)
+}

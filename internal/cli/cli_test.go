@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"bytes"
+	"net"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/millwright/millwright/internal/pki"
+)
+
+func run(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestBadFlags(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"server", "--fsync", "sometimes"}, `unknown fsync policy "sometimes"`},
+		{[]string{"server", "--retention", "soon"}, `invalid argument "soon" for "--retention"`},
+		{[]string{"server", "--retention", "-1h"}, "invalid --retention"},
+		{[]string{"server", "--log-level", "loud"}, `invalid --log-level "loud"`},
+		{[]string{"server", "--no-such-flag"}, "unknown flag: --no-such-flag"},
+		{[]string{"dev", "cert", "--device", "Bad_ID", "--data", t.TempDir()}, "invalid --device"},
+		{[]string{"dev", "cert", "--data", t.TempDir()}, `required flag(s) "device" not set`},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, _, stderr := run(tc.args...)
+			require.NotZero(t, code)
+			require.Contains(t, stderr, tc.want)
+		})
+	}
+}
+
+func TestServerRefusesBusyPort(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	ln, err := netListen(addr)
+	require.NoError(t, err)
+	defer ln.Close()
+	code, _, stderr := run("server", "--data", dir, "--mqtt-listen", addr, "--http-listen", "127.0.0.1:0")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "listen MQTT/TLS on "+addr)
+}
+
+func TestDevCert(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := run("dev", "cert", "--data", dir, "--device", "dev-1", "--out", t.TempDir())
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "no certificate authority")
+
+	ca, _, err := pki.LoadOrCreateCA(dir, time.Now())
+	require.NoError(t, err)
+	out := t.TempDir()
+	code, stdout, stderr := run("dev", "cert", "--data", dir, "--device", "dev-1", "--out", out)
+	require.Zero(t, code, stderr)
+	require.Equal(t, filepath.Join(out, "dev-1.crt")+"\n"+filepath.Join(out, "dev-1.key")+"\n", stdout)
+
+	certPEM, err := os.ReadFile(filepath.Join(out, "dev-1.crt"))
+	require.NoError(t, err)
+	cert, err := pki.ParseCertPEM(certPEM)
+	require.NoError(t, err)
+	require.Equal(t, "dev-1", cert.Subject.CommonName)
+	_, err = cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	require.NoError(t, err)
+	st, err := os.Stat(filepath.Join(out, "dev-1.key"))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+}
+
+func netListen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }

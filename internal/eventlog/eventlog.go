@@ -1,0 +1,205 @@
+// Package eventlog is the append-only log of telemetry values that are not numbers: SenML
+// string values (vs) and data values (vd). The TSDB stores floats only; these values go here so
+// that no value kind a device sends is silently dropped, and the API lists them.
+//
+// The log is a file of JSON lines. Appends are buffered and made durable by Flush (write) and
+// Sync (fsync), which the ingest pipeline calls in its group commit next to the TSDB's. On open,
+// a torn last line (from a crash mid-write) is cut off and counted. A re-sent batch appends its
+// values again; List folds identical entries, so retransmits stay harmless.
+package eventlog
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+)
+
+// FileName is the log's file name inside its directory.
+const FileName = "events.jsonl"
+
+// Event is one non-numeric value.
+type Event struct {
+	// Time is the sample time in milliseconds since the Unix epoch.
+	Time   int64  `json:"t"`
+	Device string `json:"device"`
+	Name   string `json:"name"`
+	Unit   string `json:"unit,omitempty"`
+	// String is a SenML string value (vs).
+	String *string `json:"vs,omitempty"`
+	// Data is a SenML data value (vd), base64 in JSON.
+	Data []byte `json:"vd,omitempty"`
+}
+
+// Log is an append-only event log.
+type Log struct {
+	mu    sync.Mutex
+	f     *os.File
+	w     *bufio.Writer
+	size  int64
+	torn  int64
+	dirty bool
+}
+
+// Open opens or creates the log at dir/events.jsonl, cutting off a torn tail.
+func Open(dir string) (*Log, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create event log directory: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open event log: %w", err)
+	}
+	good, size, err := validPrefix(f)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("read event log: %w", err), f.Close())
+	}
+	l := &Log{f: f, size: good, torn: size - good}
+	if good != size {
+		if err := f.Truncate(good); err != nil {
+			return nil, errors.Join(fmt.Errorf("truncate torn event log tail: %w", err), f.Close())
+		}
+	}
+	if _, err := f.Seek(good, io.SeekStart); err != nil {
+		return nil, errors.Join(fmt.Errorf("seek event log: %w", err), f.Close())
+	}
+	l.w = bufio.NewWriterSize(f, 64<<10)
+	return l, nil
+}
+
+// validPrefix returns the length of the longest prefix of whole, valid JSON lines.
+func validPrefix(f *os.File) (good, size int64, err error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	size = st.Size()
+	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 64<<10)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err == io.EOF {
+			return good, size, nil // a line without its newline is torn
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		if !json.Valid(bytes.TrimSpace(line)) {
+			return good, size, nil
+		}
+		good += int64(len(line))
+	}
+}
+
+// TornBytes is how many bytes of a torn tail Open cut off.
+func (l *Log) TornBytes() int64 { return l.torn }
+
+// Append buffers events; they are durable after Flush (process crash) and Sync (power cut).
+func (l *Log) Append(events ...Event) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range events {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("encode event: %w", err)
+		}
+		b = append(b, '\n')
+		if _, err := l.w.Write(b); err != nil {
+			return fmt.Errorf("append event: %w", err)
+		}
+		l.size += int64(len(b))
+		l.dirty = true
+	}
+	return nil
+}
+
+// Flush writes buffered events to the file, and with sync also fsyncs it.
+func (l *Log) Flush(sync bool) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.dirty {
+		return nil
+	}
+	if err := l.w.Flush(); err != nil {
+		return fmt.Errorf("write event log: %w", err)
+	}
+	if sync {
+		if err := l.f.Sync(); err != nil {
+			return fmt.Errorf("fsync event log: %w", err)
+		}
+	}
+	l.dirty = false
+	return nil
+}
+
+// Query selects events.
+type Query struct {
+	Device string // empty: any
+	Name   string // empty: any
+	Start  int64  // milliseconds, inclusive
+	End    int64  // milliseconds, inclusive; zero means no bound
+	Limit  int    // newest first; zero means 1000
+}
+
+// List returns the events matching q, newest first, identical entries folded into one.
+func (l *Log) List(q Query) ([]Event, error) {
+	if q.Limit <= 0 {
+		q.Limit = 1000
+	}
+	l.mu.Lock()
+	size := l.size - int64(l.w.Buffered())
+	l.mu.Unlock()
+	r := bufio.NewReaderSize(io.NewSectionReader(l.f, 0, size), 64<<10)
+	seen := map[string]bool{}
+	var out []Event
+	for {
+		line, err := r.ReadBytes('\n')
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read event log: %w", err)
+		}
+		var e Event
+		if err := json.Unmarshal(line, &e); err != nil {
+			return nil, fmt.Errorf("decode event log line: %w", err)
+		}
+		if (q.Device != "" && e.Device != q.Device) || (q.Name != "" && e.Name != q.Name) ||
+			e.Time < q.Start || (q.End != 0 && e.Time > q.End) {
+			continue
+		}
+		key := string(bytes.TrimSpace(line))
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		out = append(out, e)
+	}
+	slices.SortStableFunc(out, func(a, b Event) int { return -cmpInt(a.Time, b.Time) })
+	if len(out) > q.Limit {
+		out = out[:q.Limit]
+	}
+	return out, nil
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Close flushes, fsyncs and closes the log.
+func (l *Log) Close() error {
+	err := l.Flush(true)
+	return errors.Join(err, l.f.Close())
+}

@@ -1,0 +1,287 @@
+// Package gateway holds the device-facing listeners: the embedded MQTT broker (MQTT 5 and
+// 3.1.1 over TLS with client certificates) and the HTTPS batch endpoint. Both authenticate the
+// device from its certificate, confine it to its own topic root, and hand telemetry batches to
+// the ingest pipeline, acknowledging only what the pipeline made durable.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/millwright/millwright/internal/ingest"
+	"github.com/millwright/millwright/protocol"
+)
+
+// Listener IDs.
+const (
+	listenerTLS      = "tls"
+	listenerInsecure = "insecure"
+)
+
+// Ingester stores a batch from a device and says how it went.
+type Ingester interface {
+	Ingest(ctx context.Context, device string, payload []byte) ingest.Result
+}
+
+var _ Ingester = (*ingest.Pipeline)(nil)
+
+// MQTTOptions configure the broker.
+type MQTTOptions struct {
+	// Listen is the TLS listener address. Default ":8883".
+	Listen string `yaml:"listen"`
+	// InsecureListen, when set, adds a plain-TCP listener where the client ID alone names the
+	// device. For development only; empty (the default) means none.
+	InsecureListen string `yaml:"insecure_listen"`
+	// MaxWritesPending is the per-client queue of outgoing packets. Default 256 (the broker's
+	// own default of 8,192 costs about 64 KiB per idle client).
+	MaxWritesPending int32 `yaml:"max_writes_pending"`
+	// MaxSessionExpiry bounds, in seconds, how long the broker keeps a disconnected client's
+	// session. Default 3,600.
+	MaxSessionExpiry uint32 `yaml:"max_session_expiry"`
+	// MaxPacketSize bounds an MQTT packet in bytes. Default 1 MiB.
+	MaxPacketSize uint32 `yaml:"max_packet_size"`
+}
+
+// DefaultMQTTOptions returns the defaults.
+func DefaultMQTTOptions() MQTTOptions {
+	return MQTTOptions{Listen: ":8883", MaxWritesPending: 256, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20}
+}
+
+// MQTT is the embedded broker.
+type MQTT struct {
+	srv      *mqtt.Server
+	tlsLn    net.Listener
+	plainLn  net.Listener
+	log      *slog.Logger
+	hook     *deviceHook
+	serveErr chan error
+}
+
+// NewMQTT binds the listeners and prepares the broker; Start serves it. tlsConfig must carry the
+// server certificate; NewMQTT sets client-certificate verification against clientCAs and the
+// TLS 1.2 minimum.
+func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, logger *slog.Logger, reg prometheus.Registerer) (*MQTT, error) {
+	d := DefaultMQTTOptions()
+	if opts.Listen == "" {
+		opts.Listen = d.Listen
+	}
+	if opts.MaxWritesPending <= 0 {
+		opts.MaxWritesPending = d.MaxWritesPending
+	}
+	if opts.MaxSessionExpiry == 0 {
+		opts.MaxSessionExpiry = d.MaxSessionExpiry
+	}
+	if opts.MaxPacketSize == 0 {
+		opts.MaxPacketSize = d.MaxPacketSize
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClientWritesPending = opts.MaxWritesPending
+	caps.MaximumSessionExpiryInterval = opts.MaxSessionExpiry
+	caps.MaximumPacketSize = opts.MaxPacketSize
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		// The broker logs a line per connection and per dropped client at warning level;
+		// Millwright counts those in metrics instead and keeps the broker's errors only.
+		Logger: slog.New(levelHandler{min: slog.LevelError, Handler: logger.Handler()}).With("component", "mqtt"),
+	})
+	m := &MQTT{srv: srv, log: logger, serveErr: make(chan error, 1)}
+	m.hook = newDeviceHook(ing, logger, reg)
+	if err := srv.AddHook(m.hook, nil); err != nil {
+		return nil, fmt.Errorf("add MQTT hook: %w", err)
+	}
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "millwright_mqtt_connected_clients",
+		Help: "MQTT clients connected now.",
+	}, func() float64 { return float64(atomic.LoadInt64(&srv.Info.ClientsConnected)) })
+
+	cfg := tlsConfig.Clone()
+	cfg.MinVersion = tls.VersionTLS12
+	cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen MQTT/TLS on %s: %w", opts.Listen, err)
+	}
+	m.tlsLn = ln
+	if err := srv.AddListener(listeners.NewNet(listenerTLS, tls.NewListener(ln, cfg))); err != nil {
+		return nil, errors.Join(fmt.Errorf("add MQTT listener: %w", err), ln.Close())
+	}
+	if opts.InsecureListen != "" {
+		pl, err := net.Listen("tcp", opts.InsecureListen)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("listen insecure MQTT on %s: %w", opts.InsecureListen, err), ln.Close())
+		}
+		m.plainLn = pl
+		if err := srv.AddListener(listeners.NewNet(listenerInsecure, pl)); err != nil {
+			return nil, errors.Join(fmt.Errorf("add MQTT listener: %w", err), ln.Close(), pl.Close())
+		}
+		logger.Warn("plain MQTT listener enabled: devices are identified by client ID alone, for development only", "address", pl.Addr().String())
+	}
+	return m, nil
+}
+
+// Addr is the TLS listener's address.
+func (m *MQTT) Addr() net.Addr { return m.tlsLn.Addr() }
+
+// InsecureAddr is the plain listener's address, or nil.
+func (m *MQTT) InsecureAddr() net.Addr {
+	if m.plainLn == nil {
+		return nil
+	}
+	return m.plainLn.Addr()
+}
+
+// Start serves the listeners in the background.
+func (m *MQTT) Start() error {
+	if err := m.srv.Serve(); err != nil {
+		return fmt.Errorf("serve MQTT: %w", err)
+	}
+	return nil
+}
+
+// Close stops the listeners and disconnects every client.
+func (m *MQTT) Close() error {
+	return m.srv.Close()
+}
+
+// levelHandler drops records below min.
+type levelHandler struct {
+	min slog.Level
+	slog.Handler
+}
+
+func (h levelHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h levelHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return levelHandler{min: h.min, Handler: h.Handler.WithAttrs(a)}
+}
+
+func (h levelHandler) WithGroup(name string) slog.Handler {
+	return levelHandler{min: h.min, Handler: h.Handler.WithGroup(name)}
+}
+
+// deviceHook authenticates devices, confines them to their topic root and ingests batches.
+type deviceHook struct {
+	mqtt.HookBase
+	ing      Ingester
+	log      *slog.Logger
+	connects *prometheus.CounterVec
+	acl      prometheus.Counter
+}
+
+func newDeviceHook(ing Ingester, logger *slog.Logger, reg prometheus.Registerer) *deviceHook {
+	f := promauto.With(reg)
+	return &deviceHook{
+		ing: ing,
+		log: logger,
+		connects: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "millwright_mqtt_connects_total",
+			Help: "MQTT connection attempts that reached authentication, by result.",
+		}, []string{"result"}),
+		acl: f.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_mqtt_acl_denied_total",
+			Help: "Publishes and subscriptions refused because they left the device's topic root.",
+		}),
+	}
+}
+
+func (h *deviceHook) ID() string { return "millwright-device" }
+
+func (h *deviceHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish:
+		return true
+	}
+	return false
+}
+
+// OnConnectAuthenticate accepts a client on the TLS listener when its verified certificate's
+// common name is a valid device ID equal to the client ID.
+func (h *deviceHook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
+	device, err := deviceIdentity(cl)
+	if err != nil {
+		h.connects.WithLabelValues("refused").Inc()
+		h.log.Info("MQTT connection refused", "client", cl.ID, "remote", cl.Net.Remote, "error", err)
+		return false
+	}
+	h.connects.WithLabelValues("accepted").Inc()
+	h.log.Debug("device connected", "device", device, "remote", cl.Net.Remote, "mqtt", cl.Properties.ProtocolVersion)
+	return true
+}
+
+func deviceIdentity(cl *mqtt.Client) (string, error) {
+	if err := protocol.ValidateDeviceID(cl.ID); err != nil {
+		return "", fmt.Errorf("client ID: %w", err)
+	}
+	if cl.Net.Listener == listenerInsecure {
+		return cl.ID, nil
+	}
+	tc, ok := cl.Net.Conn.(*tls.Conn)
+	if !ok {
+		return "", errors.New("not a TLS connection")
+	}
+	st := tc.ConnectionState()
+	if len(st.PeerCertificates) == 0 {
+		return "", errors.New("no client certificate")
+	}
+	cn := st.PeerCertificates[0].Subject.CommonName
+	if cn != cl.ID {
+		return "", fmt.Errorf("client ID %q differs from the certificate's device ID %q", cl.ID, cn)
+	}
+	return cn, nil
+}
+
+// OnACLCheck lets a device publish and subscribe only under its own root mw/v1/<device>/.
+func (h *deviceHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	device, _, ok := protocol.ParseTopic(topic)
+	if ok && device == cl.ID {
+		return true
+	}
+	h.acl.Inc()
+	h.log.Info("MQTT topic refused", "device", cl.ID, "topic", topic, "write", write)
+	return false
+}
+
+// OnPublish ingests telemetry batches. The broker writes the PUBACK when this returns, so it
+// returns only once the batch is durable (or refused). MQTT 5 clients get the refusal as the
+// PUBACK reason code; MQTT 3.1.1 has no reason codes, so a batch to retry later closes the
+// connection (the client re-sends after reconnecting) and a batch to drop is acknowledged and
+// counted.
+func (h *deviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.TopicName != protocol.BatchTopic(cl.ID) {
+		return pk, nil
+	}
+	res := h.ing.Ingest(context.Background(), cl.ID, pk.Payload)
+	if res.Reason == protocol.ReasonNone {
+		return pk, packets.CodeSuccessIgnore // stored; not forwarded to subscribers
+	}
+	if res.Reason != protocol.ReasonTooOld && res.Reason != protocol.ReasonTooNew {
+		h.log.Debug("batch refused", "device", cl.ID, "reason", res.Reason.String(), "detail", res.Detail)
+	}
+	switch {
+	case pk.FixedHeader.Qos == 0:
+		return pk, packets.ErrRejectPacket // nothing to acknowledge; counted by the pipeline
+	case cl.Properties.ProtocolVersion == 5:
+		return pk, packets.Code{Code: res.Reason.MQTTCode(), Reason: res.Reason.String() + ": " + res.Detail}
+	}
+	if res.Reason.Retry() {
+		cl.Stop(fmt.Errorf("batch refused for retry: %s", res.Reason))
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, packets.CodeSuccessIgnore
+}

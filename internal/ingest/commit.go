@@ -1,0 +1,313 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+
+	"github.com/millwright/millwright/internal/eventlog"
+	"github.com/millwright/millwright/internal/tsdb"
+	"github.com/millwright/millwright/protocol"
+)
+
+// Names of the series the pipeline writes about each device's batches. Device metric names
+// beginning with "millwright_" are reserved for these.
+const (
+	SeriesBatchSeq     = "millwright_device_batch_seq"
+	SeriesSeqGaps      = "millwright_device_batch_seq_gaps_total"
+	SeriesSeqLate      = "millwright_device_batch_seq_late_total"
+	SeriesSeqRepeats   = "millwright_device_batch_seq_repeats_total"
+	seqWindow          = 64 // sequence numbers remembered below the highest, per device
+	labelDevice        = "device"
+	labelUnit          = "unit"
+	sumSuffix          = "_sum"
+	reasonDuplicate    = "duplicate_conflict"
+	reasonStorage      = "storage"
+	reasonStorageOld   = "too_old"
+	commitContextLabel = "commit"
+)
+
+// committerState is owned by the committer goroutine.
+type committerState struct {
+	devices map[string]*deviceState
+}
+
+type seriesKey struct {
+	name, unit string
+	sum        bool
+}
+
+type seriesEntry struct {
+	ref  storage.SeriesRef
+	lset labels.Labels
+}
+
+type deviceState struct {
+	series map[seriesKey]*seriesEntry
+
+	seqKnown               bool
+	highest                uint64
+	window                 uint64 // bit i set: highest-i was seen
+	seqTime                int64  // timestamp of the last batch-seq sample
+	gaps, late, repeats    float64
+	seqRef                 storage.SeriesRef
+	gapRef, lateRef, repRef storage.SeriesRef
+}
+
+func newCommitterState() *committerState {
+	return &committerState{devices: map[string]*deviceState{}}
+}
+
+// commit stores a group of jobs in one transaction, makes it durable and releases the waiters.
+func (p *Pipeline) commit(group []*job) {
+	start := time.Now()
+	ctx := context.Background()
+	app := p.store.Appender(ctx)
+	var events []eventlog.Event
+	samples := 0
+	for _, j := range group {
+		dev := p.state.device(j.device)
+		for i := range j.batch.Measurements {
+			m := &j.batch.Measurements[i]
+			switch m.Kind {
+			case protocol.KindString:
+				s := m.String
+				events = append(events, eventlog.Event{Time: m.Time, Device: j.device, Name: m.Name, Unit: m.Unit, String: &s})
+				j.res.Stored++
+			case protocol.KindData:
+				events = append(events, eventlog.Event{Time: m.Time, Device: j.device, Name: m.Name, Unit: m.Unit, Data: m.Data})
+				j.res.Stored++
+			default:
+				if m.HasValue {
+					p.appendSample(app, dev, j, seriesKey{name: m.Name, unit: m.Unit}, m.Time, m.Value)
+				}
+			}
+			if m.HasSum {
+				p.appendSample(app, dev, j, seriesKey{name: m.Name, unit: m.Unit, sum: true}, m.Time, m.Sum)
+			}
+		}
+		samples += len(j.batch.Measurements)
+		if j.batch.HasSeq {
+			p.trackSeq(app, j.device, dev, j.batch.Seq)
+		}
+	}
+	err := app.Commit()
+	if err != nil {
+		err = fmt.Errorf("commit samples: %w", err)
+	}
+	if err == nil && len(events) > 0 {
+		err = p.events.Append(events...)
+	}
+	if err == nil {
+		err = p.events.Flush(p.store.Options().Sync == tsdb.SyncAlways)
+	}
+	if err == nil {
+		syncStart := time.Now()
+		err = p.store.Sync()
+		p.m.fsyncDuration.Observe(time.Since(syncStart).Seconds())
+	}
+	p.m.commitDuration.Observe(time.Since(start).Seconds())
+	p.m.groupSize.Observe(float64(len(group)))
+	if err != nil {
+		p.log.Error("group commit failed; batches refused for retry", "batches", len(group), "error", err)
+		p.m.commitErrors.Inc()
+		// What the transaction held may or may not be on disk: the devices keep their
+		// batches and re-send them, and re-sent samples are harmless.
+		p.state.forgetRefs()
+	}
+	for _, j := range group {
+		if err != nil {
+			j.res = Result{Reason: protocol.ReasonUnavailable, Detail: "storage failed: " + err.Error()}
+			p.m.rejectedBatches.WithLabelValues(protocol.ReasonUnavailable.String()).Inc()
+		} else {
+			p.m.samples.Add(float64(j.res.Stored))
+		}
+		p.pending.Add(-int64(j.samples))
+		close(j.done)
+	}
+}
+
+func (s *committerState) device(id string) *deviceState {
+	d := s.devices[id]
+	if d == nil {
+		d = &deviceState{series: map[seriesKey]*seriesEntry{}}
+		s.devices[id] = d
+	}
+	return d
+}
+
+// forgetRefs drops cached series references after a failed commit; labels are kept.
+func (s *committerState) forgetRefs() {
+	for _, d := range s.devices {
+		for _, e := range d.series {
+			e.ref = 0
+		}
+		d.seqRef, d.gapRef, d.lateRef, d.repRef = 0, 0, 0, 0
+	}
+}
+
+func (p *Pipeline) appendSample(app storage.Appender, dev *deviceState, j *job, key seriesKey, t int64, v float64) {
+	e := dev.series[key]
+	if e == nil {
+		name := MetricName(key.name)
+		if key.sum {
+			name += sumSuffix
+		}
+		b := labels.NewScratchBuilder(3)
+		b.Add(labels.MetricName, name)
+		b.Add(labelDevice, j.device)
+		if key.unit != "" {
+			b.Add(labelUnit, key.unit)
+		}
+		b.Sort()
+		e = &seriesEntry{lset: b.Labels()}
+		dev.series[key] = e
+	}
+	ref, err := app.Append(e.ref, e.lset, t, v)
+	if err != nil {
+		j.res.Refused++
+		p.m.refusedSamples.WithLabelValues(appendErrorReason(err)).Inc()
+		if j.res.Reason == protocol.ReasonNone && errors.Is(err, storage.ErrTooOldSample) {
+			j.res.Reason = protocol.ReasonTooOld
+			j.res.Detail = "values older than the out-of-order window refused; drop them"
+		}
+		return
+	}
+	e.ref = ref
+	j.res.Stored++
+}
+
+func appendErrorReason(err error) string {
+	switch {
+	case errors.Is(err, storage.ErrDuplicateSampleForTimestamp):
+		return reasonDuplicate
+	case errors.Is(err, storage.ErrTooOldSample), errors.Is(err, storage.ErrOutOfBounds):
+		return reasonStorageOld
+	}
+	return reasonStorage
+}
+
+// trackSeq counts gaps, late arrivals and repeats in a device's batch sequence numbers, and
+// writes the batch number and the counters as series of that device.
+func (p *Pipeline) trackSeq(app storage.Appender, device string, d *deviceState, seq uint64) {
+	now := p.clk.Now().UnixMilli()
+	t := max(now, d.seqTime+1)
+	if !d.seqKnown {
+		if last, ok := p.lastSeq(device); ok {
+			d.highest, d.window, d.seqKnown = last, 1, true
+		}
+	}
+	var gaps, late, repeats float64
+	switch {
+	case !d.seqKnown:
+		d.highest, d.window, d.seqKnown = seq, 1, true
+	case seq > d.highest:
+		gap := seq - d.highest - 1
+		gaps = float64(gap)
+		if seq-d.highest >= seqWindow {
+			d.window = 0
+		} else {
+			d.window <<= seq - d.highest
+		}
+		d.window |= 1
+		d.highest = seq
+	default:
+		back := d.highest - seq
+		if back >= seqWindow || d.window&(1<<back) != 0 {
+			repeats = 1
+		} else {
+			late = 1
+			d.window |= 1 << back
+		}
+	}
+	d.seqTime = t
+	d.seqRef = p.appendCounter(app, d.seqRef, SeriesBatchSeq, device, t, float64(d.highest))
+	if gaps > 0 {
+		d.gaps += gaps
+		p.m.seqGaps.Add(gaps)
+		d.gapRef = p.appendCounter(app, d.gapRef, SeriesSeqGaps, device, t, d.gaps)
+	}
+	if late > 0 {
+		d.late += late
+		p.m.seqLate.Add(late)
+		d.lateRef = p.appendCounter(app, d.lateRef, SeriesSeqLate, device, t, d.late)
+	}
+	if repeats > 0 {
+		d.repeats += repeats
+		p.m.seqRepeats.Add(repeats)
+		d.repRef = p.appendCounter(app, d.repRef, SeriesSeqRepeats, device, t, d.repeats)
+	}
+}
+
+func (p *Pipeline) appendCounter(app storage.Appender, ref storage.SeriesRef, name, device string, t int64, v float64) storage.SeriesRef {
+	newRef, err := app.Append(ref, labels.FromStrings(labels.MetricName, name, labelDevice, device), t, v)
+	if err != nil {
+		p.log.Warn("append batch sequence series", "device", device, "series", name, "error", err)
+		return 0
+	}
+	return newRef
+}
+
+// lastSeq reads the highest batch number stored for device, so counting goes on across a
+// restart of the server.
+func (p *Pipeline) lastSeq(device string) (uint64, bool) {
+	maxt := p.store.DB().Head().MaxTime()
+	if maxt == math.MinInt64 {
+		return 0, false
+	}
+	q, err := p.store.Queryable().Querier(maxt-p.store.Options().OutOfOrderWindow.Milliseconds(), math.MaxInt64)
+	if err != nil {
+		return 0, false
+	}
+	defer q.Close()
+	set := q.Select(context.Background(), false, nil,
+		labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, SeriesBatchSeq),
+		labels.MustNewMatcher(labels.MatchEqual, labelDevice, device))
+	var (
+		last  float64
+		found bool
+	)
+	for set.Next() {
+		it := set.At().Iterator(nil)
+		for it.Next() != 0 {
+			_, v := it.At()
+			last, found = max(last, v), true
+		}
+	}
+	return uint64(last), found
+}
+
+// MetricName maps a resolved SenML name to a Prometheus metric name: characters outside
+// [A-Za-z0-9_:] ('-', '.', '/') become '_', and a name starting with a digit gets a leading '_'.
+func MetricName(n string) string {
+	ok := n != "" && !(n[0] >= '0' && n[0] <= '9')
+	for i := 0; ok && i < len(n); i++ {
+		ok = isMetricChar(n[i])
+	}
+	if ok {
+		return n
+	}
+	var b strings.Builder
+	b.Grow(len(n) + 1)
+	if n == "" || (n[0] >= '0' && n[0] <= '9') {
+		b.WriteByte('_')
+	}
+	for i := 0; i < len(n); i++ {
+		if c := n[i]; isMetricChar(c) {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	return b.String()
+}
+
+func isMetricChar(c byte) bool {
+	return c == '_' || c == ':' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}

@@ -1,0 +1,305 @@
+// Package ingest turns device batches into stored telemetry: decode → validate → append, with
+// an acknowledgement only once the batch is durable.
+//
+// Transports (the MQTT broker hook, the HTTPS handler) call Pipeline.Ingest from their own
+// goroutines. Decoding and validation run there, in parallel. The valid measurements then go to
+// a single committer goroutine that gathers every batch waiting at that moment into one group
+// commit: one TSDB append transaction, one event-log write, one fsync for all of them. Each
+// caller waits until the commit that holds its batch is durable, so many connections share one
+// fsync and a device's acknowledgement always follows durability.
+//
+// When the committer falls behind, Ingest refuses new batches at once with ReasonBusy
+// (MQTT 5 "quota exceeded", HTTP 429) instead of queueing without bound.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millwright/millwright/internal/eventlog"
+	"github.com/millwright/millwright/internal/tsdb"
+	"github.com/millwright/millwright/protocol"
+)
+
+// Clock tells the time; the pipeline uses it to resolve relative SenML times and to judge
+// whether a sample is too old or too new.
+type Clock interface{ Now() time.Time }
+
+// Options configure the pipeline.
+type Options struct {
+	// Limits bound what one batch may be; zero fields take protocol.DefaultLimits.
+	Limits protocol.Limits `yaml:"limits"`
+	// MaxPendingBatches is how many batches may wait for the committer before new ones are
+	// refused as busy. Default 16,384.
+	MaxPendingBatches int `yaml:"max_pending_batches"`
+	// MaxPendingSamples is how many samples may wait for the committer before new batches are
+	// refused as busy. Default 4,000,000.
+	MaxPendingSamples int `yaml:"max_pending_samples"`
+	// MaxCommitSamples caps the samples in one group commit. Default 200,000.
+	MaxCommitSamples int `yaml:"max_commit_samples"`
+	// FutureTolerance is how far ahead of the server's clock a sample may be. Default 10 minutes.
+	FutureTolerance time.Duration `yaml:"future_tolerance"`
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options {
+	return Options{
+		Limits:            protocol.DefaultLimits(),
+		MaxPendingBatches: 16_384,
+		MaxPendingSamples: 4_000_000,
+		MaxCommitSamples:  200_000,
+		FutureTolerance:   10 * time.Minute,
+	}
+}
+
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	if o.Limits.MaxPayload <= 0 {
+		o.Limits.MaxPayload = d.Limits.MaxPayload
+	}
+	if o.Limits.MaxDecompressed <= 0 {
+		o.Limits.MaxDecompressed = d.Limits.MaxDecompressed
+	}
+	if o.Limits.MaxRecords <= 0 {
+		o.Limits.MaxRecords = d.Limits.MaxRecords
+	}
+	if o.MaxPendingBatches <= 0 {
+		o.MaxPendingBatches = d.MaxPendingBatches
+	}
+	if o.MaxPendingSamples <= 0 {
+		o.MaxPendingSamples = d.MaxPendingSamples
+	}
+	if o.MaxCommitSamples <= 0 {
+		o.MaxCommitSamples = d.MaxCommitSamples
+	}
+	if o.FutureTolerance <= 0 {
+		o.FutureTolerance = d.FutureTolerance
+	}
+	return o
+}
+
+// ErrStopped is the cause given to batches that arrive after the pipeline stopped.
+var ErrStopped = errors.New("ingest pipeline stopped")
+
+// Result is the outcome of one batch.
+type Result struct {
+	// Reason is ReasonNone when every value was stored. ReasonTooOld and ReasonTooNew mean the
+	// other values were stored and the refused ones are counted; every other reason means
+	// nothing of the batch was stored.
+	Reason protocol.Reason
+	// Detail explains the reason for a person.
+	Detail string
+	// Stored counts samples and events written; Refused counts values refused.
+	Stored, Refused int
+}
+
+// Err returns the result as a *protocol.Error, or nil on full success.
+func (r Result) Err() error {
+	if r.Reason == protocol.ReasonNone {
+		return nil
+	}
+	return &protocol.Error{Reason: r.Reason, Err: errors.New(r.Detail)}
+}
+
+// Pipeline ingests batches. Create it with New, start Run, then call Ingest.
+type Pipeline struct {
+	store  *tsdb.Store
+	events *eventlog.Log
+	clk    Clock
+	opts   Options
+	log    *slog.Logger
+	m      *metrics
+
+	queue   chan *job
+	pending atomic.Int64 // samples queued or being committed
+	stopped chan struct{}
+	state   *committerState
+}
+
+type job struct {
+	device   string
+	batch    protocol.Batch
+	received time.Time
+	samples  int
+	res      Result
+	done     chan struct{}
+}
+
+// New makes a pipeline writing to store and events.
+func New(store *tsdb.Store, events *eventlog.Log, clk Clock, opts Options, logger *slog.Logger, reg prometheus.Registerer) *Pipeline {
+	opts = opts.withDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Pipeline{
+		store:   store,
+		events:  events,
+		clk:     clk,
+		opts:    opts,
+		log:     logger,
+		m:       newMetrics(reg),
+		queue:   make(chan *job, opts.MaxPendingBatches),
+		stopped: make(chan struct{}),
+		state:   newCommitterState(),
+	}
+}
+
+// Ingest decodes, validates and stores one batch from device, returning once it is durable
+// or refused. It is safe for concurrent use.
+func (p *Pipeline) Ingest(ctx context.Context, device string, payload []byte) Result {
+	received := time.Now()
+	now := p.clk.Now()
+	batch, _, err := protocol.Decode(payload, now, p.opts.Limits)
+	if err != nil {
+		return p.refuse(err)
+	}
+	j := &job{device: device, batch: batch, received: received, done: make(chan struct{})}
+	p.validateTimes(j, now)
+	if len(j.batch.Measurements) == 0 && !j.batch.HasSeq {
+		p.m.batches.WithLabelValues(resultLabel(j.res)).Inc()
+		return j.res
+	}
+	j.samples = len(j.batch.Measurements)
+	if p.pending.Add(int64(j.samples)) > int64(p.opts.MaxPendingSamples) && j.samples > 0 {
+		p.pending.Add(-int64(j.samples))
+		return p.busy("too many samples waiting to be stored")
+	}
+	select {
+	case <-p.stopped:
+		p.pending.Add(-int64(j.samples))
+		return p.unavailable(ErrStopped.Error())
+	default:
+	}
+	select {
+	case p.queue <- j:
+	default:
+		p.pending.Add(-int64(j.samples))
+		return p.busy("too many batches waiting to be stored")
+	}
+	select {
+	case <-j.done:
+	case <-p.stopped:
+		// Run drains the queue before it closes stopped, so a job still not done was
+		// enqueued after the drain and was never stored.
+		select {
+		case <-j.done:
+		default:
+			return p.unavailable(ErrStopped.Error())
+		}
+	case <-ctx.Done():
+		return p.unavailable("gave up waiting for storage: " + ctx.Err().Error())
+	}
+	p.m.ackLatency.Observe(time.Since(received).Seconds())
+	p.m.batches.WithLabelValues(resultLabel(j.res)).Inc()
+	return j.res
+}
+
+// validateTimes removes samples the store cannot take (older than the out-of-order window, or
+// too far in the future) and records them as refused.
+func (p *Pipeline) validateTimes(j *job, now time.Time) {
+	minT := now.Add(-p.store.Options().OutOfOrderWindow).UnixMilli()
+	minT = max(minT, p.store.MinAppendable())
+	maxT := now.Add(p.opts.FutureTolerance).UnixMilli()
+	var tooOld, tooNew int
+	kept := j.batch.Measurements[:0]
+	for _, m := range j.batch.Measurements {
+		switch {
+		case m.Time < minT:
+			tooOld++
+		case m.Time > maxT:
+			tooNew++
+		default:
+			kept = append(kept, m)
+		}
+	}
+	j.batch.Measurements = kept
+	if tooOld > 0 {
+		p.m.refusedSamples.WithLabelValues(protocol.ReasonTooOld.String()).Add(float64(tooOld))
+		j.res.Reason = protocol.ReasonTooOld
+		j.res.Detail = fmt.Sprintf("%d values older than the out-of-order window (%s) refused; drop them", tooOld, p.store.Options().OutOfOrderWindow)
+	}
+	if tooNew > 0 {
+		p.m.refusedSamples.WithLabelValues(protocol.ReasonTooNew.String()).Add(float64(tooNew))
+		if j.res.Reason == protocol.ReasonNone {
+			j.res.Reason = protocol.ReasonTooNew
+			j.res.Detail = fmt.Sprintf("%d values more than %s ahead of the server clock refused; check the device clock", tooNew, p.opts.FutureTolerance)
+		}
+	}
+	j.res.Refused = tooOld + tooNew
+}
+
+func (p *Pipeline) refuse(err error) Result {
+	var perr *protocol.Error
+	r := Result{Reason: protocol.ReasonMalformed, Detail: err.Error()}
+	if errors.As(err, &perr) {
+		r.Reason = perr.Reason
+	}
+	p.m.rejectedBatches.WithLabelValues(r.Reason.String()).Inc()
+	p.m.batches.WithLabelValues(resultLabel(r)).Inc()
+	return r
+}
+
+func (p *Pipeline) busy(detail string) Result {
+	p.m.rejectedBatches.WithLabelValues(protocol.ReasonBusy.String()).Inc()
+	return Result{Reason: protocol.ReasonBusy, Detail: detail}
+}
+
+func (p *Pipeline) unavailable(detail string) Result {
+	p.m.rejectedBatches.WithLabelValues(protocol.ReasonUnavailable.String()).Inc()
+	return Result{Reason: protocol.ReasonUnavailable, Detail: detail}
+}
+
+func resultLabel(r Result) string {
+	switch r.Reason {
+	case protocol.ReasonNone:
+		return "stored"
+	case protocol.ReasonTooOld, protocol.ReasonTooNew:
+		return "partial"
+	}
+	return "refused"
+}
+
+// Run commits batches until ctx ends, then commits what is still queued and returns. Ingest
+// calls after that fail with ReasonUnavailable.
+func (p *Pipeline) Run(ctx context.Context) error {
+	defer close(p.stopped)
+	group := make([]*job, 0, 256)
+	for {
+		select {
+		case j := <-p.queue:
+			group = p.gather(append(group[:0], j))
+			p.commit(group)
+		case <-ctx.Done():
+			for {
+				select {
+				case j := <-p.queue:
+					group = p.gather(append(group[:0], j))
+					p.commit(group)
+				default:
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// gather adds every job waiting now to group, up to the commit size.
+func (p *Pipeline) gather(group []*job) []*job {
+	n := group[0].samples
+	for n < p.opts.MaxCommitSamples {
+		select {
+		case j := <-p.queue:
+			group = append(group, j)
+			n += j.samples
+		default:
+			return group
+		}
+	}
+	return group
+}

@@ -1,0 +1,263 @@
+// Package server composes Millwright's long-running parts — telemetry store, event log, ingest
+// pipeline, MQTT broker, HTTPS API — into one process, starting them in order and stopping them
+// in reverse so that no acknowledged batch is lost on shutdown.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/api"
+	"github.com/millwright/millwright/internal/eventlog"
+	"github.com/millwright/millwright/internal/gateway"
+	"github.com/millwright/millwright/internal/ingest"
+	"github.com/millwright/millwright/internal/pki"
+	"github.com/millwright/millwright/internal/tsdb"
+)
+
+// AdminTokenFile holds the admin API token inside the data directory.
+const AdminTokenFile = "admin.token"
+
+// Options configure the server.
+type Options struct {
+	// DataDir holds the CA, the admin token, the TSDB and the event log. Default "./data".
+	DataDir string `yaml:"data"`
+	// HTTPListen is the HTTPS address for the API, metrics and batch POSTs. Default ":8443".
+	HTTPListen string `yaml:"http_listen"`
+	// Zone is the gateway DNS zone; devices reach the server as <device-id>.<zone>, so the server
+	// certificate covers *.<zone>. Default "gw.millwright.internal".
+	Zone string `yaml:"zone"`
+	// ServerNames are extra DNS names or IP addresses for the server certificate.
+	ServerNames []string `yaml:"server_names"`
+	MQTT        gateway.MQTTOptions `yaml:"mqtt"`
+	TSDB        tsdb.Options        `yaml:"tsdb"`
+	Ingest      ingest.Options      `yaml:"ingest"`
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options {
+	return Options{
+		DataDir:    "data",
+		HTTPListen: ":8443",
+		Zone:       "gw.millwright.internal",
+		MQTT:       gateway.DefaultMQTTOptions(),
+		TSDB:       tsdb.DefaultOptions(),
+		Ingest:     ingest.DefaultOptions(),
+	}
+}
+
+// Server is a running Millwright server.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	clk      clock.Clock
+	ca       *pki.CA
+	token    string
+	reg      *prometheus.Registry
+	store    *tsdb.Store
+	events   *eventlog.Log
+	pipeline *ingest.Pipeline
+	mqtt     *gateway.MQTT
+	httpLn   net.Listener
+	http     *http.Server
+}
+
+// New prepares the data directory (CA, admin token, server certificate on first start), opens
+// storage and binds the listeners. Run serves.
+func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if clk == nil {
+		clk = clock.Real()
+	}
+	s := &Server{opts: opts, log: logger, clk: clk, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.closeStorage())
+		}
+	}()
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	dir := opts.DataDir
+	ca, created, err := pki.LoadOrCreateCA(dir, clk.Now())
+	if err != nil {
+		return nil, err
+	}
+	s.ca = ca
+	if created {
+		logger.Info("created development CA", "path", filepath.Join(dir, pki.CAFile))
+	}
+	if s.token, err = loadOrCreateToken(filepath.Join(dir, AdminTokenFile)); err != nil {
+		return nil, err
+	}
+	names, ips := pki.ServerNames(opts.Zone, opts.ServerNames)
+	cert, err := pki.EnsureServerCert(dir, ca, names, ips, clk.Now())
+	if err != nil {
+		return nil, err
+	}
+
+	if s.store, err = tsdb.Open(filepath.Join(dir, "tsdb"), opts.TSDB, logger, s.reg); err != nil {
+		return nil, err
+	}
+	if s.events, err = eventlog.Open(filepath.Join(dir, "events")); err != nil {
+		return nil, err
+	}
+	if n := s.events.TornBytes(); n > 0 {
+		logger.Warn("event log had a torn tail from a crash; cut off", "bytes", n)
+	}
+	s.pipeline = ingest.New(s.store, s.events, clk, opts.Ingest, logger.With("component", "ingest"), s.reg)
+
+	tlsCfg := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    ca.Pool(),
+		MinVersion:   tls.VersionTLS12,
+	}
+	if s.mqtt, err = gateway.NewMQTT(opts.MQTT, tlsCfg, s.pipeline, logger, s.reg); err != nil {
+		return nil, err
+	}
+
+	httpCfg := tlsCfg.Clone()
+	httpCfg.ClientAuth = tls.VerifyClientCertIfGiven
+	httpCfg.NextProtos = []string{"h2", "http/1.1"}
+	ln, err := net.Listen("tcp", opts.HTTPListen)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("listen HTTPS on %s: %w", opts.HTTPListen, err), s.mqtt.Close())
+	}
+	s.httpLn = tls.NewListener(ln, httpCfg)
+	mux := http.NewServeMux()
+	mux.Handle(gateway.BatchPath, gateway.HTTPIngest(s.pipeline, s.pipelineMaxPayload(), s.reg))
+	mux.Handle("/", api.Handler(api.Config{
+		AdminToken: s.token,
+		Queryable:  s.store.Queryable(),
+		Engine:     s.store.Engine(),
+		Events:     s.events,
+		Metrics:    promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}),
+		Logger:     logger.With("component", "api"),
+		Now:        clk.Now,
+	}))
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+func (s *Server) pipelineMaxPayload() int {
+	if n := s.opts.Ingest.Limits.MaxPayload; n > 0 {
+		return n
+	}
+	return ingest.DefaultOptions().Limits.MaxPayload
+}
+
+// MQTTAddr is the MQTT/TLS listener's address.
+func (s *Server) MQTTAddr() net.Addr { return s.mqtt.Addr() }
+
+// InsecureMQTTAddr is the plain MQTT listener's address, or nil.
+func (s *Server) InsecureMQTTAddr() net.Addr { return s.mqtt.InsecureAddr() }
+
+// HTTPAddr is the HTTPS listener's address.
+func (s *Server) HTTPAddr() net.Addr { return s.httpLn.Addr() }
+
+// CA is the server's certificate authority.
+func (s *Server) CA() *pki.CA { return s.ca }
+
+// AdminToken is the admin API token.
+func (s *Server) AdminToken() string { return s.token }
+
+// Run serves until ctx ends, then shuts down: listeners first, then the pipeline (which stores
+// what it already accepted), then storage.
+func (s *Server) Run(ctx context.Context) error {
+	pctx, stopPipeline := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s.pipeline.Run(pctx) })
+
+	httpErr := make(chan error, 1)
+	go func() { httpErr <- s.http.Serve(s.httpLn) }()
+	if err := s.mqtt.Start(); err != nil {
+		stopPipeline()
+		wg.Wait()
+		return errors.Join(err, s.http.Close(), s.closeStorage())
+	}
+	s.log.Info("millwright server running",
+		"mqtt", s.MQTTAddr().String(), "https", s.HTTPAddr().String(), "data", s.opts.DataDir)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-httpErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			runErr = fmt.Errorf("serve HTTPS: %w", err)
+		}
+	}
+	s.log.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := errors.Join(runErr, s.mqtt.Close(), ignoreClosed(s.http.Shutdown(shutCtx)))
+	stopPipeline()
+	wg.Wait()
+	return errors.Join(err, s.closeStorage())
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) closeStorage() error {
+	var err error
+	if s.events != nil {
+		err = errors.Join(err, s.events.Close())
+		s.events = nil
+	}
+	if s.store != nil {
+		err = errors.Join(err, s.store.Close())
+		s.store = nil
+	}
+	return err
+}
+
+// loadOrCreateToken reads the admin token, creating a random one (mode 0600) when absent.
+func loadOrCreateToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("admin token file %s is empty: delete it to make a new token", path)
+		}
+		return tok, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fmt.Errorf("make admin token: %w", err)
+	}
+	tok := hex.EncodeToString(raw)
+	if err := pki.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return tok, nil
+}
