@@ -44,7 +44,7 @@ type promAPI struct {
 
 type queryData struct {
 	ResultType parser.ValueType `json:"resultType"`
-	Result     promql.Value     `json:"result"`
+	Result     parser.Value     `json:"result"`
 }
 
 func (a *promAPI) query(r *http.Request) (any, *apiError) {
@@ -143,15 +143,12 @@ func (a *promAPI) series(r *http.Request) (any, *apiError) {
 	if err != nil {
 		return nil, badData(err)
 	}
-	q, hints, err := a.querier(r)
-	if err != nil {
-		return nil, err
+	q, hints, aerr := a.querier(r)
+	if aerr != nil {
+		return nil, aerr
 	}
 	defer q.Close()
-	limit, perr := parseLimit(r)
-	if perr != nil {
-		return nil, badData(perr)
-	}
+	limit := hints.Limit
 	var sets []storage.SeriesSet
 	for _, ms := range matcherSets {
 		sets = append(sets, q.Select(r.Context(), true, hints, ms...))

@@ -2,8 +2,8 @@ package cli
 
 import (
 	"bytes"
-	"net"
 	"crypto/x509"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"

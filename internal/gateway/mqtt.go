@@ -96,7 +96,7 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, logger *slog
 		Capabilities: caps,
 		// The broker logs a line per connection and per dropped client at warning level;
 		// Millwright counts those in metrics instead and keeps the broker's errors only.
-		Logger: slog.New(levelHandler{min: slog.LevelError, Handler: logger.Handler()}).With("component", "mqtt"),
+		Logger: slog.New(brokerLogHandler{Handler: logger.Handler()}).With("component", "mqtt"),
 	})
 	m := &MQTT{srv: srv, log: logger, serveErr: make(chan error, 1)}
 	m.hook = newDeviceHook(ing, logger, reg)
@@ -157,22 +157,28 @@ func (m *MQTT) Close() error {
 	return m.srv.Close()
 }
 
-// levelHandler drops records below min.
-type levelHandler struct {
-	min slog.Level
-	slog.Handler
+// brokerLogHandler passes on the broker's errors only, and not the one it logs for every
+// publish the device hook refuses (with the whole packet): those refusals are counted in
+// metrics and answered with a reason code.
+type brokerLogHandler struct{ slog.Handler }
+
+func (h brokerLogHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelError && h.Handler.Enabled(ctx, l)
 }
 
-func (h levelHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
+func (h brokerLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "publish packet error" {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
 }
 
-func (h levelHandler) WithAttrs(a []slog.Attr) slog.Handler {
-	return levelHandler{min: h.min, Handler: h.Handler.WithAttrs(a)}
+func (h brokerLogHandler) WithAttrs(a []slog.Attr) slog.Handler {
+	return brokerLogHandler{h.Handler.WithAttrs(a)}
 }
 
-func (h levelHandler) WithGroup(name string) slog.Handler {
-	return levelHandler{min: h.min, Handler: h.Handler.WithGroup(name)}
+func (h brokerLogHandler) WithGroup(name string) slog.Handler {
+	return brokerLogHandler{h.Handler.WithGroup(name)}
 }
 
 // deviceHook authenticates devices, confines them to their topic root and ingests batches.

@@ -19,18 +19,16 @@ import (
 // Names of the series the pipeline writes about each device's batches. Device metric names
 // beginning with "millwright_" are reserved for these.
 const (
-	SeriesBatchSeq     = "millwright_device_batch_seq"
-	SeriesSeqGaps      = "millwright_device_batch_seq_gaps_total"
-	SeriesSeqLate      = "millwright_device_batch_seq_late_total"
-	SeriesSeqRepeats   = "millwright_device_batch_seq_repeats_total"
-	seqWindow          = 64 // sequence numbers remembered below the highest, per device
-	labelDevice        = "device"
-	labelUnit          = "unit"
-	sumSuffix          = "_sum"
-	reasonDuplicate    = "duplicate_conflict"
-	reasonStorage      = "storage"
-	reasonStorageOld   = "too_old"
-	commitContextLabel = "commit"
+	SeriesBatchSeq   = "millwright_device_batch_seq"
+	SeriesSeqGaps    = "millwright_device_batch_seq_gaps_total"
+	SeriesSeqLate    = "millwright_device_batch_seq_late_total"
+	SeriesSeqRepeats = "millwright_device_batch_seq_repeats_total"
+	seqWindow        = 64 // sequence numbers remembered below the highest, per device
+	labelDevice      = "device"
+	labelUnit        = "unit"
+	sumSuffix        = "_sum"
+	reasonDuplicate  = "duplicate_conflict"
+	reasonStorage    = "storage"
 )
 
 // committerState is owned by the committer goroutine.
@@ -51,12 +49,12 @@ type seriesEntry struct {
 type deviceState struct {
 	series map[seriesKey]*seriesEntry
 
-	seqKnown               bool
-	highest                uint64
-	window                 uint64 // bit i set: highest-i was seen
-	seqTime                int64  // timestamp of the last batch-seq sample
-	gaps, late, repeats    float64
-	seqRef                 storage.SeriesRef
+	seqKnown                bool
+	highest                 uint64
+	window                  uint64 // bit i set: highest-i was seen
+	seqTime                 int64  // timestamp of the last batch-seq sample
+	gaps, late, repeats     float64
+	seqRef                  storage.SeriesRef
 	gapRef, lateRef, repRef storage.SeriesRef
 }
 
@@ -188,7 +186,7 @@ func appendErrorReason(err error) string {
 	case errors.Is(err, storage.ErrDuplicateSampleForTimestamp):
 		return reasonDuplicate
 	case errors.Is(err, storage.ErrTooOldSample), errors.Is(err, storage.ErrOutOfBounds):
-		return reasonStorageOld
+		return protocol.ReasonTooOld.String()
 	}
 	return reasonStorage
 }

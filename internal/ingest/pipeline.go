@@ -239,6 +239,9 @@ func (p *Pipeline) refuse(err error) Result {
 	r := Result{Reason: protocol.ReasonMalformed, Detail: err.Error()}
 	if errors.As(err, &perr) {
 		r.Reason = perr.Reason
+		if perr.Err != nil {
+			r.Detail = perr.Err.Error()
+		}
 	}
 	p.m.rejectedBatches.WithLabelValues(r.Reason.String()).Inc()
 	p.m.batches.WithLabelValues(resultLabel(r)).Inc()

@@ -45,7 +45,7 @@ type Options struct {
 	// certificate covers *.<zone>. Default "gw.millwright.internal".
 	Zone string `yaml:"zone"`
 	// ServerNames are extra DNS names or IP addresses for the server certificate.
-	ServerNames []string `yaml:"server_names"`
+	ServerNames []string            `yaml:"server_names"`
 	MQTT        gateway.MQTTOptions `yaml:"mqtt"`
 	TSDB        tsdb.Options        `yaml:"tsdb"`
 	Ingest      ingest.Options      `yaml:"ingest"`
