@@ -3,7 +3,6 @@ package protocol
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 )
 
@@ -51,6 +50,20 @@ const (
 	mqttNotAuthorized               = 0x87
 	mqttQuotaExceeded               = 0x97
 	mqttPayloadFormatInvalid        = 0x99
+)
+
+// HTTP statuses (RFC 9110), spelled out so that the package does not pull
+// net/http into a small device binary.
+const (
+	statusAccepted            = 202
+	statusBadRequest          = 400
+	statusUnauthorized        = 401
+	statusForbidden           = 403
+	statusContentTooLarge     = 413
+	statusUnprocessableEntity = 422
+	statusTooManyRequests     = 429
+	statusInternalServerError = 500
+	statusServiceUnavailable  = 503
 )
 
 var reasonNames = [numReasons]string{
@@ -140,19 +153,19 @@ func ReasonFromMQTTCode(code byte) Reason {
 func (r Reason) HTTPStatus() int {
 	switch r {
 	case ReasonNone:
-		return http.StatusAccepted
+		return statusAccepted
 	case ReasonMalformed, ReasonInvalid, ReasonTooLarge, ReasonTooManyRecords:
-		return http.StatusBadRequest
+		return statusBadRequest
 	case ReasonTooOld, ReasonTooNew:
-		return http.StatusUnprocessableEntity
+		return statusUnprocessableEntity
 	case ReasonBusy:
-		return http.StatusTooManyRequests
+		return statusTooManyRequests
 	case ReasonUnavailable:
-		return http.StatusServiceUnavailable
+		return statusServiceUnavailable
 	case ReasonNotAuthorized:
-		return http.StatusForbidden
+		return statusForbidden
 	default:
-		return http.StatusInternalServerError
+		return statusInternalServerError
 	}
 }
 
@@ -165,13 +178,13 @@ func ReasonFromHTTPStatus(status int) Reason {
 	switch {
 	case status >= 200 && status < 300:
 		return ReasonNone
-	case status == http.StatusBadRequest, status == http.StatusRequestEntityTooLarge:
+	case status == statusBadRequest, status == statusContentTooLarge:
 		return ReasonInvalid
-	case status == http.StatusUnprocessableEntity:
+	case status == statusUnprocessableEntity:
 		return ReasonTooOld
-	case status == http.StatusTooManyRequests:
+	case status == statusTooManyRequests:
 		return ReasonBusy
-	case status == http.StatusUnauthorized, status == http.StatusForbidden:
+	case status == statusUnauthorized, status == statusForbidden:
 		return ReasonNotAuthorized
 	default:
 		return ReasonUnavailable

@@ -114,6 +114,11 @@ type Measurement struct {
 	Time int64
 	// Kind is the type of the value.
 	Kind Kind
+	// HasValue is false when the record carried only a sum.
+	HasValue bool
+	// HasSum reports whether the record carried a sum or a base sum was in
+	// effect; Sum is then base sum plus sum.
+	HasSum bool
 	// Value is the numeric value (base value added) for KindFloat, and 0 or
 	// 1 for KindBool.
 	Value float64
@@ -121,12 +126,7 @@ type Measurement struct {
 	String string
 	// Data is the value for KindData.
 	Data []byte
-	// HasValue is false when the record carried only a sum.
-	HasValue bool
-	// HasSum reports whether the record carried a sum or a base sum was in
-	// effect; Sum is then base sum plus sum.
-	HasSum bool
-	Sum    float64
+	Sum  float64
 }
 
 // Batch is a resolved pack: what the server stores from one device message.
@@ -244,7 +244,8 @@ const (
 	fUt
 	fSeq
 
-	baseFields    = fBver | fBn | fBt | fBu | fBv | fBs | fSeq
+	// regularFields are the fields of a record that is more than base
+	// fields (and mw_seq) for the records after it.
 	regularFields = fN | fU | fV | fVs | fVb | fVd | fS | fT | fUt
 	valueFields   = fV | fVs | fVb | fVd
 )
@@ -260,7 +261,7 @@ func (f fieldSet) name() string { return fieldNames[bits.TrailingZeros32(uint32(
 type rawRecord struct {
 	// has holds the fields present; a field given as null (JSON null,
 	// CBOR null or undefined) counts as absent.
-	has fieldSet
+	has  fieldSet
 	bver int64
 	seq  uint64
 	bt   float64
@@ -698,6 +699,11 @@ func (e nameError) Error() string {
 	if e.pos == 0 {
 		rule = "A-Z a-z 0-9"
 	}
+	c := e.name[e.pos]
+	what := strconv.QuoteRune(rune(c))
+	if c >= utf8.RuneSelf {
+		what = "0x" + strconv.FormatUint(uint64(c), 16) + " (not ASCII)"
+	}
 	return "name " + strconv.Quote(e.name) + ": byte " + strconv.Itoa(e.pos) +
-		" is " + strconv.QuoteRuneToASCII(rune(e.name[e.pos])) + ", allowed there: " + rule
+		" is " + what + ", allowed there: " + rule
 }

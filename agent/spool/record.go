@@ -77,9 +77,6 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // errTorn marks a record that is cut short or fails its checks.
 var errTorn = fmt.Errorf("%w: torn or invalid record", ErrCorrupt)
 
-// encodedSize is the number of bytes a record with an n-byte payload takes.
-func encodedSize(n int) int64 { return int64(recordOverhead + n) }
-
 // appendRecord appends the encoded record to dst.
 func appendRecord(dst []byte, c Class, unixNano int64, payload []byte) []byte {
 	start := len(dst)
