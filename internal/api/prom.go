@@ -298,6 +298,9 @@ func parseTimeParam(r *http.Request, name string, def time.Time) (time.Time, err
 // Prometheus does.
 func parseTime(s string) (time.Time, error) {
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		if math.IsNaN(f) || math.IsInf(f, 0) || f > float64(maxTime.Unix()) || f < float64(minTime.Unix()) {
+			return time.Time{}, fmt.Errorf("cannot parse %q to a valid timestamp: out of range", s)
+		}
 		sec, frac := math.Modf(f)
 		return time.Unix(int64(sec), int64(math.Round(frac*1000))*int64(time.Millisecond)).UTC(), nil
 	}
@@ -317,7 +320,7 @@ func parseTime(s string) (time.Time, error) {
 func parseDuration(s string) (time.Duration, error) {
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
 		d := f * float64(time.Second)
-		if d > float64(math.MaxInt64) || d < float64(math.MinInt64) {
+		if math.IsNaN(d) || d > float64(math.MaxInt64) || d < float64(math.MinInt64) {
 			return 0, fmt.Errorf("cannot parse %q to a valid duration: it overflows int64", s)
 		}
 		return time.Duration(d), nil

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/tsdb"
@@ -137,7 +138,7 @@ func New(store *tsdb.Store, events *eventlog.Log, clk Clock, opts Options, logge
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Pipeline{
+	p := &Pipeline{
 		store:   store,
 		events:  events,
 		clk:     clk,
@@ -148,6 +149,16 @@ func New(store *tsdb.Store, events *eventlog.Log, clk Clock, opts Options, logge
 		stopped: make(chan struct{}),
 		state:   newCommitterState(),
 	}
+	f := promauto.With(reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "millwright_ingest_pending_batches",
+		Help: "Batches waiting for the committer.",
+	}, func() float64 { return float64(len(p.queue)) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "millwright_ingest_pending_values",
+		Help: "Values waiting for the committer or being committed.",
+	}, func() float64 { return float64(p.pending.Load()) })
+	return p
 }
 
 // Ingest decodes, validates and stores one batch from device, returning once it is durable
