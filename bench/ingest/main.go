@@ -98,31 +98,22 @@ func run(c config) error {
 	fmt.Fprintf(os.Stderr, "issuing %d device certificates…\n", c.devices)
 	certs := make([]tls.Certificate, c.devices)
 	for i := range certs {
-		key, err := pki.GenerateKey()
-		if err != nil {
-			return err
-		}
-		_, certPEM, err := ca.DeviceCert(deviceID(i), key.Public(), time.Now(), 24*time.Hour)
-		if err != nil {
-			return err
-		}
-		keyPEM, err := pki.EncodeKey(key)
-		if err != nil {
-			return err
-		}
-		if certs[i], err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		if certs[i], err = ca.DeviceKeyPair(deviceID(i), time.Now(), 24*time.Hour); err != nil {
 			return err
 		}
 	}
 
+	tlsFor := func(i int) *tls.Config {
+		return &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{certs[i]}, ServerName: "localhost"}
+	}
 	var results []result
 	for _, target := range strings.Split(c.targets, ",") {
 		var r result
 		switch strings.TrimSpace(target) {
 		case "millwright":
-			r, err = benchMillwright(c, bin, dataDir, ca, certs)
+			r, err = benchMillwright(c, bin, dataDir, tlsFor)
 		case "mosquitto-tls":
-			r, err = benchMosquittoTLS(c, work, ca, certs)
+			r, err = benchMosquittoTLS(c, work, ca, tlsFor)
 		case "mosquitto-plain":
 			r, err = benchMosquittoPlain(c)
 		default:
@@ -164,7 +155,24 @@ func waitListening(addr string, timeout time.Duration) error {
 	return fmt.Errorf("nothing listening on %s after %s", addr, timeout)
 }
 
-func benchMillwright(c config, bin, dataDir string, ca *pki.CA, certs []tls.Certificate) (result, error) {
+// serveAndLoad starts a broker process, waits for it to listen on addr, runs the load against
+// it and stops it.
+func serveAndLoad(c config, cmd *exec.Cmd, addr string, wait time.Duration, tlsFor func(int) *tls.Config) (result, error) {
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return result{}, err
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	if err := waitListening(addr, wait); err != nil {
+		return result{}, err
+	}
+	return load(c, addr, tlsFor, cmd.Process.Pid)
+}
+
+func benchMillwright(c config, bin, dataDir string, tlsFor func(int) *tls.Config) (result, error) {
 	mqttAddr, err := freeAddr()
 	if err != nil {
 		return result{}, err
@@ -175,26 +183,12 @@ func benchMillwright(c config, bin, dataDir string, ca *pki.CA, certs []tls.Cert
 	}
 	cmd := exec.Command(bin, "server", "--data", dataDir, "--mqtt-listen", mqttAddr, "--http-listen", httpAddr,
 		"--log-level", "warn", "--fsync", c.fsync)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}()
-	if err := waitListening(mqttAddr, 60*time.Second); err != nil {
-		return result{}, err
-	}
-	tlsFor := func(i int) *tls.Config {
-		return &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{certs[i]}, ServerName: "localhost"}
-	}
-	r, err := load(c, mqttAddr, tlsFor, cmd.Process.Pid)
+	r, err := serveAndLoad(c, cmd, mqttAddr, 60*time.Second, tlsFor)
 	r.target, r.transport = "Millwright (stored, fsync "+c.fsync+")", "TLS"
 	return r, err
 }
 
-func benchMosquittoTLS(c config, work string, ca *pki.CA, certs []tls.Certificate) (result, error) {
+func benchMosquittoTLS(c config, work string, ca *pki.CA, tlsFor func(int) *tls.Config) (result, error) {
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
 		return result{}, errors.New("mosquitto not installed (Debian package mosquitto)")
@@ -234,22 +228,7 @@ tls_version tlsv1.2
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return result{}, err
 	}
-	cmd := exec.Command(bin, "-c", confPath)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}()
-	if err := waitListening(addr, 10*time.Second); err != nil {
-		return result{}, err
-	}
-	tlsFor := func(i int) *tls.Config {
-		return &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{certs[i]}, ServerName: "localhost"}
-	}
-	r, err := load(c, addr, tlsFor, cmd.Process.Pid)
+	r, err := serveAndLoad(c, exec.Command(bin, "-c", confPath), addr, 10*time.Second, tlsFor)
 	r.target, r.transport, r.note = "Mosquitto "+mosquittoVersion(bin)+" (stores nothing)", "TLS", "harness-started listener"
 	return r, err
 }

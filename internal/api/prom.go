@@ -168,40 +168,27 @@ func (a *promAPI) series(r *http.Request) (any, *apiError) {
 }
 
 func (a *promAPI) labelNames(r *http.Request) (any, *apiError) {
-	if err := r.ParseForm(); err != nil {
-		return nil, badData(err)
-	}
-	matcherSets, err := a.parser.ParseMetricSelectors(r.Form["match[]"])
-	if err != nil {
-		return nil, badData(err)
-	}
-	q, hints, aerr := a.querier(r)
-	if aerr != nil {
-		return nil, aerr
-	}
-	defer q.Close()
-	lh := &storage.LabelHints{Limit: hints.Limit}
-	names := []string{}
-	if len(matcherSets) == 0 {
-		matcherSets = [][]*labels.Matcher{nil}
-	}
-	for _, ms := range matcherSets {
+	return a.labelStrings(r, func(q storage.Querier, lh *storage.LabelHints, ms []*labels.Matcher) ([]string, error) {
 		n, _, err := q.LabelNames(r.Context(), lh, ms...)
-		if err != nil {
-			return nil, &apiError{errExecution, err, http.StatusUnprocessableEntity}
-		}
-		names = append(names, n...)
-	}
-	slices.Sort(names)
-	return limitStrings(slices.Compact(names), hints.Limit), nil
+		return n, err
+	})
 }
 
 func (a *promAPI) labelValues(r *http.Request, name string) (any, *apiError) {
-	if err := r.ParseForm(); err != nil {
-		return nil, badData(err)
-	}
 	if !model.UTF8Validation.IsValidLabelName(name) {
 		return nil, badData(fmt.Errorf("invalid label name: %q", name))
+	}
+	return a.labelStrings(r, func(q storage.Querier, lh *storage.LabelHints, ms []*labels.Matcher) ([]string, error) {
+		v, _, err := q.LabelValues(r.Context(), name, lh, ms...)
+		return v, err
+	})
+}
+
+// labelStrings runs get once per match[] selector (or once without matchers) and returns the
+// sorted union, as the label-names and label-values endpoints answer.
+func (a *promAPI) labelStrings(r *http.Request, get func(storage.Querier, *storage.LabelHints, []*labels.Matcher) ([]string, error)) (any, *apiError) {
+	if err := r.ParseForm(); err != nil {
+		return nil, badData(err)
 	}
 	matcherSets, err := a.parser.ParseMetricSelectors(r.Form["match[]"])
 	if err != nil {
@@ -212,20 +199,20 @@ func (a *promAPI) labelValues(r *http.Request, name string) (any, *apiError) {
 		return nil, aerr
 	}
 	defer q.Close()
-	lh := &storage.LabelHints{Limit: hints.Limit}
-	values := []string{}
 	if len(matcherSets) == 0 {
 		matcherSets = [][]*labels.Matcher{nil}
 	}
+	lh := &storage.LabelHints{Limit: hints.Limit}
+	out := []string{}
 	for _, ms := range matcherSets {
-		v, _, err := q.LabelValues(r.Context(), name, lh, ms...)
+		v, err := get(q, lh, ms)
 		if err != nil {
 			return nil, &apiError{errExecution, err, http.StatusUnprocessableEntity}
 		}
-		values = append(values, v...)
+		out = append(out, v...)
 	}
-	slices.Sort(values)
-	return limitStrings(slices.Compact(values), hints.Limit), nil
+	slices.Sort(out)
+	return limitStrings(slices.Compact(out), hints.Limit), nil
 }
 
 // querier opens a querier over the request's start and end (default: all time).

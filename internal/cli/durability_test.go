@@ -158,13 +158,7 @@ func TestDurabilityUnderSIGKILL(t *testing.T) {
 	var pubs []*publisher
 	for i := range 2 {
 		id := fmt.Sprintf("dur-%d", i)
-		key, err := pki.GenerateKey()
-		require.NoError(t, err)
-		_, certPEM, err := ca.DeviceCert(id, key.Public(), now, time.Hour)
-		require.NoError(t, err)
-		keyPEM, err := pki.EncodeKey(key)
-		require.NoError(t, err)
-		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		pair, err := ca.DeviceKeyPair(id, now, time.Hour)
 		require.NoError(t, err)
 		cfg := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"}
 		pubs = append(pubs, &publisher{device: id, tls: cfg, addr: mqttAddr, base: base, per: 20})

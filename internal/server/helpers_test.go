@@ -74,13 +74,7 @@ func (s *testServer) waitHTTP(t *testing.T) {
 // deviceCert issues a certificate for id from the server's CA.
 func deviceCert(t *testing.T, ca *pki.CA, id string) tls.Certificate {
 	t.Helper()
-	key, err := pki.GenerateKey()
-	require.NoError(t, err)
-	_, certPEM, err := ca.DeviceCert(id, key.Public(), time.Now(), 24*time.Hour)
-	require.NoError(t, err)
-	keyPEM, err := pki.EncodeKey(key)
-	require.NoError(t, err)
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	pair, err := ca.DeviceKeyPair(id, time.Now(), 24*time.Hour)
 	require.NoError(t, err)
 	return pair
 }
