@@ -1,13 +1,16 @@
 // Package api is Millwright's HTTP API for operators and tools: the Prometheus-compatible query
 // endpoints (so Grafana adds Millwright as a Prometheus data source), the event list for
-// non-numeric telemetry, and the server's own metrics. Every /api route needs the admin token as
-// a Bearer credential.
+// non-numeric telemetry, devices, enrollment tokens, operators and the audit log, and the
+// server's own metrics. Every /api route needs a Bearer token — the bootstrap admin token or an
+// operator token — whose role reaches the route's (viewer < operator < admin).
 package api
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -19,24 +22,94 @@ import (
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/millwright/millwright/internal/eventlog"
+	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/protocol"
 )
 
 // Version is reported by /api/v1/status/buildinfo.
 var Version = "0.1.0-dev"
 
+// Principal is who made a request.
+type Principal struct {
+	// Name appears in the audit log: "admin" for the bootstrap admin token, "operator:<name>".
+	Name string
+	Role registry.Role
+}
+
+// Authenticator turns a Bearer token into a principal, or fails.
+type Authenticator func(ctx context.Context, token string) (Principal, error)
+
 // Config wires the API to its parts.
 type Config struct {
-	// AdminToken is the Bearer token that opens every /api route.
-	AdminToken string
-	Queryable  storage.Queryable
-	Engine     *promql.Engine
-	Events     *eventlog.Log
+	// Authenticate checks Bearer tokens.
+	Authenticate Authenticator
+	Queryable    storage.Queryable
+	Engine       *promql.Engine
+	Events       *eventlog.Log
+	// Registry serves the device, enrollment-token, operator and audit routes.
+	Registry Registry
+	// DeviceChanged is called after a device's status changed (suspend, resume, revoke), so the
+	// gateway can close its sessions and the CRL can be rebuilt.
+	DeviceChanged func(id string, status registry.Status)
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
 	Logger  *slog.Logger
 	// Now tells the time for queries without a time parameter.
 	Now func() time.Time
+}
+
+// route is one API route and the least role that may call it.
+type route struct {
+	method, path string
+	role         registry.Role
+	handle       func(*http.Request) (any, *apiError)
+}
+
+// rank orders roles: a role may do what every lower role may.
+func rank(r registry.Role) int {
+	switch r {
+	case registry.RoleViewer:
+		return 1
+	case registry.RoleOperator:
+		return 2
+	case registry.RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+func routes(c Config) []route {
+	p := &promAPI{queryable: c.Queryable, engine: c.Engine, parser: parser.NewParser(parser.Options{}), now: c.Now}
+	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged}
+	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
+	return []route{
+		{"GET", "/api/v1/query", v, p.query},
+		{"POST", "/api/v1/query", v, p.query},
+		{"GET", "/api/v1/query_range", v, p.queryRange},
+		{"POST", "/api/v1/query_range", v, p.queryRange},
+		{"GET", "/api/v1/series", v, p.series},
+		{"POST", "/api/v1/series", v, p.series},
+		{"GET", "/api/v1/labels", v, p.labelNames},
+		{"POST", "/api/v1/labels", v, p.labelNames},
+		{"GET", "/api/v1/label/{name}/values", v, func(r *http.Request) (any, *apiError) { return p.labelValues(r, r.PathValue("name")) }},
+		{"GET", "/api/v1/metadata", v, func(*http.Request) (any, *apiError) { return map[string]any{}, nil }},
+		{"GET", "/api/v1/status/buildinfo", v, func(*http.Request) (any, *apiError) {
+			return map[string]string{"version": Version, "application": "millwright"}, nil
+		}},
+		{"GET", "/api/v1/events", v, func(r *http.Request) (any, *apiError) { return listEvents(c.Events, r) }},
+		{"GET", "/api/v1/devices", v, d.list},
+		{"GET", "/api/v1/devices/{id}", v, d.show},
+		{"POST", "/api/v1/devices/{id}/suspend", o, d.setStatus(registry.StatusSuspended)},
+		{"POST", "/api/v1/devices/{id}/resume", o, d.setStatus(registry.StatusActive)},
+		{"POST", "/api/v1/devices/{id}/revoke", o, d.setStatus(registry.StatusRevoked)},
+		{"POST", "/api/v1/devices/{id}/tags", o, d.tags},
+		{"POST", "/api/v1/devices/{id}/groups", o, d.groups},
+		{"POST", "/api/v1/enrollment-tokens", o, d.createTokens},
+		{"GET", "/api/v1/operators", a, d.listOperators},
+		{"POST", "/api/v1/operators", a, d.createOperator},
+		{"DELETE", "/api/v1/operators/{id}", a, d.revokeOperator},
+		{"GET", "/api/v1/audit", a, d.audit},
+	}
 }
 
 // Handler returns the API's routes.
@@ -47,47 +120,78 @@ func Handler(c Config) http.Handler {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &promAPI{queryable: c.Queryable, engine: c.Engine, parser: parser.NewParser(parser.Options{}), now: c.Now}
 	mux := http.NewServeMux()
-	h := func(f func(*http.Request) (any, *apiError)) http.Handler {
-		return requireToken(c.AdminToken, handle(c.Logger, f))
+	for _, rt := range routes(c) {
+		mux.Handle(rt.method+" "+rt.path, authorize(c.Authenticate, rt.role, handle(c.Logger, rt.handle)))
 	}
-	mux.Handle("GET /api/v1/query", h(p.query))
-	mux.Handle("POST /api/v1/query", h(p.query))
-	mux.Handle("GET /api/v1/query_range", h(p.queryRange))
-	mux.Handle("POST /api/v1/query_range", h(p.queryRange))
-	mux.Handle("GET /api/v1/series", h(p.series))
-	mux.Handle("POST /api/v1/series", h(p.series))
-	mux.Handle("GET /api/v1/labels", h(p.labelNames))
-	mux.Handle("POST /api/v1/labels", h(p.labelNames))
-	mux.Handle("GET /api/v1/label/{name}/values", h(func(r *http.Request) (any, *apiError) {
-		return p.labelValues(r, r.PathValue("name"))
-	}))
-	mux.Handle("GET /api/v1/metadata", h(func(*http.Request) (any, *apiError) { return map[string]any{}, nil }))
-	mux.Handle("GET /api/v1/status/buildinfo", h(func(*http.Request) (any, *apiError) {
-		return map[string]string{"version": Version, "application": "millwright"}, nil
-	}))
-	mux.Handle("GET /api/v1/events", h(func(r *http.Request) (any, *apiError) { return listEvents(c.Events, r) }))
-	mux.Handle("/api/", h(func(r *http.Request) (any, *apiError) {
+	mux.Handle("/api/", authorize(c.Authenticate, registry.RoleViewer, handle(c.Logger, func(r *http.Request) (any, *apiError) {
 		return nil, &apiError{errNotFound, errors.New("no such API route: " + r.Method + " " + r.URL.Path), http.StatusNotFound}
-	}))
+	})))
+	mux.HandleFunc("GET /api/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openAPI)
+	})
 	if c.Metrics != nil {
 		mux.Handle("GET /metrics", c.Metrics)
 	}
 	return mux
 }
 
-// requireToken lets a request through only with "Authorization: Bearer <token>".
-func requireToken(token string, next http.Handler) http.Handler {
+type principalKey struct{}
+
+// PrincipalFrom returns who made the request.
+func PrincipalFrom(ctx context.Context) Principal {
+	p, _ := ctx.Value(principalKey{}).(Principal)
+	return p
+}
+
+// authorize lets a request through only with "Authorization: Bearer <token>" of a principal
+// whose role reaches min: 401 without a valid token, 403 with a role too low.
+func authorize(authn Authenticator, min registry.Role, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		var (
+			p   Principal
+			err = errors.New("missing bearer token")
+		)
+		if ok && tok != "" && authn != nil {
+			p, err = authn(r.Context(), strings.TrimSpace(tok))
+		}
+		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="millwright"`)
 			writeJSON(w, http.StatusUnauthorized, response{Status: "error", ErrorType: "unauthorized", Error: "missing or invalid bearer token"})
 			return
 		}
-		next.ServeHTTP(w, r)
+		if rank(p.Role) < rank(min) {
+			writeJSON(w, http.StatusForbidden, response{Status: "error", ErrorType: "forbidden",
+				Error: fmt.Sprintf("role %s may not %s %s (needs %s)", p.Role, r.Method, r.URL.Path, min)})
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
+}
+
+// OperatorAuthenticator is what TokenAuthenticator needs of the registry.
+type OperatorAuthenticator interface {
+	AuthenticateOperator(ctx context.Context, token string) (registry.Operator, error)
+}
+
+// TokenAuthenticator accepts the bootstrap admin token (compared in constant time) and the
+// operator tokens of the registry.
+func TokenAuthenticator(adminToken string, reg OperatorAuthenticator) Authenticator {
+	return func(ctx context.Context, token string) (Principal, error) {
+		if adminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(adminToken)) == 1 {
+			return Principal{Name: "admin", Role: registry.RoleAdmin}, nil
+		}
+		if reg == nil {
+			return Principal{}, registry.ErrTokenInvalid
+		}
+		op, err := reg.AuthenticateOperator(ctx, token)
+		if err != nil {
+			return Principal{}, err
+		}
+		return Principal{Name: "operator:" + op.Name, Role: op.Role}, nil
+	}
 }
 
 type apiError struct {

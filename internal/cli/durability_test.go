@@ -158,7 +158,11 @@ func TestDurabilityUnderSIGKILL(t *testing.T) {
 	var pubs []*publisher
 	for i := range 2 {
 		id := fmt.Sprintf("dur-%d", i)
-		pair, err := ca.DeviceKeyPair(id, now, time.Hour)
+		// The CLI registers the device, as enrollment would.
+		certDir := t.TempDir()
+		code, _, stderr := run("dev", "cert", "--data", dir, "--device", id, "--out", certDir)
+		require.Zero(t, code, stderr)
+		pair, err := tls.LoadX509KeyPair(filepath.Join(certDir, id+".crt"), filepath.Join(certDir, id+".key"))
 		require.NoError(t, err)
 		cfg := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"}
 		pubs = append(pubs, &publisher{device: id, tls: cfg, addr: mqttAddr, base: base, per: 20})

@@ -53,6 +53,8 @@ HTTPS API on :8443.`,
 	f.StringVar(&opts.MQTT.Listen, "mqtt-listen", opts.MQTT.Listen, "MQTT over TLS listen address")
 	f.StringVar(&opts.MQTT.InsecureListen, "insecure-mqtt-listen", "", "plain MQTT listen address, where the client ID alone names the device (development only)")
 	f.StringVar(&opts.HTTPListen, "http-listen", opts.HTTPListen, "HTTPS listen address (API, metrics, batch POSTs)")
+	f.StringVar(&opts.Database, "database", "", "registry database: empty for SQLite in the data directory, or a postgres:// URL")
+	f.Var(durationFlag{&opts.Enroll.CertValidity}, "cert-validity", "lifetime of device certificates issued at enrollment")
 	f.StringVar(&opts.Zone, "zone", opts.Zone, "gateway DNS zone; the server certificate covers *.<zone>")
 	f.StringSliceVar(&opts.ServerNames, "server-name", nil, "extra DNS name or IP address for the server certificate (repeatable)")
 	f.Var(durationFlag{&opts.TSDB.Retention}, "retention", "how long telemetry is kept")

@@ -44,7 +44,7 @@ func TestBackPressure(t *testing.T) {
 	p := ingest.New(store, events, clock.Real(), opts, nil, reg)
 
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"},
-		&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.Pool()}, p, nil, reg)
+		&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.Pool()}, p, nil, nil, nil, reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	defer m.Close()

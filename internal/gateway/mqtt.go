@@ -7,11 +7,13 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -71,7 +73,10 @@ type MQTT struct {
 // NewMQTT binds the listeners and prepares the broker; Start serves it. tlsConfig must carry the
 // server certificate; NewMQTT sets client-certificate verification against clientCAs and the
 // TLS 1.2 minimum.
-func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, logger *slog.Logger, reg prometheus.Registerer) (*MQTT, error) {
+//
+// authz, when not nil, is asked at every connect whether the device may connect; facts, when
+// not nil, receives what the device reports about itself in its CONNECT user properties.
+func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Authorizer, facts FactReporter, logger *slog.Logger, reg prometheus.Registerer) (*MQTT, error) {
 	d := DefaultMQTTOptions()
 	if opts.Listen == "" {
 		opts.Listen = d.Listen
@@ -99,7 +104,10 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, logger *slog
 		Logger: slog.New(brokerLogHandler{Handler: logger.Handler()}).With("component", "mqtt"),
 	})
 	m := &MQTT{srv: srv, log: logger, serveErr: make(chan error, 1)}
-	m.hook = newDeviceHook(ing, logger, reg)
+	m.hook = newDeviceHook(ing, authz, logger, reg)
+	if facts != nil {
+		m.hook.facts = newFactQueue(facts, logger, reg)
+	}
 	if err := srv.AddHook(m.hook, nil); err != nil {
 		return nil, fmt.Errorf("add MQTT hook: %w", err)
 	}
@@ -154,7 +162,22 @@ func (m *MQTT) Start() error {
 
 // Close stops the listeners and disconnects every client.
 func (m *MQTT) Close() error {
-	return m.srv.Close()
+	err := m.srv.Close()
+	if m.hook.facts != nil {
+		m.hook.facts.close()
+	}
+	return err
+}
+
+// DisconnectDevice closes a device's live session, if any, with reason 0x87 "not authorized".
+func (m *MQTT) DisconnectDevice(id string) bool {
+	cl, ok := m.srv.Clients.Get(id)
+	if !ok || cl.Closed() {
+		return false
+	}
+	_ = m.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	cl.Stop(errors.New("device disconnected by the server"))
+	return true
 }
 
 // brokerLogHandler passes on the broker's errors only, and not the one it logs for every
@@ -185,16 +208,19 @@ func (h brokerLogHandler) WithGroup(name string) slog.Handler {
 type deviceHook struct {
 	mqtt.HookBase
 	ing      Ingester
+	authz    Authorizer
+	facts    *factQueue
 	log      *slog.Logger
 	connects *prometheus.CounterVec
 	acl      prometheus.Counter
 }
 
-func newDeviceHook(ing Ingester, logger *slog.Logger, reg prometheus.Registerer) *deviceHook {
+func newDeviceHook(ing Ingester, authz Authorizer, logger *slog.Logger, reg prometheus.Registerer) *deviceHook {
 	f := promauto.With(reg)
 	return &deviceHook{
-		ing: ing,
-		log: logger,
+		ing:   ing,
+		authz: authz,
+		log:   logger,
 		connects: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "millwright_mqtt_connects_total",
 			Help: "MQTT connection attempts that reached authentication, by result.",
@@ -218,38 +244,46 @@ func (h *deviceHook) Provides(b byte) bool {
 
 // OnConnectAuthenticate accepts a client on the TLS listener when its verified certificate's
 // common name is a valid device ID equal to the client ID.
-func (h *deviceHook) OnConnectAuthenticate(cl *mqtt.Client, _ packets.Packet) bool {
-	device, err := deviceIdentity(cl)
+func (h *deviceHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	device, cert, err := deviceIdentity(cl)
+	if err == nil && h.authz != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = h.authz.Authorize(ctx, device, cert)
+		cancel()
+	}
 	if err != nil {
 		h.connects.WithLabelValues("refused").Inc()
 		h.log.Info("MQTT connection refused", "client", cl.ID, "remote", cl.Net.Remote, "error", err)
 		return false
 	}
 	h.connects.WithLabelValues("accepted").Inc()
+	if h.facts != nil {
+		h.facts.report(device, connectFacts(pk))
+	}
 	h.log.Debug("device connected", "device", device, "remote", cl.Net.Remote, "mqtt", cl.Properties.ProtocolVersion)
 	return true
 }
 
-func deviceIdentity(cl *mqtt.Client) (string, error) {
+func deviceIdentity(cl *mqtt.Client) (string, *x509.Certificate, error) {
 	if err := protocol.ValidateDeviceID(cl.ID); err != nil {
-		return "", fmt.Errorf("client ID: %w", err)
+		return "", nil, fmt.Errorf("client ID: %w", err)
 	}
 	if cl.Net.Listener == listenerInsecure {
-		return cl.ID, nil
+		return cl.ID, nil, nil
 	}
 	tc, ok := cl.Net.Conn.(*tls.Conn)
 	if !ok {
-		return "", errors.New("not a TLS connection")
+		return "", nil, errors.New("not a TLS connection")
 	}
 	st := tc.ConnectionState()
 	if len(st.PeerCertificates) == 0 {
-		return "", errors.New("no client certificate")
+		return "", nil, errors.New("no client certificate")
 	}
-	cn := st.PeerCertificates[0].Subject.CommonName
-	if cn != cl.ID {
-		return "", fmt.Errorf("client ID %q differs from the certificate's device ID %q", cl.ID, cn)
+	cert := st.PeerCertificates[0]
+	if cert.Subject.CommonName != cl.ID {
+		return "", nil, fmt.Errorf("client ID %q differs from the certificate's device ID %q", cl.ID, cert.Subject.CommonName)
 	}
-	return cn, nil
+	return cl.ID, cert, nil
 }
 
 // OnACLCheck lets a device publish and subscribe only under its own root mw/v1/<device>/.

@@ -71,10 +71,20 @@ func (s *testServer) waitHTTP(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 }
 
-// deviceCert issues a certificate for id from the server's CA.
+// device registers device id with a new certificate from the server's CA, as enrollment would.
+func (s *testServer) device(t *testing.T, id string) tls.Certificate {
+	t.Helper()
+	pair := deviceCert(t, s.CA(), id)
+	require.NoError(t, s.Registry().AddCertificate(context.Background(), id, pair.Leaf, true))
+	return pair
+}
+
+// deviceCert issues a certificate for id from ca, without registering the device.
 func deviceCert(t *testing.T, ca *pki.CA, id string) tls.Certificate {
 	t.Helper()
 	pair, err := ca.DeviceKeyPair(id, time.Now(), 24*time.Hour)
+	require.NoError(t, err)
+	pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0])
 	require.NoError(t, err)
 	return pair
 }
@@ -102,7 +112,7 @@ func mustConnect(t *testing.T, s *testServer, id string) *paho.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := mqttConnect(ctx, s.MQTTAddr().String(), clientTLS(s.CA().Pool(), deviceCert(t, s.CA(), id)), id)
+	c, _, err := mqttConnect(ctx, s.MQTTAddr().String(), clientTLS(s.CA().Pool(), s.device(t, id)), id)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
 	return c

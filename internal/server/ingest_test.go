@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -105,6 +106,11 @@ func TestMosquittoPub(t *testing.T) {
 		device := fmt.Sprintf("mosq-%d", i)
 		certPath, keyPath, err := pki.WriteDeviceCert(s.CA(), device, certDir, time.Now(), time.Hour)
 		require.NoError(t, err)
+		certPEM, err := os.ReadFile(certPath)
+		require.NoError(t, err)
+		cert, err := pki.ParseCertPEM(certPEM)
+		require.NoError(t, err)
+		require.NoError(t, s.Registry().AddCertificate(context.Background(), device, cert, true))
 		payload := `[{"bn":"","n":"temperature","u":"Cel","v":21.5},{"n":"door_open","vb":true},{"n":"status","vs":"running"}]`
 		out, err := exec.Command(bin, "-h", "localhost", "-p", port, "-V", version, "-q", "1",
 			"--cafile", caPath, "--cert", certPath, "--key", keyPath,
@@ -134,7 +140,7 @@ func TestConnectionRefusals(t *testing.T) {
 	require.Nil(t, s.InsecureMQTTAddr(), "no plain listener without the development flag")
 	addr := s.MQTTAddr().String()
 	pool := s.CA().Pool()
-	good := deviceCert(t, s.CA(), "dev-a")
+	good := s.device(t, "dev-a")
 	otherCA, err := pki.NewCA("another CA", time.Now())
 	require.NoError(t, err)
 	foreign := deviceCert(t, otherCA, "dev-a")
@@ -325,7 +331,7 @@ func TestHTTPSIngest(t *testing.T) {
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&br))
 		return resp, br
 	}
-	dev := s.apiClient(deviceCert(t, s.CA(), "dev-http"))
+	dev := s.apiClient(s.device(t, "dev-http"))
 	resp, br := post(dev, encode(t, protocol.Pack{{Name: "pressure", Unit: "Pa", Value: ptr(101325.0)}}, cborZstd))
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 	require.Equal(t, 1, br.Stored)

@@ -1,5 +1,5 @@
-// Package server composes Millwright's long-running parts — telemetry store, event log, ingest
-// pipeline, MQTT broker, HTTPS API — into one process, starting them in order and stopping them
+// Package server composes Millwright's long-running parts — device registry, enrollment,
+// telemetry store, event log, ingest pipeline, MQTT broker, HTTPS API — into one process, starting them in order and stopping them
 // in reverse so that no acknowledged batch is lost on shutdown.
 package server
 
@@ -25,10 +25,12 @@ import (
 
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/api"
+	"github.com/millwright/millwright/internal/enroll"
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/ingest"
 	"github.com/millwright/millwright/internal/pki"
+	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/tsdb"
 )
 
@@ -45,10 +47,13 @@ type Options struct {
 	// certificate covers *.<zone>. Default "gw.millwright.internal".
 	Zone string `yaml:"zone"`
 	// ServerNames are extra DNS names or IP addresses for the server certificate.
-	ServerNames []string            `yaml:"server_names"`
-	MQTT        gateway.MQTTOptions `yaml:"mqtt"`
-	TSDB        tsdb.Options        `yaml:"tsdb"`
-	Ingest      ingest.Options      `yaml:"ingest"`
+	ServerNames []string `yaml:"server_names"`
+	// Database is the registry: empty for SQLite in DataDir/registry.db, or a postgres:// URL.
+	Database string              `yaml:"database"`
+	MQTT     gateway.MQTTOptions `yaml:"mqtt"`
+	Enroll   enroll.Options      `yaml:"enroll"`
+	TSDB     tsdb.Options        `yaml:"tsdb"`
+	Ingest   ingest.Options      `yaml:"ingest"`
 }
 
 // DefaultOptions returns the defaults.
@@ -58,6 +63,7 @@ func DefaultOptions() Options {
 		HTTPListen: ":8443",
 		Zone:       "gw.millwright.internal",
 		MQTT:       gateway.DefaultMQTTOptions(),
+		Enroll:     enroll.DefaultOptions(),
 		TSDB:       tsdb.DefaultOptions(),
 		Ingest:     ingest.DefaultOptions(),
 	}
@@ -71,6 +77,9 @@ type Server struct {
 	ca       *pki.CA
 	token    string
 	reg      *prometheus.Registry
+	registry *registry.Registry
+	authz    *gateway.RegistryAuthorizer
+	enroll   *enroll.Server
 	store    *tsdb.Store
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
@@ -114,6 +123,11 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 
+	if s.registry, err = registry.Open(context.Background(), opts.Database, dir, clk); err != nil {
+		return nil, err
+	}
+	s.authz = gateway.NewRegistryAuthorizer(s.registry, 30*time.Second, clk.Now)
+	s.enroll = enroll.New(ca, s.registry, clk, opts.Enroll, logger.With("component", "enroll"))
 	if s.store, err = tsdb.Open(filepath.Join(dir, "tsdb"), opts.TSDB, logger, s.reg); err != nil {
 		return nil, err
 	}
@@ -130,7 +144,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		ClientCAs:    ca.Pool(),
 		MinVersion:   tls.VersionTLS12,
 	}
-	if s.mqtt, err = gateway.NewMQTT(opts.MQTT, tlsCfg, s.pipeline, logger, s.reg); err != nil {
+	if s.mqtt, err = gateway.NewMQTT(opts.MQTT, tlsCfg, s.pipeline, s.authz, s.registry, logger, s.reg); err != nil {
 		return nil, err
 	}
 
@@ -144,14 +158,17 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	s.httpLn = tls.NewListener(ln, httpCfg)
 	mux := http.NewServeMux()
 	mux.Handle(gateway.BatchPath, gateway.HTTPIngest(s.pipeline, s.pipelineMaxPayload(), s.reg))
+	s.enroll.Register(mux)
 	mux.Handle("/", api.Handler(api.Config{
-		AdminToken: s.token,
-		Queryable:  s.store.Queryable(),
-		Engine:     s.store.Engine(),
-		Events:     s.events,
-		Metrics:    promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}),
-		Logger:     logger.With("component", "api"),
-		Now:        clk.Now,
+		Authenticate:  api.TokenAuthenticator(s.token, s.registry),
+		Queryable:     s.store.Queryable(),
+		Engine:        s.store.Engine(),
+		Events:        s.events,
+		Registry:      s.registry,
+		DeviceChanged: s.deviceChanged,
+		Metrics:       promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}),
+		Logger:        logger.With("component", "api"),
+		Now:           clk.Now,
 	}))
 	s.http = &http.Server{
 		Handler:           mux,
@@ -161,6 +178,19 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	}
 	return s, nil
 }
+
+// deviceChanged applies a status change at once: the gateway forgets its cached answer, a
+// device that may no longer connect loses its live session, and the CRL is rebuilt.
+func (s *Server) deviceChanged(id string, status registry.Status) {
+	s.authz.Invalidate(id)
+	if status != registry.StatusActive && s.mqtt.DisconnectDevice(id) {
+		s.log.Info("closed the session of a device that may no longer connect", "device", id, "status", status)
+	}
+	s.enroll.InvalidateCRL()
+}
+
+// Registry is the device registry.
+func (s *Server) Registry() *registry.Registry { return s.registry }
 
 func (s *Server) pipelineMaxPayload() int {
 	if n := s.opts.Ingest.Limits.MaxPayload; n > 0 {
@@ -234,6 +264,10 @@ func (s *Server) closeStorage() error {
 	if s.store != nil {
 		err = errors.Join(err, s.store.Close())
 		s.store = nil
+	}
+	if s.registry != nil {
+		err = errors.Join(err, s.registry.Close())
+		s.registry = nil
 	}
 	return err
 }

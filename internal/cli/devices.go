@@ -1,0 +1,231 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/millwright/millwright/internal/registry"
+)
+
+func newDevicesCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "devices", Short: "List, inspect, tag, group, suspend and revoke devices"}
+
+	var (
+		lf                                     clientFlags
+		status, model, operator, firmware, grp string
+		tags                                   []string
+		limit                                  int
+		all                                    bool
+	)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List devices",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := lf.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			for k, v := range map[string]string{"status": status, "model": model, "operator": operator, "firmware": firmware, "group": grp} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			for _, t := range tags {
+				q.Add("tag", t)
+			}
+			q.Set("limit", strconv.Itoa(limit))
+			var devs []registry.Device
+			for {
+				var page struct {
+					Devices []registry.Device `json:"devices"`
+					Next    string            `json:"next"`
+				}
+				if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/devices?"+q.Encode(), nil, &page); err != nil {
+					return err
+				}
+				devs = append(devs, page.Devices...)
+				if !all || page.Next == "" {
+					break
+				}
+				q.Set("after", page.Next)
+			}
+			if c.json {
+				return printJSON(cmd.OutOrStdout(), devs)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tSTATUS\tMODEL\tOPERATOR\tFIRMWARE\tLAST SEEN\tTAGS")
+			for _, d := range devs {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Status, dash(d.HardwareModel), dash(d.NetworkOperator),
+					dash(d.FirmwareVersion), when(d.LastSeenAt), tagString(d.Tags))
+			}
+			return w.Flush()
+		},
+	}
+	lf.add(list)
+	f := list.Flags()
+	f.StringVar(&status, "status", "", "pending, active, suspended or revoked")
+	f.StringVar(&model, "model", "", "hardware model")
+	f.StringVar(&operator, "operator", "", "network operator")
+	f.StringVar(&firmware, "firmware", "", "firmware version")
+	f.StringVar(&grp, "group", "", "group")
+	f.StringSliceVar(&tags, "tag", nil, "key=value (repeatable; all must match)")
+	f.IntVar(&limit, "limit", 100, "devices per page")
+	f.BoolVar(&all, "all", false, "follow pagination to the end")
+
+	var sf clientFlags
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one device",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			var d registry.Device
+			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/devices/"+url.PathEscape(args[0]), nil, &d); err != nil {
+				return err
+			}
+			return printDevice(cmd, c, d)
+		},
+	}
+	sf.add(show)
+	cmd.AddCommand(list, show)
+
+	for _, action := range []struct{ name, short string }{
+		{"suspend", "Suspend a device: refused at connect, its live session closed"},
+		{"resume", "Resume a suspended device"},
+		{"revoke", "Revoke a device and all its certificates; its session closed and the CRL updated"},
+	} {
+		var af clientFlags
+		c := &cobra.Command{
+			Use:   action.name + " ID",
+			Short: action.short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := af.client()
+				if err != nil {
+					return err
+				}
+				var d registry.Device
+				if err := c.call(cmd.Context(), http.MethodPost, "/api/v1/devices/"+url.PathEscape(args[0])+"/"+action.name, nil, &d); err != nil {
+					return err
+				}
+				return printDevice(cmd, c, d)
+			},
+		}
+		af.add(c)
+		cmd.AddCommand(c)
+	}
+
+	var tf clientFlags
+	tag := &cobra.Command{
+		Use:   "tag ID key=value...",
+		Short: "Set tags on a device",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			set, err := parseTags(args[1:])
+			if err != nil {
+				return err
+			}
+			return deviceUpdate(cmd, &tf, args[0], "tags", map[string]any{"set": set})
+		},
+	}
+	tf.add(tag)
+	var uf clientFlags
+	untag := &cobra.Command{
+		Use:   "untag ID key...",
+		Short: "Remove tags from a device",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return deviceUpdate(cmd, &uf, args[0], "tags", map[string]any{"remove": args[1:]})
+		},
+	}
+	uf.add(untag)
+	var gf clientFlags
+	var remove bool
+	group := &cobra.Command{
+		Use:   "group ID group...",
+		Short: "Add a device to groups (or remove it with --remove)",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key := "add"
+			if remove {
+				key = "remove"
+			}
+			return deviceUpdate(cmd, &gf, args[0], "groups", map[string]any{key: args[1:]})
+		},
+	}
+	gf.add(group)
+	group.Flags().BoolVar(&remove, "remove", false, "remove from the groups instead")
+	cmd.AddCommand(tag, untag, group)
+	return cmd
+}
+
+func deviceUpdate(cmd *cobra.Command, cf *clientFlags, id, what string, body any) error {
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	var d registry.Device
+	if err := c.call(cmd.Context(), http.MethodPost, "/api/v1/devices/"+url.PathEscape(id)+"/"+what, body, &d); err != nil {
+		return err
+	}
+	return printDevice(cmd, c, d)
+}
+
+func printDevice(cmd *cobra.Command, c *apiClient, d registry.Device) error {
+	if c.json {
+		return printJSON(cmd.OutOrStdout(), d)
+	}
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	for _, row := range [][2]string{
+		{"ID", d.ID}, {"Status", string(d.Status)}, {"Hardware model", dash(d.HardwareModel)},
+		{"Network operator", dash(d.NetworkOperator)}, {"Firmware", dash(d.FirmwareVersion)},
+		{"Tags", tagString(d.Tags)}, {"Groups", dash(strings.Join(d.Groups, ","))},
+		{"Created", when(d.CreatedAt)}, {"Enrolled", when(d.EnrolledAt)}, {"Last seen", when(d.LastSeenAt)},
+	} {
+		fmt.Fprintf(w, "%s:\t%s\n", row[0], row[1])
+	}
+	return w.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func tagString(tags map[string]string) string {
+	if len(tags) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + tags[k]
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/millwright/millwright/internal/registry"
+)
+
+func newOperatorsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "operators", Short: "API tokens for people and tools (admin only)"}
+
+	var cf clientFlags
+	var role string
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create an operator; prints its API token once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var out struct {
+				Operator registry.Operator `json:"operator"`
+				Token    string            `json:"token"`
+			}
+			if err := c.call(cmd.Context(), http.MethodPost, "/api/v1/operators", map[string]string{"name": args[0], "role": role}, &out); err != nil {
+				return err
+			}
+			if c.json {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), out.Token)
+			return nil
+		},
+	}
+	cf.add(create)
+	create.Flags().StringVar(&role, "role", "viewer", "admin, operator or viewer")
+
+	var lf clientFlags
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List operators",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := lf.client()
+			if err != nil {
+				return err
+			}
+			var ops []registry.Operator
+			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/operators", nil, &ops); err != nil {
+				return err
+			}
+			if c.json {
+				return printJSON(cmd.OutOrStdout(), ops)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tNAME\tROLE\tCREATED\tREVOKED")
+			for _, o := range ops {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", o.ID, o.Name, o.Role, when(o.CreatedAt), when(o.RevokedAt))
+			}
+			return w.Flush()
+		},
+	}
+	lf.add(list)
+
+	var rf clientFlags
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an operator's token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			if err := c.call(cmd.Context(), http.MethodDelete, "/api/v1/operators/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "revoked", args[0])
+			return nil
+		},
+	}
+	rf.add(revoke)
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}

@@ -1,0 +1,319 @@
+// Package enroll is the server side of device enrollment: EST (RFC 7030) endpoints that turn a
+// one-time enrollment token and a certificate request made on the device into a device
+// certificate, re-enrollment with the current certificate for rotation, and the certificate
+// revocation list for other verifiers.
+//
+// The device's private key never reaches the server: the device sends a PKCS #10 request, the
+// server checks its signature and signs the public key with the device ID it assigns (or the one
+// bound to the token) as the common name. Whatever name the request asks for is ignored.
+package enroll
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/millwright/millwright/internal/pki"
+	"github.com/millwright/millwright/internal/registry"
+	"github.com/millwright/millwright/protocol/est"
+)
+
+// Registry is what enrollment needs of the device registry.
+type Registry interface {
+	Enroll(ctx context.Context, token, model, remote string, issue func(deviceID string) (*x509.Certificate, error)) (*registry.Device, *x509.Certificate, error)
+	AddCertificate(ctx context.Context, deviceID string, cert *x509.Certificate, create bool) error
+	Device(ctx context.Context, id string) (*registry.Device, error)
+	Certificate(ctx context.Context, serial string) (*registry.Certificate, error)
+	RevokedCertificates(ctx context.Context) ([]registry.Certificate, error)
+	Audit(ctx context.Context, actor, action, target, detail, remote string) error
+}
+
+// Clock tells the time.
+type Clock interface{ Now() time.Time }
+
+// Options configure enrollment.
+type Options struct {
+	// CertValidity is the lifetime of a device certificate. Default 90 days.
+	CertValidity time.Duration `yaml:"cert_validity"`
+	// CRLValidity is how long a published CRL is valid (its NextUpdate). Default 1 hour.
+	CRLValidity time.Duration `yaml:"crl_validity"`
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options {
+	return Options{CertValidity: 90 * 24 * time.Hour, CRLValidity: time.Hour}
+}
+
+// Server serves the EST endpoints and the CRL.
+type Server struct {
+	ca   *pki.CA
+	reg  Registry
+	clk  Clock
+	opts Options
+	log  *slog.Logger
+
+	crlMu   sync.Mutex
+	crl     []byte
+	crlAt   time.Time
+	crlNext int64
+}
+
+// New makes an enrollment server.
+func New(ca *pki.CA, reg Registry, clk Clock, opts Options, logger *slog.Logger) *Server {
+	d := DefaultOptions()
+	if opts.CertValidity <= 0 {
+		opts.CertValidity = d.CertValidity
+	}
+	if opts.CRLValidity <= 0 {
+		opts.CRLValidity = d.CRLValidity
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{ca: ca, reg: reg, clk: clk, opts: opts, log: logger}
+}
+
+// CRLPath is where the certificate revocation list is published.
+const CRLPath = "/ca/crl"
+
+// Register adds the routes to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+est.PathCACerts, s.caCerts)
+	mux.HandleFunc("POST "+est.PathEnroll, s.enroll)
+	mux.HandleFunc("POST "+est.PathReenroll, s.reenroll)
+	mux.HandleFunc("GET "+CRLPath, s.crlHandler)
+}
+
+func (s *Server) caCerts(w http.ResponseWriter, _ *http.Request) {
+	der, err := est.EncodeCertsOnly(s.ca.Cert)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeCerts(w, der)
+}
+
+func writeCerts(w http.ResponseWriter, der []byte) {
+	w.Header().Set("Content-Type", est.ContentCerts)
+	w.Header().Set("Content-Transfer-Encoding", "base64")
+	_, _ = w.Write(est.EncodeBase64(der))
+}
+
+func httpError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, msg+"\n")
+}
+
+// tokenFrom reads the enrollment token: "Authorization: Bearer <token>", or HTTP Basic with the
+// token as the password (what EST clients send), the user name being ignored.
+func tokenFrom(r *http.Request) string {
+	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	if _, p, ok := r.BasicAuth(); ok {
+		return p
+	}
+	return ""
+}
+
+func readCSR(w http.ResponseWriter, r *http.Request) (*x509.CertificateRequest, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		httpError(w, http.StatusRequestEntityTooLarge, "certificate request too large")
+		return nil, false
+	}
+	csr, err := est.DecodeCSR(body)
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return nil, false
+	}
+	if err := checkKey(csr.PublicKey); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return nil, false
+	}
+	return csr, true
+}
+
+// checkKey accepts ECDSA P-256 or stronger, Ed25519, and RSA of 2048 bits or more.
+func checkKey(pub any) error {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve.Params().BitSize < 256 {
+			return fmt.Errorf("ECDSA key on %s is too weak: use P-256 or stronger", k.Curve.Params().Name)
+		}
+	case ed25519.PublicKey:
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return fmt.Errorf("RSA key of %d bits is too weak: use 2048 bits or more", k.N.BitLen())
+		}
+	default:
+		return fmt.Errorf("unsupported public key type %T", pub)
+	}
+	return nil
+}
+
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
+	token := tokenFrom(r)
+	if token == "" {
+		w.Header().Set("WWW-Authenticate", `Basic realm="millwright enrollment"`)
+		httpError(w, http.StatusUnauthorized, "an enrollment token is required (Authorization: Bearer <token>, or HTTP Basic with the token as password)")
+		return
+	}
+	csr, ok := readCSR(w, r)
+	if !ok {
+		return
+	}
+	model := strings.TrimSpace(r.Header.Get(est.HeaderModel))
+	now := s.clk.Now()
+	dev, cert, err := s.reg.Enroll(r.Context(), token, model, r.RemoteAddr, func(id string) (*x509.Certificate, error) {
+		c, _, err := s.ca.DeviceCert(id, csr.PublicKey, now, s.opts.CertValidity)
+		return c, err
+	})
+	if err != nil {
+		status := http.StatusInternalServerError
+		switch {
+		case errors.Is(err, registry.ErrTokenInvalid), errors.Is(err, registry.ErrTokenUsed),
+			errors.Is(err, registry.ErrTokenExpired), errors.Is(err, registry.ErrModelMismatch):
+			status = http.StatusForbidden
+		case errors.Is(err, registry.ErrExists), errors.Is(err, registry.ErrInvalid):
+			status = http.StatusConflict
+		}
+		if status == http.StatusInternalServerError {
+			s.log.Error("enrollment failed", "remote", r.RemoteAddr, "error", err)
+		} else {
+			s.log.Info("enrollment refused", "remote", r.RemoteAddr, "error", err)
+		}
+		httpError(w, status, "enrollment refused: "+err.Error())
+		return
+	}
+	s.log.Info("device enrolled", "device", dev.ID, "serial", cert.SerialNumber.Text(16), "model", model, "remote", r.RemoteAddr)
+	der, err := est.EncodeCertsOnly(cert)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeCerts(w, der)
+}
+
+// reenroll issues a new certificate for a new key to a device that presents its current,
+// unrevoked certificate. The old certificate stays valid until it expires or is revoked.
+func (s *Server) reenroll(w http.ResponseWriter, r *http.Request) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		httpError(w, http.StatusUnauthorized, "re-enrollment needs the device's current certificate (mutual TLS)")
+		return
+	}
+	current := r.TLS.PeerCertificates[0]
+	id := current.Subject.CommonName
+	if err := s.authorizeCert(r.Context(), id, current.SerialNumber); err != nil {
+		httpError(w, http.StatusForbidden, "re-enrollment refused: "+err.Error())
+		return
+	}
+	csr, ok := readCSR(w, r)
+	if !ok {
+		return
+	}
+	cert, _, err := s.ca.DeviceCert(id, csr.PublicKey, s.clk.Now(), s.opts.CertValidity)
+	if err == nil {
+		err = s.reg.AddCertificate(r.Context(), id, cert, false)
+	}
+	if err == nil {
+		err = s.reg.Audit(r.Context(), "device:"+id, "certificate.reenroll", id,
+			"new serial "+cert.SerialNumber.Text(16)+", old serial "+current.SerialNumber.Text(16), r.RemoteAddr)
+	}
+	if err != nil {
+		s.log.Error("re-enrollment failed", "device", id, "error", err)
+		httpError(w, http.StatusInternalServerError, "re-enrollment failed: "+err.Error())
+		return
+	}
+	s.log.Info("device re-enrolled", "device", id, "serial", cert.SerialNumber.Text(16))
+	der, err := est.EncodeCertsOnly(cert)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeCerts(w, der)
+}
+
+// authorizeCert checks that the device is active and the certificate is known and unrevoked.
+func (s *Server) authorizeCert(ctx context.Context, id string, serial *big.Int) error {
+	dev, err := s.reg.Device(ctx, id)
+	if err != nil {
+		return fmt.Errorf("device %q: %w", id, err)
+	}
+	if dev.Status != registry.StatusActive {
+		return fmt.Errorf("device %q is %s", id, dev.Status)
+	}
+	c, err := s.reg.Certificate(ctx, serial.Text(16))
+	if err != nil {
+		return fmt.Errorf("certificate %s: %w", serial.Text(16), err)
+	}
+	if !c.RevokedAt.IsZero() {
+		return fmt.Errorf("certificate %s was revoked", serial.Text(16))
+	}
+	return nil
+}
+
+// InvalidateCRL makes the next CRL request rebuild the list (after a revocation).
+func (s *Server) InvalidateCRL() {
+	s.crlMu.Lock()
+	s.crl = nil
+	s.crlMu.Unlock()
+}
+
+func (s *Server) crlHandler(w http.ResponseWriter, r *http.Request) {
+	der, err := s.CRL(r.Context())
+	if err != nil {
+		s.log.Error("build CRL", "error", err)
+		httpError(w, http.StatusInternalServerError, "build CRL: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	_, _ = w.Write(der)
+}
+
+// CRL returns the current certificate revocation list (DER), rebuilt after a revocation and at
+// least every tenth of its validity.
+func (s *Server) CRL(ctx context.Context) ([]byte, error) {
+	now := s.clk.Now()
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	if s.crl != nil && now.Sub(s.crlAt) < s.opts.CRLValidity/10 {
+		return s.crl, nil
+	}
+	revoked, err := s.reg.RevokedCertificates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	entries := make([]x509.RevocationListEntry, 0, len(revoked))
+	for _, c := range revoked {
+		n, ok := new(big.Int).SetString(c.Serial, 16)
+		if !ok {
+			return nil, fmt.Errorf("certificate serial %q is not hex", c.Serial)
+		}
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: c.RevokedAt})
+	}
+	s.crlNext++
+	der, err := x509.CreateRevocationList(nil, &x509.RevocationList{
+		Number:                    big.NewInt(now.UnixMilli()*1000 + s.crlNext%1000),
+		ThisUpdate:                now,
+		NextUpdate:                now.Add(s.opts.CRLValidity),
+		RevokedCertificateEntries: entries,
+	}, s.ca.Cert, s.ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("sign CRL: %w", err)
+	}
+	s.crl, s.crlAt = der, now
+	return der, nil
+}

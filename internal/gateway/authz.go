@@ -1,0 +1,119 @@
+package gateway
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/millwright/millwright/internal/registry"
+)
+
+// Authorizer decides at connect time whether a device may connect with a certificate (nil for
+// the development listener, where no certificate is presented).
+type Authorizer interface {
+	Authorize(ctx context.Context, device string, cert *x509.Certificate) error
+}
+
+// DeviceLookup is what authorization needs of the registry.
+type DeviceLookup interface {
+	Device(ctx context.Context, id string) (*registry.Device, error)
+	Certificate(ctx context.Context, serial string) (*registry.Certificate, error)
+}
+
+// ErrDeviceRefused wraps every authorization refusal.
+var ErrDeviceRefused = errors.New("device refused")
+
+// RegistryAuthorizer admits active devices with a known, unrevoked certificate. Answers are
+// cached for TTL so that a reconnect storm does not become a registry storm; Invalidate drops a
+// device's cached answer at once when its status changes.
+type RegistryAuthorizer struct {
+	reg DeviceLookup
+	ttl time.Duration
+	now func() time.Time
+
+	mu    sync.Mutex
+	cache map[string]authzEntry
+}
+
+type authzEntry struct {
+	serial string
+	err    error
+	at     time.Time
+}
+
+// NewRegistryAuthorizer caches answers for ttl (default 30 s when zero).
+func NewRegistryAuthorizer(reg DeviceLookup, ttl time.Duration, now func() time.Time) *RegistryAuthorizer {
+	if ttl <= 0 {
+		ttl = 30 * time.Second
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &RegistryAuthorizer{reg: reg, ttl: ttl, now: now, cache: map[string]authzEntry{}}
+}
+
+// Authorize implements Authorizer.
+func (a *RegistryAuthorizer) Authorize(ctx context.Context, device string, cert *x509.Certificate) error {
+	serial := ""
+	if cert != nil {
+		serial = cert.SerialNumber.Text(16)
+	}
+	now := a.now()
+	a.mu.Lock()
+	e, ok := a.cache[device]
+	a.mu.Unlock()
+	if ok && e.serial == serial && now.Sub(e.at) < a.ttl {
+		return e.err
+	}
+	err := a.check(ctx, device, serial)
+	var transient bool
+	if err != nil && !errors.Is(err, ErrDeviceRefused) {
+		transient = true // a registry failure is not cached
+	}
+	if !transient {
+		a.mu.Lock()
+		a.cache[device] = authzEntry{serial: serial, err: err, at: now}
+		a.mu.Unlock()
+	}
+	return err
+}
+
+func (a *RegistryAuthorizer) check(ctx context.Context, device, serial string) error {
+	dev, err := a.reg.Device(ctx, device)
+	if errors.Is(err, registry.ErrNotFound) {
+		return fmt.Errorf("%w: unknown device %q", ErrDeviceRefused, device)
+	}
+	if err != nil {
+		return fmt.Errorf("look up device %q: %w", device, err)
+	}
+	if dev.Status != registry.StatusActive {
+		return fmt.Errorf("%w: device %q is %s", ErrDeviceRefused, device, dev.Status)
+	}
+	if serial == "" {
+		return nil
+	}
+	c, err := a.reg.Certificate(ctx, serial)
+	if errors.Is(err, registry.ErrNotFound) {
+		return fmt.Errorf("%w: certificate %s is not registered", ErrDeviceRefused, serial)
+	}
+	if err != nil {
+		return fmt.Errorf("look up certificate %s: %w", serial, err)
+	}
+	if c.DeviceID != device {
+		return fmt.Errorf("%w: certificate %s belongs to another device", ErrDeviceRefused, serial)
+	}
+	if !c.RevokedAt.IsZero() {
+		return fmt.Errorf("%w: certificate %s was revoked", ErrDeviceRefused, serial)
+	}
+	return nil
+}
+
+// Invalidate forgets the cached answer for device.
+func (a *RegistryAuthorizer) Invalidate(device string) {
+	a.mu.Lock()
+	delete(a.cache, device)
+	a.mu.Unlock()
+}

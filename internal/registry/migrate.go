@@ -1,0 +1,167 @@
+package registry
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// A migration moves the schema from version-1 to version. Migrations are append-only: once
+// released, a migration's statements never change; a fix is a new migration.
+type migration struct {
+	version int
+	name    string
+	// stmts is the migration's SQL, one statement per element. {{identity}}, {{key}} and
+	// {{withoutRowID}} are replaced by the dialect's auto-increment primary key, its
+	// byte-ordered text type and its clustered-table suffix.
+	stmts []string
+}
+
+var migrations = []migration{
+	{version: 1, name: "initial schema", stmts: []string{
+		`CREATE TABLE devices (
+			id               {{key}} PRIMARY KEY,
+			status           TEXT NOT NULL CHECK (status IN ('pending', 'active', 'suspended', 'revoked')),
+			hardware_model   {{key}} NOT NULL DEFAULT '',
+			network_operator {{key}} NOT NULL DEFAULT '',
+			firmware_version {{key}} NOT NULL DEFAULT '',
+			created_at       BIGINT NOT NULL,
+			enrolled_at      BIGINT NOT NULL DEFAULT 0,
+			last_seen_at     BIGINT NOT NULL DEFAULT 0
+		){{withoutRowID}}`,
+		`CREATE INDEX devices_status ON devices (status, id)`,
+		`CREATE INDEX devices_model ON devices (hardware_model, id)`,
+		`CREATE INDEX devices_operator ON devices (network_operator, id)`,
+		`CREATE INDEX devices_firmware ON devices (firmware_version, id)`,
+		`CREATE TABLE device_tags (
+			device_id {{key}} NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+			key       {{key}} NOT NULL,
+			value     {{key}} NOT NULL,
+			PRIMARY KEY (device_id, key)
+		){{withoutRowID}}`,
+		`CREATE INDEX device_tags_key_value ON device_tags (key, value, device_id)`,
+		`CREATE TABLE device_groups (
+			device_id {{key}} NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+			name      {{key}} NOT NULL,
+			PRIMARY KEY (device_id, name)
+		){{withoutRowID}}`,
+		`CREATE INDEX device_groups_name ON device_groups (name, device_id)`,
+		`CREATE TABLE certificates (
+			serial     {{key}} PRIMARY KEY,
+			device_id  {{key}} NOT NULL REFERENCES devices (id),
+			not_before BIGINT NOT NULL,
+			not_after  BIGINT NOT NULL,
+			created_at BIGINT NOT NULL,
+			revoked_at BIGINT NOT NULL DEFAULT 0
+		)`,
+		`CREATE INDEX certificates_device ON certificates (device_id)`,
+		`CREATE INDEX certificates_revoked ON certificates (revoked_at) WHERE revoked_at <> 0`,
+		`CREATE TABLE enrollment_tokens (
+			hash       {{key}} PRIMARY KEY,
+			id         {{key}} NOT NULL UNIQUE,
+			model      TEXT NOT NULL DEFAULT '',
+			device_id  TEXT NOT NULL DEFAULT '',
+			tags       TEXT NOT NULL DEFAULT '{}',
+			created_by TEXT NOT NULL DEFAULT '',
+			created_at BIGINT NOT NULL,
+			expires_at BIGINT NOT NULL,
+			used_at    BIGINT NOT NULL DEFAULT 0,
+			used_by    TEXT NOT NULL DEFAULT ''
+		)`,
+		`CREATE TABLE operators (
+			id         {{key}} PRIMARY KEY,
+			name       TEXT NOT NULL,
+			role       TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'viewer')),
+			token_hash {{key}} NOT NULL UNIQUE,
+			created_by TEXT NOT NULL DEFAULT '',
+			created_at BIGINT NOT NULL,
+			revoked_at BIGINT NOT NULL DEFAULT 0
+		)`,
+		`CREATE UNIQUE INDEX operators_active_name ON operators (name) WHERE revoked_at = 0`,
+		`CREATE TABLE audit_log (
+			id     {{identity}},
+			at     BIGINT NOT NULL,
+			actor  TEXT NOT NULL,
+			action TEXT NOT NULL,
+			target TEXT NOT NULL DEFAULT '',
+			detail TEXT NOT NULL DEFAULT '',
+			remote TEXT NOT NULL DEFAULT ''
+		)`,
+	}},
+}
+
+// SchemaVersion is the schema version this build migrates to.
+func SchemaVersion() int { return migrations[len(migrations)-1].version }
+
+func (d *dialect) expand(stmt string) string {
+	key := "TEXT"
+	if d == postgresDialect {
+		// Byte order, not the database's locale: device IDs sort the same on both backends,
+		// and comparisons are cheaper.
+		key = `TEXT COLLATE "C"`
+	}
+	return strings.NewReplacer("{{identity}}", d.identity, "{{key}}", key, "{{withoutRowID}}", d.withoutRowID).Replace(stmt)
+}
+
+// migrate brings the schema up to date. Each migration runs in its own transaction together
+// with the schema_migrations row that records it, so a failed migration leaves no trace and
+// is retried on the next start. Running it again on an up-to-date schema changes nothing.
+func (r *Registry) migrate(ctx context.Context) error {
+	err := r.write(ctx, func(tx *sql.Tx) error {
+		if r.d.migrationLock != "" {
+			if _, err := tx.ExecContext(ctx, r.d.migrationLock); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    BIGINT PRIMARY KEY,
+			name       TEXT NOT NULL,
+			applied_at BIGINT NOT NULL
+		)`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	var newest sql.NullInt64
+	if err := r.db.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&newest); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if newest.Valid && int(newest.Int64) > SchemaVersion() {
+		return fmt.Errorf("database schema version %d is newer than this build's %d: run a newer Millwright", newest.Int64, SchemaVersion())
+	}
+	for _, m := range migrations {
+		err := r.write(ctx, func(tx *sql.Tx) error {
+			if r.d.migrationLock != "" {
+				if _, err := tx.ExecContext(ctx, r.d.migrationLock); err != nil {
+					return err
+				}
+			}
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations WHERE version = $1`, m.version).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			for _, s := range m.stmts {
+				if _, err := tx.ExecContext(ctx, r.d.expand(s)); err != nil {
+					return fmt.Errorf("%s: %w", firstLine(s), err)
+				}
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+				m.version, m.name, toMS(r.now()))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migrate to version %d (%s): %w", m.version, m.name, err)
+		}
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s), "("))
+}
