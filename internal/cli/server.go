@@ -55,6 +55,8 @@ HTTPS API on :8443.`,
 	f.StringVar(&opts.HTTPListen, "http-listen", opts.HTTPListen, "HTTPS listen address (API, metrics, batch POSTs)")
 	f.StringVar(&opts.Database, "database", "", "registry database: empty for SQLite in the data directory, or a postgres:// URL")
 	f.Var(durationFlag{&opts.Enroll.CertValidity}, "cert-validity", "lifetime of device certificates issued at enrollment")
+	f.StringVar(&opts.CACert, "ca-cert", "", "operator-supplied CA certificate (PEM; an intermediate first, then its chain) instead of the generated development CA")
+	f.StringVar(&opts.CAKey, "ca-key", "", "the private key of --ca-cert")
 	f.StringVar(&opts.Zone, "zone", opts.Zone, "gateway DNS zone; the server certificate covers *.<zone>")
 	f.StringSliceVar(&opts.ServerNames, "server-name", nil, "extra DNS name or IP address for the server certificate (repeatable)")
 	f.Var(durationFlag{&opts.TSDB.Retention}, "retention", "how long telemetry is kept")

@@ -42,8 +42,11 @@ var ErrNoCA = errors.New("no certificate authority in data directory")
 type CA struct {
 	Cert *x509.Certificate
 	Key  crypto.Signer
-	// PEM is the CA certificate in PEM form, as written to ca.pem.
+	// PEM is the CA certificate in PEM form, as written to ca.pem; for an operator-supplied
+	// intermediate CA, followed by its chain.
 	PEM []byte
+	// Chain holds the certificates above Cert (empty for the generated, self-signed CA).
+	Chain []*x509.Certificate
 }
 
 // Pool returns a certificate pool holding only this CA.
@@ -125,7 +128,7 @@ func NewCA(name string, now time.Time) (*CA, error) {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLenZero:        true,
+		MaxPathLen:            1, // room for one operator intermediate below it
 		SubjectKeyId:          keyID(key.Public()),
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
@@ -321,4 +324,78 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	ea, ok := a.(equaler)
 	return ok && ea.Equal(b)
+}
+
+// LoadCAFiles reads an operator-supplied CA, typically an intermediate whose root stays
+// offline: certPath holds the CA certificate first, then optionally its chain up to the root;
+// keyPath holds the CA's private key. The whole file becomes the CA bundle devices trust.
+func LoadCAFiles(certPath, keyPath string) (*CA, error) {
+	bundle, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, fmt.Errorf("read CA certificate: %w", err)
+	}
+	var certs []*x509.Certificate
+	for rest := bundle; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse CA certificate %s: %w", certPath, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("no certificate in %s", certPath)
+	}
+	if !certs[0].IsCA || certs[0].KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, fmt.Errorf("%s: the first certificate is not a CA allowed to sign certificates", certPath)
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("read CA key: %w", err)
+	}
+	key, err := ParseKeyPEM(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA key %s: %w", keyPath, err)
+	}
+	if !publicKeysEqual(certs[0].PublicKey, key.Public()) {
+		return nil, fmt.Errorf("CA key %s does not match the first certificate of %s", keyPath, certPath)
+	}
+	return &CA{Cert: certs[0], Key: key, PEM: bundle, Chain: certs[1:]}, nil
+}
+
+// Intermediate reports whether the CA is not self-signed, so that servers must send its
+// certificate along with their own for clients that trust only the root.
+func (ca *CA) Intermediate() bool {
+	return ca.Cert.CheckSignatureFrom(ca.Cert) != nil
+}
+
+// NewIntermediate makes a CA signed by parent, valid for validity.
+func (ca *CA) NewIntermediate(name string, now time.Time, validity time.Duration) (*CA, error) {
+	key, err := GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          randomSerial(),
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"Millwright"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(validity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+		SubjectKeyId:          keyID(key.Public()),
+	}
+	cert, certPEM, err := ca.sign(tmpl, key.Public())
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key, PEM: append(certPEM, ca.PEM...), Chain: append([]*x509.Certificate{ca.Cert}, ca.Chain...)}, nil
 }

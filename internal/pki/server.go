@@ -48,7 +48,7 @@ func EnsureServerCert(dir string, ca *CA, dnsNames []string, ips []net.IP, now t
 		if perr == nil && leaf.CheckSignatureFrom(ca.Cert) == nil &&
 			!TLSCertNeedsRenewal(leaf, dnsNames, ips, now, 30*24*time.Hour) {
 			pair.Leaf = leaf
-			return pair, nil
+			return ca.withChain(pair), nil
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return tls.Certificate{}, fmt.Errorf("load server certificate: %w", err)
@@ -75,7 +75,16 @@ func EnsureServerCert(dir string, ca *CA, dnsNames []string, ips []net.IP, now t
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("load new server certificate: %w", err)
 	}
-	return pair, nil
+	return ca.withChain(pair), nil
+}
+
+// withChain appends an intermediate CA's certificate to a server certificate, so clients that
+// trust only the root can build the chain.
+func (ca *CA) withChain(pair tls.Certificate) tls.Certificate {
+	if ca.Intermediate() {
+		pair.Certificate = append(pair.Certificate, ca.Cert.Raw)
+	}
+	return pair
 }
 
 // WriteDeviceCert makes a key and a certificate for device id and writes them as

@@ -154,42 +154,13 @@ type ListFilter struct {
 // ListDevices returns the devices matching f in ID order, one page at a time. next is the
 // After of the following page, "" when this page is the last.
 func (r *Registry) ListDevices(ctx context.Context, f ListFilter) (devices []Device, next string, err error) {
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d", len(args))
-	}
 	if f.Status != "" {
 		if err := validateStatus(f.Status); err != nil {
 			return nil, "", fmt.Errorf("list devices: %w", err)
 		}
-		where = append(where, "d.status = "+arg(string(f.Status)))
 	}
-	for _, c := range []struct{ col, v string }{
-		{"d.hardware_model", f.Model}, {"d.network_operator", f.Operator}, {"d.firmware_version", f.Firmware},
-	} {
-		if c.v != "" {
-			where = append(where, c.col+" = "+arg(c.v))
-		}
-	}
-	if f.After != "" {
-		where = append(where, "d.id > "+arg(f.After))
-	}
-	for _, k := range slices.Sorted(maps.Keys(f.Tag)) {
-		where = append(where, "d.id IN (SELECT t.device_id FROM device_tags t WHERE t.key = "+arg(k)+" AND t.value = "+arg(f.Tag[k])+")")
-	}
-	if f.Group != "" {
-		where = append(where, "d.id IN (SELECT g.device_id FROM device_groups g WHERE g.name = "+arg(f.Group)+")")
-	}
+	q, args := r.listQuery(f)
 	limit := clampLimit(f.Limit)
-	q := r.d.deviceSelect()
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += fmt.Sprintf(" ORDER BY d.id LIMIT %d", limit+1)
 	rows, err := r.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list devices: %w", err)
@@ -211,6 +182,48 @@ func (r *Registry) ListDevices(ctx context.Context, f ListFilter) (devices []Dev
 		next = devices[limit-1].ID
 	}
 	return devices, next, nil
+}
+
+// listQuery builds the query for one page of ListDevices: limit+1 rows, to tell whether
+// another page follows.
+func (r *Registry) listQuery(f ListFilter) (string, []any) {
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if f.Status != "" {
+		where = append(where, "d.status = "+arg(string(f.Status)))
+	}
+	for _, c := range []struct{ col, v string }{
+		{"d.hardware_model", f.Model}, {"d.network_operator", f.Operator}, {"d.firmware_version", f.Firmware},
+	} {
+		if c.v != "" {
+			where = append(where, c.col+" = "+arg(c.v))
+		}
+	}
+	// The tag and group subqueries repeat the After bound so that a deep page reads only the
+	// tail of the (key, value, device_id) and (name, device_id) indexes.
+	after, tagAfter, groupAfter := "", "", ""
+	if f.After != "" {
+		after = arg(f.After)
+		where = append(where, "d.id > "+after)
+		tagAfter, groupAfter = " AND t.device_id > "+after, " AND g.device_id > "+after
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.Tag)) {
+		where = append(where, "d.id IN (SELECT t.device_id FROM device_tags t WHERE t.key = "+arg(k)+" AND t.value = "+arg(f.Tag[k])+tagAfter+")")
+	}
+	if f.Group != "" {
+		where = append(where, "d.id IN (SELECT g.device_id FROM device_groups g WHERE g.name = "+arg(f.Group)+groupAfter+")")
+	}
+	q := r.d.deviceSelect()
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	return q + fmt.Sprintf(" ORDER BY d.id LIMIT %d", clampLimit(f.Limit)+1), args
 }
 
 // CountDevices returns the number of registered devices, in every state.

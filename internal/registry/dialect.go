@@ -34,7 +34,8 @@ var sqliteDialect = &dialect{
 	identity:     "INTEGER PRIMARY KEY AUTOINCREMENT",
 	withoutRowID: " WITHOUT ROWID",
 	tagsJSON:     "COALESCE((SELECT json_group_object(t.key, t.value) FROM device_tags t WHERE t.device_id = d.id), '{}')",
-	groupsJSON:   "COALESCE((SELECT json_group_array(g.name ORDER BY g.name) FROM device_groups g WHERE g.device_id = d.id), '[]')",
+	// The primary key (device_id, name) yields the names in order; scanDevice sorts anyway.
+	groupsJSON: "COALESCE((SELECT json_group_array(g.name) FROM device_groups g WHERE g.device_id = d.id), '[]')",
 }
 
 var postgresDialect = &dialect{
@@ -43,7 +44,7 @@ var postgresDialect = &dialect{
 	identity:      "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
 	tagsJSON:      "COALESCE((SELECT json_object_agg(t.key, t.value)::text FROM device_tags t WHERE t.device_id = d.id), '{}')",
 	groupsJSON:    "COALESCE((SELECT json_agg(g.name ORDER BY g.name)::text FROM device_groups g WHERE g.device_id = d.id), '[]')",
-	migrationLock: "SELECT pg_advisory_xact_lock(7238204551939405133)", // "millwright registry"
+	migrationLock: "SELECT pg_advisory_xact_lock(7238204551939405133)", // an arbitrary key, fixed forever
 }
 
 // isUniqueViolation reports whether err is a primary-key or unique-constraint violation.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
+	"github.com/millwright/millwright/internal/server"
 	"github.com/millwright/millwright/protocol/est"
 )
 
@@ -372,4 +373,35 @@ func TestAuthorizationMatrix(t *testing.T) {
 	}
 	require.True(t, actors["admin"])
 	require.True(t, actors["operator:op-operator"], fmt.Sprint(actors))
+}
+
+// TestOperatorSuppliedIntermediateCA runs the server on an intermediate CA whose root key is not
+// given to it: a device that trusts only the root enrolls and connects.
+func TestOperatorSuppliedIntermediateCA(t *testing.T) {
+	now := time.Now()
+	root, err := pki.NewCA("Offline root", now)
+	require.NoError(t, err)
+	inter, err := root.NewIntermediate("Plant 7 issuing CA", now, 5*365*24*time.Hour)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "issuing.pem"), filepath.Join(dir, "issuing.key")
+	require.NoError(t, os.WriteFile(certPath, inter.PEM, 0o644))
+	keyPEM, err := pki.EncodeKey(inter.Key)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(keyPath, keyPEM, 0o600))
+
+	s := startServer(t, func(o *server.Options) { o.CACert, o.CAKey = certPath, keyPath })
+	require.True(t, s.CA().Intermediate())
+	_, err = os.Stat(filepath.Join(s.dir, pki.CAKeyFile))
+	require.ErrorIs(t, err, os.ErrNotExist, "no CA key is written to the data directory")
+
+	_, body, pair := s.estEnroll(t, s.tokens(t, map[string]any{"count": 1})[0], "")
+	require.NotEmpty(t, pair.Certificate, body)
+	rootOnly := x509.NewCertPool()
+	rootOnly.AddCert(root.Cert)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := mqttConnect(ctx, s.MQTTAddr().String(), clientTLS(rootOnly, pair), pair.Leaf.Subject.CommonName)
+	require.NoError(t, err, "a device trusting only the root verifies the server")
+	_ = c.Disconnect(&paho.Disconnect{})
 }

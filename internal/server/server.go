@@ -46,6 +46,10 @@ type Options struct {
 	// Zone is the gateway DNS zone; devices reach the server as <device-id>.<zone>, so the server
 	// certificate covers *.<zone>. Default "gw.millwright.internal".
 	Zone string `yaml:"zone"`
+	// CACert and CAKey name an operator-supplied CA (typically an intermediate whose root stays
+	// offline) instead of the development CA generated in DataDir. Both or neither.
+	CACert string `yaml:"ca_cert"`
+	CAKey  string `yaml:"ca_key"`
 	// ServerNames are extra DNS names or IP addresses for the server certificate.
 	ServerNames []string `yaml:"server_names"`
 	// Database is the registry: empty for SQLite in DataDir/registry.db, or a postgres:// URL.
@@ -106,14 +110,11 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	dir := opts.DataDir
-	ca, created, err := pki.LoadOrCreateCA(dir, clk.Now())
+	ca, err := loadCA(opts, clk, logger)
 	if err != nil {
 		return nil, err
 	}
 	s.ca = ca
-	if created {
-		logger.Info("created development CA", "path", filepath.Join(dir, pki.CAFile))
-	}
 	if s.token, err = loadOrCreateToken(filepath.Join(dir, AdminTokenFile)); err != nil {
 		return nil, err
 	}
@@ -270,6 +271,37 @@ func (s *Server) closeStorage() error {
 		s.registry = nil
 	}
 	return err
+}
+
+// loadCA loads the operator's CA when one is given, writing its bundle to DataDir/ca.pem for
+// devices and tools, or else the development CA of the data directory, creating it on first
+// start.
+func loadCA(opts Options, clk clock.Clock, logger *slog.Logger) (*pki.CA, error) {
+	if (opts.CACert == "") != (opts.CAKey == "") {
+		return nil, errors.New("an operator-supplied CA needs both a certificate and a key file")
+	}
+	if opts.CACert != "" {
+		ca, err := pki.LoadCAFiles(opts.CACert, opts.CAKey)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
+		}
+		if err := pki.WriteFileAtomic(filepath.Join(opts.DataDir, pki.CAFile), ca.PEM, 0o644); err != nil {
+			return nil, err
+		}
+		logger.Info("using operator-supplied CA", "subject", ca.Cert.Subject.String(), "intermediate", ca.Intermediate())
+		return ca, nil
+	}
+	ca, created, err := pki.LoadOrCreateCA(opts.DataDir, clk.Now())
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		logger.Info("created development CA", "path", filepath.Join(opts.DataDir, pki.CAFile))
+	}
+	return ca, nil
 }
 
 // loadOrCreateToken reads the admin token, creating a random one (mode 0600) when absent.
