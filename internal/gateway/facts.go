@@ -24,9 +24,10 @@ type Facts struct {
 	Seen                                            time.Time
 }
 
-// FactReporter stores reported facts and the last-seen time.
+// FactReporter stores reported facts and last-seen times.
 type FactReporter interface {
 	ReportFacts(ctx context.Context, id, model, operator, firmware string, seen time.Time) error
+	MarkSeen(ctx context.Context, seen map[string]time.Time) error
 }
 
 func connectFacts(pk packets.Packet) Facts {
@@ -44,9 +45,11 @@ func connectFacts(pk packets.Packet) Facts {
 	return f
 }
 
-// factQueue writes facts in the background so that a connect never waits on the registry; when
-// the queue is full (a reconnect storm) the report is dropped and counted — the device reports
-// again at its next connect.
+// factQueue writes facts in the background so that a connect never waits on the registry. Facts
+// are written only when they differ from what this gateway last stored for the device; last-seen
+// times of everything waiting are written together in one transaction. When the queue is full (a
+// reconnect storm) a report is dropped and counted — the device reports again at its next
+// connect.
 type factQueue struct {
 	rep     FactReporter
 	log     *slog.Logger
@@ -80,12 +83,46 @@ func (q *factQueue) report(device string, f Facts) {
 }
 
 func (q *factQueue) run() {
+	known := map[string]Facts{} // last facts stored per device, Seen cleared
 	for r := range q.ch {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := q.rep.ReportFacts(ctx, r.device, r.f.HardwareModel, r.f.NetworkOperator, r.f.FirmwareVersion, r.f.Seen)
-		cancel()
-		if err != nil {
-			q.log.Warn("store device report", "device", r.device, "error", err)
+		batch := []factReport{r}
+	drain:
+		for len(batch) < 4096 {
+			select {
+			case r, ok := <-q.ch:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		seen := map[string]time.Time{}
+		for _, r := range batch {
+			f := r.f
+			f.Seen = time.Time{}
+			if f != (Facts{}) && known[r.device] != f {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := q.rep.ReportFacts(ctx, r.device, f.HardwareModel, f.NetworkOperator, f.FirmwareVersion, r.f.Seen)
+				cancel()
+				if err != nil {
+					q.log.Warn("store device report", "device", r.device, "error", err)
+					continue
+				}
+				known[r.device] = f
+				continue
+			}
+			if r.f.Seen.After(seen[r.device]) {
+				seen[r.device] = r.f.Seen
+			}
+		}
+		if len(seen) > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := q.rep.MarkSeen(ctx, seen); err != nil {
+				q.log.Warn("store last-seen times", "devices", len(seen), "error", err)
+			}
+			cancel()
 		}
 	}
 }

@@ -2,25 +2,30 @@ package registry
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
 
 // Audit actions written by the registry itself.
 const (
-	ActionTokenCreate     = "token.create"
-	ActionTokenDelete     = "token.delete"
-	ActionDeviceCreate    = "device.create"
-	ActionDeviceEnroll    = "device.enroll"
-	ActionDeviceStatus    = "device.status"
-	ActionDeviceTags      = "device.tags"
-	ActionDeviceGroups    = "device.groups"
-	ActionDeviceFacts     = "device.facts"
-	ActionCertificateAdd  = "certificate.add"
-	ActionOperatorCreate  = "operator.create"
-	ActionOperatorRevoke  = "operator.revoke"
-	defaultListLimit      = 100
-	maxListLimit          = 10000
+	ActionTokenCreate    = "token.create"
+	ActionTokenDelete    = "token.delete"
+	ActionDeviceCreate   = "device.create"
+	ActionDeviceEnroll   = "device.enroll"
+	ActionDeviceStatus   = "device.status"
+	ActionDeviceTags     = "device.tags"
+	ActionDeviceGroups   = "device.groups"
+	ActionDeviceFacts    = "device.facts"
+	ActionCertificateAdd = "certificate.add"
+	ActionOperatorCreate = "operator.create"
+	ActionOperatorRevoke = "operator.revoke"
+)
+
+const (
+	defaultListLimit = 100
+	maxListLimit     = 10000
+	// Actors of entries not written on an operator's behalf.
 	systemActor           = "system"
 	deviceActorPrefix     = "device:"
 	enrollmentActorPrefix = "enroll:"
@@ -28,13 +33,13 @@ const (
 
 // AuditEntry is one line of the audit log: who did what to which object, when and from where.
 type AuditEntry struct {
-	ID     int64     // increasing; newer entries have larger IDs
-	At     time.Time // UTC, millisecond precision
-	Actor  string    // operator ID, "enroll:<token ID>", "device:<device ID>" or "system"
-	Action string    // e.g. "device.status"; see the Action constants
-	Target string    // the object acted on: a device, operator or token ID
-	Detail string    // human-readable specifics, e.g. "active -> suspended"
-	Remote string    // the client's address, "" when not known
+	ID     int64     `json:"id"`     // increasing; newer entries have larger IDs
+	At     time.Time `json:"at"`     // UTC, millisecond precision
+	Actor  string    `json:"actor"`  // operator ID, "enroll:<token ID>", "device:<device ID>" or "system"
+	Action string    `json:"action"` // e.g. "device.status"; see the Action constants
+	Target string    `json:"target"` // the object acted on: a device, operator or token ID
+	Detail string    `json:"detail"` // human-readable specifics, e.g. "active -> suspended"
+	Remote string    `json:"remote"` // the client's address, "" when not known
 }
 
 // Audit records an entry for something that happened outside the registry's own mutations
@@ -43,7 +48,9 @@ func (r *Registry) Audit(ctx context.Context, actor, action, target, detail, rem
 	if actor == "" || action == "" {
 		return fmt.Errorf("write audit entry: %w: actor and action are required", ErrInvalid)
 	}
-	return r.audit(ctx, r.db, r.now(), actor, action, target, detail, remote)
+	return r.write(ctx, func(tx *sql.Tx) error {
+		return r.audit(ctx, tx, r.now(), actor, action, target, detail, remote)
+	})
 }
 
 // audit writes an entry through q, which is the transaction of the change it records.

@@ -13,11 +13,12 @@ import (
 
 // Certificate is a device certificate the registry knows of.
 type Certificate struct {
-	Serial              string // lowercase hex without leading zeros, as SerialHex gives it
-	DeviceID            string
-	NotBefore, NotAfter time.Time
-	CreatedAt           time.Time // when the registry recorded it
-	RevokedAt           time.Time // zero when not revoked
+	Serial    string    `json:"serial"` // lowercase hex without leading zeros, as SerialHex gives it
+	DeviceID  string    `json:"device_id"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	CreatedAt time.Time `json:"created_at"` // when the registry recorded it
+	RevokedAt time.Time `json:"revoked_at"` // zero when not revoked
 }
 
 // SerialHex formats a certificate's serial number the way the registry stores it: lowercase

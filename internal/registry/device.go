@@ -29,25 +29,31 @@ const (
 
 // Device is one registered device.
 type Device struct {
-	ID     string
-	Status Status
+	ID     string `json:"id"`
+	Status Status `json:"status"`
 	// HardwareModel, NetworkOperator and FirmwareVersion are what the device last reported
 	// (the model also at enrollment); "" when never reported.
-	HardwareModel, NetworkOperator, FirmwareVersion string
+	HardwareModel   string `json:"hardware_model"`
+	NetworkOperator string `json:"network_operator"`
+	FirmwareVersion string `json:"firmware_version"`
 	// Tags are operator-assigned key/value labels; never nil.
-	Tags map[string]string
+	Tags map[string]string `json:"tags"`
 	// Groups are the names of the groups the device belongs to, sorted; never nil.
-	Groups    []string
-	CreatedAt time.Time
+	Groups    []string  `json:"groups"`
+	CreatedAt time.Time `json:"created_at"`
 	// EnrolledAt and LastSeenAt are zero when the device has never enrolled or connected.
-	EnrolledAt, LastSeenAt time.Time
+	EnrolledAt time.Time `json:"enrolled_at"`
+	LastSeenAt time.Time `json:"last_seen_at"`
 }
 
-// deviceSelect is the SELECT list and FROM clause that scanDevice reads, one row per device.
-func (d *dialect) deviceSelect() string {
+// deviceColumns is the SELECT list that scanDevice reads, for a device row aliased d.
+func (d *dialect) deviceColumns() string {
 	return `SELECT d.id, d.status, d.hardware_model, d.network_operator, d.firmware_version,
-		d.created_at, d.enrolled_at, d.last_seen_at, ` + d.tagsJSON + `, ` + d.groupsJSON + ` FROM devices d`
+		d.created_at, d.enrolled_at, d.last_seen_at, ` + d.tagsJSON + `, ` + d.groupsJSON
 }
+
+// deviceSelect is deviceColumns with its FROM clause, one row per device.
+func (d *dialect) deviceSelect() string { return d.deviceColumns() + ` FROM devices d` }
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -74,8 +80,14 @@ func scanDevice(s scanner) (Device, error) {
 	return dev, nil
 }
 
-func (r *Registry) device(ctx context.Context, q querier, id string) (*Device, error) {
-	dev, err := scanDevice(q.QueryRowContext(ctx, r.d.deviceSelect()+` WHERE d.id = $1`, id))
+func (r *Registry) device(ctx context.Context, tx *sql.Tx, id string) (*Device, error) {
+	var row *sql.Row
+	if tx != nil {
+		row = tx.QueryRowContext(ctx, r.d.deviceSelect()+` WHERE d.id = $1`, id)
+	} else {
+		row = r.deviceByID.QueryRowContext(ctx, id)
+	}
+	dev, err := scanDevice(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("device %s: %w", id, ErrNotFound)
 	}
@@ -91,7 +103,7 @@ func (r *Registry) Device(ctx context.Context, id string) (*Device, error) {
 	if err := validateDeviceID(id); err != nil {
 		return nil, fmt.Errorf("read device: %w", err)
 	}
-	return r.device(ctx, r.db, id)
+	return r.device(ctx, nil, id)
 }
 
 // CreateDevice registers a device before it enrolls, with status pending, so that it can be
@@ -159,7 +171,11 @@ func (r *Registry) ListDevices(ctx context.Context, f ListFilter) (devices []Dev
 			return nil, "", fmt.Errorf("list devices: %w", err)
 		}
 	}
-	q, args := r.listQuery(f)
+	drive, err := r.listDriver(ctx, f)
+	if err != nil {
+		return nil, "", fmt.Errorf("list devices: %w", err)
+	}
+	q, args := r.listQuery(f, drive)
 	limit := clampLimit(f.Limit)
 	rows, err := r.db.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -186,7 +202,19 @@ func (r *Registry) ListDevices(ctx context.Context, f ListFilter) (devices []Dev
 
 // listQuery builds the query for one page of ListDevices: limit+1 rows, to tell whether
 // another page follows.
-func (r *Registry) listQuery(f ListFilter) (string, []any) {
+//
+// Without a tag or group filter the devices table is read in ID order, through the primary key
+// or one of the (column, id) indexes. With one, the query is driven by the first tag's
+// (key, value, device_id) index or the group's (name, device_id) index instead, which yields
+// the matching device IDs already in order: the page is read without collecting every match
+// first, however many devices carry the tag. Further tags and the group are checked per
+// candidate through the (device_id, key) and (device_id, name) primary keys. CROSS JOIN makes
+// SQLite keep that join order (listDriver picks the most selective filter to drive);
+// PostgreSQL plans freely.
+//
+// drive names the filter that drives the query: "tag:<key>" or "group"; "" picks the first tag
+// in key order, else the group.
+func (r *Registry) listQuery(f ListFilter, drive string) (string, []any) {
 	var (
 		where []string
 		args  []any
@@ -194,6 +222,25 @@ func (r *Registry) listQuery(f ListFilter) (string, []any) {
 	arg := func(v any) string {
 		args = append(args, v)
 		return fmt.Sprintf("$%d", len(args))
+	}
+	from, order := "devices d", "d.id"
+	tags := slices.Sorted(maps.Keys(f.Tag))
+	group := f.Group
+	if drive == "" && len(tags) > 0 {
+		drive = "tag:" + tags[0]
+	}
+	switch k, isTag := strings.CutPrefix(drive, "tag:"); {
+	case isTag:
+		from, order = "device_tags x CROSS JOIN devices d", "x.device_id"
+		where = append(where, "x.key = "+arg(k), "x.value = "+arg(f.Tag[k]), "d.id = x.device_id")
+		tags = slices.DeleteFunc(tags, func(t string) bool { return t == k })
+	case group != "":
+		from, order = "device_groups x CROSS JOIN devices d", "x.device_id"
+		where = append(where, "x.name = "+arg(group), "d.id = x.device_id")
+		group = ""
+	}
+	if f.After != "" {
+		where = append(where, order+" > "+arg(f.After))
 	}
 	if f.Status != "" {
 		where = append(where, "d.status = "+arg(string(f.Status)))
@@ -205,25 +252,50 @@ func (r *Registry) listQuery(f ListFilter) (string, []any) {
 			where = append(where, c.col+" = "+arg(c.v))
 		}
 	}
-	// The tag and group subqueries repeat the After bound so that a deep page reads only the
-	// tail of the (key, value, device_id) and (name, device_id) indexes.
-	after, tagAfter, groupAfter := "", "", ""
-	if f.After != "" {
-		after = arg(f.After)
-		where = append(where, "d.id > "+after)
-		tagAfter, groupAfter = " AND t.device_id > "+after, " AND g.device_id > "+after
+	for _, k := range tags {
+		where = append(where, "EXISTS (SELECT 1 FROM device_tags t WHERE t.device_id = d.id AND t.key = "+arg(k)+" AND t.value = "+arg(f.Tag[k])+")")
 	}
-	for _, k := range slices.Sorted(maps.Keys(f.Tag)) {
-		where = append(where, "d.id IN (SELECT t.device_id FROM device_tags t WHERE t.key = "+arg(k)+" AND t.value = "+arg(f.Tag[k])+tagAfter+")")
+	if group != "" {
+		where = append(where, "EXISTS (SELECT 1 FROM device_groups g WHERE g.device_id = d.id AND g.name = "+arg(group)+")")
 	}
-	if f.Group != "" {
-		where = append(where, "d.id IN (SELECT g.device_id FROM device_groups g WHERE g.name = "+arg(f.Group)+groupAfter+")")
-	}
-	q := r.d.deviceSelect()
+	q := r.d.deviceColumns() + " FROM " + from
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	return q + fmt.Sprintf(" ORDER BY d.id LIMIT %d", clampLimit(f.Limit)+1), args
+	return q + fmt.Sprintf(" ORDER BY %s LIMIT %d", order, clampLimit(f.Limit)+1), args
+}
+
+// listDriver chooses the filter to drive a ListDevices query from when there are several tag
+// and group filters on SQLite: the one matching fewest devices (counted up to 5000 after the
+// page start), so that a page reads few candidates. PostgreSQL's planner chooses by itself
+// from its statistics; one filter leaves no choice.
+func (r *Registry) listDriver(ctx context.Context, f ListFilter) (string, error) {
+	if r.d != sqliteDialect || len(f.Tag)+min(len(f.Group), 1) < 2 {
+		return "", nil
+	}
+	const limit = 5000
+	best, bestN := "", limit+1
+	count := func(drive, q string, args ...any) error {
+		var n int
+		if err := r.db.QueryRowContext(ctx, `SELECT count(*) FROM (`+q+` LIMIT `+fmt.Sprint(limit)+`) c`, args...).Scan(&n); err != nil {
+			return err
+		}
+		if n < bestN {
+			best, bestN = drive, n
+		}
+		return nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(f.Tag)) {
+		if err := count("tag:"+k, `SELECT 1 FROM device_tags WHERE key = $1 AND value = $2 AND device_id > $3`, k, f.Tag[k], f.After); err != nil {
+			return "", err
+		}
+	}
+	if f.Group != "" {
+		if err := count("group", `SELECT 1 FROM device_groups WHERE name = $1 AND device_id > $2`, f.Group, f.After); err != nil {
+			return "", err
+		}
+	}
+	return best, nil
 }
 
 // CountDevices returns the number of registered devices, in every state.
@@ -467,4 +539,36 @@ func describeList(label string, items []string) string {
 		return ""
 	}
 	return label + " " + strings.Join(items, ",")
+}
+
+// MarkSeen records last-seen times for many devices in one transaction: the cheap way for the
+// gateway to keep last seen current under a reconnect storm, one commit for a whole batch
+// instead of one per device. Like ReportFacts it never moves a time backwards and writes no
+// audit entry; unknown or invalid IDs are skipped.
+func (r *Registry) MarkSeen(ctx context.Context, seen map[string]time.Time) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	now := r.now()
+	err := r.write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `UPDATE devices SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $1`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, id := range slices.Sorted(maps.Keys(seen)) { // one lock order for concurrent batches
+			t := seen[id]
+			if t.IsZero() {
+				t = now
+			}
+			if _, err := stmt.ExecContext(ctx, toMS(t), id); err != nil {
+				return fmt.Errorf("device %s: %w", id, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("mark devices seen: %w", err)
+	}
+	return nil
 }

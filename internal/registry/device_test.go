@@ -62,6 +62,8 @@ func TestListDevices(t *testing.T) {
 			{"tag", ListFilter{Tag: map[string]string{"site": "s2"}}, match(func(i int) bool { return i%5 == 2 })},
 			{"two tags", ListFilter{Tag: map[string]string{"site": "s2", "line": "l1"}}, match(func(i int) bool { return i%5 == 2 && i%2 == 1 })},
 			{"group", ListFilter{Group: "third"}, match(func(i int) bool { return i%3 == 0 })},
+			{"tag+group", ListFilter{Tag: map[string]string{"site": "s0"}, Group: "third"}, match(func(i int) bool { return i%5 == 0 && i%3 == 0 })},
+			{"tags+group+after", ListFilter{Tag: map[string]string{"site": "s0", "line": "l1"}, Group: "third", After: "dev-014"}, match(func(i int) bool { return i > 14 && i%5 == 0 && i%2 == 1 && i%3 == 0 })},
 			{"combined", ListFilter{Status: StatusActive, Group: "third", Operator: "op-1"}, match(func(i int) bool { return i%7 != 0 && i%3 == 0 && i%2 == 1 })},
 			{"after", ListFilter{After: "dev-049"}, match(func(i int) bool { return i > 49 })},
 			{"no match", ListFilter{Tag: map[string]string{"site": "nowhere"}}, nil},

@@ -21,10 +21,11 @@ const (
 
 // Operator is a person or program holding an API token.
 type Operator struct {
-	ID, Name  string
-	Role      Role
-	CreatedAt time.Time
-	RevokedAt time.Time // zero while the token is valid
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      Role      `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+	RevokedAt time.Time `json:"revoked_at"` // zero while the token is valid
 }
 
 // CreateOperator creates an operator with a new API token and returns the token in plaintext;

@@ -81,6 +81,9 @@ type Registry struct {
 	// writer at a time anyway: waiting here is cheaper and fairer than SQLite's sleeping busy
 	// handler. nil on PostgreSQL. Other processes sharing the file wait on the busy timeout.
 	wlock chan struct{}
+	// deviceByID is Device's query, prepared once: it is the connect-time path, and parsing
+	// the statement would otherwise cost as much as running it.
+	deviceByID *sql.Stmt
 }
 
 // Open opens (creating if needed) the registry and migrates its schema to the current version.
@@ -128,6 +131,9 @@ func Open(ctx context.Context, url string, dataDir string, clk Clock) (*Registry
 	r.clk = clk
 	if err := r.migrate(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("open registry: %w", err), r.db.Close())
+	}
+	if r.deviceByID, err = r.db.PrepareContext(ctx, r.d.deviceSelect()+` WHERE d.id = $1`); err != nil {
+		return nil, errors.Join(fmt.Errorf("open registry: prepare device query: %w", err), r.db.Close())
 	}
 	return r, nil
 }
@@ -209,6 +215,9 @@ func redact(s string) string {
 // statistics (PRAGMA optimize).
 func (r *Registry) Close() error {
 	var errs []error
+	if err := r.deviceByID.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close device query: %w", err))
+	}
 	if r.d == sqliteDialect {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if _, err := r.db.ExecContext(ctx, "PRAGMA optimize"); err != nil {

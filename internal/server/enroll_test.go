@@ -405,3 +405,34 @@ func TestOperatorSuppliedIntermediateCA(t *testing.T) {
 	require.NoError(t, err, "a device trusting only the root verifies the server")
 	_ = c.Disconnect(&paho.Disconnect{})
 }
+
+// TestConnectReportsFacts stores what a device reports in its CONNECT user properties and
+// when it was last seen.
+func TestConnectReportsFacts(t *testing.T) {
+	s := startServer(t, nil)
+	pair := s.device(t, "dev-facts")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := (&tls.Dialer{Config: clientTLS(s.CA().Pool(), pair)}).DialContext(ctx, "tcp", s.MQTTAddr().String())
+	require.NoError(t, err)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "dev-facts"})
+	_, err = c.Connect(ctx, &paho.Connect{ClientID: "dev-facts", KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{User: paho.UserProperties{
+			{Key: "hw_model", Value: "gw-200"}, {Key: "net_operator", Value: "Telia"}, {Key: "fw_version", Value: "2.1.0"}}}})
+	require.NoError(t, err)
+	defer c.Disconnect(&paho.Disconnect{})
+	require.Eventually(t, func() bool {
+		d, err := s.Registry().Device(ctx, "dev-facts")
+		require.NoError(t, err)
+		return d.HardwareModel == "gw-200" && d.NetworkOperator == "Telia" && d.FirmwareVersion == "2.1.0" && !d.LastSeenAt.IsZero()
+	}, 5*time.Second, 10*time.Millisecond)
+
+	// The CLI shows it, filtered by firmware.
+	var list struct {
+		Devices []registry.Device `json:"devices"`
+	}
+	code, _ := s.apiCall(t, s.AdminToken(), http.MethodGet, "/api/v1/devices?firmware=2.1.0", nil, &list)
+	require.Equal(t, http.StatusOK, code)
+	require.Len(t, list.Devices, 1)
+	require.Equal(t, "dev-facts", list.Devices[0].ID)
+}
