@@ -1,0 +1,330 @@
+// Package enroll is the device side of enrollment: it makes the device's key on the device,
+// asks the server for a certificate over EST (RFC 7030) with a one-time token, and later renews
+// the certificate with a new key at two-thirds of its lifetime, authenticated by the current one.
+//
+// The private key never leaves the device. The server is verified against the CA bundle the
+// device was given; there is no trust on first use.
+package enroll
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/millwright/millwright/agent/backoff"
+	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/protocol/est"
+)
+
+// File names in the credentials directory.
+const (
+	CertFile = "device.crt"
+	KeyFile  = "device.key"
+	CAFile   = "ca.pem"
+)
+
+// Client talks to the server's EST endpoints.
+type Client struct {
+	// Server is the server's base URL, e.g. https://gw.example.com:8443.
+	Server string
+	// Roots verify the server's certificate.
+	Roots *x509.CertPool
+	// Model is the hardware model stated at enrollment; a token may require one.
+	Model string
+	// Timeout bounds one request. Default 30 s.
+	Timeout time.Duration
+}
+
+func (c *Client) httpClient(cert *tls.Certificate) *http.Client {
+	cfg := &tls.Config{RootCAs: c.Roots, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	t := c.Timeout
+	if t <= 0 {
+		t = 30 * time.Second
+	}
+	return &http.Client{Timeout: t, Transport: &http.Transport{TLSClientConfig: cfg}}
+}
+
+// Enroll asks for a certificate for key with a one-time token.
+func (c *Client) Enroll(ctx context.Context, token string, key crypto.Signer) (*x509.Certificate, error) {
+	return c.request(ctx, est.PathEnroll, token, nil, key)
+}
+
+// Reenroll asks for a certificate for a new key, authenticated by the current certificate.
+func (c *Client) Reenroll(ctx context.Context, current tls.Certificate, key crypto.Signer) (*x509.Certificate, error) {
+	return c.request(ctx, est.PathReenroll, "", &current, key)
+}
+
+func (c *Client) request(ctx context.Context, path, token string, current *tls.Certificate, key crypto.Signer) (*x509.Certificate, error) {
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, fmt.Errorf("make certificate request: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.Server, "/")+path, bytes.NewReader(est.EncodeBase64(csr)))
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	req.Header.Set("Content-Type", est.ContentCSR)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if c.Model != "" {
+		req.Header.Set(est.HeaderModel, c.Model)
+	}
+	resp, err := c.httpClient(current).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("enroll at %s: %w", c.Server, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<10))
+	if err != nil {
+		return nil, fmt.Errorf("enroll: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &RefusedError{Status: resp.StatusCode, Message: strings.TrimSpace(string(body))}
+	}
+	der, err := est.DecodeBase64(body)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := est.DecodeCertsOnly(der)
+	if err != nil {
+		return nil, err
+	}
+	cert := certs[0]
+	if !publicKeyMatches(cert.PublicKey, key.Public()) {
+		return nil, errors.New("enroll: the server returned a certificate for another key")
+	}
+	return cert, nil
+}
+
+// RefusedError is a refusal by the server, with its status and message.
+type RefusedError struct {
+	Status  int
+	Message string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("server refused enrollment (HTTP %d): %s", e.Status, e.Message)
+}
+
+// Permanent reports whether retrying cannot help (a bad token, a refused request).
+func (e *RefusedError) Permanent() bool { return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests }
+
+func publicKeyMatches(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	ea, ok := a.(equaler)
+	return ok && ea.Equal(b)
+}
+
+// NewKey makes an ECDSA P-256 key.
+func NewKey() (*ecdsa.PrivateKey, error) {
+	return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+}
+
+// Options of EnrollDir.
+type Options struct {
+	Server, Token, Model string
+	// CAFile is the CA bundle that verifies the server; it is copied into Dir.
+	CAFile string
+	// Dir receives device.key (0600), device.crt and ca.pem.
+	Dir string
+}
+
+// EnrollDir makes a key in opts.Dir, enrolls it with the token, and stores the certificate;
+// it returns the device ID the server assigned. The key is written (0600) before the request,
+// so a crash never leaves a certificate without its key.
+func EnrollDir(ctx context.Context, opts Options) (string, error) {
+	caPEM, err := os.ReadFile(opts.CAFile)
+	if err != nil {
+		return "", fmt.Errorf("read --ca: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return "", fmt.Errorf("--ca %s holds no certificate", opts.CAFile)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return "", fmt.Errorf("create %s: %w", opts.Dir, err)
+	}
+	key, err := NewKey()
+	if err != nil {
+		return "", err
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return "", err
+	}
+	c := &Client{Server: opts.Server, Roots: roots, Model: opts.Model}
+	cert, err := c.Enroll(ctx, opts.Token, key)
+	if err != nil {
+		return "", err
+	}
+	if err := writeAtomic(filepath.Join(opts.Dir, CAFile), caPEM, 0o644); err != nil {
+		return "", err
+	}
+	if err := writeAtomic(filepath.Join(opts.Dir, KeyFile), keyPEM, 0o600); err != nil {
+		return "", err
+	}
+	if err := writeAtomic(filepath.Join(opts.Dir, CertFile), pemCert(cert), 0o644); err != nil {
+		return "", err
+	}
+	return cert.Subject.CommonName, nil
+}
+
+// RenewAt is when a certificate should be renewed: at two-thirds of its lifetime.
+func RenewAt(cert *x509.Certificate) time.Time {
+	life := cert.NotAfter.Sub(cert.NotBefore)
+	return cert.NotBefore.Add(life * 2 / 3)
+}
+
+// Rotator renews the certificate in a credentials directory at two-thirds of its lifetime,
+// with a new key. It writes the new key and then the new certificate atomically; a reader that
+// reloads on a change of the certificate file (as the agent does) sees a matching pair. The old
+// certificate stays valid on the server until it expires, so a failed renewal is retried with
+// backoff until it succeeds or the old certificate expires.
+type Rotator struct {
+	Dir    string
+	Client *Client
+	Clock  clock.Clock
+	Log    *slog.Logger
+	// Retry paces failed renewals. Default base 1 min, cap 1 h.
+	Retry backoff.Policy
+	// Renewed is called after each renewal, if set.
+	Renewed func(*x509.Certificate)
+}
+
+// Run renews until ctx ends.
+func (r *Rotator) Run(ctx context.Context) error {
+	clk := r.Clock
+	if clk == nil {
+		clk = clock.Real()
+	}
+	log := r.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := r.Retry
+	if p.Base <= 0 {
+		p = backoff.Policy{Base: time.Minute, Cap: time.Hour}
+	}
+	bo := backoff.New(p, nil)
+	for {
+		current, err := tls.LoadX509KeyPair(filepath.Join(r.Dir, CertFile), filepath.Join(r.Dir, KeyFile))
+		if err != nil {
+			return fmt.Errorf("load current certificate: %w", err)
+		}
+		leaf, err := x509.ParseCertificate(current.Certificate[0])
+		if err != nil {
+			return fmt.Errorf("parse current certificate: %w", err)
+		}
+		wait := RenewAt(leaf).Sub(clk.Now())
+		if bo.Failures() > 0 {
+			wait = bo.Next()
+		}
+		if wait > 0 {
+			t := clk.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C():
+			}
+		}
+		cert, err := r.renew(ctx, current)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			log.Warn("certificate renewal failed; retrying", "error", err, "expires", leaf.NotAfter)
+			if bo.Failures() == 0 {
+				bo.Next() // the first retry waits a drawn time, not at once
+			}
+			continue
+		}
+		bo.Reset()
+		log.Info("certificate renewed", "device", cert.Subject.CommonName, "serial", cert.SerialNumber.Text(16), "not_after", cert.NotAfter)
+		if r.Renewed != nil {
+			r.Renewed(cert)
+		}
+	}
+}
+
+func (r *Rotator) renew(ctx context.Context, current tls.Certificate) (*x509.Certificate, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := r.Client.Reenroll(ctx, current, key)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(filepath.Join(r.Dir, KeyFile), keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(filepath.Join(r.Dir, CertFile), pemCert(cert), 0o644); err != nil {
+		return nil, err
+	}
+	return cert, nil
+}
+
+func encodeKey(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+func pemCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+func writeAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(perm)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package enroll_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/stretchr/testify/require"
+
+	"github.com/millwright/millwright/agent/enroll"
+	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/registry"
+	"github.com/millwright/millwright/internal/server"
+)
+
+func startServer(t *testing.T) *server.Server {
+	t.Helper()
+	opts := server.DefaultOptions()
+	opts.DataDir = t.TempDir()
+	opts.MQTT.Listen, opts.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
+	s, err := server.New(opts, clock.Real(), slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	return s
+}
+
+func token(t *testing.T, s *server.Server, spec registry.TokenSpec) string {
+	t.Helper()
+	toks, err := s.Registry().CreateEnrollmentTokens(context.Background(), spec, "test")
+	require.NoError(t, err)
+	return toks[0]
+}
+
+func connect(t *testing.T, s *server.Server, pair tls.Certificate) error {
+	t.Helper()
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := (&tls.Dialer{Config: &tls.Config{RootCAs: s.CA().Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"}}).DialContext(ctx, "tcp", s.MQTTAddr().String())
+	if err != nil {
+		return err
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: leaf.Subject.CommonName})
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: leaf.Subject.CommonName, KeepAlive: 30, CleanStart: true}); err != nil {
+		_ = conn.Close()
+		return err
+	}
+	return c.Disconnect(&paho.Disconnect{})
+}
+
+func TestEnrollDirAndRotation(t *testing.T) {
+	s := startServer(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, s.CA().PEM, 0o644))
+	dir := t.TempDir()
+	url := "https://localhost:" + portOf(s.HTTPAddr().String())
+	ctx := context.Background()
+
+	id, err := enroll.EnrollDir(ctx, enroll.Options{Server: url, Token: token(t, s, registry.TokenSpec{Count: 1, Model: "gw-200"}),
+		Model: "gw-200", CAFile: caFile, Dir: dir})
+	require.NoError(t, err)
+	st, err := os.Stat(filepath.Join(dir, enroll.KeyFile))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the key is private")
+	old, err := tls.LoadX509KeyPair(filepath.Join(dir, enroll.CertFile), filepath.Join(dir, enroll.KeyFile))
+	require.NoError(t, err)
+	require.NoError(t, connect(t, s, old))
+	oldLeaf, err := x509.ParseCertificate(old.Certificate[0])
+	require.NoError(t, err)
+	require.Equal(t, id, oldLeaf.Subject.CommonName)
+
+	// A refused token is a permanent error naming the reason.
+	_, err = enroll.EnrollDir(ctx, enroll.Options{Server: url, Token: "mwe_unknown", CAFile: caFile, Dir: t.TempDir()})
+	var refused *enroll.RefusedError
+	require.ErrorAs(t, err, &refused)
+	require.True(t, refused.Permanent())
+
+	// Rotation with an injected clock: nothing before two-thirds of the lifetime, then a new
+	// certificate for a new key; both certificates work until the old one expires.
+	fake := clock.NewFake(time.Now())
+	renewed := make(chan *x509.Certificate, 1)
+	rot := &enroll.Rotator{Dir: dir, Client: &enroll.Client{Server: url, Roots: s.CA().Pool()}, Clock: fake,
+		Renewed: func(c *x509.Certificate) {
+			select {
+			case renewed <- c:
+			default:
+			}
+		}}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- rot.Run(rctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+
+	fake.BlockUntil(1)
+	at := enroll.RenewAt(oldLeaf)
+	require.InDelta(t, float64(oldLeaf.NotAfter.Sub(oldLeaf.NotBefore))*2/3, float64(at.Sub(oldLeaf.NotBefore)), float64(time.Second))
+	fake.Set(at.Add(-time.Minute))
+	select {
+	case <-renewed:
+		t.Fatal("renewed before two-thirds of the lifetime")
+	case <-time.After(100 * time.Millisecond):
+	}
+	fake.Set(at.Add(time.Second))
+	var fresh *x509.Certificate
+	select {
+	case fresh = <-renewed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal at two-thirds of the lifetime")
+	}
+	require.Equal(t, id, fresh.Subject.CommonName)
+	require.NotEqual(t, oldLeaf.SerialNumber, fresh.SerialNumber)
+	newPair, err := tls.LoadX509KeyPair(filepath.Join(dir, enroll.CertFile), filepath.Join(dir, enroll.KeyFile))
+	require.NoError(t, err)
+	require.NotEqual(t, old.Certificate[0], newPair.Certificate[0])
+	require.NoError(t, connect(t, s, newPair))
+	require.NoError(t, connect(t, s, old), "the old certificate stays valid until it expires")
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
