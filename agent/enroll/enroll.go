@@ -126,7 +126,9 @@ func (e *RefusedError) Error() string {
 }
 
 // Permanent reports whether retrying cannot help (a bad token, a refused request).
-func (e *RefusedError) Permanent() bool { return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests }
+func (e *RefusedError) Permanent() bool {
+	return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests
+}
 
 func publicKeyMatches(a, b crypto.PublicKey) bool {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
