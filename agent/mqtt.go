@@ -1,0 +1,282 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/millwright/millwright/agent/backoff"
+	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/protocol"
+)
+
+// MQTT 5 reason codes the agent acts on (MQTT 5.0 §3.2.2.2, §3.14.2.1).
+const (
+	mqttNotAuthorized    = 0x87
+	mqttBadCredentials   = 0x86
+	mqttBanned           = 0x8A
+	mqttServerBusy       = 0x89
+	mqttServerShutdown   = 0x8B
+	mqttQuotaExceeded    = 0x97
+	mqttUseAnotherServer = 0x9C
+	mqttServerMoved      = 0x9D
+	mqttClientIDInvalid  = 0x85
+)
+
+// errNotConnected is a send attempted while the MQTT connection is down.
+var errNotConnected = errors.New("not connected")
+
+// receiveMaximum is the agent's MQTT 5 Receive Maximum. The agent does not
+// subscribe yet; a small value also keeps the client's inbound queue small
+// (paho sizes it from this), which matters with thousands of agents in one
+// process.
+const receiveMaximum = 16
+
+// mqttUplink keeps one MQTT 5 connection over TLS up, reconnecting with
+// backoff, and publishes batches with QoS 1.
+type mqttUplink struct {
+	device  string
+	topic   string
+	addr    string
+	cfg     UplinkConfig
+	tls     *tls.Config
+	dialer  Dialer
+	clk     clock.Clock
+	log     *slog.Logger
+	rnd     func(int64) int64
+	m       *counters
+	backoff *backoff.Backoff // owned by run
+
+	mu   sync.Mutex
+	conn *mqttConn // nil while down
+}
+
+// mqttConn is one live connection.
+type mqttConn struct {
+	client *paho.Client
+	raw    net.Conn
+	down   chan string // the first cause of its end
+}
+
+func (c *mqttConn) report(cause string) {
+	select {
+	case c.down <- cause:
+	default:
+	}
+}
+
+var _ uplink = (*mqttUplink)(nil)
+
+func (u *mqttUplink) ready() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.conn != nil
+}
+
+func (u *mqttUplink) current() *mqttConn {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.conn
+}
+
+// run connects, waits for the connection to end, and reconnects after a
+// backoff wait, until ctx ends. The very first attempt waits a uniform
+// random time in [0, backoff base) too, so that devices powered on together
+// do not connect in step.
+func (u *mqttUplink) run(ctx context.Context) {
+	wait := time.Duration(u.rnd(int64(u.backoff.Window())))
+	for {
+		if !sleep(ctx, u.clk, wait) {
+			return
+		}
+		u.m.connectAttempt()
+		c, cause, err := u.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			u.m.connectFailure(cause)
+			wait = u.backoff.Next()
+			u.log.Debug("MQTT connect failed", "addr", u.addr, "cause", cause, "error", err, "retry_in", wait)
+			continue
+		}
+		up := u.clk.Now()
+		u.mu.Lock()
+		u.conn = c
+		u.mu.Unlock()
+		u.m.setConnected(true)
+		u.log.Debug("MQTT connected", "addr", u.addr)
+
+		var cause2 string
+		select {
+		case cause2 = <-c.down:
+		case <-ctx.Done():
+		}
+		u.mu.Lock()
+		u.conn = nil
+		u.mu.Unlock()
+		u.m.setConnected(false)
+		if ctx.Err() != nil {
+			_ = c.client.Disconnect(&paho.Disconnect{ReasonCode: 0})
+			return
+		}
+		_ = c.raw.Close()
+		u.m.reconnect(cause2)
+		if u.clk.Now().Sub(up) >= u.cfg.Stable {
+			u.backoff.Reset()
+		}
+		wait = u.backoff.Next()
+		u.log.Info("MQTT connection lost", "cause", cause2, "up_for", u.clk.Now().Sub(up).Round(time.Millisecond), "retry_in", wait)
+	}
+}
+
+// connect dials (resolving the name afresh), does the TLS handshake and the
+// MQTT CONNECT. On failure it returns the cause.
+func (u *mqttUplink) connect(ctx context.Context) (*mqttConn, string, error) {
+	cctx, cancel := context.WithTimeout(ctx, u.cfg.ConnectTimeout)
+	defer cancel()
+	raw, err := u.dialer.DialContext(cctx, "tcp", u.addr)
+	if err != nil {
+		return nil, timeoutOr(cctx, causeDial), fmt.Errorf("dial %s: %w", u.addr, err)
+	}
+	tc := tls.Client(raw, u.tls)
+	if err := tc.HandshakeContext(cctx); err != nil {
+		_ = raw.Close()
+		return nil, timeoutOr(cctx, causeTLS), fmt.Errorf("TLS handshake with %s: %w", u.addr, err)
+	}
+	c := &mqttConn{raw: raw, down: make(chan string, 1)}
+	c.client = paho.NewClient(paho.ClientConfig{
+		ClientID:      u.device,
+		Conn:          packets.NewThreadSafeConn(tc),
+		PacketTimeout: u.cfg.AckTimeout,
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			cause := disconnectCause(d.ReasonCode)
+			if d.Properties != nil && (d.Properties.ServerReference != "" || d.Properties.ReasonString != "") {
+				u.log.Info("server disconnected", "reason_code", fmt.Sprintf("0x%02X", d.ReasonCode),
+					"reason", d.Properties.ReasonString, "server_reference", d.Properties.ServerReference)
+			}
+			c.report(cause)
+		},
+		OnClientError: func(err error) {
+			cause := causeNetwork
+			if strings.Contains(err.Error(), "PINGRESP") {
+				cause = causeKeepalive
+			}
+			c.report(cause)
+		},
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(paho.PublishReceived) (bool, error) { return true, nil },
+		},
+	})
+	rm := uint16(receiveMaximum)
+	ack, err := c.client.Connect(cctx, &paho.Connect{
+		ClientID:   u.device,
+		KeepAlive:  uint16(u.cfg.Keepalive / time.Second),
+		CleanStart: true,
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &rm},
+	})
+	if err != nil {
+		_ = raw.Close()
+		if ack != nil {
+			reason := ""
+			if ack.Properties != nil {
+				reason = ack.Properties.ReasonString
+			}
+			return nil, connackCause(ack.ReasonCode), fmt.Errorf("CONNACK 0x%02X %s", ack.ReasonCode, reason)
+		}
+		return nil, timeoutOr(cctx, causeNetwork), fmt.Errorf("MQTT connect: %w", err)
+	}
+	return c, "", nil
+}
+
+// send publishes one batch with QoS 1 and waits for the PUBACK.
+func (u *mqttUplink) send(ctx context.Context, payload []byte) sendResult {
+	c := u.current()
+	if c == nil {
+		return sendResult{err: errNotConnected}
+	}
+	pctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
+	defer cancel()
+	// paho forgets a publish whose connection dropped without telling the
+	// waiter; end the wait when the connection ends.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-c.client.Done():
+			cancel()
+		case <-stop:
+		}
+	}()
+	start := u.clk.Now()
+	resp, err := c.client.Publish(pctx, &paho.Publish{QoS: 1, Topic: u.topic, Payload: payload})
+	rtt := u.clk.Now().Sub(start)
+	if resp != nil {
+		return sendResult{reason: protocol.ReasonFromMQTTCode(resp.ReasonCode), rtt: rtt}
+	}
+	if err == nil {
+		err = errors.New("no PUBACK")
+	}
+	if ctx.Err() == nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+		// The link is dead or the server stuck: start over.
+		c.report(causeAckTimeout)
+		_ = c.raw.Close()
+		return sendResult{err: fmt.Errorf("publish: no PUBACK within %v", u.cfg.AckTimeout), rtt: rtt}
+	}
+	return sendResult{err: fmt.Errorf("publish: %w", err), rtt: rtt}
+}
+
+func connackCause(code byte) string {
+	switch code {
+	case mqttServerBusy, mqttQuotaExceeded:
+		return causeServerBusy
+	case mqttUseAnotherServer, mqttServerMoved:
+		return causeServerMoved
+	case mqttNotAuthorized, mqttBadCredentials, mqttBanned, mqttClientIDInvalid:
+		return causeRefused
+	}
+	return causeServerOther
+}
+
+func disconnectCause(code byte) string {
+	switch code {
+	case mqttServerBusy, mqttQuotaExceeded:
+		return causeServerBusy
+	case mqttUseAnotherServer, mqttServerMoved:
+		return causeServerMoved
+	case mqttServerShutdown:
+		return causeServerClosing
+	}
+	return causeServerOther
+}
+
+func timeoutOr(ctx context.Context, cause string) string {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return causeTimeout
+	}
+	return cause
+}
+
+// sleep waits d on clk; it reports false when ctx ended first.
+func sleep(ctx context.Context, clk clock.Clock, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+		return true
+	}
+}

@@ -1,0 +1,160 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/millwright/millwright/agent/spool"
+	"github.com/millwright/millwright/protocol"
+)
+
+// cycleResult is what one send cycle did.
+type cycleResult struct {
+	CycleOutcome
+	sent         int
+	refused      bool          // the server refused a batch for retry (busy, unavailable)
+	retryAfter   time.Duration // the server's Retry-After
+	transportErr bool          // a batch got no answer
+}
+
+// sendLoop runs the scattered send schedule until ctx ends: wait, send a
+// cycle, adapt the window, draw the next wait.
+//
+// After a cycle in which the server refused a batch for retry (busy,
+// unavailable, or on HTTPS no answer at all), the next wait gets an extra
+// backoff term, a uniform random time in [0, min(cap, base·2ⁿ)) for the
+// n-th such cycle in a row, and is at least the server's Retry-After. A
+// cycle that delivers resets the count.
+func (a *Agent) sendLoop(ctx context.Context) {
+	wait := a.sched.First()
+	for sleep(ctx, a.clk, wait) {
+		res := a.cycle(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		wait = a.afterCycle(res)
+	}
+}
+
+// afterCycle adapts the window to a cycle's outcome and returns the wait
+// before the next cycle.
+func (a *Agent) afterCycle(res cycleResult) time.Duration {
+	_, persistent := a.up.(*mqttUplink)
+	a.winMu.Lock()
+	a.window.Adapt(res.CycleOutcome)
+	a.winMu.Unlock()
+	wait := a.sched.Next()
+	switch {
+	case res.refused || (res.transportErr && !persistent):
+		wait += a.retries.Next()
+		wait = max(wait, res.retryAfter)
+	case res.sent > 0:
+		a.retries.Reset()
+	}
+	return wait
+}
+
+// cycle sends up to MaxBatchesPerCycle batches: first the batch in flight
+// (unacknowledged from an earlier cycle, with its sequence number), then
+// new ones cut from the spool, as long as the batch window says they are
+// due.
+func (a *Agent) cycle(ctx context.Context) cycleResult {
+	var res cycleResult
+	if !a.up.ready() {
+		return res
+	}
+	res.Attempted = true
+	budget := a.cfg.Schedule.MaxBatchesPerCycle
+	for budget > 0 {
+		b := a.pending
+		if b == nil {
+			var err error
+			if b, err = a.nextBatch(); err != nil {
+				if !errors.Is(err, spool.ErrClosed) {
+					a.log.Error("read spool", "error", err)
+				}
+				return res
+			}
+			if b == nil {
+				return res // nothing due
+			}
+			a.pending = b
+		}
+		if b.records == 0 { // nothing decodable: drop without sending
+			a.finish(b)
+			continue
+		}
+		budget--
+		r := a.up.send(ctx, b.payload)
+		res.MaxRTT = max(res.MaxRTT, r.rtt)
+		switch {
+		case r.err != nil:
+			res.transportErr = true
+			if ctx.Err() == nil {
+				a.log.Debug("batch not acknowledged; kept for the next cycle", "seq", b.seq, "error", r.err)
+			}
+			return res
+		case r.reason == protocol.ReasonNone:
+			a.m.sent(b.records, len(b.payload), r.rtt, a.clk.Now().Sub(b.oldest))
+			a.finish(b)
+			res.sent++
+		case r.reason.Retry():
+			a.m.retry()
+			res.refused, res.Backlog, res.retryAfter = true, true, r.retryAfter
+			a.log.Debug("batch refused for retry", "seq", b.seq, "reason", r.reason.String(), "retry_after", r.retryAfter)
+			return res
+		default:
+			a.m.drop(r.reason.String(), b.records)
+			a.log.Warn("batch refused by the server; dropped", "seq", b.seq, "reason", r.reason.String(), "measurements", b.records)
+			a.finish(b)
+		}
+	}
+	// The budget ran out: anything still waiting is a backlog.
+	if more, err := a.sp.ReadFrom(0, 1, 0); err == nil && len(more) > 0 {
+		res.Backlog = true
+	}
+	return res
+}
+
+// nextBatch cuts the next batch from the spool, or returns nil when
+// nothing is due yet.
+func (a *Agent) nextBatch() (*batch, error) {
+	bc := a.cfg.Batch
+	recs, err := a.sp.ReadFrom(0, bc.MaxRecords, bc.MaxBytes)
+	if err != nil || len(recs) == 0 {
+		return nil, err
+	}
+	full := len(recs) >= bc.MaxRecords
+	if !full {
+		more, err := a.sp.ReadFrom(recs[len(recs)-1].ID, 1, 0)
+		if err != nil {
+			return nil, err
+		}
+		full = len(more) > 0
+	}
+	now := a.clk.Now()
+	a.winMu.Lock()
+	due := a.window.Due(recs, full, now)
+	a.winMu.Unlock()
+	if !due {
+		return nil, nil
+	}
+	return buildBatch(recs, a.seq.current(), now)
+}
+
+// finish acknowledges a batch's records in the spool (sent or dropped) and
+// moves the sequence counter past it.
+func (a *Agent) finish(b *batch) {
+	a.pending = nil
+	a.m.drop(dropUndecodable, b.bad)
+	if err := a.sp.AckIDs(b.ids...); err != nil && !errors.Is(err, spool.ErrClosed) {
+		a.log.Error("acknowledge records in the spool", "error", err)
+	}
+	if b.records == 0 {
+		return // never sent: its number goes to the next batch
+	}
+	if err := a.seq.done(b.seq); err != nil {
+		a.log.Error("persist the sequence counter", "error", err)
+	}
+}
