@@ -110,6 +110,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 			topic:   protocol.BatchTopic(device),
 			addr:    endpoint(cfg.Uplink, device, cfg.Uplink.MQTTPort),
 			cfg:     cfg.Uplink,
+			props:   cfg.Identity.userProperties(),
 			tls:     tc,
 			dialer:  dialer,
 			clk:     a.clk,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/eclipse/paho.golang/paho"
 	"io"
 	"log/slog"
 	"net"
@@ -53,6 +54,32 @@ type Config struct {
 	Log LogConfig `yaml:"log"`
 	// Sources are the measurement sources. Default: none.
 	Sources SourcesConfig `yaml:"sources"`
+	// Identity is what the device reports about itself when it connects (MQTT 5 CONNECT user
+	// properties hw_model, net_operator, fw_version); the registry keeps them current so the
+	// fleet can be filtered and compared by them. Default: nothing reported.
+	Identity IdentityConfig `yaml:"identity"`
+}
+
+// IdentityConfig is what the device reports about itself; empty fields are not reported.
+type IdentityConfig struct {
+	// HardwareModel is the device's hardware model, such as "gw-200". Default: none.
+	HardwareModel string `yaml:"hardware_model"`
+	// NetworkOperator is the mobile or fixed network the device uses, such as "Telia". Default:
+	// none.
+	NetworkOperator string `yaml:"network_operator"`
+	// FirmwareVersion is the running firmware's version, such as "2.1.0". Default: none.
+	FirmwareVersion string `yaml:"firmware_version"`
+}
+
+// userProperties returns the identity as MQTT 5 CONNECT user properties.
+func (i IdentityConfig) userProperties() paho.UserProperties {
+	var up paho.UserProperties
+	for _, kv := range [][2]string{{"hw_model", i.HardwareModel}, {"net_operator", i.NetworkOperator}, {"fw_version", i.FirmwareVersion}} {
+		if kv[1] != "" {
+			up = append(up, paho.UserProperty{Key: kv[0], Value: kv[1]})
+		}
+	}
+	return up
 }
 
 // TLSConfig names the device's credentials.

@@ -48,6 +48,7 @@ type mqttUplink struct {
 	topic   string
 	addr    string
 	cfg     UplinkConfig
+	props   paho.UserProperties // reported at connect: the device's identity
 	tls     *tls.Config
 	dialer  Dialer
 	clk     clock.Clock
@@ -182,7 +183,7 @@ func (u *mqttUplink) connect(ctx context.Context) (*mqttConn, string, error) {
 		ClientID:   u.device,
 		KeepAlive:  uint16(u.cfg.Keepalive / time.Second),
 		CleanStart: true,
-		Properties: &paho.ConnectProperties{ReceiveMaximum: &rm},
+		Properties: &paho.ConnectProperties{ReceiveMaximum: &rm, User: u.props},
 	})
 	if err != nil {
 		_ = raw.Close()

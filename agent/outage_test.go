@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ func TestDeliveryBothTransports(t *testing.T) {
 			id := "deliver-" + tr.String()
 			cfg := srv.agentConfig(t)
 			cfg.Uplink.Transport = tr
+			cfg.Identity = agent.IdentityConfig{HardwareModel: "gw-200", NetworkOperator: "Telia", FirmwareVersion: "2.1.0"}
 			if tr == agent.TransportHTTPS {
 				cfg.Uplink.DevAddress = srv.httpAddr
 			}
@@ -41,6 +43,13 @@ func TestDeliveryBothTransports(t *testing.T) {
 			seq, ok := srv.scalar(t, fmt.Sprintf(`millwright_device_batch_seq{device=%q}`, id))
 			require.True(t, ok)
 			require.Equal(t, float64(a.Stats().Seq-1), seq, "the server saw the last batch number")
+			if tr == agent.TransportMQTT {
+				// The identity reported at connect is in the registry.
+				require.Eventually(t, func() bool {
+					d, err := srv.srv.Registry().Device(context.Background(), id)
+					return err == nil && d.HardwareModel == "gw-200" && d.NetworkOperator == "Telia" && d.FirmwareVersion == "2.1.0"
+				}, 10*time.Second, 20*time.Millisecond)
+			}
 		})
 	}
 }
