@@ -93,6 +93,11 @@ type TLSConfig struct {
 	// CAFile holds the CA certificates (PEM) that the server's certificate
 	// must chain to. Default (empty): the system roots.
 	CAFile string `yaml:"ca_file"`
+	// ESTServer is the server's HTTPS base URL (https://host:8443) for certificate renewal:
+	// when set, the agent re-enrolls with a new key at two-thirds of its certificate's
+	// lifetime (EST simplereenroll, authenticated by the current certificate) and switches to
+	// the new certificate at the next connection. Default (empty): no renewal.
+	ESTServer string `yaml:"est_server"`
 	// ServerName is the name the server's certificate must carry. Default
 	// (empty): the name the agent connects to, <device-id>.<zone>.
 	ServerName string `yaml:"server_name"`

@@ -27,6 +27,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = runCmd(ctx, args[1:], stdout, stderr)
+	case "enroll":
+		err = enrollCmd(ctx, args[1:], stdout, stderr)
 	case "check":
 		err = checkCmd(args[1:], stdout, stderr)
 	case "version":
@@ -61,6 +63,8 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `millwright-agent: the Millwright device agent
 
 Usage:
+  millwright-agent enroll --server URL --ca FILE --token T [--dir DIR] [--model M]
+                                         make the device key and enroll it with a one-time token
   millwright-agent run --config FILE     run the agent
   millwright-agent check --config FILE   check the configuration and credentials, then exit
   millwright-agent version               print the version

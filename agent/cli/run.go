@@ -2,12 +2,36 @@ package cli
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/millwright/millwright/agent"
+	"github.com/millwright/millwright/agent/enroll"
 )
+
+// rotator renews the certificate named in the configuration through tls.est_server.
+func rotator(cfg agent.Config, logger *slog.Logger) (*enroll.Rotator, error) {
+	var roots *x509.CertPool
+	if cfg.TLS.CAFile != "" {
+		pem, err := os.ReadFile(cfg.TLS.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file %s holds no certificate", cfg.TLS.CAFile)
+		}
+	}
+	return &enroll.Rotator{
+		CertPath: cfg.TLS.CertFile,
+		KeyPath:  cfg.TLS.KeyFile,
+		Client:   &enroll.Client{Server: cfg.TLS.ESTServer, Roots: roots},
+		Log:      logger.With("component", "renewal"),
+	}, nil
+}
 
 // runCmd runs the agent until SIGINT or SIGTERM.
 func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -25,8 +49,28 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	logger.Info("millwright-agent starting", "version", Version(), "pid", os.Getpid(), "spool", cfg.Spool.Dir)
+	var rotErr chan error
+	if cfg.TLS.ESTServer != "" {
+		rot, err := rotator(cfg, logger)
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		rotErr = make(chan error, 1)
+		go func() { rotErr <- rot.Run(rctx) }()
+	}
 	if err := a.Run(ctx); err != nil {
 		return fmt.Errorf("stop agent: %w", err)
+	}
+	if rotErr != nil {
+		select {
+		case err := <-rotErr:
+			if err != nil {
+				logger.Error("certificate renewal stopped", "error", err)
+			}
+		default:
+		}
 	}
 	logger.Info("millwright-agent stopped")
 	return nil

@@ -202,10 +202,12 @@ func RenewAt(cert *x509.Certificate) time.Time {
 // certificate stays valid on the server until it expires, so a failed renewal is retried with
 // backoff until it succeeds or the old certificate expires.
 type Rotator struct {
-	Dir    string
-	Client *Client
-	Clock  clock.Clock
-	Log    *slog.Logger
+	// Dir holds device.crt and device.key, unless CertPath and KeyPath name them.
+	Dir               string
+	CertPath, KeyPath string
+	Client            *Client
+	Clock             clock.Clock
+	Log               *slog.Logger
 	// Retry paces failed renewals. Default base 1 min, cap 1 h.
 	Retry backoff.Policy
 	// Renewed is called after each renewal, if set.
@@ -228,7 +230,7 @@ func (r *Rotator) Run(ctx context.Context) error {
 	}
 	bo := backoff.New(p, nil)
 	for {
-		current, err := tls.LoadX509KeyPair(filepath.Join(r.Dir, CertFile), filepath.Join(r.Dir, KeyFile))
+		current, err := tls.LoadX509KeyPair(r.certPath(), r.keyPath())
 		if err != nil {
 			return fmt.Errorf("load current certificate: %w", err)
 		}
@@ -281,13 +283,27 @@ func (r *Rotator) renew(ctx context.Context, current tls.Certificate) (*x509.Cer
 	if err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(filepath.Join(r.Dir, KeyFile), keyPEM, 0o600); err != nil {
+	if err := writeAtomic(r.keyPath(), keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(filepath.Join(r.Dir, CertFile), pemCert(cert), 0o644); err != nil {
+	if err := writeAtomic(r.certPath(), pemCert(cert), 0o644); err != nil {
 		return nil, err
 	}
 	return cert, nil
+}
+
+func (r *Rotator) certPath() string {
+	if r.CertPath != "" {
+		return r.CertPath
+	}
+	return filepath.Join(r.Dir, CertFile)
+}
+
+func (r *Rotator) keyPath() string {
+	if r.KeyPath != "" {
+		return r.KeyPath
+	}
+	return filepath.Join(r.Dir, KeyFile)
 }
 
 func encodeKey(key crypto.Signer) ([]byte, error) {
