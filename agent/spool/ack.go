@@ -136,7 +136,7 @@ func (s *Spool) persistAcks() error {
 	if done {
 		return nil
 	}
-	if err := writeAckFile(s.fs, s.dir, w); err != nil {
+	if err := writeAckFile(s.fs, s.dir, w, s.opts.Sync != SyncNever); err != nil {
 		return fmt.Errorf("persist acks: %w", err)
 	}
 	s.mu.Lock()
@@ -215,7 +215,9 @@ func (s *Spool) readAckFile() (uint64, error) {
 }
 
 // writeAckFile replaces the ack file atomically and durably.
-func writeAckFile(fsys fileSystem, dir string, w uint64) error {
+// writeAckFile replaces the ack file atomically; with sync it also fsyncs the file and the
+// directory (every policy but SyncNever, which leaves flushing to the OS).
+func writeAckFile(fsys fileSystem, dir string, w uint64, sync bool) error {
 	path := dir + string(os.PathSeparator) + ackName
 	tmp := path + tmpExt
 	f, err := fsys.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -223,7 +225,7 @@ func writeAckFile(fsys fileSystem, dir string, w uint64) error {
 		return ioErr("create", tmp, err, nil)
 	}
 	_, err = f.WriteAt(encodeAck(w), 0)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -232,7 +234,7 @@ func writeAckFile(fsys fileSystem, dir string, w uint64) error {
 	if err == nil {
 		err = fsys.Rename(tmp, path)
 	}
-	if err == nil {
+	if err == nil && sync {
 		err = syncDir(fsys, dir)
 	}
 	if err != nil {
