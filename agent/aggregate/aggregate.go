@@ -400,7 +400,7 @@ func (a *Aggregator) match(r *protocol.Record) int {
 	}
 	ri := -1
 	for i := range a.rules {
-		if matchGlob(a.rules[i].Metric, r.Name) {
+		if source.MatchGlob(a.rules[i].Metric, r.Name) {
 			ri = i
 			break
 		}
@@ -537,31 +537,4 @@ func floorDiv(a, b int64) int64 {
 		q--
 	}
 	return q
-}
-
-// matchGlob reports whether name matches pattern, in which '*' matches any
-// run of bytes (including none) and every other byte itself.
-func matchGlob(pattern, name string) bool {
-	p, n := 0, 0
-	star, mark := -1, 0
-	for n < len(name) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, n
-			p++
-		case p < len(pattern) && pattern[p] == name[n]:
-			p++
-			n++
-		case star >= 0:
-			p = star + 1
-			mark++
-			n = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/millwright/millwright/agent/source"
 )
 
 func TestMatchGlob(t *testing.T) {
@@ -24,7 +26,7 @@ func TestMatchGlob(t *testing.T) {
 		{"a*b*c", "acb", false},
 		{"**", "", true},
 	} {
-		require.Equal(t, tc.match, matchGlob(tc.pattern, tc.name), "%q %q", tc.pattern, tc.name)
+		require.Equal(t, tc.match, source.MatchGlob(tc.pattern, tc.name), "%q %q", tc.pattern, tc.name)
 	}
 }
 

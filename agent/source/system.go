@@ -455,16 +455,17 @@ func (s *System) wantInterface(name string) bool {
 		return name != "lo"
 	}
 	for _, g := range s.opts.Interfaces {
-		if matchGlob(g, name) {
+		if MatchGlob(g, name) {
 			return true
 		}
 	}
 	return false
 }
 
-// matchGlob reports whether name matches pattern, in which '*' matches any
-// run of bytes (including none) and every other byte itself.
-func matchGlob(pattern, name string) bool {
+// MatchGlob reports whether name matches pattern, in which '*' matches any
+// run of bytes (including none) and every other byte itself. Sources and the
+// aggregator select names with it.
+func MatchGlob(pattern, name string) bool {
 	// Iterative matching with backtracking to the last '*': linear in
 	// practice, O(len(pattern)·len(name)) at worst.
 	p, n := 0, 0

@@ -289,6 +289,6 @@ func TestNameHelpers(t *testing.T) {
 		{"lo", "lo0", false},
 		{"system_*_temp", "system_cpu_temp", true},
 	} {
-		require.Equal(t, tc.match, matchGlob(tc.pattern, tc.name), "%q %q", tc.pattern, tc.name)
+		require.Equal(t, tc.match, MatchGlob(tc.pattern, tc.name), "%q %q", tc.pattern, tc.name)
 	}
 }
