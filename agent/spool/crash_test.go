@@ -80,9 +80,6 @@ func TestHelperProcess(t *testing.T) {
 // record the process reported durable, in order, and none that the parent
 // acknowledged.
 func TestCrashDurability(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns processes")
-	}
 	dir := t.TempDir()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
