@@ -323,22 +323,7 @@ func (d *cborReader) value(rec *rawRecord, f fieldSet) error {
 		if err != nil {
 			return err
 		}
-		switch f {
-		case fBt:
-			rec.bt = v
-		case fBv:
-			rec.bv = v
-		case fBs:
-			rec.bs = v
-		case fV:
-			rec.v = v
-		case fS:
-			rec.s = v
-		case fT:
-			rec.t = v
-		case fUt:
-			rec.ut = v
-		}
+		rec.setNumber(f, v)
 	}
 	rec.has |= f
 	return nil

@@ -353,6 +353,26 @@ func (rec *Record) raw(r *rawRecord) {
 }
 
 // record converts a parsed record back to a Record (for Record.UnmarshalJSON).
+// setNumber stores v in the numeric field f; both readers use it.
+func (r *rawRecord) setNumber(f fieldSet, v float64) {
+	switch f {
+	case fBt:
+		r.bt = v
+	case fBv:
+		r.bv = v
+	case fBs:
+		r.bs = v
+	case fV:
+		r.v = v
+	case fS:
+		r.s = v
+	case fT:
+		r.t = v
+	case fUt:
+		r.ut = v
+	}
+}
+
 func (r *rawRecord) record() Record {
 	var rec Record
 	if r.has&fBver != 0 {
