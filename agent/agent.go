@@ -69,6 +69,7 @@ type Agent struct {
 	sched   *Schedule
 	retries *backoff.Backoff
 	pending *batch
+	flush   chan struct{} // Flush's request to the send loop
 
 	closeOnce sync.Once
 	closeErr  error
@@ -80,7 +81,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, m: newCounters()}
+	a := &Agent{cfg: cfg, m: newCounters(), flush: make(chan struct{}, 1)}
 	a.clk = opts.Clock
 	if a.clk == nil {
 		a.clk = clock.Real()

@@ -171,7 +171,8 @@ type UplinkConfig struct {
 	AckTimeout time.Duration `yaml:"ack_timeout"`
 	// Backoff paces reconnects and retries: the n-th consecutive failure
 	// waits a uniform random time in [0, min(cap, base·2ⁿ)) (full jitter).
-	// Default base 1 s, cap 5 min; zero means the default.
+	// Default base 1 s, cap 5 min; zero means the default. Jitter none
+	// (plain exponential backoff) is for simulations only.
 	Backoff backoff.Policy `yaml:"backoff"`
 	// Stable is how long a connection must stay up before the reconnect
 	// backoff starts again from base. Default 60 s; 0 resets at once.
@@ -443,6 +444,8 @@ func (c Config) Validate() error {
 		return configErr("uplink.backoff.cap", "must not be negative, got %v", u.Backoff.Cap)
 	case u.Backoff.Cap > 0 && u.Backoff.Base > u.Backoff.Cap:
 		return configErr("uplink.backoff.cap", "%v is below uplink.backoff.base %v", u.Backoff.Cap, u.Backoff.Base)
+	case u.Backoff.Jitter > backoff.JitterNone:
+		return configErr("uplink.backoff.jitter", "%d is not a jitter mode", u.Backoff.Jitter)
 	case u.Stable < 0:
 		return configErr("uplink.stable", "must not be negative, got %v", u.Stable)
 	}

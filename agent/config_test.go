@@ -37,6 +37,7 @@ func TestLoadConfigBad(t *testing.T) {
 		"zero-interval.bad.yml":       {"schedule.interval", "must be positive"},
 		"section-scalar.bad.yml":      {"uplink", "expected a section of keys"},
 		"bad-aggregate.bad.yml":       {"sources.aggregate[0]", "below the minimum of 1s"},
+		"bad-jitter.bad.yml":          {"uplink.backoff.jitter", `"half" is not a jitter mode`, "line 3"},
 	}
 	files, err := filepath.Glob("testdata/config/*.bad.yml")
 	require.NoError(t, err)
@@ -185,4 +186,19 @@ func TestExampleConfig(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "gw.example.com", cfg.Uplink.Zone)
 	require.Equal(t, 45*time.Second, cfg.Uplink.Keepalive)
+}
+
+func TestDecodeYAML(t *testing.T) {
+	type inner struct {
+		Wait time.Duration `yaml:"wait"`
+	}
+	type doc struct {
+		Name  string  `yaml:"name"`
+		Items []inner `yaml:"items"`
+	}
+	v := doc{Name: "kept"}
+	require.NoError(t, DecodeYAML([]byte("items:\n  - wait: 5s\n"), &v))
+	require.Equal(t, doc{Name: "kept", Items: []inner{{Wait: 5 * time.Second}}}, v)
+	require.EqualError(t, DecodeYAML([]byte("items:\n  - wiat: 5s\n"), &v), `items[0].wiat: unknown key (line 2); did you mean "wait"?`)
+	require.ErrorContains(t, DecodeYAML([]byte("name: [\n"), &v), "line")
 }

@@ -17,6 +17,7 @@ type counters struct {
 	mu              sync.Mutex
 	connected       bool
 	connectAttempts uint64
+	connects        uint64
 	connectFailures map[string]uint64
 	reconnects      map[string]uint64
 	dropped         map[string]uint64
@@ -35,8 +36,15 @@ func newCounters() *counters {
 	return &counters{connectFailures: map[string]uint64{}, reconnects: map[string]uint64{}, dropped: map[string]uint64{}}
 }
 
-func (c *counters) setConnected(v bool) { c.mu.Lock(); c.connected = v; c.mu.Unlock() }
-func (c *counters) connectAttempt()     { c.mu.Lock(); c.connectAttempts++; c.mu.Unlock() }
+func (c *counters) setConnected(v bool) {
+	c.mu.Lock()
+	c.connected = v
+	if v {
+		c.connects++
+	}
+	c.mu.Unlock()
+}
+func (c *counters) connectAttempt() { c.mu.Lock(); c.connectAttempts++; c.mu.Unlock() }
 func (c *counters) connectFailure(cause string) {
 	c.mu.Lock()
 	c.connectFailures[cause]++
@@ -74,6 +82,9 @@ type Stats struct {
 	Connected bool
 	// ConnectAttempts counts connection attempts (TCP dials).
 	ConnectAttempts uint64
+	// Connects counts connections that were established (MQTT CONNACK
+	// accepted); zero on HTTPS.
+	Connects uint64
 	// ConnectFailures counts failed connection attempts by cause (dial,
 	// tls, timeout, refused, server_busy, server_moved, server_other, network).
 	ConnectFailures map[string]uint64
@@ -109,7 +120,7 @@ func (c *counters) snapshot(st *Stats) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st.Connected = c.connected
-	st.ConnectAttempts = c.connectAttempts
+	st.ConnectAttempts, st.Connects = c.connectAttempts, c.connects
 	st.ConnectFailures = maps.Clone(c.connectFailures)
 	st.Reconnects = maps.Clone(c.reconnects)
 	st.Dropped = maps.Clone(c.dropped)

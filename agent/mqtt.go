@@ -92,9 +92,9 @@ func (u *mqttUplink) current() *mqttConn {
 // run connects, waits for the connection to end, and reconnects after a
 // backoff wait, until ctx ends. The very first attempt waits a uniform
 // random time in [0, backoff base) too, so that devices powered on together
-// do not connect in step.
+// do not connect in step (no wait with backoff jitter none).
 func (u *mqttUplink) run(ctx context.Context) {
-	wait := time.Duration(u.rnd(int64(u.backoff.Window())))
+	wait := u.backoff.Initial()
 	for {
 		if !sleep(ctx, u.clk, wait) {
 			return

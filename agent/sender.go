@@ -26,14 +26,53 @@ type cycleResult struct {
 // backoff term, a uniform random time in [0, min(cap, base·2ⁿ)) for the
 // n-th such cycle in a row, and is at least the server's Retry-After. A
 // cycle that delivers resets the count.
+//
+// Flush ends a wait early: cycles then run back to back, ignoring the batch
+// window, until the spool is empty or a batch is not delivered.
 func (a *Agent) sendLoop(ctx context.Context) {
 	wait := a.sched.First()
-	for sleep(ctx, a.clk, wait) {
-		res := a.cycle(ctx)
+	for {
+		force, ok := a.waitCycle(ctx, wait)
+		if !ok {
+			return
+		}
+		res := a.cycle(ctx, force)
+		for force && res.sent > 0 && res.Backlog && !res.refused && !res.transportErr && ctx.Err() == nil {
+			res = a.cycle(ctx, true)
+		}
 		if ctx.Err() != nil {
 			return
 		}
 		wait = a.afterCycle(res)
+	}
+}
+
+// waitCycle waits d on the agent's clock or until Flush is called; it
+// reports whether Flush ended the wait, and false when ctx ended first.
+func (a *Agent) waitCycle(ctx context.Context, d time.Duration) (flush, ok bool) {
+	t := a.clk.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false, false
+	case <-a.flush:
+		return true, true
+	case <-t.C():
+		return false, true
+	}
+}
+
+// Flush asks the send loop to send what the spool holds now, without
+// waiting for the next scheduled cycle or the batch window: cycles run back
+// to back until the spool is empty, a batch is not acknowledged, or the
+// server refuses one for retry; then the schedule resumes. Flush returns at
+// once. While the connection is down a flush sends nothing; call it again
+// later. Programs embedding the agent call it before they stop (the fleet
+// simulator does at its end) and watch Stats().Spool.Records fall to zero.
+func (a *Agent) Flush() {
+	select {
+	case a.flush <- struct{}{}:
+	default: // one is already pending
 	}
 }
 
@@ -58,8 +97,8 @@ func (a *Agent) afterCycle(res cycleResult) time.Duration {
 // cycle sends up to MaxBatchesPerCycle batches: first the batch in flight
 // (unacknowledged from an earlier cycle, with its sequence number), then
 // new ones cut from the spool, as long as the batch window says they are
-// due.
-func (a *Agent) cycle(ctx context.Context) cycleResult {
+// due (all of them when force is set).
+func (a *Agent) cycle(ctx context.Context, force bool) cycleResult {
 	var res cycleResult
 	if !a.up.ready() {
 		return res
@@ -70,7 +109,7 @@ func (a *Agent) cycle(ctx context.Context) cycleResult {
 		b := a.pending
 		if b == nil {
 			var err error
-			if b, err = a.nextBatch(); err != nil {
+			if b, err = a.nextBatch(force); err != nil {
 				if !errors.Is(err, spool.ErrClosed) {
 					a.log.Error("read spool", "error", err)
 				}
@@ -118,8 +157,8 @@ func (a *Agent) cycle(ctx context.Context) cycleResult {
 }
 
 // nextBatch cuts the next batch from the spool, or returns nil when
-// nothing is due yet.
-func (a *Agent) nextBatch() (*batch, error) {
+// nothing is due yet; with force, whatever the spool holds is due.
+func (a *Agent) nextBatch(force bool) (*batch, error) {
 	bc := a.cfg.Batch
 	recs, err := a.sp.ReadFrom(0, bc.MaxRecords, bc.MaxBytes)
 	if err != nil || len(recs) == 0 {
@@ -135,7 +174,7 @@ func (a *Agent) nextBatch() (*batch, error) {
 	}
 	now := a.clk.Now()
 	a.winMu.Lock()
-	due := a.window.Due(recs, full, now)
+	due := force || a.window.Due(recs, full, now)
 	a.winMu.Unlock()
 	if !due {
 		return nil, nil

@@ -121,13 +121,13 @@ func TestCycleSendsDueBatchesWithSequenceNumbers(t *testing.T) {
 	writeN(t, a, clk, 0, 25)
 	// 25 records, 10 per batch: two full batches go at once; the partial
 	// third waits for its window (2 s).
-	res := a.cycle(ctx)
+	res := a.cycle(ctx, false)
 	require.Equal(t, 2, res.sent)
 	require.False(t, res.Backlog)
 	require.Equal(t, []uint64{1, 2}, seqs(up.batches()))
 
 	clk.Advance(2 * time.Second)
-	res = a.cycle(ctx)
+	res = a.cycle(ctx, false)
 	require.Equal(t, 1, res.sent)
 	bs := up.batches()
 	require.Equal(t, []uint64{1, 2, 3}, seqs(bs))
@@ -145,7 +145,7 @@ func TestCyclePacing(t *testing.T) {
 	clk := clock.NewFake(t0)
 	a, up := newUnitAgent(t, clk, func(c *Config) { c.Schedule.MaxBatchesPerCycle = 3 })
 	writeN(t, a, clk, 0, 95) // a backlog of 10 batches
-	res := a.cycle(context.Background())
+	res := a.cycle(context.Background(), false)
 	require.Equal(t, 3, res.sent, "a cycle sends at most max_batches_per_cycle")
 	require.True(t, res.Backlog)
 	require.Len(t, up.batches(), 3)
@@ -162,11 +162,11 @@ func TestCycleRetryKeepsBatchAndNumber(t *testing.T) {
 		{reason: protocol.ReasonBusy, retryAfter: time.Hour}, // HTTP 429 Retry-After
 	}
 	for range 3 {
-		a.cycle(context.Background())
+		a.cycle(context.Background(), false)
 		writeN(t, a, clk, 100, 1) // new data meanwhile
 	}
 	clk.Advance(2 * time.Second) // the new data's window elapses
-	res := a.cycle(context.Background())
+	res := a.cycle(context.Background(), false)
 	require.Equal(t, 2, res.sent, "the retried batch, then the new data")
 	bs := up.batches()
 	// The same batch, with the same number and content, four times.
@@ -182,7 +182,7 @@ func TestCycleDropsRefusedBatch(t *testing.T) {
 	a, up := newUnitAgent(t, clk, nil)
 	writeN(t, a, clk, 0, 20)
 	up.answers = []sendResult{{reason: protocol.ReasonTooOld}}
-	res := a.cycle(context.Background())
+	res := a.cycle(context.Background(), false)
 	require.Equal(t, 1, res.sent)
 	st := a.Stats()
 	require.Equal(t, uint64(10), st.Dropped["too_old"], "a batch refused for good is dropped and counted")
@@ -195,7 +195,7 @@ func TestCycleNotConnected(t *testing.T) {
 	a, up := newUnitAgent(t, clk, nil)
 	up.up = false
 	writeN(t, a, clk, 0, 20)
-	res := a.cycle(context.Background())
+	res := a.cycle(context.Background(), false)
 	require.False(t, res.Attempted)
 	require.Empty(t, up.batches())
 	require.Equal(t, uint64(20), a.Stats().Spool.Records)
@@ -205,10 +205,10 @@ func TestCycleEventsSkipTheWindow(t *testing.T) {
 	clk := clock.NewFake(t0)
 	a, up := newUnitAgent(t, clk, nil)
 	writeN(t, a, clk, 0, 3)
-	require.Zero(t, a.cycle(context.Background()).sent, "a young partial batch waits")
+	require.Zero(t, a.cycle(context.Background(), false).sent, "a young partial batch waits")
 	s := "door open"
 	require.NoError(t, a.Sink().Write(context.Background(), []protocol.Record{{Name: "alarm", StringValue: &s, Time: float64(t0.Unix())}}, spool.ClassEvent))
-	require.Equal(t, 1, a.cycle(context.Background()).sent, "an event makes the batch due")
+	require.Equal(t, 1, a.cycle(context.Background(), false).sent, "an event makes the batch due")
 	require.Len(t, up.batches()[0].Measurements, 4)
 }
 
@@ -263,10 +263,35 @@ func TestSourcesAndAggregationWired(t *testing.T) {
 	require.Zero(t, a.Stats().Spool.Records)
 	require.NoError(t, a.agg.Flush(context.Background()))
 	clk.Advance(time.Minute)
-	require.Equal(t, 1, a.cycle(context.Background()).sent)
+	require.Equal(t, 1, a.cycle(context.Background(), false).sent)
 	got := map[string]float64{}
 	for _, m := range up.batches()[0].Measurements {
 		got[m.Name] = m.Value
 	}
 	require.Equal(t, map[string]float64{"m_mean": 2, "m_count": 5}, got)
+}
+
+// TestFlush: a flush sends the whole spool at once — young partial batches
+// included, past the per-cycle budget — and the schedule then resumes.
+func TestFlush(t *testing.T) {
+	clk := clock.NewFake(t0)
+	a, up := newUnitAgent(t, clk, func(c *Config) {
+		c.Schedule.Interval = time.Hour
+		c.Schedule.MaxBatchesPerCycle = 2
+	})
+	writeN(t, a, clk, 0, 35) // 4 batches of at most 10: past the budget of 2, the last one partial
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.sendLoop(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	clk.BlockUntil(1) // the loop waits for its first cycle, up to an hour away
+	require.Empty(t, up.batches())
+	a.Flush()
+	require.Eventually(t, func() bool { return a.Stats().Spool.Records == 0 }, 10*time.Second, time.Millisecond)
+	require.Len(t, up.batches(), 4)
+	require.Len(t, values(up.batches()), 35)
+	clk.BlockUntil(1) // back on the schedule
+	writeN(t, a, clk, 100, 3)
+	clk.Advance(time.Minute)
+	require.Len(t, up.batches(), 4, "without a flush the next cycle waits for the schedule")
 }

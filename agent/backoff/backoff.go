@@ -5,12 +5,53 @@
 // jitter"): the expected wait still grows exponentially, but the retries of many devices that
 // failed at the same moment spread evenly over the whole window instead of bunching at its edges.
 // After a connection has stayed up for Stable, Reset starts again from Base.
+//
+// Jitter "none" turns the random draw off (the wait is the whole window): plain exponential
+// backoff, kept only to demonstrate, in simulations and benchmarks, the synchronized retry waves
+// full jitter prevents.
 package backoff
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 )
+
+// Jitter selects how a wait is drawn from its window.
+type Jitter uint8
+
+const (
+	// JitterFull (default) waits a uniform random time in [0, window).
+	JitterFull Jitter = iota
+	// JitterNone waits the whole window: plain exponential backoff. Devices that failed together
+	// retry together. For simulations and benchmarks only, never for a fleet.
+	JitterNone
+)
+
+var jitterNames = [...]string{JitterFull: "full", JitterNone: "none"}
+
+// String returns "full" or "none".
+func (j Jitter) String() string {
+	if int(j) < len(jitterNames) {
+		return jitterNames[j]
+	}
+	return "jitter(" + strconv.Itoa(int(j)) + ")"
+}
+
+// UnmarshalText reads "full" or "none".
+func (j *Jitter) UnmarshalText(b []byte) error {
+	for i, n := range jitterNames {
+		if string(b) == n {
+			*j = Jitter(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not a jitter mode; use full or none", b)
+}
+
+// MarshalText writes the name.
+func (j Jitter) MarshalText() ([]byte, error) { return []byte(j.String()), nil }
 
 // Policy configures a Backoff.
 type Policy struct {
@@ -18,6 +59,8 @@ type Policy struct {
 	Base time.Duration `yaml:"base"`
 	// Cap bounds the window. Default 5 min.
 	Cap time.Duration `yaml:"cap"`
+	// Jitter is full (default: a uniform draw from the window) or none (the whole window).
+	Jitter Jitter `yaml:"jitter"`
 }
 
 // DefaultPolicy returns the defaults.
@@ -61,7 +104,19 @@ func (b *Backoff) Window() time.Duration {
 func (b *Backoff) Next() time.Duration {
 	w := b.Window()
 	b.failures++
+	if b.p.Jitter == JitterNone {
+		return w
+	}
 	return time.Duration(b.rand(int64(w)))
+}
+
+// Initial is the wait before the very first attempt: a uniform random time in [0, Base) with
+// full jitter, so that devices powered on together do not connect in step; 0 without jitter.
+func (b *Backoff) Initial() time.Duration {
+	if b.p.Jitter == JitterNone {
+		return 0
+	}
+	return time.Duration(b.rand(int64(b.p.Base)))
 }
 
 // Failures is the number of consecutive failures so far.

@@ -41,3 +41,25 @@ func TestDefaults(t *testing.T) {
 	b = New(Policy{Base: time.Minute, Cap: time.Second}, nil)
 	require.Equal(t, time.Minute, b.Window(), "a cap below the base is raised to it")
 }
+
+func TestJitterNoneIsPlainExponential(t *testing.T) {
+	b := New(Policy{Base: 100 * time.Millisecond, Cap: time.Second, Jitter: JitterNone}, func(int64) int64 { panic("no draw without jitter") })
+	require.Zero(t, b.Initial())
+	for _, w := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
+		require.Equal(t, w*time.Millisecond, b.Next())
+	}
+	full := New(Policy{Base: 100 * time.Millisecond}, func(n int64) int64 { return n - 1 })
+	require.Equal(t, 100*time.Millisecond-1, full.Initial())
+}
+
+func TestJitterText(t *testing.T) {
+	for _, j := range []Jitter{JitterFull, JitterNone} {
+		b, err := j.MarshalText()
+		require.NoError(t, err)
+		var back Jitter
+		require.NoError(t, back.UnmarshalText(b))
+		require.Equal(t, j, back)
+	}
+	var j Jitter
+	require.ErrorContains(t, j.UnmarshalText([]byte("half")), `"half" is not a jitter mode`)
+}
