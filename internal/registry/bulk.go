@@ -1,0 +1,90 @@
+package registry
+
+import (
+	"context"
+	"crypto/x509"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// DeviceCertificate is a certificate issued to a device, for [Registry.AddCertificates].
+type DeviceCertificate struct {
+	DeviceID string
+	Cert     *x509.Certificate
+}
+
+// bulkChunk is how many certificates one AddCertificates transaction records: large enough
+// that a thousand devices cost a few commits (one fsync each on SQLite), small enough that the
+// SQLite write lock is never held long while a server shares the database.
+const bulkChunk = 500
+
+// AddCertificates records many certificates issued outside enrollment (development
+// certificates, simulated fleets) in a few transactions, as AddCertificate would one by one
+// with create set: a missing device is created active, and each new certificate gets its
+// audit entry. A certificate the registry already holds for the same device is skipped, so
+// calling it again with the same certificates is harmless. It returns how many certificates
+// were newly recorded.
+//
+// Errors: ErrInvalid (a bad device ID, no certificate, or a revoked device), ErrExists (the
+// serial belongs to another device). Transactions are committed chunk by chunk: on an error,
+// the chunks before the failing one stay recorded.
+func (r *Registry) AddCertificates(ctx context.Context, certs []DeviceCertificate) (int, error) {
+	for _, dc := range certs {
+		if err := validateDeviceID(dc.DeviceID); err != nil {
+			return 0, fmt.Errorf("add certificates: %w", err)
+		}
+		if dc.Cert == nil || dc.Cert.SerialNumber == nil {
+			return 0, fmt.Errorf("add certificates for %s: %w: no certificate", dc.DeviceID, ErrInvalid)
+		}
+	}
+	added := 0
+	for start := 0; start < len(certs); start += bulkChunk {
+		chunk := certs[start:min(start+bulkChunk, len(certs))]
+		n := 0
+		err := r.write(ctx, func(tx *sql.Tx) error {
+			n = 0
+			now := r.now()
+			for _, dc := range chunk {
+				serial := SerialHex(dc.Cert)
+				var owner string
+				err := tx.QueryRowContext(ctx, `SELECT device_id FROM certificates WHERE serial = $1`, serial).Scan(&owner)
+				switch {
+				case err == nil && owner == dc.DeviceID:
+					continue
+				case err == nil:
+					return fmt.Errorf("certificate %s of %s: %w: recorded for device %s", serial, dc.DeviceID, ErrExists, owner)
+				case !errors.Is(err, sql.ErrNoRows):
+					return fmt.Errorf("read certificate %s: %w", serial, err)
+				}
+				detail := "certificate " + serial
+				s, err := r.lockDevice(ctx, tx, dc.DeviceID)
+				switch {
+				case errors.Is(err, ErrNotFound):
+					if _, err := tx.ExecContext(ctx, `INSERT INTO devices (id, status, created_at, enrolled_at) VALUES ($1, $2, $3, $3)`,
+						dc.DeviceID, StatusActive, toMS(now)); err != nil {
+						return fmt.Errorf("create device %s: %w", dc.DeviceID, err)
+					}
+					detail += "; created the device"
+				case err != nil:
+					return err
+				case s == StatusRevoked:
+					return fmt.Errorf("%w: device %s is revoked", ErrInvalid, dc.DeviceID)
+				}
+				if err := insertCertificate(ctx, tx, dc.DeviceID, dc.Cert, now); err != nil {
+					return err
+				}
+				if err := r.audit(ctx, tx, now, systemActor, ActionCertificateAdd, dc.DeviceID, detail, ""); err != nil {
+					return err
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return added, fmt.Errorf("add certificates: %w", err)
+		}
+		added += n
+	}
+	return added, nil
+}
