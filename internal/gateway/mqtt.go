@@ -45,19 +45,28 @@ type MQTTOptions struct {
 	// InsecureListen, when set, adds a plain-TCP listener where the client ID alone names the
 	// device. For development only; empty (the default) means none.
 	InsecureListen string `yaml:"insecure_listen"`
-	// MaxWritesPending is the per-client queue of outgoing packets. Default 256 (the broker's
-	// own default of 8,192 costs about 64 KiB per idle client).
+	// MaxWritesPending is the per-client queue of outgoing publishes (commands, configuration,
+	// OTA offers; acknowledgements do not queue). Default 64: 512 bytes per client, where the
+	// broker's own default of 8,192 costs 64 KiB per idle client. A publish to a device whose
+	// queue is full is dropped and counted by the broker.
 	MaxWritesPending int32 `yaml:"max_writes_pending"`
+	// ReadBufferSize is the per-client read buffer in bytes above the TLS record layer, which
+	// buffers a whole record itself. Default 512; reads larger than the buffer bypass it.
+	ReadBufferSize int `yaml:"read_buffer_size"`
 	// MaxSessionExpiry bounds, in seconds, how long the broker keeps a disconnected client's
 	// session. Default 3,600.
 	MaxSessionExpiry uint32 `yaml:"max_session_expiry"`
 	// MaxPacketSize bounds an MQTT packet in bytes. Default 1 MiB.
 	MaxPacketSize uint32 `yaml:"max_packet_size"`
+	// HandshakeTimeout bounds a TLS handshake on the MQTT listener; a client that has not
+	// completed one by then is disconnected. Default 10 s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 }
 
 // DefaultMQTTOptions returns the defaults.
 func DefaultMQTTOptions() MQTTOptions {
-	return MQTTOptions{Listen: ":8883", MaxWritesPending: 256, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20}
+	return MQTTOptions{Listen: ":8883", MaxWritesPending: 64, ReadBufferSize: 512, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20,
+		HandshakeTimeout: 10 * time.Second}
 }
 
 // MQTT is the embedded broker.
@@ -84,11 +93,17 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 	if opts.MaxWritesPending <= 0 {
 		opts.MaxWritesPending = d.MaxWritesPending
 	}
+	if opts.ReadBufferSize <= 0 {
+		opts.ReadBufferSize = d.ReadBufferSize
+	}
 	if opts.MaxSessionExpiry == 0 {
 		opts.MaxSessionExpiry = d.MaxSessionExpiry
 	}
 	if opts.MaxPacketSize == 0 {
 		opts.MaxPacketSize = d.MaxPacketSize
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = d.HandshakeTimeout
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -99,6 +114,10 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 	caps.MaximumPacketSize = opts.MaxPacketSize
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
+		// Per-client buffers: the read buffer lives as long as the connection; the write
+		// buffer only while packets queue.
+		ClientNetReadBufferSize:  opts.ReadBufferSize,
+		ClientNetWriteBufferSize: 2048,
 		// The broker logs a line per connection and per dropped client at warning level;
 		// Millwright counts those in metrics instead and keeps the broker's errors only.
 		Logger: slog.New(brokerLogHandler{Handler: logger.Handler()}).With("component", "mqtt"),
@@ -123,9 +142,14 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 	if err != nil {
 		return nil, fmt.Errorf("listen MQTT/TLS on %s: %w", opts.Listen, err)
 	}
-	m.tlsLn = ln
-	if err := srv.AddListener(listeners.NewNet(listenerTLS, tls.NewListener(ln, cfg))); err != nil {
-		return nil, errors.Join(fmt.Errorf("add MQTT listener: %w", err), ln.Close())
+	failed := promauto.With(reg).NewCounter(prometheus.CounterOpts{
+		Name: "millwright_mqtt_tls_handshake_failures_total",
+		Help: "TLS handshakes on the MQTT listener that failed or timed out.",
+	})
+	hl := newHandshakeListener(ln, cfg, opts.HandshakeTimeout, logger.With("component", "mqtt"), failed)
+	m.tlsLn = hl
+	if err := srv.AddListener(listeners.NewNet(listenerTLS, hl)); err != nil {
+		return nil, errors.Join(fmt.Errorf("add MQTT listener: %w", err), hl.Close())
 	}
 	if opts.InsecureListen != "" {
 		pl, err := net.Listen("tcp", opts.InsecureListen)

@@ -1,0 +1,165 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// handshakeListener accepts TCP connections and completes each TLS handshake in a goroutine of
+// its own, under a deadline, before the broker sees the connection.
+//
+// Why not tls.NewListener: there the handshake runs lazily on the broker's first read, in the
+// goroutine that then reads from the connection for as long as it lives. A mutual-TLS handshake
+// (certificate parsing, signature checks) grows that goroutine's stack to 16–32 KiB, and an
+// idle connection keeps it. Here the deep stack belongs to a goroutine that ends with the
+// handshake, and the broker's read loop starts small. The deadline also drops clients that open
+// a socket and never finish a handshake, instead of holding a goroutine and a descriptor for
+// each until the keep-alive logic gets to them.
+//
+// Accept errors that pass (EMFILE when the process is out of descriptors, ECONNABORTED) are
+// retried after a pause; the broker's own accept loop would stop serving on the first one.
+type handshakeListener struct {
+	raw     net.Listener
+	cfg     *tls.Config
+	timeout time.Duration
+	log     *slog.Logger
+	failed  prometheus.Counter
+
+	conns     chan net.Conn
+	ctx       context.Context // ends with the listener, and with it every handshake
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	mu  sync.Mutex
+	err error // why the accept loop stopped
+}
+
+func newHandshakeListener(raw net.Listener, cfg *tls.Config, timeout time.Duration, logger *slog.Logger, failed prometheus.Counter) *handshakeListener {
+	l := &handshakeListener{raw: raw, cfg: cfg, timeout: timeout, log: logger, failed: failed,
+		conns: make(chan net.Conn), done: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l
+}
+
+func (l *handshakeListener) acceptLoop() {
+	defer l.wg.Done()
+	var pause time.Duration
+	for {
+		c, err := l.raw.Accept()
+		if err != nil {
+			select {
+			case <-l.done:
+				l.stop(net.ErrClosed)
+				return
+			default:
+			}
+			if !isTemporaryAcceptError(err) {
+				l.stop(err)
+				return
+			}
+			// Out of descriptors or a connection reset before accept: wait and go on, as
+			// net/http's server does (5 ms doubling to 1 s).
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			l.log.Warn("MQTT accept failed; retrying", "error", err, "pause", pause)
+			select {
+			case <-time.After(pause):
+			case <-l.done:
+				l.stop(net.ErrClosed)
+				return
+			}
+			continue
+		}
+		pause = 0
+		l.wg.Add(1)
+		go l.handshake(c)
+	}
+}
+
+func (l *handshakeListener) handshake(c net.Conn) {
+	defer l.wg.Done()
+	tc := tls.Server(c, l.cfg)
+	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		l.failed.Inc()
+		l.log.Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "error", err)
+		_ = c.Close()
+		return
+	}
+	select {
+	case l.conns <- tc:
+	case <-l.done:
+		_ = tc.Close()
+	}
+}
+
+func (l *handshakeListener) stop(err error) {
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.mu.Unlock()
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.cancel()
+	})
+}
+
+// Accept returns the next connection whose handshake completed.
+func (l *handshakeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.err == nil {
+			return nil, net.ErrClosed
+		}
+		return nil, l.err
+	}
+}
+
+// Close stops accepting, drops handshakes in progress and waits for their goroutines.
+func (l *handshakeListener) Close() error {
+	l.stop(net.ErrClosed)
+	err := l.raw.Close()
+	l.wg.Wait()
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func (l *handshakeListener) Addr() net.Addr { return l.raw.Addr() }
+
+// isTemporaryAcceptError tells an accept error that passes (the listener still works) from
+// one that ends the listener.
+func isTemporaryAcceptError(err error) bool {
+	if errors.Is(err, net.ErrClosed) {
+		return false
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	// EMFILE, ENFILE, ECONNABORTED, ENOBUFS and friends: the socket is fine, the moment is not.
+	var se interface{ Temporary() bool }
+	if errors.As(err, &se) && se.Temporary() {
+		return true
+	}
+	return errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
+}

@@ -1,0 +1,102 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/eventlog"
+	"github.com/millwright/millwright/internal/gateway"
+	"github.com/millwright/millwright/internal/ingest"
+	"github.com/millwright/millwright/internal/pki"
+	"github.com/millwright/millwright/internal/tsdb"
+	"github.com/millwright/millwright/protocol"
+)
+
+// TestHandshakeTimeout: a client that opens a socket and never completes a TLS handshake is
+// disconnected after the handshake timeout and counted, and while it hangs other devices
+// connect and publish batches far larger than the per-client read buffer.
+func TestHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	now := time.Now()
+	ca, _, err := pki.LoadOrCreateCA(dir, now)
+	require.NoError(t, err)
+	names, ips := pki.ServerNames("", nil)
+	serverCert, err := pki.EnsureServerCert(dir, ca, names, ips, now)
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	store, err := tsdb.Open(t.TempDir(), tsdb.DefaultOptions(), nil, reg)
+	require.NoError(t, err)
+	defer store.Close()
+	events, err := eventlog.Open(t.TempDir())
+	require.NoError(t, err)
+	defer events.Close()
+	p := ingest.New(store, events, clock.Real(), ingest.DefaultOptions(), nil, reg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	runDone := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(runDone) }()
+	defer func() { cancel(); <-runDone }()
+
+	const timeout = 300 * time.Millisecond
+	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout, ReadBufferSize: 64},
+		&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.Pool()}, p, nil, nil, nil, reg)
+	require.NoError(t, err)
+	require.NoError(t, m.Start())
+	defer m.Close()
+
+	silent, err := net.Dial("tcp", m.Addr().String())
+	require.NoError(t, err)
+	defer silent.Close()
+	opened := time.Now()
+
+	pair, err := ca.DeviceKeyPair("dev-1", now, time.Hour)
+	require.NoError(t, err)
+	conn, err := tls.Dial("tcp", m.Addr().String(), &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"})
+	require.NoError(t, err)
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "dev-1"})
+	_, err = c.Connect(ctx, &paho.Connect{ClientID: "dev-1", KeepAlive: 30, CleanStart: true})
+	require.NoError(t, err)
+	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
+	pack := make(protocol.Pack, 200)
+	for i := range pack {
+		v := float64(i)
+		pack[i] = protocol.Record{Name: "load", Value: &v, Time: float64(i)}
+	}
+	pack[0].BaseTime = float64(now.Add(-time.Minute).Unix())
+	payload, err := protocol.Encode(pack, protocol.Encoding{Format: protocol.FormatCBOR})
+	require.NoError(t, err)
+	require.Greater(t, len(payload), 1000)
+	resp, err := c.Publish(ctx, &paho.Publish{Topic: protocol.BatchTopic("dev-1"), QoS: 1, Payload: payload})
+	require.NoError(t, err)
+	require.Equal(t, byte(0), resp.ReasonCode)
+
+	// The server closes the silent socket once the timeout passes, not before.
+	require.NoError(t, silent.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = silent.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF)
+	require.GreaterOrEqual(t, time.Since(opened), timeout)
+	require.Eventually(t, func() bool { return counter(t, reg, "millwright_mqtt_tls_handshake_failures_total") == 1 },
+		5*time.Second, 10*time.Millisecond)
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return -1
+}
