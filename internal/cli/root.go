@@ -44,7 +44,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServerCmd(), newDevCmd(), newTokensCmd(), newDevicesCmd(), newOperatorsCmd())
+	root.AddCommand(newServerCmd(), newDevCmd(), newTokensCmd(), newDevicesCmd(), newOperatorsCmd(), newSimCmd())
 	return root
 }
 

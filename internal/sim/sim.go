@@ -1,0 +1,453 @@
+// Package sim is the fleet simulator behind `millwright sim`: it runs many real device agents
+// (package agent, the same code as millwright-agent) in one process against a server, each
+// with its own certificate, spool and schedule, sampling simulated sensors, over a network
+// whose latency, loss, outages and NAT timeouts are simulated in the agents' dialer, on
+// firmware that may misbehave.
+//
+// Devices are drawn from profiles (hardware model, network operator, firmware version,
+// metric set, schedule, network), read from a YAML file or made from flags. Their credentials
+// come either from the server's development CA (the simulator issues them and registers the
+// devices in the registry in bulk) or from EST enrollment with one-time tokens; either way
+// they are stored, so a second run reuses them. Run reports live progress and ends with a
+// Summary built from the agents' own counters.
+package sim
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/millwright/millwright/agent"
+	"github.com/millwright/millwright/agent/backoff"
+	"github.com/millwright/millwright/agent/enroll"
+	"github.com/millwright/millwright/agent/source"
+	"github.com/millwright/millwright/agent/spool"
+	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/pki"
+	"github.com/millwright/millwright/internal/registry"
+	"github.com/millwright/millwright/protocol"
+)
+
+// ErrConfig is wrapped by errors in a Config; the message names the flag.
+var ErrConfig = errors.New("invalid simulation")
+
+// Config is one simulation run. Zero values mean the documented defaults.
+type Config struct {
+	// Server is the server's MQTT/TLS address, host:port. Its host is also the name the
+	// server's certificate must carry.
+	Server string
+	// DataDir is the server's data directory: its development CA issues the devices'
+	// certificates and its registry (or Database) records the devices. Used unless Token or
+	// TokenFile is set.
+	DataDir string
+	// Database is the registry URL when it is not SQLite in DataDir (postgres://…).
+	Database string
+	// TokenFile holds one-time enrollment tokens, one per line, line i for device i; Token is
+	// a single token (one device). With either, devices enroll over EST and get the IDs the
+	// server assigns.
+	TokenFile, Token string
+	// CAFile verifies the server (required with tokens; default <DataDir>/ca.pem).
+	CAFile string
+	// ESTServer is the server's HTTPS base URL for enrollment. Default https://<server
+	// host>:8443.
+	ESTServer string
+	// CredsDir stores the devices' credentials, <CredsDir>/<IDPrefix>.pem. Default
+	// <DataDir>/sim with the development CA, ./sim-credentials with tokens.
+	CredsDir string
+	// Devices is how many devices run. Required, at least 1.
+	Devices int
+	// IDPrefix names the devices <IDPrefix>-<n>, n from 1. Default "sim".
+	IDPrefix string
+	// Duration is how long the devices run before the simulation drains and stops; 0 until
+	// ctx ends.
+	Duration time.Duration
+	// SpoolDir holds the spools, one directory per device; default a temporary directory
+	// removed at the end. A kept spool directory is used again by the next run.
+	SpoolDir string
+	// SpoolSync is the spools' fsync policy. Default never: a thousand spools fsyncing would
+	// measure the disk, not the server.
+	SpoolSync *spool.SyncPolicy
+	// Profiles are the device profiles; default one profile from the overrides alone.
+	Profiles File
+	// Overrides apply to every profile.
+	Overrides Overrides
+	// Sync starts every device at once with no scatter: no schedule jitter, first send at
+	// start. It shows what scatter prevents.
+	Sync bool
+	// Backoff is the agents' reconnect backoff; zero fields mean the agent's defaults.
+	Backoff backoff.Policy
+	// SourceAddrs are local addresses to bind outgoing connections to, device i using
+	// SourceAddrs[i mod len]; more addresses allow more connections than one address's
+	// ephemeral port range. Default: let the system choose.
+	SourceAddrs []string
+	// ProgressInterval is how often a progress line is written when Progress is not a
+	// terminal. Default 5 s.
+	ProgressInterval time.Duration
+	// DrainTimeout bounds the drain at the end, when sampling has stopped and the agents flush
+	// their spools. Default 15 s.
+	DrainTimeout time.Duration
+	// Seed makes the random draws repeatable; 0 draws a seed.
+	Seed uint64
+	// Clock drives the agents, the sensors and the simulated faults. Default real.
+	Clock clock.Clock
+	// Logger receives the simulator's logs, AgentLogger the agents'. Default discard; the
+	// agents' default is Logger.
+	Logger, AgentLogger *slog.Logger
+	// Progress receives the live status; nil for none. Terminal makes it a refreshing line.
+	Progress io.Writer
+	Terminal bool
+}
+
+// Defaults.
+const (
+	DefaultServer           = "localhost:8883"
+	DefaultIDPrefix         = "sim"
+	DefaultProgressInterval = 5 * time.Second
+	DefaultDrainTimeout     = 15 * time.Second
+	fdsPerDevice            = 3 // the connection, the spool's lock file, the sequence counter
+)
+
+func cfgErr(flag, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrConfig, flag, fmt.Sprintf(format, args...))
+}
+
+func (c *Config) setDefaults() error {
+	if c.Server == "" {
+		c.Server = DefaultServer
+	}
+	host, _, err := net.SplitHostPort(c.Server)
+	if err != nil || host == "" {
+		return cfgErr("--server", "%q is not host:port", c.Server)
+	}
+	if c.Devices < 1 {
+		return cfgErr("--devices", "want at least 1, got %d", c.Devices)
+	}
+	if c.IDPrefix == "" {
+		c.IDPrefix = DefaultIDPrefix
+	}
+	if err := protocol.ValidateDeviceID(c.IDPrefix + "-" + strconv.Itoa(c.Devices)); err != nil {
+		return cfgErr("--id-prefix", "%q does not make valid device IDs: %v", c.IDPrefix, err)
+	}
+	if c.Duration < 0 {
+		return cfgErr("--duration", "must not be negative, got %v", c.Duration)
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		return cfgErr("--token", "give --token or --token-file, not both")
+	}
+	if c.Token != "" && c.Devices != 1 {
+		return cfgErr("--token", "a token enrolls one device; use --token-file with one token per device for --devices %d", c.Devices)
+	}
+	if c.enrolling() && c.CAFile == "" {
+		return cfgErr("--ca", "required with enrollment tokens (the CA that verifies the server)")
+	}
+	if !c.enrolling() && c.DataDir == "" {
+		return cfgErr("--data", "required without enrollment tokens")
+	}
+	if c.ESTServer == "" {
+		c.ESTServer = "https://" + net.JoinHostPort(host, "8443")
+	}
+	if c.CredsDir == "" {
+		if c.enrolling() {
+			c.CredsDir = "sim-credentials"
+		} else {
+			c.CredsDir = filepath.Join(c.DataDir, "sim")
+		}
+	}
+	if c.SpoolSync == nil {
+		p := spool.SyncNever
+		c.SpoolSync = &p
+	}
+	for _, a := range c.SourceAddrs {
+		if net.ParseIP(a) == nil {
+			return cfgErr("--source-addrs", "%q is not an IP address", a)
+		}
+	}
+	if c.ProgressInterval <= 0 {
+		c.ProgressInterval = DefaultProgressInterval
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Seed == 0 {
+		c.Seed = rand.Uint64()
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.AgentLogger == nil {
+		c.AgentLogger = c.Logger
+	}
+	if len(c.Profiles.Profiles) == 0 {
+		c.Profiles.Profiles = []Profile{{Name: "default"}}
+	}
+	for i := range c.Profiles.Profiles {
+		c.Overrides.apply(&c.Profiles.Profiles[i])
+	}
+	if err := c.Profiles.Validate(); err != nil {
+		return err
+	}
+	if c.Backoff.Jitter > backoff.JitterNone {
+		return cfgErr("--backoff-jitter", "%d is not a jitter mode", c.Backoff.Jitter)
+	}
+	if need := uint64(c.Devices)*fdsPerDevice + 200; need > openFileLimit() {
+		return cfgErr("--devices", "%d devices need about %d open files (%d each: connection, spool lock, sequence file) but this process may open %d; run several simulators with distinct --id-prefix",
+			c.Devices, need, fdsPerDevice, openFileLimit())
+	}
+	return nil
+}
+
+func (c *Config) enrolling() bool { return c.Token != "" || c.TokenFile != "" }
+
+// device is one simulated device.
+type device struct {
+	name    string // <prefix>-<n>
+	profile int
+	agent   *agent.Agent
+}
+
+// Run runs the simulation until cfg.Duration has passed or ctx ends, then stops sampling,
+// lets the agents flush their spools (at most cfg.DrainTimeout), stops them and returns the
+// summary. An error before the devices start is returned as such.
+func Run(ctx context.Context, cfg Config) (*Summary, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	clk := cfg.Clock
+	host, _, _ := net.SplitHostPort(cfg.Server)
+
+	names := make([]string, cfg.Devices)
+	for i := range names {
+		names[i] = cfg.IDPrefix + "-" + strconv.Itoa(i+1)
+	}
+	until := time.Now().Add(cfg.Duration + 24*time.Hour)
+	certs, roots, prov, err := credentials(ctx, &cfg, names, until)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("devices ready", "devices", len(names), "reused", prov.Reused, "issued", prov.Issued,
+		"enrolled", prov.Enrolled, "registered", prov.Registered, "took", prov.Took.Round(time.Millisecond))
+
+	spoolBase := cfg.SpoolDir
+	if spoolBase == "" {
+		if spoolBase, err = os.MkdirTemp("", "millwright-sim-"); err != nil {
+			return nil, fmt.Errorf("make spool directory: %w", err)
+		}
+		defer os.RemoveAll(spoolBase)
+	}
+
+	fl := &faults{}
+	profiles := make([]*resolved, len(cfg.Profiles.Profiles))
+	for i, p := range cfg.Profiles.Profiles {
+		profiles[i] = resolve(p, cfg.Profiles.Firmware)
+		if o := p.Network.Outage; o != nil {
+			profiles[i].outage = newOutage(*o, fl)
+		}
+	}
+	stopSampling := make(chan struct{})
+	devs := make([]*device, len(names))
+	closeAll := func() {
+		for _, d := range devs {
+			if d != nil && d.agent != nil {
+				_ = d.agent.Close()
+			}
+		}
+	}
+	for i, pi := range assign(cfg.Profiles.Profiles, len(names)) {
+		d := &device{name: names[i], profile: pi}
+		if d.agent, err = newAgent(&cfg, i, profiles[pi], certs[i], roots, host, spoolBase, fl, stopSampling); err != nil {
+			closeAll()
+			return nil, fmt.Errorf("device %s: %w", d.name, err)
+		}
+		devs[i] = d
+	}
+
+	// Run.
+	start := clk.Now()
+	actx, stopAgents := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAgents()
+	var wg sync.WaitGroup
+	for _, p := range profiles {
+		if p.outage != nil {
+			p.outage.start = start
+			wg.Go(func() { p.outage.run(actx, clk) })
+		}
+	}
+	errs := make([]error, len(devs))
+	for i, d := range devs {
+		wg.Go(func() { errs[i] = d.agent.Run(actx) })
+	}
+	mon := newMonitor(&cfg, devs, profiles, fl, start)
+	log.Info("simulation running", "devices", len(devs), "server", cfg.Server, "duration", cfg.Duration, "seed", cfg.Seed)
+
+	runCtx := ctx
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = contextTimeout(ctx, clk, cfg.Duration)
+		defer cancel()
+	}
+	mon.watch(runCtx, false)
+	interrupted := ctx.Err() != nil
+
+	// Drain: sampling stops, the agents send what they hold.
+	close(stopSampling)
+	drainStart := clk.Now()
+	dctx, cancelDrain := contextTimeout(context.Background(), clk, cfg.DrainTimeout)
+	go func() {
+		defer cancelDrain()
+		for dctx.Err() == nil {
+			left := 0
+			for _, d := range devs {
+				if d.agent.Stats().Spool.Records > 0 {
+					left++
+					d.agent.Flush()
+				}
+			}
+			if left == 0 {
+				return
+			}
+			sleepClk(dctx, clk, 200*time.Millisecond)
+		}
+	}()
+	mon.watch(dctx, true)
+	drained := clk.Now().Sub(drainStart)
+
+	final := mon.sample() // the state before the connections close
+	stopAgents()
+	wg.Wait()
+	mon.finish()
+	s := mon.summary(final, start, drainStart, drained, interrupted, prov)
+	return s, errors.Join(errs...)
+}
+
+// credentials provisions the devices and returns their certificates and the pool that
+// verifies the server.
+func credentials(ctx context.Context, cfg *Config, names []string, until time.Time) ([]tls.Certificate, *x509.CertPool, provision, error) {
+	path := credsFile(cfg.CredsDir, cfg.IDPrefix)
+	if !cfg.enrolling() {
+		ca, err := pki.LoadCA(cfg.DataDir)
+		if err != nil {
+			return nil, nil, provision{}, fmt.Errorf("%w (start the server once with --data %s, or give enrollment tokens)", err, cfg.DataDir)
+		}
+		reg, err := registry.Open(ctx, cfg.Database, cfg.DataDir, nil)
+		if err != nil {
+			return nil, nil, provision{}, err
+		}
+		certs, p, err := provisionDev(ctx, ca, reg, path, names, until)
+		return certs, ca.Pool(), p, errors.Join(err, reg.Close())
+	}
+	caPEM, err := os.ReadFile(cfg.CAFile)
+	if err != nil {
+		return nil, nil, provision{}, fmt.Errorf("read --ca: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return nil, nil, provision{}, cfgErr("--ca", "%s holds no certificate", cfg.CAFile)
+	}
+	tokens := []string{cfg.Token}
+	if cfg.TokenFile != "" {
+		if tokens, err = readTokens(cfg.TokenFile); err != nil {
+			return nil, nil, provision{}, err
+		}
+	}
+	c := &enroll.Client{Server: cfg.ESTServer, Roots: roots}
+	certs, p, err := provisionEnroll(ctx, c, tokens, path, names, until)
+	return certs, roots, p, err
+}
+
+// readTokens reads one token per line; blank lines and lines starting with # are skipped.
+func readTokens(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read --token-file: %w", err)
+	}
+	var out []string
+	for _, line := range splitLines(string(data)) {
+		if line != "" && line[0] != '#' {
+			out = append(out, line)
+		}
+	}
+	if len(out) == 0 {
+		return nil, cfgErr("--token-file", "%s holds no token", path)
+	}
+	return out, nil
+}
+
+// newAgent makes device i's agent.
+func newAgent(cfg *Config, i int, p *resolved, cert tls.Certificate, roots *x509.CertPool, host, spoolBase string, fl *faults, stop <-chan struct{}) (*agent.Agent, error) {
+	ac := agent.DefaultConfig()
+	ac.TLS.ServerName = host
+	ac.Uplink.DevAddress = cfg.Server
+	ac.Uplink.Keepalive = p.keepalive
+	if cfg.Backoff.Base > 0 {
+		ac.Uplink.Backoff.Base = cfg.Backoff.Base
+	}
+	if cfg.Backoff.Cap > 0 {
+		ac.Uplink.Backoff.Cap = cfg.Backoff.Cap
+	}
+	ac.Uplink.Backoff.Jitter = cfg.Backoff.Jitter
+	ac.Spool.Dir = filepath.Join(spoolBase, cert.Leaf.Subject.CommonName)
+	ac.Spool.Sync = *cfg.SpoolSync
+	ac.Schedule.Interval = p.Interval
+	ac.Schedule.Jitter = p.jitter
+	if cfg.Sync {
+		ac.Schedule.Jitter = 0
+		ac.Schedule.FirstSend = agent.FirstSendImmediate
+	}
+	ac.Health.Interval = p.healthInterval
+	ac.Identity = agent.IdentityConfig{HardwareModel: p.HardwareModel, NetworkOperator: p.NetworkOperator, FirmwareVersion: p.FirmwareVersion}
+
+	rnd := rand.New(rand.NewPCG(cfg.Seed, uint64(i)))
+	d := &dialer{clk: cfg.Clock, net: p.Network, fwDrop: p.fwDrop, outage: p.outage, faults: fl,
+		rnd: &lockedRand{r: rand.New(rand.NewPCG(cfg.Seed^0x5eed, uint64(i)))}}
+	d.base.KeepAlive = 30 * time.Second
+	if n := len(cfg.SourceAddrs); n > 0 {
+		d.base.LocalAddr = &net.TCPAddr{IP: net.ParseIP(cfg.SourceAddrs[i%n])}
+	}
+	var srcs []source.Source
+	if len(p.metrics) > 0 {
+		srcs = append(srcs, newSensors(cfg.Clock, p.SampleInterval, p.metrics, rand.New(rand.NewPCG(cfg.Seed^0xda7a, uint64(i))), stop))
+	}
+	return agent.New(ac, agent.Options{Clock: cfg.Clock, Logger: cfg.AgentLogger, Rand: rnd.Int64N, Dialer: d,
+		Sources: srcs, Certificate: &cert, RootCAs: roots})
+}
+
+// contextTimeout is context.WithTimeout on clk.
+func contextTimeout(parent context.Context, clk clock.Clock, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	t := clk.AfterFunc(d, cancel)
+	return ctx, func() { t.Stop(); cancel() }
+}
+
+// sleepClk waits d on clk or until ctx ends.
+func sleepClk(ctx context.Context, clk clock.Clock, d time.Duration) {
+	t := clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C():
+	}
+}
+
+func splitLines(s string) []string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimSpace(l)
+	}
+	return lines
+}
