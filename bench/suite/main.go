@@ -1,0 +1,230 @@
+// Command suite is Millwright's benchmark suite: it builds the server, runs every benchmark
+// against it and against its peers (Mosquitto, VictoriaMetrics) on this machine, and writes
+// the results into docs/benchmarks.md between its markers. Every figure stands beside the
+// same figure of its peer, measured in the same run.
+//
+//	make bench                         # go run ./bench/suite -out docs/benchmarks.md
+//	go run ./bench/suite -quick -only ingest,wire   # short runs while developing
+//
+// Everything runs on 127.0.0.0/8 and every process the suite starts is killed on the way out.
+package main
+
+import (
+
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/millwright/millwright/internal/pki"
+)
+
+type options struct {
+	out         string
+	only        map[string]bool
+	quick       bool
+	ingestDevs  int
+	measure     time.Duration
+	warmup      time.Duration
+	idleDevs    int
+	stormDevs   int
+	holderProcs int
+}
+
+// env is what every benchmark shares: the built server, the CA, a work directory.
+type env struct {
+	opts   options
+	work   string
+	bin    string
+	ca     *pki.CA
+	caFile string
+	cmds   []string // the commands the suite ran, for the report
+}
+
+func main() {
+	var (
+		o    options
+		only string
+		hold holdConfig
+		isH  bool
+	)
+	flag.StringVar(&o.out, "out", "", "write the results into this Markdown file between the suite's markers (e.g. docs/benchmarks.md)")
+	flag.StringVar(&only, "only", "ingest,connections,storm,wire,storage", "benchmarks to run, comma-separated")
+	flag.BoolVar(&o.quick, "quick", false, "short runs and small fleets, to check the harness")
+	flag.BoolVar(&isH, "hold", false, "internal: run as an idle-device load generator process")
+	flag.StringVar(&hold.server, "hold-server", "", "internal")
+	flag.StringVar(&hold.creds, "hold-creds", "", "internal")
+	flag.StringVar(&hold.caFile, "hold-ca", "", "internal")
+	flag.StringVar(&hold.source, "hold-source", "127.0.0.1", "internal")
+	flag.StringVar(&hold.prefix, "hold-prefix", "", "internal")
+	flag.IntVar(&hold.first, "hold-first", 0, "internal")
+	flag.StringVar(&hold.backoff, "hold-backoff", "", "internal")
+	flag.Parse()
+	if isH {
+		if err := runHolder(hold); err != nil {
+			fmt.Fprintln(os.Stderr, "holder:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	o.only = map[string]bool{}
+	for _, s := range strings.Split(only, ",") {
+		o.only[strings.TrimSpace(s)] = true
+	}
+	o.ingestDevs, o.measure, o.warmup, o.idleDevs, o.stormDevs, o.holderProcs = 1000, 8*time.Second, 2*time.Second, 19000, 15000, 4
+	if o.quick {
+		o.ingestDevs, o.measure, o.warmup, o.idleDevs, o.stormDevs = 100, 2*time.Second, time.Second, 400, 300
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		fmt.Fprintln(os.Stderr, "interrupted: stopping every process the suite started")
+		killAll()
+		os.Exit(130)
+	}()
+	err := run(o)
+	killAll()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	started := time.Now()
+	m := describeMachine()
+	load0 := loadAverage()
+	work, err := os.MkdirTemp("", "mw-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	e := &env{opts: o, work: work, bin: filepath.Join(work, "millwright")}
+	fmt.Fprintln(os.Stderr, "building millwright…")
+	build := exec.Command("go", "build", "-o", e.bin, "./cmd/millwright")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	caDir := filepath.Join(work, "ca")
+	if e.ca, _, err = pki.LoadOrCreateCA(caDir, time.Now()); err != nil {
+		return err
+	}
+	e.caFile = filepath.Join(work, "ca.pem")
+	if err := os.WriteFile(e.caFile, e.ca.PEM, 0o644); err != nil {
+		return err
+	}
+
+	var sections []string
+	type bench struct {
+		name string
+		fn   func(*env) (string, error)
+	}
+	for _, b := range []bench{{"ingest", benchIngest}, {"connections", benchConnections}, {"storm", benchStorm},
+		{"wire", benchWire}, {"storage", benchStorage}} {
+		if !o.only[b.name] {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "== %s\n", b.name)
+		t0 := time.Now()
+		s, err := b.fn(e)
+		killAll()
+		if err != nil {
+			return fmt.Errorf("%s: %w", b.name, err)
+		}
+		fmt.Fprintf(os.Stderr, "== %s done in %s\n%s\n", b.name, time.Since(t0).Round(time.Second), s)
+		sections = append(sections, s)
+	}
+	doc := header(m, started, time.Since(started), load0, loadAverage(), o) + strings.Join(sections, "\n")
+	if o.out == "" {
+		fmt.Println(doc)
+		return nil
+	}
+	old, err := os.ReadFile(o.out)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	if os.IsNotExist(err) {
+		old = []byte("# Benchmarks\n")
+	}
+	merged, err := splice(string(old), doc)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(o.out, []byte(merged), 0o644)
+}
+
+func header(m machine, started time.Time, took time.Duration, load0, load1 string, o options) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Benchmark suite\n\n")
+	fmt.Fprintf(&b, "Run of %s UTC, %s in all", started.UTC().Format("2006-01-02 15:04"), took.Round(time.Second))
+	if o.quick {
+		b.WriteString(" (**quick mode: small fleets, short windows — not for comparison**)")
+	}
+	fmt.Fprintf(&b, ", with:\n\n```sh\nmake bench    # = go run ./bench/suite -out docs/benchmarks.md\n```\n\n")
+	t := newTable("machine", "")
+	t.add("CPU", m.cpu)
+	t.add("cores", fmt.Sprint(m.cores))
+	t.add("RAM", fmt.Sprintf("%.1f GiB", float64(m.ramBytes)/(1<<30)))
+	t.add("kernel", "Linux "+m.kernel)
+	t.add("Go", m.goVersion)
+	t.add("open files per process", m.fdLimit)
+	t.add("load average (1, 5, 15 min) before / after", load0+" / "+load1)
+	b.WriteString(t.String())
+	b.WriteString(`
+The load generators run on the same two cores as the system under test, so absolute rates are
+lower than a server alone would reach; each table gives the peer's figure from the same run and
+the ratio between them. All traffic stays on 127.0.0.0/8.
+
+`)
+	return b.String()
+}
+
+// tlsFor returns the client TLS configuration of device i.
+func tlsFor(ca *pki.CA, certs []tls.Certificate) func(int) *tls.Config {
+	return func(i int) *tls.Config {
+		return &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{certs[i]}, ServerName: "localhost"}
+	}
+}
+
+// newServerData makes a Millwright data directory with the suite's CA and the devices'
+// certificates registered.
+func (e *env) newServerData(name, prefix string, certs []tls.Certificate) (string, error) {
+	dir := filepath.Join(e.work, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	for _, f := range []string{pki.CAFile, pki.CAKeyFile} {
+		b, err := os.ReadFile(filepath.Join(e.work, "ca", f))
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			return "", err
+		}
+	}
+	if err := register(dir, prefix, certs); err != nil {
+		return "", fmt.Errorf("register devices: %w", err)
+	}
+	return dir, nil
+}
+
+func (e *env) scraper(m *millwright) func() map[string]float64 {
+	return func() map[string]float64 {
+		v, err := m.metrics(e.ca)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "  metrics:", err)
+			return nil
+		}
+		return v
+	}
+}
+
+
