@@ -86,9 +86,9 @@ and allocator overhead. `+"`go test ./internal/gateway -run '^$' -bench IdleConn
 measures the same in one process after forced collections, and with `+"`MW_HEAP_PROFILE=FILE`"+`
 writes a heap profile while the connections are held.
 
-- **Target ≥ 19,000 idle TLS devices in one server process: %s** (%s held; the server had %s
+- Target ≥ 19,000 idle TLS devices in one server process: %s (%s held; the server had %s
   files open against its limit of %s).
-- **Target ≤ 40 KiB RSS per connection: %s** (%s; Mosquitto %s).
+- Target ≤ 40 KiB RSS per connection: %s (%s; Mosquitto %s).
 `, kib((mw.heapInuse-mw.heapInuseBefore)/n), kib((mw.stackInuse-mw.stackBefore)/n), mw.goroutines/n,
 		kib(mw.perConn()-(mw.heapInuse-mw.heapInuseBefore+mw.stackInuse-mw.stackBefore)/n),
 		verdict(mw.devices >= 19000), num(n, 0), num(float64(mw.fds), 0), num(float64(soft), 0),

@@ -167,9 +167,9 @@ What the numbers say:
   at batch 1, %s µs at batch 10 and %s µs at batch 100 — a hundred times the measurements for
   %s the CPU — so its CPU per million measurements falls from %s s at batch 1 to %s s at
   batch 100 and %s s at batch 1,000.
-- **Target ≥ 500,000 acknowledged measurements/s at batch 100: %s** (%s/s, durable).
-- **Target ≥ 20× Mosquitto fed one message per measurement: %s** (%s).
-- **Target ≥ half of VictoriaMetrics' own import rate at batch 100: %s** (%s of its %s/s; its
+- Target ≥ 500,000 acknowledged measurements/s at batch 100: %s (%s/s, durable).
+- Target ≥ 20× Mosquitto fed one message per measurement: %s (%s).
+- Target ≥ half of VictoriaMetrics' own import rate at batch 100: %s (%s of its %s/s; its
   acknowledgement promises less: samples in memory).
 `, mw[1].cpuPerRequest(), mw[10].cpuPerRequest(), r100.cpuPerRequest(), ratio(r100.cpuPerRequestValue(), mw[1].cpuPerRequestValue()),
 		mw[1].cpuPerMillion(mw[1].serverCPU), r100.cpuPerMillion(r100.serverCPU), mw[1000].cpuPerMillion(mw[1000].serverCPU),

@@ -111,8 +111,8 @@ second with a reconnect to the last.
 	ok100 := full.s.to100 >= 0 && full.s.to100 <= 60*time.Second
 	okPeak := full.s.mean > 0 && float64(full.s.peak) <= 2*full.s.mean
 	fmt.Fprintf(&b, `
-- **Target: all %s back within 60 s (full jitter): %s** (%s).
-- **Target: peak accept rate ≤ 2× the mean (full jitter): %s** (%s).
+- Target: all %s back within 60 s (full jitter): %s (%s).
+- Target: peak accept rate ≤ 2× the mean (full jitter): %s (%s).
 `, num(float64(full.s.total), 0), verdict(ok100), secs(full.s.to100), verdict(okPeak), ratio(float64(full.s.peak), full.s.mean))
 	return b.String()
 }
