@@ -193,7 +193,8 @@ func (m *monitor) progress(s snapshot, draining bool) {
 	if w == nil {
 		return
 	}
-	if !m.cfg.Terminal && s.at.Sub(m.lastShown.at) < m.cfg.ProgressInterval {
+	// Samples come about once a second; half a second of slack keeps the lines on the interval.
+	if !m.cfg.Terminal && s.at.Sub(m.lastShown.at) < m.cfg.ProgressInterval-500*time.Millisecond {
 		return
 	}
 	secs := s.at.Sub(m.lastShown.at).Seconds()
