@@ -341,7 +341,12 @@ func (d *cborReader) number() (float64, error) {
 	case cborUint:
 		return float64(arg), nil
 	case cborNegint:
-		return -1 - float64(arg), nil
+		// -1-arg, rounded once: -1 - float64(arg) would round twice and
+		// miss integers beyond 2^53.
+		if arg == math.MaxUint64 {
+			return -0x1p64, nil
+		}
+		return -float64(arg + 1), nil
 	case cborSimple:
 		switch ai {
 		case 25:
@@ -382,6 +387,18 @@ func (d *cborReader) decimalFraction() (float64, error) {
 	if (em != cborUint && em != cborNegint) || (mm != cborUint && mm != cborNegint) {
 		return 0, errorString("decimal fraction with a non-integer exponent or mantissa")
 	}
+	if m < 1<<53 && e <= 22 {
+		mant, exp := int64(m), int64(e)
+		if mm == cborNegint {
+			mant = -mant - 1
+		}
+		if em == cborNegint {
+			exp = -exp - 1
+		}
+		if v, ok := decimalFast(mant, exp); ok {
+			return v, nil
+		}
+	}
 	s := buf[:0]
 	if mm == cborNegint {
 		s = append(s, '-')
@@ -407,6 +424,24 @@ func (d *cborReader) decimalFraction() (float64, error) {
 	}
 	return v, nil
 }
+
+// decimalFast returns mant·10^exp, correctly rounded, when |mant| ≤ 2^53
+// and |exp| ≤ 22, as strconv's fast path does: those integers and powers
+// of ten are exact float64s, so one multiplication or division, correctly
+// rounded by IEEE 754, gives the correctly rounded result.
+func decimalFast(mant, exp int64) (float64, bool) {
+	if mant < -1<<53 || mant > 1<<53 || exp < -22 || exp > 22 {
+		return 0, false
+	}
+	if exp < 0 {
+		return float64(mant) / pow10[-exp], true
+	}
+	return float64(mant) * pow10[exp], true
+}
+
+// pow10 are the powers of ten that are exact float64s.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+	1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22}
 
 // halfToFloat64 converts an IEEE 754 binary16 to a float64.
 func halfToFloat64(h uint16) float64 {
@@ -494,30 +529,110 @@ func appendCBORText(b []byte, s string) []byte {
 
 // appendCBORNumber appends f in its shortest exact form: an integer, or a
 // float16, float32 or float64, whichever is shortest (an integer on a tie).
-// f must be finite.
-func appendCBORNumber(b []byte, f float64) []byte {
+// f must be finite. A negative zero is written as a float16, to keep its
+// sign.
+func appendCBORNumber(b []byte, f float64) []byte { return appendShortestNumber(b, f, false) }
+
+// appendShortestNumber is appendCBORNumber that, with decimals, also
+// considers a decimal fraction (tag 4, RFC 8949 §3.4.4) of the shortest
+// decimal that converts back to f, and takes it when it is shorter than
+// the others: 21.53 is 4([-2, 2153]), 6 bytes against 9 for its float64.
+// The decimal is exact: it is the shortest one that strconv parses back to
+// f, and Decode converts decimal fractions with correct rounding, as
+// strconv does.
+func appendShortestNumber(b []byte, f float64, decimals bool) []byte {
 	intLen := 99
 	// An integral float64 below 2^63 converts to an integer exactly.
-	if f == math.Trunc(f) && math.Abs(f) < 1<<63 {
+	if f == math.Trunc(f) && math.Abs(f) < 1<<63 && !(f == 0 && math.Signbit(f)) {
 		if f >= 0 {
 			intLen = cborHeadLen(uint64(f))
 		} else {
 			intLen = cborHeadLen(uint64(-f) - 1)
 		}
 	}
-	if h, ok := float64ToHalf(f); ok && intLen > 3 {
+	floatLen := 9
+	if _, ok := float64ToHalf(f); ok {
+		floatLen = 3
+	} else if f32 := float32(f); float64(f32) == f {
+		floatLen = 5
+	}
+	if decimals && intLen > 3 && floatLen > 3 {
+		if exp, mant, ok := shortestDecimal(f); ok && decimalLen(exp, mant) < min(intLen, floatLen) {
+			return appendCBORInt(appendCBORInt(append(b, 0xc4, 0x82), exp), mant)
+		}
+	}
+	if intLen <= floatLen {
+		if f >= 0 {
+			return appendCBORHead(b, cborUint, uint64(f))
+		}
+		return appendCBORHead(b, cborNegint, uint64(-f)-1)
+	}
+	switch floatLen {
+	case 3:
+		h, _ := float64ToHalf(f)
 		return binary.BigEndian.AppendUint16(append(b, 0xf9), h)
+	case 5:
+		return binary.BigEndian.AppendUint32(append(b, 0xfa), math.Float32bits(float32(f)))
 	}
-	if f32 := float32(f); float64(f32) == f && intLen > 5 {
-		return binary.BigEndian.AppendUint32(append(b, 0xfa), math.Float32bits(f32))
+	return binary.BigEndian.AppendUint64(append(b, 0xfb), math.Float64bits(f))
+}
+
+// shortestDecimal returns f as mant·10^exp with the fewest digits that
+// convert back to f exactly, when mant fits an int64.
+func shortestDecimal(f float64) (exp, mant int64, ok bool) {
+	var buf [32]byte
+	s := strconv.AppendFloat(buf[:0], f, 'e', -1, 64) // -d.ddddde±dd
+	neg := s[0] == '-'
+	if neg {
+		s = s[1:]
 	}
-	switch {
-	case intLen == 99:
-		return binary.BigEndian.AppendUint64(append(b, 0xfb), math.Float64bits(f))
-	case f >= 0:
-		return appendCBORHead(b, cborUint, uint64(f))
+	digits, e, found := bytesCut(s, 'e')
+	if !found || len(e) < 2 {
+		return 0, 0, false
 	}
-	return appendCBORHead(b, cborNegint, uint64(-f)-1)
+	var x int64
+	for _, c := range e[1:] {
+		x = x*10 + int64(c-'0')
+	}
+	if e[0] == '-' {
+		x = -x
+	}
+	n := 0
+	for _, c := range digits {
+		if c == '.' {
+			continue
+		}
+		if mant > (math.MaxInt64-9)/10 {
+			return 0, 0, false
+		}
+		mant = mant*10 + int64(c-'0')
+		n++
+	}
+	if neg {
+		mant = -mant
+	}
+	return x - int64(n-1), mant, true
+}
+
+func bytesCut(s []byte, sep byte) (before, after []byte, found bool) {
+	for i, c := range s {
+		if c == sep {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, nil, false
+}
+
+// decimalLen is the length of the tag-4 encoding of mant·10^exp.
+func decimalLen(exp, mant int64) int {
+	return 2 + cborIntLen(exp) + cborIntLen(mant)
+}
+
+func cborIntLen(v int64) int {
+	if v >= 0 {
+		return cborHeadLen(uint64(v))
+	}
+	return cborHeadLen(uint64(-1 - v))
 }
 
 func appendCBORInt(b []byte, v int64) []byte {

@@ -83,6 +83,26 @@ func BenchmarkEncode(b *testing.B) {
 			reportPerRecord(b, n)
 		})
 	}
+	// The compact form the agent sends, from the resolved batch.
+	res, err := Resolve(p, testNow)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, compress := range []bool{false, true} {
+		name := map[bool]string{false: "compact-cbor", true: "compact-cbor+zstd"}[compress]
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			var n int
+			for b.Loop() {
+				out, err := EncodeCompact(res, compress)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n = len(out)
+			}
+			reportPerRecord(b, n)
+		})
+	}
 	// For comparison: fxamacker/cbor from Record's struct tags, with the
 	// shortest floats it can write (integral values stay floats).
 	em, err := cbor.EncOptions{ShortestFloat: cbor.ShortestFloat16}.EncMode()

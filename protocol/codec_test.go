@@ -161,7 +161,7 @@ func TestCBORNumbers(t *testing.T) {
 		want string
 	}{
 		{0, "00"},
-		{math.Copysign(0, -1), "00"},
+		{math.Copysign(0, -1), "f98000"}, // keeps its sign
 		{1, "01"},
 		{23, "17"},
 		{24, "1818"},
@@ -176,6 +176,7 @@ func TestCBORNumbers(t *testing.T) {
 		{1e10, "fa501502f9"},       // float32 beats the 9-byte integer
 		{1 << 40, "fa53800000"},
 		{1<<53 + 2, "1b0020000000000002"}, // integral beyond 2^53, still exact
+		{-9095922592705190, "3b002050b1830aeaa5"}, // -1-arg must round once
 		{1234.5, "fa449a5000"},
 		{100000.5, "fa47c35040"},
 		{1.1, "fb3ff199999999999a"},
@@ -190,7 +191,7 @@ func TestCBORNumbers(t *testing.T) {
 		d := cborReader{b: appendCBORNumber(nil, tc.f)}
 		back, err := d.number()
 		require.NoError(t, err)
-		require.Equal(t, tc.f, back)
+		require.Equal(t, math.Float64bits(tc.f), math.Float64bits(back), "%v", tc.f)
 	}
 }
 

@@ -2,12 +2,15 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -28,9 +31,14 @@ func decodeSeeds(t testing.TB) map[string][]byte {
 	seeds := map[string][]byte{}
 	for _, v := range validVectors(t) {
 		seeds[v.name] = v.payload
+		base := strings.TrimSuffix(strings.TrimSuffix(v.name, ".json"), ".cbor.hex")
 		for _, enc := range allEncodings {
-			base := strings.TrimSuffix(strings.TrimSuffix(v.name, ".json"), ".cbor.hex")
 			seeds[base+"."+enc.String()] = mustEncode(t, v.want.Pack(), enc)
+		}
+		for _, compress := range []bool{false, true} {
+			p, err := EncodeCompact(v.want, compress)
+			require.NoError(t, err, v.name)
+			seeds[base+".compact"+map[bool]string{true: "+zstd"}[compress]] = p
 		}
 	}
 	for _, v := range invalidVectors(t) {
@@ -79,6 +87,18 @@ func checkDecode(t *testing.T, payload []byte) (Batch, error) {
 		}
 		require.Equal(t, b, got, enc.String())
 	}
+	// The compact form the agent sends holds the same measurements.
+	for _, compress := range []bool{false, true} {
+		again, err := EncodeCompact(b, compress)
+		if err != nil {
+			t.Fatalf("compact: encode accepted batch: %v", err)
+		}
+		got, _, err := Decode(again, testNow, Limits{MaxPayload: 1 << 30, MaxDecompressed: 1 << 30, MaxRecords: fuzzLimits.MaxRecords})
+		if err != nil {
+			t.Fatalf("compact: decode: %v\n%x", err, again)
+		}
+		requireSameMeasurements(t, b, got)
+	}
 	return b, nil
 }
 
@@ -116,6 +136,80 @@ func FuzzDecodeCompressed(f *testing.F) {
 		require.Equal(t, ReasonOf(plainErr), ReasonOf(packedErr), "plain: %v, compressed: %v", plainErr, packedErr)
 		require.Equal(t, plain, packed)
 	})
+}
+
+// FuzzEncodeCompact: any batch of valid measurements, with values and times
+// from the fuzzer's bytes (every float64 bit pattern, times of any
+// millisecond), survives EncodeCompact and Decode bit for bit. Each 17
+// bytes make a measurement: 8 bytes of float64 bits, 8 bytes of time, and
+// one byte choosing name, unit and kind.
+func FuzzEncodeCompact(f *testing.F) {
+	for _, s := range compactSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, ok := compactBatch(data)
+		if !ok {
+			return
+		}
+		requireCompactRoundTrip(t, b)
+	})
+}
+
+// compactBatch turns fuzz input into a batch of valid measurements.
+func compactBatch(data []byte) (Batch, bool) {
+	names := [...]string{"a", "b", "temp", "x:y"}
+	units := [...]string{"", "Cel", "%RH", "s"}
+	var b Batch
+	if len(data)%17 == 1 {
+		b.HasSeq, b.Seq = true, uint64(data[0])
+		data = data[1:]
+	}
+	for ; len(data) >= 17; data = data[17:] {
+		v := math.Float64frombits(binary.BigEndian.Uint64(data))
+		ms := minTimeMs + int64(binary.BigEndian.Uint64(data[8:])%uint64(maxTimeMs-minTimeMs))
+		c := data[16]
+		m := Measurement{Name: names[c&3], Unit: units[c>>2&3], Time: ms, HasValue: true}
+		switch c >> 4 & 3 {
+		case 0, 1:
+			if !finite(v) {
+				return Batch{}, false
+			}
+			m.Value = v
+		case 2:
+			m.Kind, m.String = KindString, strconv.FormatUint(uint64(c), 10)
+		case 3:
+			m.Kind, m.Value = KindBool, float64(c>>7)
+		}
+		if c&0x40 != 0 && finite(v) {
+			m.HasSum, m.Sum = true, -v
+		}
+		b.Measurements = append(b.Measurements, m)
+	}
+	return b, len(b.Measurements) > 0 || b.HasSeq
+}
+
+// compactSeeds encode sensor-like batches in the form compactBatch reads.
+func compactSeeds() map[string][]byte {
+	put := func(out []byte, v float64, ms int64, c byte) []byte {
+		out = binary.BigEndian.AppendUint64(out, math.Float64bits(v))
+		return append(binary.BigEndian.AppendUint64(out, uint64(ms-minTimeMs)), c)
+	}
+	seeds := map[string][]byte{}
+	var byTime, bySeries, odd []byte
+	for i := range int64(8) {
+		at := int64(t0) + 10_000*i + i%3
+		byTime = put(byTime, 21.3+float64(i%3)/10, at, 0x04|2) // temp, Cel
+		byTime = put(byTime, 45+float64(i)/10, at, 0x08)       // a, %RH
+		byTime = put(byTime, 1000+float64(i), at, 1)           // b
+		bySeries = put(bySeries, float64(i)/100, t0+10*i, 0)
+		odd = put(odd, []float64{-0.0, 1e300, 5e-324, -9095922592705190, 0.30000000000000004, 1e23, 4294967296.5, -1.5}[i], t0+i, byte(0x40|i))
+	}
+	seeds["by-time"] = byTime
+	seeds["by-series"] = append([]byte{7}, bySeries...)
+	seeds["awkward-numbers"] = odd
+	seeds["kinds"] = put(put(nil, 1, t0, 0x20), 0, t0+1, 0xb3)
+	return seeds
 }
 
 // FuzzRecordJSON: what Record.UnmarshalJSON accepts, MarshalJSON writes
@@ -186,12 +280,13 @@ func TestWriteFuzzCorpus(t *testing.T) {
 		records[fmt.Sprintf("record-%03d", i)] = s
 	}
 	write("FuzzRecordJSON", records)
+	write("FuzzEncodeCompact", compactSeeds())
 }
 
 // The committed corpus passes the properties (go test runs it too; this
 // makes a missing corpus an error rather than a silent skip).
 func TestFuzzCorpusPresent(t *testing.T) {
-	for _, target := range []string{"FuzzDecode", "FuzzDecodeCompressed", "FuzzRecordJSON"} {
+	for _, target := range []string{"FuzzDecode", "FuzzDecodeCompressed", "FuzzRecordJSON", "FuzzEncodeCompact"} {
 		entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", target))
 		require.NoError(t, err, "run go test ./protocol -run TestWriteFuzzCorpus -args -update-fuzz-corpus")
 		require.NotEmpty(t, entries, target)

@@ -598,7 +598,10 @@ func (r *resolver) add(rec *rawRecord, i int) error {
 
 	switch {
 	case h&fV != 0:
-		v := r.bv + rec.v
+		v := rec.v
+		if r.bv != 0 { // adding 0 would turn -0 into 0
+			v += r.bv
+		}
 		if !finite(v) {
 			return invalidf("record %d: v is not a finite number", i)
 		}
@@ -625,7 +628,10 @@ func (r *resolver) add(rec *rawRecord, i int) error {
 		}
 	}
 	if hasSum {
-		s := r.bs + rec.s
+		s := rec.s
+		if r.bs != 0 {
+			s += r.bs
+		}
 		if !finite(s) {
 			return invalidf("record %d: s is not a finite number", i)
 		}
