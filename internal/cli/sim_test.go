@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -172,4 +173,36 @@ func TestSimAgainstServer(t *testing.T) {
 	require.Equal(t, 200, again.Provisioning.Reused)
 	require.Zero(t, again.Provisioning.Issued)
 	require.Zero(t, again.Provisioning.Registered)
+}
+
+// TestSimFaultyFirmware: devices on a firmware that drops its connection every 2 s on average
+// drop at about that rate, the agents see every drop as a lost connection and reconnect, and
+// devices on other firmware are left alone.
+func TestSimFaultyFirmware(t *testing.T) {
+	s := startSimServer(t)
+	profile := filepath.Join(t.TempDir(), "fleet.yml")
+	require.NoError(t, os.WriteFile(profile, []byte(`
+profiles:
+  - {name: stable, firmware_version: 2.0.3}
+  - {name: canary, firmware_version: 2.1.0}
+firmware:
+  - {version: 2.1.0, drop_interval: 2s}
+`), 0o644))
+	sm := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--devices", "40", "--id-prefix", "fw",
+		"--profile", profile, "--metrics", "idle", "--backoff-base", "100ms", "--duration", "8s")
+	require.Len(t, sm.Profiles, 2)
+	stable, canary := sm.Profiles[0], sm.Profiles[1]
+	drops := sm.Injected.FirmwareDrops
+	// 20 devices, each connected most of the time, for the run and the drain.
+	want := float64(canary.Devices) * (sm.RunSeconds + sm.DrainSeconds) / 2
+	t.Logf("%d canary devices, mean time between drops 2 s, %.1f s: %d firmware drops (%.0f expected if always connected), %d lost connections seen by the agents (%v); stable devices lost %d",
+		canary.Devices, sm.RunSeconds+sm.DrainSeconds, drops, want, canary.Reconnects, sm.ReconnectsByCause, stable.Reconnects)
+	require.Equal(t, 20, canary.Devices)
+	require.Zero(t, stable.Reconnects)
+	// Reconnecting takes a little of each device's time (backoff, TLS, CONNACK), during which it
+	// cannot drop: the measured rate runs below the bound, not above it.
+	require.GreaterOrEqual(t, float64(drops), 0.5*want)
+	require.LessOrEqual(t, float64(drops), 1.2*want)
+	require.GreaterOrEqual(t, float64(sm.ReconnectsByCause["network"]), 0.9*float64(drops), "the agents saw the drops")
+	require.LessOrEqual(t, sm.ReconnectsByCause["network"], drops)
 }
