@@ -200,9 +200,10 @@ firmware:
 	require.Equal(t, 20, canary.Devices)
 	require.Zero(t, stable.Reconnects)
 	// Reconnecting takes a little of each device's time (backoff, TLS, CONNACK), during which it
-	// cannot drop: the measured rate runs below the bound, not above it.
+	// cannot drop, so the mean runs a little below want; ±50 % is more than 3σ of a Poisson
+	// count of about 80 either way.
 	require.GreaterOrEqual(t, float64(drops), 0.5*want)
-	require.LessOrEqual(t, float64(drops), 1.2*want)
+	require.LessOrEqual(t, float64(drops), 1.5*want)
 	require.GreaterOrEqual(t, float64(sm.ReconnectsByCause["network"]), 0.9*float64(drops), "the agents saw the drops")
 	require.LessOrEqual(t, sm.ReconnectsByCause["network"], drops)
 }
