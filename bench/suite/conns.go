@@ -3,7 +3,7 @@ package main
 import (
 	"bufio"
 	"crypto/tls"
-	"errors"
+
 	"fmt"
 	"io"
 	"os"
@@ -194,5 +194,3 @@ func holdIdle(work, server, caFile, prefix string, certs []tls.Certificate, chil
 	r.rssLater, _ = procRSS(pid)
 	return r, nil
 }
-
-var errNoScrape = errors.New("no metrics")

@@ -10,7 +10,6 @@
 package main
 
 import (
-
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -35,6 +34,7 @@ type options struct {
 	idleDevs    int
 	stormDevs   int
 	holderProcs int
+	serverEnv   []string
 }
 
 // env is what every benchmark shares: the built server, the CA, a work directory.
@@ -57,6 +57,9 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "write the results into this Markdown file between the suite's markers (e.g. docs/benchmarks.md)")
 	flag.StringVar(&only, "only", "ingest,connections,storm,wire,storage", "benchmarks to run, comma-separated")
 	flag.BoolVar(&o.quick, "quick", false, "short runs and small fleets, to check the harness")
+	var devs, serverEnv string
+	flag.StringVar(&devs, "devices", "", "override fleet sizes: ingest,idle,storm (e.g. 1000,19000,15000)")
+	flag.StringVar(&serverEnv, "server-env", "", "extra environment for the Millwright server, comma-separated (e.g. GOGC=50), for experiments")
 	flag.BoolVar(&isH, "hold", false, "internal: run as an idle-device load generator process")
 	flag.StringVar(&hold.server, "hold-server", "", "internal")
 	flag.StringVar(&hold.creds, "hold-creds", "", "internal")
@@ -81,6 +84,16 @@ func main() {
 	if o.quick {
 		o.ingestDevs, o.measure, o.warmup, o.idleDevs, o.stormDevs = 100, 2*time.Second, time.Second, 400, 300
 	}
+	if devs != "" {
+		if _, err := fmt.Sscanf(devs, "%d,%d,%d", &o.ingestDevs, &o.idleDevs, &o.stormDevs); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: -devices wants three numbers, ingest,idle,storm:", err)
+			os.Exit(2)
+		}
+	}
+	if serverEnv != "" {
+		o.serverEnv = strings.Split(serverEnv, ",")
+	}
+	serverExtraEnv = o.serverEnv
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
@@ -226,5 +239,3 @@ func (e *env) scraper(m *millwright) func() map[string]float64 {
 		return v
 	}
 }
-
-

@@ -181,11 +181,15 @@ func openFileLimit() string {
 	return fmt.Sprintf("%d soft, %d hard", l.Cur, l.Max)
 }
 
+// serverExtraEnv is added to the environment of every Millwright server (-server-env).
+var serverExtraEnv []string
+
 // millwright is a server process started by the suite.
 type millwright struct {
 	bin, data       string
 	mqttAddr, https string
 	extra           []string
+	env             []string // added to the environment
 	cmd             *exec.Cmd
 }
 
@@ -193,6 +197,7 @@ func (m *millwright) start() error {
 	args := append([]string{"server", "--data", m.data, "--mqtt-listen", m.mqttAddr, "--http-listen", m.https,
 		"--log-level", "warn"}, m.extra...)
 	m.cmd = exec.Command(m.bin, args...)
+	m.cmd.Env = append(append(os.Environ(), serverExtraEnv...), m.env...)
 	if err := startProc(m.cmd); err != nil {
 		return err
 	}
