@@ -27,12 +27,18 @@ type simServer struct {
 	dir string
 }
 
-func startSimServer(t *testing.T) *simServer {
+func startSimServer(t *testing.T) *simServer { return startSimServerWith(t, nil) }
+
+// startSimServerWith is startSimServer with options changed by mutate (nil for none).
+func startSimServerWith(t *testing.T, mutate func(*server.Options)) *simServer {
 	t.Helper()
 	opts := server.DefaultOptions()
 	opts.DataDir = t.TempDir()
 	opts.MQTT.Listen = "127.0.0.1:0"
 	opts.HTTPListen = "127.0.0.1:0"
+	if mutate != nil {
+		mutate(&opts)
+	}
 	srv, err := server.New(opts, clock.Real(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

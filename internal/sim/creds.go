@@ -195,9 +195,10 @@ func provisionDev(ctx context.Context, ca *pki.CA, reg *registry.Registry, path 
 }
 
 // provisionEnroll enrolls, over EST with one token each, the devices that have no usable
-// certificate in the credentials file: device i uses tokens[i]. Enrolled devices are saved at
-// once, so a failure part way loses no spent token.
-func provisionEnroll(ctx context.Context, c *enroll.Client, tokens []string, path string, names []string, until time.Time) ([]tls.Certificate, provision, error) {
+// certificate in the credentials file: device i uses the i-th token and states models[i] as
+// its hardware model (a token may require one). Enrolled devices are saved at once, so a
+// failure part way loses no spent token.
+func provisionEnroll(ctx context.Context, c *enroll.Client, tokens tokenList, models []string, path string, names []string, until time.Time) ([]tls.Certificate, provision, error) {
 	start := time.Now()
 	var p provision
 	creds, err := loadCreds(path)
@@ -205,30 +206,30 @@ func provisionEnroll(ctx context.Context, c *enroll.Client, tokens []string, pat
 		return nil, p, err
 	}
 	var missing []string
-	var missingTokens []string
+	idx := map[string]int{} // device name -> its index in names
 	for i, n := range names {
 		if cr, ok := creds[n]; ok && usable(cr, c.Roots, "", until) {
 			p.Reused++
 			continue
 		}
-		if i >= len(tokens) {
-			return nil, p, fmt.Errorf("device %s needs an enrollment token, but only %d were given (line %d of the token file is its token)", n, len(tokens), i+1)
+		if i >= len(tokens.tokens) {
+			return nil, p, cfgErr("--token-file", "device %s needs an enrollment token, but %s holds only %d (one per device, device n taking the n-th)",
+				n, tokens.source, len(tokens.tokens))
 		}
 		missing = append(missing, n)
-		missingTokens = append(missingTokens, tokens[i])
-	}
-	idx := map[string]int{}
-	for i, n := range missing {
 		idx[n] = i
 	}
 	enrolled, err := parallel(ctx, missing, func(name string) (tls.Certificate, error) {
+		i := idx[name]
 		key, err := enroll.NewKey()
 		if err != nil {
 			return tls.Certificate{}, err
 		}
-		cert, err := c.Enroll(ctx, missingTokens[idx[name]], key)
+		dc := *c
+		dc.Model = models[i]
+		cert, err := dc.Enroll(ctx, tokens.tokens[i].value, key)
 		if err != nil {
-			return tls.Certificate{}, fmt.Errorf("enroll %s: %w", name, err)
+			return tls.Certificate{}, fmt.Errorf("enroll %s with %s: %w", name, tokens.tokens[i].where, err)
 		}
 		return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
 	})

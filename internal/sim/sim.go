@@ -58,7 +58,8 @@ type Config struct {
 	// a single token (one device). With either, devices enroll over EST and get the IDs the
 	// server assigns.
 	TokenFile, Token string
-	// CAFile verifies the server (required with tokens; default <DataDir>/ca.pem).
+	// CAFile is the CA certificate that verifies the server when the devices enroll; required
+	// with tokens. With the development CA the devices trust that CA.
 	CAFile string
 	// ESTServer is the server's HTTPS base URL for enrollment. Default https://<server
 	// host>:8443.
@@ -235,8 +236,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	for i := range names {
 		names[i] = cfg.IDPrefix + "-" + strconv.Itoa(i+1)
 	}
+	assigned := assign(cfg.Profiles.Profiles, len(names))
+	models := make([]string, len(names))
+	for i, pi := range assigned {
+		models[i] = cfg.Profiles.Profiles[pi].HardwareModel
+	}
 	until := time.Now().Add(cfg.Duration + 24*time.Hour)
-	certs, roots, prov, err := credentials(ctx, &cfg, names, until)
+	certs, roots, prov, err := credentials(ctx, &cfg, names, models, until)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +274,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			}
 		}
 	}
-	for i, pi := range assign(cfg.Profiles.Profiles, len(names)) {
+	for i, pi := range assigned {
 		d := &device{name: names[i], profile: pi}
 		if d.agent, err = newAgent(&cfg, i, profiles[pi], certs[i], roots, host, spoolBase, fl, stopSampling); err != nil {
 			closeAll()
@@ -336,8 +342,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 }
 
 // credentials provisions the devices and returns their certificates and the pool that
-// verifies the server.
-func credentials(ctx context.Context, cfg *Config, names []string, until time.Time) ([]tls.Certificate, *x509.CertPool, provision, error) {
+// verifies the server. models[i] is the hardware model device i states when it enrolls.
+func credentials(ctx context.Context, cfg *Config, names, models []string, until time.Time) ([]tls.Certificate, *x509.CertPool, provision, error) {
 	path := credsFile(cfg.CredsDir, cfg.IDPrefix)
 	if !cfg.enrolling() {
 		ca, err := pki.LoadCA(cfg.DataDir)
@@ -359,33 +365,45 @@ func credentials(ctx context.Context, cfg *Config, names []string, until time.Ti
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, nil, provision{}, cfgErr("--ca", "%s holds no certificate", cfg.CAFile)
 	}
-	tokens := []string{cfg.Token}
+	tokens := tokenList{source: "--token", tokens: []token{{value: cfg.Token, where: "--token"}}}
 	if cfg.TokenFile != "" {
 		if tokens, err = readTokens(cfg.TokenFile); err != nil {
 			return nil, nil, provision{}, err
 		}
 	}
 	c := &enroll.Client{Server: cfg.ESTServer, Roots: roots}
-	certs, p, err := provisionEnroll(ctx, c, tokens, path, names, until)
+	certs, p, err := provisionEnroll(ctx, c, tokens, models, path, names, until)
 	return certs, roots, p, err
 }
 
+// token is one enrollment token and where it was given, for error messages.
+type token struct {
+	value string
+	where string // "the token on line 4 of tokens.txt", or "--token"
+}
+
+// tokenList is the tokens of a run in device order, and where they came from.
+type tokenList struct {
+	source string // the token file, or "--token"
+	tokens []token
+}
+
 // readTokens reads one token per line; blank lines and lines starting with # are skipped.
-func readTokens(path string) ([]string, error) {
+func readTokens(path string) (tokenList, error) {
+	l := tokenList{source: path}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read --token-file: %w", err)
+		return l, fmt.Errorf("read --token-file: %w", err)
 	}
-	var out []string
-	for _, line := range splitLines(string(data)) {
+	for n, line := range splitLines(string(data)) {
 		if line != "" && line[0] != '#' {
-			out = append(out, line)
+			l.tokens = append(l.tokens, token{value: line, where: fmt.Sprintf("the token on line %d of %s", n+1, path)})
 		}
 	}
-	if len(out) == 0 {
-		return nil, cfgErr("--token-file", "%s holds no token", path)
+	if len(l.tokens) == 0 {
+		return l, cfgErr("--token-file", "%s holds no token", path)
 	}
-	return out, nil
+	return l, nil
 }
 
 // newAgent makes device i's agent.
