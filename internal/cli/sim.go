@@ -29,7 +29,7 @@ simulated sensors, over a simulated network.
 
 With --data (default ./data) the devices get certificates from that server data
 directory's development CA and are registered in its registry; with --token-file (one
-enrollment token per line, line n for device n) and --ca they enroll over EST instead.
+enrollment token per line, the n-th for device n) and --ca they enroll over EST instead.
 Credentials are kept (<data>/sim/<id-prefix>.pem, or --creds-dir), so a second run
 reuses the same devices. Profiles (--profile FILE) set hardware model, network operator,
 firmware, metric set, schedule, network faults and faulty firmware; docs/sim.md
@@ -100,7 +100,7 @@ at most --drain-timeout, and a summary is printed (--json for a machine-readable
 	f.StringVar(&cfg.Server, "server", sim.DefaultServer, "the server's MQTT/TLS address host:port (host is also the name its certificate must carry)")
 	f.StringVar(&cfg.DataDir, "data", "data", "the server's data directory: its development CA issues the devices' certificates, its registry records them")
 	f.StringVar(&cfg.Database, "database", "", "registry database, as given to the server (empty: SQLite in --data)")
-	f.StringVar(&cfg.TokenFile, "token-file", "", "enroll over EST instead, with one one-time token per line (line n for device n)")
+	f.StringVar(&cfg.TokenFile, "token-file", "", "enroll over EST instead, with one one-time token per line (the n-th for device n; blank and # lines skipped)")
 	f.StringVar(&cfg.Token, "token", "", "enroll one device (--devices 1) over EST with this token")
 	f.StringVar(&cfg.CAFile, "ca", "", "CA certificate that verifies the server (required with tokens)")
 	f.StringVar(&cfg.ESTServer, "est-server", "", "the server's HTTPS base URL for enrollment (default https://<server host>:8443)")

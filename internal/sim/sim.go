@@ -54,9 +54,9 @@ type Config struct {
 	DataDir string
 	// Database is the registry URL when it is not SQLite in DataDir (postgres://…).
 	Database string
-	// TokenFile holds one-time enrollment tokens, one per line, line i for device i; Token is
-	// a single token (one device). With either, devices enroll over EST and get the IDs the
-	// server assigns.
+	// TokenFile holds one-time enrollment tokens, one per line, the i-th for device i (blank
+	// and # lines skipped); Token is a single token (one device). With either, devices enroll
+	// over EST, stating their profile's hardware model, and get the IDs the server assigns.
 	TokenFile, Token string
 	// CAFile is the CA certificate that verifies the server when the devices enroll; required
 	// with tokens. With the development CA the devices trust that CA.
