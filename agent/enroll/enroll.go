@@ -59,7 +59,10 @@ func (c *Client) httpClient(cert *tls.Certificate) *http.Client {
 	if t <= 0 {
 		t = 30 * time.Second
 	}
-	return &http.Client{Timeout: t, Transport: &http.Transport{TLSClientConfig: cfg}}
+	// An enrollment is a single request every few months: no connection is
+	// kept open after it (a fleet enrolling at once would otherwise hold a
+	// socket per device until the server's idle timeout).
+	return &http.Client{Timeout: t, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
 }
 
 // Enroll asks for a certificate for key with a one-time token.

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,4 +133,42 @@ func TestEnrollDirAndRotation(t *testing.T) {
 func portOf(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
+}
+
+// TestEnrollLeavesNoConnection checks that an enrollment closes its HTTPS
+// connection: a fleet enrolling at once must not hold a socket per device.
+func TestEnrollLeavesNoConnection(t *testing.T) {
+	s := startServer(t)
+	port := portOf(s.HTTPAddr().String())
+	c := &enroll.Client{Server: "https://localhost:" + port, Roots: s.CA().Pool()}
+	for range 5 {
+		key, err := enroll.NewKey()
+		require.NoError(t, err)
+		_, err = c.Enroll(context.Background(), token(t, s, registry.TokenSpec{Count: 1}), key)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return establishedTo(t, port) == 0 }, 5*time.Second, 20*time.Millisecond,
+		"connections to the EST port still open after enrolling")
+}
+
+// establishedTo counts the established TCP connections of this network
+// namespace whose remote port is port (the client sides of connections to
+// the server in this process).
+func establishedTo(t *testing.T, port string) int {
+	t.Helper()
+	p, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	want := fmt.Sprintf(":%04X", p)
+	n := 0
+	for _, f := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) > 3 && strings.HasSuffix(fields[2], want) && fields[3] == "01" {
+				n++
+			}
+		}
+	}
+	return n
 }
