@@ -2,7 +2,8 @@ package main
 
 import (
 	"fmt"
-	"os"
+	"net"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -10,56 +11,55 @@ import (
 
 func benchConnections(e *env) (string, error) {
 	o := e.opts
-	const prefix = "idle-"
-	fmt.Fprintf(os.Stderr, "  issuing %d device certificates…\n", o.idleDevs)
-	certs, err := issue(e.ca, prefix, o.idleDevs)
+	const prefix = "idle"
+	// One data directory for every Millwright run: the simulator issues and registers the
+	// devices once and reuses them.
+	data, err := e.newServerData("connections", "", nil)
 	if err != nil {
 		return "", err
 	}
-	data, err := e.newServerData("connections", prefix, certs)
+	runMW := func(name string, env []string) (connResult, error) {
+		mw, err := newMillwright(e.bin, data)
+		if err != nil {
+			return connResult{}, err
+		}
+		mw.env = env
+		if err := mw.start(); err != nil {
+			return connResult{}, err
+		}
+		defer stopProc(mw.cmd, 30*time.Second)
+		scrape := e.scraper(mw)
+		connected := func() int {
+			if m := scrape(); m != nil {
+				return int(m["millwright_mqtt_connected_clients"])
+			}
+			return 0
+		}
+		r, err := holdIdle(e, mw.mqttAddr, data, prefix, o.idleDevs, mw.pid(), connected, scrape)
+		r.target = name
+		if err != nil {
+			return r, fmt.Errorf("%s: %w", name, err)
+		}
+		return r, nil
+	}
+	mwr, err := runMW("Millwright", nil)
 	if err != nil {
 		return "", err
 	}
-	mw, err := newMillwright(e.bin, data)
-	if err != nil {
-		return "", err
-	}
-	if err := mw.start(); err != nil {
-		return "", err
-	}
-	mwr, err := holdIdle(e.work, mw.mqttAddr, e.caFile, prefix, certs, o.holderProcs, mw.pid(), e.scraper(mw))
-	stopProc(mw.cmd, 30*time.Second)
-	if err != nil {
-		return "", fmt.Errorf("millwright: %w", err)
-	}
-	mwr.target = "Millwright"
-
 	// The same with a lower GOGC, to show what the collector's headroom costs (an experiment:
 	// the server sets no GOGC of its own).
-	data50, err := e.newServerData("connections-gogc50", prefix, certs)
+	mwr50, err := runMW("Millwright, GOGC=50 (experiment)", []string{"GOGC=50"})
 	if err != nil {
 		return "", err
 	}
-	mw50, err := newMillwright(e.bin, data50)
-	if err != nil {
-		return "", err
-	}
-	mw50.env = []string{"GOGC=50"}
-	if err := mw50.start(); err != nil {
-		return "", err
-	}
-	mwr50, err := holdIdle(e.work, mw50.mqttAddr, e.caFile, prefix, certs, o.holderProcs, mw50.pid(), e.scraper(mw50))
-	stopProc(mw50.cmd, 30*time.Second)
-	if err != nil {
-		return "", fmt.Errorf("millwright GOGC=50: %w", err)
-	}
-	mwr50.target = "Millwright, GOGC=50 (experiment)"
 
 	mq, err := startMosquitto(e.work, e.ca)
 	if err != nil {
 		return "", err
 	}
-	mqr, err := holdIdle(e.work, mq.addr, e.caFile, prefix, certs, o.holderProcs, mq.pid(), func() map[string]float64 { return nil })
+	_, portS, _ := net.SplitHostPort(mq.addr)
+	port, _ := strconv.Atoi(portS)
+	mqr, err := holdIdle(e, mq.addr, data, prefix, o.idleDevs, mq.pid(), func() int { return established(port) }, func() map[string]float64 { return nil })
 	stopProc(mq.cmd, 30*time.Second)
 	if err != nil {
 		return "", fmt.Errorf("mosquitto: %w", err)
@@ -80,11 +80,11 @@ func connReport(e *env, mw, mw50, mq connResult) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `### Connections: idle TLS devices in one server process
 
-%d devices connect over mutual TLS (TLS 1.3, P-256 certificates, one per device), send an MQTT 5
-CONNECT (keep-alive 900 s) and stay idle. The load generator runs as %d processes of the suite
-itself, each connecting from its own source address (127.0.0.2 …) and holding its share of
-the devices with raw TLS connections, because the open-file limit of %d per process (hard, not
-raisable here) applies to each side. The server's resident set (VmRSS) is read before the
+%d devices connect over mutual TLS (TLS 1.3, P-256 certificates, one per device) and stay
+idle: the fleet simulator (`+"`millwright sim --metrics idle`"+`, real agents, MQTT 5, keep-alive
+60 s, full-jitter backoff) in %d processes, each connecting from its own source address
+(127.0.0.2 …), because the open-file limit of %d per process (hard, not raisable here) applies
+to each side and an agent holds three files. The server's resident set (VmRSS) is read before the
 first device connects (3 s after start) and 10 s after the last one connected (steady state,
 no forced garbage collection); RSS per connection is the difference divided by the devices. The
 figure 20 s later shows whether it was still moving. Peer: Mosquitto, its own TLS listener
@@ -92,7 +92,7 @@ figure 20 s later shows whether it was still moving. Peer: Mosquitto, its own TL
 started with `+"`GOGC=50`"+` in its environment, to show how much of the figure is the garbage
 collector's headroom; the server sets no GOGC or GOMEMLIMIT of its own.
 
-`, o.idleDevs, o.holderProcs, soft)
+`, o.idleDevs, o.simProcs(o.idleDevs), soft)
 	t := newTable("server", ">devices held", ">open files in the server (limit)", ">connect time", ">RSS before", ">RSS held", ">RSS 20 s later", ">RSS per connection", ">ratio to Mosquitto")
 	for _, r := range []connResult{mw, mw50, mq} {
 		t.add(r.target, num(float64(r.devices), 0), fmt.Sprintf("%s (%s)", num(float64(r.fds), 0), num(float64(soft), 0)),

@@ -16,12 +16,7 @@ type stormRun struct {
 
 func benchStorm(e *env) (string, error) {
 	o := e.opts
-	const prefix = "storm-"
-	certs, err := issue(e.ca, prefix, o.stormDevs)
-	if err != nil {
-		return "", err
-	}
-	data, err := e.newServerData("storm", prefix, certs)
+	data, err := e.newServerData("storm", "", nil)
 	if err != nil {
 		return "", err
 	}
@@ -29,41 +24,52 @@ func benchStorm(e *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	scrape := e.scraper(mw)
+	connected := func() int {
+		if m := scrape(); m != nil {
+			return int(m["millwright_mqtt_connected_clients"])
+		}
+		return 0
+	}
+	limit := 120 * time.Second
 	var runs []stormRun
 	for _, mode := range []string{"full", "none"} {
 		if err := mw.start(); err != nil {
 			return "", err
 		}
-		h, err := startHolders(e.work, mw.mqttAddr, e.caFile, prefix, certs, o.holderProcs, mode)
+		sims, err := startSims(e, mw.mqttAddr, data, "storm", o.stormDevs, o.simProcs(o.stormDevs), mode, 10*time.Minute)
 		if err != nil {
 			return "", err
 		}
-		if err := h.waitReady(5 * time.Minute); err != nil {
-			h.stop()
-			return "", err
+		deadline := time.Now().Add(5 * time.Minute)
+		for connected() < o.stormDevs {
+			if time.Now().After(deadline) {
+				_, _ = sims.stop()
+				return "", fmt.Errorf("backoff %s: %d of %d devices connected after 5 min", mode, connected(), o.stormDevs)
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
-		time.Sleep(3 * time.Second)
+		time.Sleep(5 * time.Second)
 		// Kill the server and start it again at once, on the same ports and data.
 		kill := time.Now()
 		killProc(mw.cmd)
 		if err := mw.start(); err != nil {
-			h.stop()
+			_, _ = sims.stop()
 			return "", err
 		}
 		startup := time.Since(kill)
-		limit := 120 * time.Second
-		if o.quick {
-			limit = 60 * time.Second
+		for time.Since(kill) < limit && connected() < o.stormDevs {
+			time.Sleep(250 * time.Millisecond)
 		}
-		deadline := kill.Add(limit)
-		for time.Now().Before(deadline) && len(h.upsSince(kill)) < len(certs) {
-			time.Sleep(200 * time.Millisecond)
+		time.Sleep(2 * time.Second) // the simulators' last timeline second closes
+		sums, err := sims.stop()
+		stopProc(mw.cmd, 30*time.Second)
+		if err != nil {
+			return "", err
 		}
-		r := stormRun{mode: mode, s: summariseStorm(h.upsSince(kill), len(certs)), startup: startup, duration: limit}
+		r := stormRun{mode: mode, s: summariseSeconds(perSecondSince(sums, kill), o.stormDevs), startup: startup, duration: limit}
 		fmt.Fprintf(os.Stderr, "  backoff %s: %d/%d back, 95%% %s, 100%% %s, peak %d/s mean %.0f/s\n",
 			mode, r.s.back, r.s.total, r.s.to95, r.s.to100, r.s.peak, r.s.mean)
-		h.stop()
-		stopProc(mw.cmd, 30*time.Second)
 		runs = append(runs, r)
 	}
 	return stormReport(e, runs), nil
@@ -81,17 +87,17 @@ func stormReport(e *env, runs []stormRun) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `### Reconnect storm: a server restart under %s devices
 
-%s idle devices (the same load generator as above, %d processes) are connected to one server;
-the server is killed (SIGKILL) and started again at once on the same ports and data directory.
-Each device reconnects the way the agent does, with the agent's own backoff package
-(`+"`agent/backoff`"+`, default policy: base 1 s, cap 5 min): a wait drawn from the window before
-every attempt, the window doubling with each failed attempt. "Full" draws the wait uniformly
-from the window (the agent's default); "none" waits the whole window, as plain exponential
-backoff does. Times count from the kill; the restarted server listened again after the time
-shown. Peak is the busiest second of connects, mean the connects per second from the first
-second with a reconnect to the last.
+%s idle devices (`+"`millwright sim --metrics idle`"+`, real agents, %d simulator processes) are connected
+to one server; the server is killed (SIGKILL) and started again at once on the same ports and
+data directory. The agents reconnect with their own backoff (base 1 s, cap 5 min, the window
+doubling with each failed attempt): `+"`--backoff-jitter full`"+` (the agent's default) waits a
+uniform random time in the window, `+"`none`"+` the whole window, as plain exponential backoff
+does. The curve is the simulators' own per-second count of connections established (their
+`+"`--json`"+` timeline), so times have one-second resolution and count from the kill; the
+restarted server listened again after the time shown. Peak is the busiest second, mean the
+connects per second from the first second with a reconnect to the last.
 
-`, num(float64(o.stormDevs), 0), num(float64(o.stormDevs), 0), o.holderProcs)
+`, num(float64(o.stormDevs), 0), num(float64(o.stormDevs), 0), o.simProcs(o.stormDevs))
 	t := newTable("backoff jitter", ">back", ">server listening after", ">95 % back", ">100 % back", ">peak connects/s", ">mean connects/s", ">peak / mean")
 	for _, r := range runs {
 		t.add(r.mode, fmt.Sprintf("%s of %s", num(float64(r.s.back), 0), num(float64(r.s.total), 0)), secs(r.startup),

@@ -25,17 +25,21 @@ import (
 )
 
 type options struct {
-	out         string
-	only        map[string]bool
-	quick       bool
-	ingestDevs  int
-	measure     time.Duration
-	warmup      time.Duration
-	idleDevs    int
-	stormDevs   int
-	holderProcs int
-	serverEnv   []string
+	out        string
+	only       map[string]bool
+	quick      bool
+	ingestDevs int
+	measure    time.Duration
+	warmup     time.Duration
+	idleDevs   int
+	stormDevs  int
+	serverEnv  []string
 }
+
+// simProcs is how many simulator processes carry n devices: each agent holds three open
+// files, a process at most 20,000, so at most 6,000 devices each (and one process per 127.0.0.x
+// source address, whose ephemeral ports then suffice too).
+func (o options) simProcs(n int) int { return max(1, (n+5999)/6000) }
 
 // env is what every benchmark shares: the built server, the CA, a work directory.
 type env struct {
@@ -44,15 +48,32 @@ type env struct {
 	bin    string
 	ca     *pki.CA
 	caFile string
-	cmds   []string // the commands the suite ran, for the report
 }
+
+// commands are the command lines of the servers, peers and load generators the suite started,
+// for the report (paths shortened to the work directory's names).
+var commands []string
+
+// noteCommand records a command line for the report, once.
+func noteCommand(args ...string) {
+	c := strings.Join(args, " ")
+	if workDir != "" {
+		c = strings.ReplaceAll(c, workDir+"/", "$WORK/")
+	}
+	for _, x := range commands {
+		if x == c {
+			return
+		}
+	}
+	commands = append(commands, c)
+}
+
+var workDir string
 
 func main() {
 	var (
 		o    options
 		only string
-		hold holdConfig
-		isH  bool
 	)
 	flag.StringVar(&o.out, "out", "", "write the results into this Markdown file between the suite's markers (e.g. docs/benchmarks.md)")
 	flag.StringVar(&only, "only", "ingest,connections,storm,wire,storage", "benchmarks to run, comma-separated")
@@ -60,27 +81,12 @@ func main() {
 	var devs, serverEnv string
 	flag.StringVar(&devs, "devices", "", "override fleet sizes: ingest,idle,storm (e.g. 1000,19000,15000)")
 	flag.StringVar(&serverEnv, "server-env", "", "extra environment for the Millwright server, comma-separated (e.g. GOGC=50), for experiments")
-	flag.BoolVar(&isH, "hold", false, "internal: run as an idle-device load generator process")
-	flag.StringVar(&hold.server, "hold-server", "", "internal")
-	flag.StringVar(&hold.creds, "hold-creds", "", "internal")
-	flag.StringVar(&hold.caFile, "hold-ca", "", "internal")
-	flag.StringVar(&hold.source, "hold-source", "127.0.0.1", "internal")
-	flag.StringVar(&hold.prefix, "hold-prefix", "", "internal")
-	flag.IntVar(&hold.first, "hold-first", 0, "internal")
-	flag.StringVar(&hold.backoff, "hold-backoff", "", "internal")
 	flag.Parse()
-	if isH {
-		if err := runHolder(hold); err != nil {
-			fmt.Fprintln(os.Stderr, "holder:", err)
-			os.Exit(1)
-		}
-		return
-	}
 	o.only = map[string]bool{}
 	for _, s := range strings.Split(only, ",") {
 		o.only[strings.TrimSpace(s)] = true
 	}
-	o.ingestDevs, o.measure, o.warmup, o.idleDevs, o.stormDevs, o.holderProcs = 1000, 8*time.Second, 2*time.Second, 19000, 15000, 4
+	o.ingestDevs, o.measure, o.warmup, o.idleDevs, o.stormDevs = 1000, 8*time.Second, 2*time.Second, 19000, 15000
 	if o.quick {
 		o.ingestDevs, o.measure, o.warmup, o.idleDevs, o.stormDevs = 100, 2*time.Second, time.Second, 400, 300
 	}
@@ -119,6 +125,7 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(work)
+	workDir = work
 	e := &env{opts: o, work: work, bin: filepath.Join(work, "millwright")}
 	fmt.Fprintln(os.Stderr, "building millwright…")
 	build := exec.Command("go", "build", "-o", e.bin, "./cmd/millwright")
@@ -155,7 +162,7 @@ func run(o options) error {
 		fmt.Fprintf(os.Stderr, "== %s done in %s\n%s\n", b.name, time.Since(t0).Round(time.Second), s)
 		sections = append(sections, s)
 	}
-	doc := header(m, started, time.Since(started), load0, loadAverage(), o) + strings.Join(sections, "\n")
+	doc := header(m, started, time.Since(started), load0, loadAverage(), o) + strings.Join(sections, "\n") + commandList()
 	if o.out == "" {
 		fmt.Println(doc)
 		return nil
@@ -223,6 +230,9 @@ func (e *env) newServerData(name, prefix string, certs []tls.Certificate) (strin
 			return "", err
 		}
 	}
+	if len(certs) == 0 {
+		return dir, nil
+	}
 	if err := register(dir, prefix, certs); err != nil {
 		return "", fmt.Errorf("register devices: %w", err)
 	}
@@ -238,4 +248,15 @@ func (e *env) scraper(m *millwright) func() map[string]float64 {
 		}
 		return v
 	}
+}
+
+// commandList renders the recorded command lines.
+func commandList() string {
+	var b strings.Builder
+	b.WriteString("\n### Processes the suite started\n\n`$WORK` is the suite's temporary directory; ports are free loopback ports picked at run time.\n\n```sh\n")
+	for _, c := range commands {
+		b.WriteString(c + "\n")
+	}
+	b.WriteString("```\n")
+	return b.String()
 }

@@ -197,6 +197,7 @@ func (m *millwright) start() error {
 	args := append([]string{"server", "--data", m.data, "--mqtt-listen", m.mqttAddr, "--http-listen", m.https,
 		"--log-level", "warn"}, m.extra...)
 	m.cmd = exec.Command(m.bin, args...)
+	noteCommand(append(append(append([]string{}, m.env...), "millwright"), args...)...)
 	m.cmd.Env = append(append(os.Environ(), serverExtraEnv...), m.env...)
 	if err := startProc(m.cmd); err != nil {
 		return err
@@ -322,6 +323,7 @@ tls_version tlsv1.2
 		return nil, err
 	}
 	m := &mosquitto{addr: addr, version: mosquittoVersion(bin), cmd: exec.Command(bin, "-c", confPath)}
+	noteCommand("mosquitto", "-c", confPath, "  #", strings.ReplaceAll(strings.TrimSpace(conf), "\n", "; "))
 	if err := startProc(m.cmd); err != nil {
 		return nil, err
 	}
@@ -392,8 +394,9 @@ func startVictoriaMetrics(work string) (*victoriaMetrics, error) {
 			v.version = "(Debian package " + strings.TrimSpace(string(out)) + ")"
 		}
 	}
-	v.cmd = exec.Command(bin, "-storageDataPath", data, "-httpListenAddr", addr, "-retentionPeriod", "100y",
-		"-loggerLevel", "ERROR", "-search.disableCache")
+	vmArgs := []string{"-storageDataPath", data, "-httpListenAddr", addr, "-retentionPeriod", "100y", "-loggerLevel", "ERROR"}
+	v.cmd = exec.Command(bin, vmArgs...)
+	noteCommand(append([]string{"victoria-metrics"}, vmArgs...)...)
 	if err := startProc(v.cmd); err != nil {
 		return nil, err
 	}

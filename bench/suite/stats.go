@@ -52,3 +52,32 @@ func summariseStorm(backAt []time.Duration, total int) storm {
 	s.mean = float64(len(sorted)) / float64(len(s.perSecond)-first)
 	return s
 }
+
+// summariseSeconds summarises a storm from connects per second (second i covers (i, i+1] s
+// after the restart): a device counts as back at the end of its second.
+func summariseSeconds(per []int, total int) storm {
+	s := storm{total: total, to95: -1, to100: -1, perSecond: per}
+	k95 := int(math.Ceil(0.95 * float64(total)))
+	first, last := -1, -1
+	for i, n := range per {
+		if n == 0 {
+			continue
+		}
+		if first < 0 {
+			first = i
+		}
+		last = i
+		s.back += n
+		s.peak = max(s.peak, n)
+		if s.to95 < 0 && s.back >= k95 {
+			s.to95 = time.Duration(i+1) * time.Second
+		}
+		if s.to100 < 0 && s.back >= total {
+			s.to100 = time.Duration(i+1) * time.Second
+		}
+	}
+	if last >= 0 {
+		s.mean = float64(s.back) / float64(last-first+1)
+	}
+	return s
+}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,4 +51,54 @@ func TestSummariseStorm(t *testing.T) {
 	none := summariseStorm(nil, 10)
 	require.Equal(t, 0, none.back)
 	require.Equal(t, time.Duration(-1), none.to100)
+}
+
+func TestSummariseSeconds(t *testing.T) {
+	s := summariseSeconds([]int{0, 0, 10, 30, 8, 2}, 50)
+	require.Equal(t, 50, s.back)
+	require.Equal(t, 30, s.peak)
+	require.InDelta(t, 12.5, s.mean, 1e-9, "50 connects over the 4 seconds from the first to the last")
+	require.Equal(t, 5*time.Second, s.to95, "48 of 50 by the end of second 4")
+	require.Equal(t, 6*time.Second, s.to100)
+	short := summariseSeconds([]int{5}, 10)
+	require.Equal(t, time.Duration(-1), short.to95)
+	require.Equal(t, 5.0, short.mean)
+}
+
+func TestPerSecondSince(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := simSummary{Started: t0}
+	a.Timeline = append(a.Timeline, struct {
+		Second    int    `json:"second"`
+		Connects  uint64 `json:"connects"`
+		Connected int    `json:"connected"`
+	}{0, 100, 100}, struct {
+		Second    int    `json:"second"`
+		Connects  uint64 `json:"connects"`
+		Connected int    `json:"connected"`
+	}{10, 7, 107}, struct {
+		Second    int    `json:"second"`
+		Connects  uint64 `json:"connects"`
+		Connected int    `json:"connected"`
+	}{12, 3, 110})
+	b := simSummary{Started: t0.Add(500 * time.Millisecond)}
+	b.Timeline = append(b.Timeline, struct {
+		Second    int    `json:"second"`
+		Connects  uint64 `json:"connects"`
+		Connected int    `json:"connected"`
+	}{10, 5, 5})
+	// Killed at 9.2 s: a's second 10 ends at 11 s (bucket 1), b's at 11.5 s (bucket 2), a's
+	// second 12 at 13 s (bucket 3); the first connects ended before the kill.
+	require.Equal(t, []int{0, 7, 5, 3}, perSecondSince([]simSummary{a, b}, t0.Add(9200*time.Millisecond)))
+}
+
+func TestCountEstablished(t *testing.T) {
+	tcp := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:22B8 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:22B8 0200007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:22B8 0300007F:9C41 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
+   3: 0200007F:9C40 0100007F:22B8 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0000000000000000 20 4 30 10 -1
+   4: 0100007F:22B8 0400007F:9C42 06 00000000:00000000 03:00000000 00000000     0        0 0 3 0000000000000000
+`
+	require.Equal(t, 2, countEstablished(bufio.NewScanner(strings.NewReader(tcp)), 8888))
 }

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// simFleet is the device load generator: several `millwright sim` processes (real agents,
+// the same code as millwright-agent), because each agent holds three open files and a process
+// may hold 20,000. Each process connects from its own 127.0.0.x source address.
+type simFleet struct {
+	cmds []*exec.Cmd
+	outs []*bytes.Buffer
+	logs []string
+}
+
+// simSummary is the part of the simulator's --json summary the suite reads.
+type simSummary struct {
+	Devices         int               `json:"devices"`
+	Started         time.Time         `json:"started"`
+	Connects        uint64            `json:"connects"`
+	ConnectAttempts uint64            `json:"connect_attempts"`
+	ConnectFailures map[string]uint64 `json:"connect_failures"`
+	ConnectedAtEnd  int               `json:"connected_at_end"`
+	Timeline        []struct {
+		Second    int    `json:"second"`
+		Connects  uint64 `json:"connects"`
+		Connected int    `json:"connected"`
+	} `json:"timeline"`
+}
+
+// simCommand is the command line of one simulator process.
+func simCommand(bin, server, data, prefix string, devices int, source, jitter string, limit time.Duration) []string {
+	return []string{bin, "sim", "--server", server, "--data", data, "--devices", strconv.Itoa(devices),
+		"--id-prefix", prefix, "--metrics", "idle", "--source-addrs", source, "--backoff-jitter", jitter,
+		"--duration", limit.String(), "--json", "--log-level", "warn", "--agent-log-level", "error", "--progress-interval", "5s"}
+}
+
+func startSims(e *env, server, data, prefix string, total, procs int, jitter string, limit time.Duration) (*simFleet, error) {
+	s := &simFleet{}
+	per := (total + procs - 1) / procs
+	for k := range procs {
+		n := min(per, total-k*per)
+		if n <= 0 {
+			break
+		}
+		args := simCommand(e.bin, server, data, fmt.Sprintf("%s%d", prefix, k), n, fmt.Sprintf("127.0.0.%d", 2+k), jitter, limit)
+		noteCommand(append([]string{"millwright"}, args[1:]...)...)
+		cmd := exec.Command(args[0], args[1:]...)
+		out := new(bytes.Buffer)
+		cmd.Stdout = out
+		logPath := filepath.Join(e.work, fmt.Sprintf("sim-%s%d.log", prefix, k))
+		lf, err := os.Create(logPath)
+		if err != nil {
+			return nil, err
+		}
+		cmd.Stderr = lf
+		if err := startProc(cmd); err != nil {
+			_ = lf.Close()
+			s.stop()
+			return nil, err
+		}
+		_ = lf.Close()
+		s.cmds, s.outs, s.logs = append(s.cmds, cmd), append(s.outs, out), append(s.logs, logPath)
+	}
+	return s, nil
+}
+
+// stop ends every simulator (SIGTERM: drain, then the summary) and reads the summaries.
+func (s *simFleet) stop() ([]simSummary, error) {
+	var out []simSummary
+	var errs []string
+	for i, c := range s.cmds {
+		if c.Process != nil {
+			_ = c.Process.Signal(syscall.SIGTERM)
+		}
+		_ = i
+	}
+	for i, c := range s.cmds {
+		stopProc(c, 60*time.Second)
+		var sum simSummary
+		if err := json.Unmarshal(s.outs[i].Bytes(), &sum); err != nil {
+			errs = append(errs, fmt.Sprintf("simulator %d: summary: %v; its log ends: %s", i, err, tail(s.logs[i], 5)))
+			continue
+		}
+		out = append(out, sum)
+	}
+	if len(errs) > 0 {
+		return out, fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+// tail is the last n lines of a file.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], " | ")
+}
+
+// established counts ESTABLISHED TCP connections (IPv4) whose local port is port.
+func established(port int) int {
+	f, err := os.Open("/proc/net/tcp")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	return countEstablished(bufio.NewScanner(f), port)
+}
+
+func countEstablished(sc *bufio.Scanner, port int) int {
+	want := fmt.Sprintf(":%04X", port)
+	n := 0
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) > 3 && strings.HasSuffix(f[1], want) && f[3] == "01" {
+			n++
+		}
+	}
+	return n
+}
+
+// perSecondSince merges the simulators' timelines into connects per second after t: second i
+// holds the connects of every simulator second that ended in (t+i s, t+(i+1) s].
+func perSecondSince(sums []simSummary, t time.Time) []int {
+	var per []int
+	for _, s := range sums {
+		for _, sec := range s.Timeline {
+			end := s.Started.Add(time.Duration(sec.Second+1) * time.Second)
+			if !end.After(t) || sec.Connects == 0 {
+				continue
+			}
+			i := int((end.Sub(t) - 1) / time.Second)
+			for len(per) <= i {
+				per = append(per, 0)
+			}
+			per[i] += int(sec.Connects)
+		}
+	}
+	return per
+}
