@@ -142,7 +142,7 @@ func run(o options) error {
 		return err
 	}
 
-	var sections []string
+	var sections, failed []string
 	type bench struct {
 		name string
 		fn   func(*env) (string, error)
@@ -157,7 +157,11 @@ func run(o options) error {
 		s, err := b.fn(e)
 		killAll()
 		if err != nil {
-			return fmt.Errorf("%s: %w", b.name, err)
+			// The other benchmarks still run; the report says what failed and the suite
+			// exits non-zero.
+			fmt.Fprintf(os.Stderr, "== %s FAILED: %v\n", b.name, err)
+			failed = append(failed, b.name)
+			s = fmt.Sprintf("### %s\n\n**Failed in this run:** %v\n", b.name, err)
 		}
 		fmt.Fprintf(os.Stderr, "== %s done in %s\n%s\n", b.name, time.Since(t0).Round(time.Second), s)
 		sections = append(sections, s)
@@ -165,6 +169,9 @@ func run(o options) error {
 	doc := header(m, started, time.Since(started), load0, loadAverage(), o) + strings.Join(sections, "\n") + commandList()
 	if o.out == "" {
 		fmt.Println(doc)
+		if len(failed) > 0 {
+			return fmt.Errorf("failed: %s", strings.Join(failed, ", "))
+		}
 		return nil
 	}
 	old, err := os.ReadFile(o.out)
@@ -178,7 +185,13 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(o.out, []byte(merged), 0o644)
+	if err := os.WriteFile(o.out, []byte(merged), 0o644); err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("failed: %s (written to %s)", strings.Join(failed, ", "), o.out)
+	}
+	return nil
 }
 
 func header(m machine, started time.Time, took time.Duration, load0, load1 string, o options) string {
