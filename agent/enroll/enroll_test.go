@@ -151,21 +151,30 @@ func TestEnrollLeavesNoConnection(t *testing.T) {
 		"connections to the EST port still open after enrolling")
 }
 
-// establishedTo counts the established TCP connections of this network
-// namespace whose remote port is port (the client sides of connections to
-// the server in this process).
+// establishedTo counts this process's established TCP connections whose
+// remote port is port (the client sides of connections to the server in
+// this process).
 func establishedTo(t *testing.T, port string) int {
 	t.Helper()
 	p, err := strconv.Atoi(port)
 	require.NoError(t, err)
 	want := fmt.Sprintf(":%04X", p)
+	own := map[string]bool{} // socket inodes of this process
+	fds, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	for _, fd := range fds {
+		if link, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(link, "socket:[") {
+			own[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
 	n := 0
 	for _, f := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
 		b, err := os.ReadFile(f)
 		require.NoError(t, err)
 		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
 			fields := strings.Fields(line)
-			if len(fields) > 3 && strings.HasSuffix(fields[2], want) && fields[3] == "01" {
+			if len(fields) > 9 && strings.HasSuffix(fields[2], want) && fields[3] == "01" && own[fields[9]] {
 				n++
 			}
 		}

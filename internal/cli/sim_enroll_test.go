@@ -149,7 +149,7 @@ func TestSimEnrollTokens(t *testing.T) {
 	require.Equal(t, int(sm.Measurements.Acknowledged), samples)
 
 	// A second run reuses every device: a token spent again would be refused.
-	again := runSim(t, append(common, "--token-file", tokenFile, "--devices", fmt.Sprint(n), "--metrics", "idle", "--duration", "1s")...)
+	again := runSim(t, append(common, "--token-file", tokenFile, "--devices", fmt.Sprint(n), "--metrics", "idle", "--duration", "5s")...)
 	require.Equal(t, n, again.Provisioning.Reused)
 	require.Zero(t, again.Provisioning.Enrolled)
 	require.Equal(t, n, again.ConnectedAtEnd)
