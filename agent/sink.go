@@ -65,14 +65,18 @@ func (s *spoolSink) Write(ctx context.Context, recs []protocol.Record, class spo
 		}
 		payloads[i] = p
 	}
-	for i, p := range payloads {
-		if p == nil {
-			continue
+	// One append for the whole call (a local API request, a source's sample
+	// set): one write(2) instead of one per measurement.
+	kept := payloads[:0]
+	for _, p := range payloads {
+		if p != nil {
+			kept = append(kept, p)
 		}
-		if _, err := s.sp.Append(class, p); err != nil {
-			return fmt.Errorf("write measurement %d: %w", i, err)
-		}
-		s.written.Add(1)
+	}
+	_, stored, err := s.sp.AppendBatch(class, kept)
+	s.written.Add(uint64(stored))
+	if err != nil {
+		return fmt.Errorf("write measurements: %d of %d stored: %w", stored, len(kept), err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 
 	"github.com/millwright/millwright/agent"
 	"github.com/millwright/millwright/agent/enroll"
@@ -43,6 +44,7 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	singleProc()
 	logger := cfg.Log.NewLogger(stderr)
 	a, err := agent.New(cfg, agent.Options{Logger: logger})
 	if err != nil {
@@ -74,4 +76,17 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	logger.Info("millwright-agent stopped")
 	return nil
+}
+
+// singleProc runs the agent's goroutines on one OS thread at a time
+// (GOMAXPROCS=1) unless the GOMAXPROCS environment variable says otherwise.
+// The agent's work comes in small bursts (a local API request, a sample, a
+// send cycle); with more than one P the Go scheduler wakes idle threads to
+// look for work at each burst, which costs more CPU, in futex and
+// scheduler time, than the burst itself (measured with bench/agent and
+// perf: docs/benchmarks.md).
+func singleProc() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 }

@@ -287,7 +287,7 @@ func (a *LocalAPI) measurements(w http.ResponseWriter, r *http.Request, sink Sin
 		a.refuse(w, http.StatusForbidden, "requests from web pages (with an Origin header) are not accepted")
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !acceptedTypes[ct] {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || !acceptedTypes[mt] {
 			a.refuse(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q: send application/senml+json (or application/senml+cbor)", ct))
@@ -295,7 +295,11 @@ func (a *LocalAPI) measurements(w http.ResponseWriter, r *http.Request, sink Sin
 		}
 	}
 	class := spool.ClassRaw
-	switch c := r.URL.Query().Get("class"); c {
+	c := ""
+	if r.URL.RawQuery != "" {
+		c = r.URL.Query().Get("class")
+	}
+	switch c {
 	case "", "raw":
 	case "event":
 		class = spool.ClassEvent
@@ -334,7 +338,11 @@ func (a *LocalAPI) measurements(w http.ResponseWriter, r *http.Request, sink Sin
 		}
 		a.records.Add(uint64(len(recs)))
 	}
-	writeJSON(w, http.StatusAccepted, map[string]int{"accepted": len(recs)})
+	// {"accepted":n}, written without reflection: this is every request.
+	out := strconv.AppendInt(append(make([]byte, 0, 32), `{"accepted":`...), int64(len(recs)), 10)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	_, _ = w.Write(append(out, "}\n"...))
 }
 
 // readBody reads at most limit bytes of the request body.

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync"
 )
@@ -71,32 +72,10 @@ func (s *Spool) writeLocked(buf []byte, c Class) (uint64, error) {
 		}
 		g = s.active()
 	}
-	off := g.size
-	if _, err := g.wf.WriteAt(buf, off); err != nil {
-		s.st.writeErrors++
-		// Drop whatever part was written so the next record starts at off.
-		if terr := g.wf.Truncate(off); terr != nil {
-			s.log.Warn("truncate after failed write", "file", g.filename, "err", terr)
-		}
-		return 0, ioErr("write segment", s.path(g.filename), err, nil)
+	if err := s.writeRecordsLocked(g, buf, c); err != nil {
+		return 0, err
 	}
-	id := s.nextID
-	s.nextID++
-	if g.count%indexStride == 0 {
-		g.index = append(g.index, off)
-	}
-	g.count++
-	if c.keep() {
-		g.nKeep++
-	}
-	n := int64(len(buf))
-	g.size += n
-	s.totalBytes += n
-	s.dirtyBytes += n
-	if s.opts.Sync == SyncNever {
-		s.signalReady()
-	}
-	return id, nil
+	return s.nextID - 1, nil
 }
 
 // rotate seals the active segment and starts a new one. Under SyncBatch the
@@ -117,5 +96,123 @@ func (s *Spool) rotate() error {
 	}
 	s.segs = append(s.segs, g)
 	s.totalBytes += g.size
+	return nil
+}
+
+// AppendBatch stores records of one class, like one Append per payload but
+// with one lock and one write per segment they land in. It returns the ID
+// of the first record and how many were stored; their IDs follow in order.
+// It is how a writer that gets several records at once (a local API
+// request, a source's sample set) stores them: the system call per record
+// is the largest cost of storing a measurement. With an error, the records
+// from the one that failed on were not stored, as with a sequence of
+// Appends that failed at that record (under SyncAlways, a failed fsync
+// leaves them stored, as Append does, and stored counts them).
+func (s *Spool) AppendBatch(c Class, payloads [][]byte) (first uint64, stored int, err error) {
+	if c != ClassRaw && c != ClassEvent {
+		return 0, 0, fmt.Errorf("append records: %w: %d", ErrUnknownClass, uint8(c))
+	}
+	if len(payloads) == 0 {
+		return 0, 0, nil
+	}
+	total := 0
+	for i, p := range payloads {
+		if len(p) > s.opts.MaxRecordBytes {
+			return 0, 0, fmt.Errorf("append record %d: %w: %d bytes, limit %d", i, ErrRecordTooLarge, len(p), s.opts.MaxRecordBytes)
+		}
+		total += recordSize(len(p))
+	}
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	now := s.now().UnixNano()
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		bufPool.Put(bp)
+		return 0, 0, ErrClosed
+	}
+	s.makeRoom(int64(total))
+	first = s.nextID
+	for i := 0; i < len(payloads) && err == nil; {
+		// The records that fit in the active segment, at least one.
+		g := s.active()
+		buf = buf[:0]
+		j := i
+		for ; j < len(payloads); j++ {
+			n := recordSize(len(payloads[j]))
+			if (g.count > 0 || j > i) && g.size+int64(len(buf)+n) > s.opts.SegmentBytes {
+				break
+			}
+			buf = appendRecord(buf, c, now, payloads[j])
+		}
+		if j == i {
+			if err = s.rotate(); err != nil {
+				s.st.writeErrors++
+			}
+			continue
+		}
+		err = s.writeRecordsLocked(g, buf, c)
+		i = j
+	}
+	kick := s.opts.Sync == SyncBatch && s.dirtyBytes >= s.opts.SyncBytes
+	last := s.nextID - 1
+	stored = int(s.nextID - first)
+	s.mu.Unlock()
+
+	if cap(buf) <= 64<<10 {
+		*bp = buf
+		bufPool.Put(bp)
+	}
+	if err != nil {
+		return first, stored, fmt.Errorf("append records: %w", err)
+	}
+	switch {
+	case s.opts.Sync == SyncAlways:
+		if err := s.syncTo(last); err != nil {
+			return first, stored, fmt.Errorf("append records: %w", err)
+		}
+	case kick:
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	return first, stored, nil
+}
+
+// recordSize is the encoded size of a record with an n-byte payload.
+func recordSize(n int) int { return recordOverhead + n }
+
+// writeRecordsLocked writes encoded records to the end of segment g with one
+// write and assigns their IDs. s.mu is held.
+func (s *Spool) writeRecordsLocked(g *segment, buf []byte, c Class) error {
+	off := g.size
+	if _, err := g.wf.WriteAt(buf, off); err != nil {
+		s.st.writeErrors++
+		// Drop whatever part was written so the next record starts at off.
+		if terr := g.wf.Truncate(off); terr != nil {
+			s.log.Warn("truncate after failed write", "file", g.filename, "err", terr)
+		}
+		return ioErr("write segment", s.path(g.filename), err, nil)
+	}
+	for k := 0; k < len(buf); {
+		if g.count%indexStride == 0 {
+			g.index = append(g.index, off+int64(k))
+		}
+		s.nextID++
+		g.count++
+		if c.keep() {
+			g.nKeep++
+		}
+		k += frameHeaderSize + int(binary.LittleEndian.Uint32(buf[k:]))
+	}
+	n := int64(len(buf))
+	g.size += n
+	s.totalBytes += n
+	s.dirtyBytes += n
+	if s.opts.Sync == SyncNever {
+		s.signalReady()
+	}
 	return nil
 }

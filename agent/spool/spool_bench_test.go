@@ -50,6 +50,30 @@ func BenchmarkAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkAppendBatch appends 10 records per call, as a local API request
+// or a source's sample set does; records/s counts records.
+func BenchmarkAppendBatch(b *testing.B) {
+	for _, p := range []spool.SyncPolicy{spool.SyncBatch, spool.SyncNever} {
+		b.Run(p.String(), func(b *testing.B) {
+			s := benchSpool(b, p)
+			batch := make([][]byte, 10)
+			for i := range batch {
+				batch[i] = make([]byte, benchPayload)
+			}
+			n := 0
+			for b.Loop() {
+				if _, _, err := s.AppendBatch(spool.ClassRaw, batch); err != nil {
+					b.Fatal(err)
+				}
+				n += len(batch)
+			}
+			secs := b.Elapsed().Seconds()
+			b.ReportMetric(float64(n)/secs, "records/s")
+			b.ReportMetric(float64(n)*benchPayload/1e6/secs, "MB/s")
+		})
+	}
+}
+
 // BenchmarkAppendParallel appends from 32 goroutines (16 per CPU), as many
 // sources do; under SyncAlways they share fsyncs (group commit).
 func BenchmarkAppendParallel(b *testing.B) {

@@ -38,7 +38,7 @@ import (
 
 func main() {
 	rate := flag.Int("rate", 100, "measurements per second fed to the agent")
-	per := flag.Int("per-request", 10, "measurements per local API request")
+	per := flag.Int("per-request", 10, "measurements per local API request (1: a producer that POSTs each reading)")
 	duration := flag.Duration("duration", 2*time.Minute, "how long to feed")
 	interval := flag.Duration("interval", 45*time.Second, "agent schedule.interval")
 	jitter := flag.Duration("jitter", 30*time.Second, "agent schedule.jitter")
@@ -199,7 +199,7 @@ sources:
 	if err != nil {
 		return err
 	}
-	cpu := endCPU - startCPU
+	cpu := endCPU.total() - startCPU.total()
 	var maxRSS, sumRSS int64
 	half := rss[len(rss)/2:]
 	for _, r := range rss {
@@ -209,8 +209,9 @@ sources:
 		sumRSS += r
 	}
 	fmt.Printf("agent RSS: max %.1f MiB, mean over the second half %.1f MiB\n", float64(maxRSS)/1024, float64(sumRSS)/float64(len(half))/1024)
-	fmt.Printf("agent CPU: %v over %v = %.2f%% of one core (%.1f µs per measurement)\n",
-		cpu.Round(time.Millisecond), wall.Round(time.Millisecond), 100*cpu.Seconds()/wall.Seconds(), float64(cpu.Microseconds())/float64(sent))
+	fmt.Printf("agent CPU: %v over %v = %.2f%% of one core (%.1f µs per measurement; user %v, kernel %v)\n",
+		cpu.Round(time.Millisecond), wall.Round(time.Millisecond), 100*cpu.Seconds()/wall.Seconds(), float64(cpu.Microseconds())/float64(sent),
+		(endCPU.user - startCPU.user).Round(time.Millisecond), (endCPU.sys - startCPU.sys).Round(time.Millisecond))
 
 	// Stop the feed and let the agent deliver the rest: SIGTERM would leave
 	// it in the spool; wait for the next sends instead.
@@ -268,20 +269,25 @@ func rssKiB(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS")
 }
 
-// cpuTime reads utime+stime from /proc/<pid>/stat (clock ticks of 10 ms).
-func cpuTime(pid int) (time.Duration, error) {
+// cpuTimes is a process's CPU time in user and in kernel mode.
+type cpuTimes struct{ user, sys time.Duration }
+
+func (c cpuTimes) total() time.Duration { return c.user + c.sys }
+
+// cpuTime reads utime and stime from /proc/<pid>/stat (clock ticks of 10 ms).
+func cpuTime(pid int) (cpuTimes, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return cpuTimes{}, err
 	}
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	u, err1 := strconv.ParseInt(f[11], 10, 64)
 	k, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, errors.New("parse /proc stat")
+		return cpuTimes{}, errors.New("parse /proc stat")
 	}
-	return time.Duration(u+k) * 10 * time.Millisecond, nil
+	return cpuTimes{time.Duration(u) * 10 * time.Millisecond, time.Duration(k) * 10 * time.Millisecond}, nil
 }
 
 // count asks the server how many bench_value samples it holds.
