@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -43,9 +44,14 @@ func benchStorm(e *env) (string, error) {
 		}
 		deadline := time.Now().Add(5 * time.Minute)
 		for connected() < o.stormDevs {
-			if time.Now().After(deadline) {
+			if err := sims.check(); err != nil {
 				_, _ = sims.stop()
-				return "", fmt.Errorf("backoff %s: %d of %d devices connected after 5 min", mode, connected(), o.stormDevs)
+				return "", fmt.Errorf("backoff %s: %w", mode, err)
+			}
+			if time.Now().After(deadline) {
+				msg := fmt.Sprintf("backoff %s: %d of %d devices connected after 5 min (%s)", mode, connected(), o.stormDevs, sims.progress())
+				_, _ = sims.stop()
+				return "", errors.New(msg)
 			}
 			time.Sleep(250 * time.Millisecond)
 		}

@@ -43,8 +43,11 @@ func holdIdle(e *env, server, data, prefix string, devices, pid int, connected f
 	defer func() { _, _ = sims.stop() }()
 	deadline := t0.Add(5 * time.Minute)
 	for connected() < devices {
+		if err := sims.check(); err != nil {
+			return r, err
+		}
 		if time.Now().After(deadline) {
-			return r, fmt.Errorf("%d of %d devices connected after 5 min", connected(), devices)
+			return r, fmt.Errorf("%d of %d devices connected after 5 min (%s)", connected(), devices, sims.progress())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}

@@ -34,12 +34,14 @@ type options struct {
 	idleDevs   int
 	stormDevs  int
 	serverEnv  []string
+	keep       bool
 }
 
-// simProcs is how many simulator processes carry n devices: each agent holds three open
-// files, a process at most 20,000, so at most 6,000 devices each (and one process per 127.0.0.x
-// source address, whose ephemeral ports then suffice too).
-func (o options) simProcs(n int) int { return max(1, (n+5999)/6000) }
+// simProcs is how many simulator processes carry n devices: each simulated agent holds four
+// open files (its connection, its spool's lock file, segment and sequence counter), a process
+// at most 20,000, so at most 4,500 devices each (and one process per 127.0.0.x source address,
+// whose ephemeral ports then suffice too).
+func (o options) simProcs(n int) int { return max(1, (n+4499)/4500) }
 
 // env is what every benchmark shares: the built server, the CA, a work directory.
 type env struct {
@@ -77,6 +79,7 @@ func main() {
 	)
 	flag.StringVar(&o.out, "out", "", "write the results into this Markdown file between the suite's markers (e.g. docs/benchmarks.md)")
 	flag.StringVar(&only, "only", "ingest,connections,storm,wire,storage", "benchmarks to run, comma-separated")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, data) for inspection")
 	flag.BoolVar(&o.quick, "quick", false, "short runs and small fleets, to check the harness")
 	var devs, serverEnv string
 	flag.StringVar(&devs, "devices", "", "override fleet sizes: ingest,idle,storm (e.g. 1000,19000,15000)")
@@ -117,14 +120,16 @@ func main() {
 }
 
 func run(o options) error {
-	started := time.Now()
 	m := describeMachine()
-	load0 := loadAverage()
 	work, err := os.MkdirTemp("", "mw-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	if o.keep {
+		fmt.Fprintln(os.Stderr, "keeping the work directory", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
 	workDir = work
 	e := &env{opts: o, work: work, bin: filepath.Join(work, "millwright")}
 	fmt.Fprintln(os.Stderr, "building millwright…")
@@ -142,7 +147,8 @@ func run(o options) error {
 		return err
 	}
 
-	var sections, failed []string
+	sections := map[string]string{"about": header(m)}
+	var failed []string
 	type bench struct {
 		name string
 		fn   func(*env) (string, error)
@@ -153,7 +159,8 @@ func run(o options) error {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "== %s\n", b.name)
-		t0 := time.Now()
+		commands = nil
+		t0, load0 := time.Now(), loadAverage()
 		s, err := b.fn(e)
 		killAll()
 		if err != nil {
@@ -163,12 +170,17 @@ func run(o options) error {
 			failed = append(failed, b.name)
 			s = fmt.Sprintf("### %s\n\n**Failed in this run:** %v\n", b.name, err)
 		}
+		title, rest, _ := strings.Cut(s, "\n\n")
+		s = title + "\n\n" + runLine(t0, time.Since(t0), load0, loadAverage(), o.quick) + rest + commandList()
 		fmt.Fprintf(os.Stderr, "== %s done in %s\n%s\n", b.name, time.Since(t0).Round(time.Second), s)
-		sections = append(sections, s)
+		sections[b.name] = s
 	}
-	doc := header(m, started, time.Since(started), load0, loadAverage(), o) + strings.Join(sections, "\n") + commandList()
 	if o.out == "" {
-		fmt.Println(doc)
+		for _, name := range sectionOrder {
+			if s, ok := sections[name]; ok {
+				fmt.Println(s)
+			}
+		}
 		if len(failed) > 0 {
 			return fmt.Errorf("failed: %s", strings.Join(failed, ", "))
 		}
@@ -181,7 +193,7 @@ func run(o options) error {
 	if os.IsNotExist(err) {
 		old = []byte("# Benchmarks\n")
 	}
-	merged, err := splice(string(old), doc)
+	merged, err := spliceSections(string(old), sections)
 	if err != nil {
 		return err
 	}
@@ -194,14 +206,20 @@ func run(o options) error {
 	return nil
 }
 
-func header(m machine, started time.Time, took time.Duration, load0, load1 string, o options) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "## Benchmark suite\n\n")
-	fmt.Fprintf(&b, "Run of %s UTC, %s in all", started.UTC().Format("2006-01-02 15:04"), took.Round(time.Second))
-	if o.quick {
-		b.WriteString(" (**quick mode: small fleets, short windows — not for comparison**)")
+// runLine opens each benchmark's section: when it ran, how long, how loaded the machine was.
+func runLine(started time.Time, took time.Duration, load0, load1 string, quick bool) string {
+	q := ""
+	if quick {
+		q = " **Quick mode: small fleets, short windows — not for comparison.**"
 	}
-	fmt.Fprintf(&b, ", with:\n\n```sh\nmake bench    # = go run ./bench/suite -out docs/benchmarks.md\n```\n\n")
+	return fmt.Sprintf("_Measured %s UTC in %s; load average (1, 5, 15 min) %s before, %s after._%s\n\n",
+		started.UTC().Format("2006-01-02 15:04"), took.Round(time.Second), load0, load1, q)
+}
+
+func header(m machine) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Benchmark suite\n\n```sh\nmake bench    # = go run ./bench/suite -out docs/benchmarks.md\n")
+	fmt.Fprintf(&b, "go run ./bench/suite -only storm,storage -out docs/benchmarks.md   # rewrites those sections only\n```\n\n")
 	t := newTable("machine", "")
 	t.add("CPU", m.cpu)
 	t.add("cores", fmt.Sprint(m.cores))
@@ -209,13 +227,12 @@ func header(m machine, started time.Time, took time.Duration, load0, load1 strin
 	t.add("kernel", "Linux "+m.kernel)
 	t.add("Go", m.goVersion)
 	t.add("open files per process", m.fdLimit)
-	t.add("load average (1, 5, 15 min) before / after", load0+" / "+load1)
 	b.WriteString(t.String())
 	b.WriteString(`
-The load generators run on the same two cores as the system under test, so absolute rates are
-lower than a server alone would reach; each table gives the peer's figure from the same run and
-the ratio between them. All traffic stays on 127.0.0.0/8.
-
+Each section below says when it was measured and how loaded the machine was. The load
+generators run on the same two cores as the system under test, so absolute rates are lower
+than a server alone would reach; each table gives the peer's figure from the same run and the
+ratio between them. All traffic stays on 127.0.0.0/8.
 `)
 	return b.String()
 }
@@ -266,7 +283,10 @@ func (e *env) scraper(m *millwright) func() map[string]float64 {
 // commandList renders the recorded command lines.
 func commandList() string {
 	var b strings.Builder
-	b.WriteString("\n### Processes the suite started\n\n`$WORK` is the suite's temporary directory; ports are free loopback ports picked at run time.\n\n```sh\n")
+	if len(commands) == 0 {
+		return ""
+	}
+	b.WriteString("\nProcesses this benchmark started (`$WORK` is the suite's temporary directory; ports are free loopback ports picked at run time):\n\n```sh\n")
 	for _, c := range commands {
 		b.WriteString(c + "\n")
 	}

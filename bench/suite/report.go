@@ -32,6 +32,46 @@ func splice(doc, generated string) (string, error) {
 	return doc[:b] + block + doc[e+len(endMarker):], nil
 }
 
+// sectionOrder is the order of the suite's sections in the document.
+var sectionOrder = []string{"about", "ingest", "connections", "storm", "wire", "storage"}
+
+func sectionBegin(name string) string { return "<!-- section " + name + " -->" }
+func sectionEnd(name string) string   { return "<!-- /section " + name + " -->" }
+
+// spliceSections replaces the named sections inside the suite's block of doc, keeping the
+// others as they are; a section the block lacks is added in sectionOrder.
+func spliceSections(doc string, sections map[string]string) (string, error) {
+	b := strings.Index(doc, beginMarker)
+	e := strings.Index(doc, endMarker)
+	inner := ""
+	if b >= 0 && e > b {
+		inner = doc[b+len(beginMarker) : e]
+	}
+	current := map[string]string{}
+	for _, name := range sectionOrder {
+		sb, se := sectionBegin(name), sectionEnd(name)
+		i, j := strings.Index(inner, sb), strings.Index(inner, se)
+		if i >= 0 && j > i {
+			current[name] = strings.Trim(inner[i+len(sb):j], "\n")
+		}
+	}
+	for name, s := range sections {
+		current[name] = strings.Trim(s, "\n")
+	}
+	var out strings.Builder
+	for _, name := range sectionOrder {
+		s, ok := current[name]
+		if !ok {
+			continue
+		}
+		if out.Len() > 0 {
+			out.WriteString("\n")
+		}
+		out.WriteString(sectionBegin(name) + "\n" + s + "\n" + sectionEnd(name) + "\n")
+	}
+	return splice(doc, out.String())
+}
+
 // table is a Markdown table; numeric columns are right-aligned.
 type table struct {
 	header []string

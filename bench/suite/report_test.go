@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -57,4 +58,24 @@ func TestMachineParsing(t *testing.T) {
 	require.Equal(t, "AMD EPYC 7B13", cpuModel("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n"))
 	require.Equal(t, "unknown", cpuModel("processor: 0\n"))
 	require.Equal(t, int64(24*1024*1024)<<10, memTotal("MemTotal:       25165824 kB\nMemFree: 1 kB\n"))
+}
+
+func TestSpliceSections(t *testing.T) {
+	doc := "# Benchmarks\n\nIntro.\n\n## Device agent\n\nkept\n"
+	out, err := spliceSections(doc, map[string]string{"ingest": "I1", "about": "A1", "storm": "S1"})
+	require.NoError(t, err)
+	require.Equal(t, "# Benchmarks\n\n"+beginMarker+"\n"+
+		sectionBegin("about")+"\nA1\n"+sectionEnd("about")+"\n\n"+
+		sectionBegin("ingest")+"\nI1\n"+sectionEnd("ingest")+"\n\n"+
+		sectionBegin("storm")+"\nS1\n"+sectionEnd("storm")+"\n"+endMarker+"\n\nIntro.\n\n## Device agent\n\nkept\n", out)
+
+	// A later partial run replaces its section only, and adds one in its place.
+	again, err := spliceSections(out, map[string]string{"storm": "S2\n", "connections": "C1"})
+	require.NoError(t, err)
+	require.Contains(t, again, sectionBegin("ingest")+"\nI1\n")
+	require.Contains(t, again, sectionBegin("storm")+"\nS2\n"+sectionEnd("storm"))
+	require.NotContains(t, again, "S1")
+	require.Less(t, strings.Index(again, "I1"), strings.Index(again, "C1"))
+	require.Less(t, strings.Index(again, "C1"), strings.Index(again, "S2"))
+	require.Contains(t, again, "## Device agent\n\nkept\n")
 }

@@ -75,6 +75,36 @@ func startSims(e *env, server, data, prefix string, total, procs int, jitter str
 	return s, nil
 }
 
+// check reports a simulator that has already exited, with the end of its log.
+func (s *simFleet) check() error {
+	for i, c := range s.cmds {
+		if exited(c.Process.Pid) {
+			return fmt.Errorf("simulator %d exited early; its log ends: %s", i, tail(s.logs[i], 5))
+		}
+	}
+	return nil
+}
+
+// progress is the last progress line of each simulator, for error messages.
+func (s *simFleet) progress() string {
+	var out []string
+	for i := range s.cmds {
+		out = append(out, fmt.Sprintf("simulator %d: %s", i, tail(s.logs[i], 1)))
+	}
+	return strings.Join(out, "; ")
+}
+
+// exited tells whether a child process has ended (a zombie waiting to be reaped, or gone).
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	st := string(b)
+	i := strings.LastIndexByte(st, ')')
+	return i < 0 || i+2 >= len(st) || st[i+2] == 'Z'
+}
+
 // stop ends every simulator (SIGTERM: drain, then the summary) and reads the summaries.
 func (s *simFleet) stop() ([]simSummary, error) {
 	var out []simSummary
