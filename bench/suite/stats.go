@@ -81,3 +81,28 @@ func summariseSeconds(per []int, total int) storm {
 	}
 	return s
 }
+
+// gaugeSample is a reading of the server's connected-clients gauge, at an offset from the kill.
+type gaugeSample struct {
+	at time.Duration
+	n  int
+}
+
+// gaugePerSecond turns readings of a connected count into its growth per second (second i
+// covers (i, i+1] s): each reading's increase over the one before counts in the second the
+// reading fell in; decreases count as nothing.
+func gaugePerSecond(samples []gaugeSample) []int {
+	var per []int
+	prev := 0
+	for _, s := range samples {
+		if s.n > prev && s.at > 0 {
+			i := int((s.at - 1) / time.Second)
+			for len(per) <= i {
+				per = append(per, 0)
+			}
+			per[i] += s.n - prev
+		}
+		prev = s.n
+	}
+	return per
+}

@@ -102,3 +102,11 @@ func TestCountEstablished(t *testing.T) {
 `
 	require.Equal(t, 2, countEstablished(bufio.NewScanner(strings.NewReader(tcp)), 8888))
 }
+
+func TestGaugePerSecond(t *testing.T) {
+	ms := time.Millisecond
+	got := gaugePerSecond([]gaugeSample{{250 * ms, 0}, {500 * ms, 0}, {1250 * ms, 40}, {1750 * ms, 100}, {2000 * ms, 90}, {3100 * ms, 150}})
+	// 100 in second 1 (two readings), a drop to 90 counts nothing, then +60 in second 3.
+	require.Equal(t, []int{0, 100, 0, 60}, got)
+	require.Nil(t, gaugePerSecond(nil))
+}
