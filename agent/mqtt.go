@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/packets"
@@ -61,11 +62,27 @@ type mqttUplink struct {
 	conn *mqttConn // nil while down
 }
 
+// batchTopicAlias is the MQTT 5 Topic Alias (§3.3.2.3.4) the agent gives
+// its batch topic on a connection whose server allows aliases: 1, the one
+// alias every such server accepts.
+const batchTopicAlias = 1
+
 // mqttConn is one live connection.
 type mqttConn struct {
 	client *paho.Client
 	raw    net.Conn
 	down   chan string // the first cause of its end
+
+	// aliasMax is the server's Topic Alias Maximum from its CONNACK; 0 (or
+	// absent) means no aliases on this connection.
+	aliasMax uint16
+	// aliased is set once the server acknowledged a PUBLISH that carried
+	// the batch topic together with batchTopicAlias: from then on batches
+	// carry the alias alone. A server that refused that PUBLISH may not
+	// have kept the alias, so until one is acknowledged the topic goes
+	// with every batch. Topic aliases live as long as one connection; a
+	// new connection starts without.
+	aliased atomic.Bool
 }
 
 func (c *mqttConn) report(cause string) {
@@ -115,7 +132,7 @@ func (u *mqttUplink) run(ctx context.Context) {
 		u.conn = c
 		u.mu.Unlock()
 		u.m.setConnected(true)
-		u.log.Debug("MQTT connected", "addr", u.addr)
+		u.log.Debug("MQTT connected", "addr", u.addr, "topic_alias_maximum", c.aliasMax)
 
 		var cause2 string
 		select {
@@ -157,7 +174,7 @@ func (u *mqttUplink) connect(ctx context.Context) (*mqttConn, string, error) {
 	c := &mqttConn{raw: raw, down: make(chan string, 1)}
 	c.client = paho.NewClient(paho.ClientConfig{
 		ClientID:      u.device,
-		Conn:          packets.NewThreadSafeConn(tc),
+		Conn:          packets.NewThreadSafeConn(&packetConn{Conn: tc}),
 		PacketTimeout: u.cfg.AckTimeout,
 		OnServerDisconnect: func(d *paho.Disconnect) {
 			cause := disconnectCause(d.ReasonCode)
@@ -196,7 +213,25 @@ func (u *mqttUplink) connect(ctx context.Context) (*mqttConn, string, error) {
 		}
 		return nil, timeoutOr(cctx, causeNetwork), fmt.Errorf("MQTT connect: %w", err)
 	}
+	if ack.Properties != nil && ack.Properties.TopicAliasMaximum != nil {
+		c.aliasMax = *ack.Properties.TopicAliasMaximum
+	}
 	return c, "", nil
+}
+
+// publish is the PUBLISH for one batch on c: the batch topic, with the
+// batch topic alias where the server allows aliases, and once the alias is
+// established the alias alone (an empty topic name), which saves the topic
+// (len(mw/v1/<device>/batch) bytes) on every batch but the first.
+func (u *mqttUplink) publish(c *mqttConn, payload []byte) *paho.Publish {
+	p := &paho.Publish{QoS: 1, Topic: u.topic, Payload: payload}
+	if c.aliasMax >= batchTopicAlias {
+		p.Properties = &paho.PublishProperties{TopicAlias: paho.Uint16(batchTopicAlias)}
+		if c.aliased.Load() {
+			p.Topic = ""
+		}
+	}
+	return p
 }
 
 // send publishes one batch with QoS 1 and waits for the PUBACK.
@@ -219,9 +254,12 @@ func (u *mqttUplink) send(ctx context.Context, payload []byte) sendResult {
 		}
 	}()
 	start := u.clk.Now()
-	resp, err := c.client.Publish(pctx, &paho.Publish{QoS: 1, Topic: u.topic, Payload: payload})
+	resp, err := c.client.Publish(pctx, u.publish(c, payload))
 	rtt := u.clk.Now().Sub(start)
 	if resp != nil {
+		if err == nil && c.aliasMax >= batchTopicAlias {
+			c.aliased.Store(true)
+		}
 		return sendResult{reason: protocol.ReasonFromMQTTCode(resp.ReasonCode), rtt: rtt}
 	}
 	if err == nil {
@@ -279,5 +317,73 @@ func sleep(ctx context.Context, clk clock.Clock, d time.Duration) bool {
 		return false
 	case <-t.C():
 		return true
+	}
+}
+
+// packetConn hands each MQTT control packet to the TLS connection in one
+// Write, so that it travels in one TLS record and, with Nagle's algorithm
+// off (Go's default), one TCP segment. paho writes a packet in up to four
+// pieces (fixed header, variable header, properties, payload) through
+// net.Buffers, which reach a *tls.Conn as one Write, hence one record with
+// 22 bytes of TLS 1.3 overhead, per piece. packetConn gathers the pieces
+// until a whole packet (fixed header byte, Remaining Length, that many
+// bytes) is there. paho serialises packet writes (packets.NewThreadSafeConn
+// around this), so pieces of two packets never interleave.
+type packetConn struct {
+	net.Conn
+	mu  sync.Mutex
+	buf []byte
+}
+
+// maxKeptBuffer is the largest write buffer kept between packets; a larger
+// one (a big batch) is released, so that an idle connection holds little.
+const maxKeptBuffer = 4 << 10
+
+func (c *packetConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf = append(c.buf, p...)
+	n := wholePackets(c.buf)
+	if n == 0 {
+		return len(p), nil
+	}
+	_, err := c.Conn.Write(c.buf[:n])
+	rest := copy(c.buf, c.buf[n:])
+	c.buf = c.buf[:rest]
+	if rest == 0 && cap(c.buf) > maxKeptBuffer {
+		c.buf = nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// wholePackets returns the length of the longest prefix of b made of whole
+// MQTT control packets. A malformed Remaining Length (more than 4 bytes,
+// §1.5.5) ends the framing: everything buffered is passed on for the
+// server to reject.
+func wholePackets(b []byte) int {
+	n := 0
+	for {
+		rest := b[n:]
+		length, size := 0, 0
+		for i := 1; ; i++ {
+			if i > 4 {
+				return len(b)
+			}
+			if i >= len(rest) {
+				return n
+			}
+			length |= int(rest[i]&0x7f) << (7 * (i - 1))
+			if rest[i]&0x80 == 0 {
+				size = 1 + i + length
+				break
+			}
+		}
+		if size > len(rest) {
+			return n
+		}
+		n += size
 	}
 }

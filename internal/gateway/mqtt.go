@@ -112,6 +112,7 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 	caps.MaximumClientWritesPending = opts.MaxWritesPending
 	caps.MaximumSessionExpiryInterval = opts.MaxSessionExpiry
 	caps.MaximumPacketSize = opts.MaxPacketSize
+	caps.TopicAliasMaximum = topicAliasMaximum
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		// Per-client buffers: the read buffer lives as long as the connection; the write
@@ -123,6 +124,9 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 		Logger: slog.New(brokerLogHandler{Handler: logger.Handler()}).With("component", "mqtt"),
 	})
 	m := &MQTT{srv: srv, log: logger, serveErr: make(chan error, 1)}
+	if err := srv.AddHook(&aliasHook{srv: srv, max: topicAliasMaximum}, nil); err != nil {
+		return nil, fmt.Errorf("add MQTT hook: %w", err)
+	}
 	m.hook = newDeviceHook(ing, authz, logger, reg)
 	if facts != nil {
 		m.hook.facts = newFactQueue(facts, logger, reg)
