@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -61,12 +62,15 @@ type MQTTOptions struct {
 	// HandshakeTimeout bounds a TLS handshake on the MQTT listener; a client that has not
 	// completed one by then is disconnected. Default 10 s.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
+	// MaxConcurrentHandshakes bounds the TLS handshakes in progress at once; the others wait
+	// in order within HandshakeTimeout. Default 8 per CPU.
+	MaxConcurrentHandshakes int `yaml:"max_concurrent_handshakes"`
 }
 
 // DefaultMQTTOptions returns the defaults.
 func DefaultMQTTOptions() MQTTOptions {
 	return MQTTOptions{Listen: ":8883", MaxWritesPending: 64, ReadBufferSize: 512, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20,
-		HandshakeTimeout: 10 * time.Second}
+		HandshakeTimeout: 10 * time.Second, MaxConcurrentHandshakes: 8 * runtime.GOMAXPROCS(0)}
 }
 
 // MQTT is the embedded broker.
@@ -104,6 +108,9 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if opts.MaxConcurrentHandshakes <= 0 {
+		opts.MaxConcurrentHandshakes = d.MaxConcurrentHandshakes
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -150,7 +157,7 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 		Name: "millwright_mqtt_tls_handshake_failures_total",
 		Help: "TLS handshakes on the MQTT listener that failed or timed out.",
 	})
-	hl := newHandshakeListener(ln, cfg, opts.HandshakeTimeout, logger.With("component", "mqtt"), failed)
+	hl := newHandshakeListener(ln, cfg, opts.HandshakeTimeout, opts.MaxConcurrentHandshakes, logger.With("component", "mqtt"), failed)
 	m.tlsLn = hl
 	if err := srv.AddListener(listeners.NewNet(listenerTLS, hl)); err != nil {
 		return nil, errors.Join(fmt.Errorf("add MQTT listener: %w", err), hl.Close())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -24,6 +25,12 @@ import (
 // a socket and never finish a handshake, instead of holding a goroutine and a descriptor for
 // each until the keep-alive logic gets to them.
 //
+// At most a fixed number of handshakes run at once; the others wait in order, within the same
+// deadline. In a reconnect storm, thousands of handshakes sharing two cores would otherwise
+// all progress slowly and finish together, seconds later, as one burst (and starve the accept
+// loop, so that the kernel's listen queue overflows and clients retry on TCP's own
+// synchronized timers); served a few at a time they complete at the rate the CPU allows.
+//
 // Accept errors that pass (EMFILE when the process is out of descriptors, ECONNABORTED) are
 // retried after a pause; the broker's own accept loop would stop serving on the first one.
 type handshakeListener struct {
@@ -34,6 +41,7 @@ type handshakeListener struct {
 	failed  prometheus.Counter
 
 	conns     chan net.Conn
+	slots     chan struct{}   // one per handshake in progress
 	ctx       context.Context // ends with the listener, and with it every handshake
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -44,9 +52,9 @@ type handshakeListener struct {
 	err error // why the accept loop stopped
 }
 
-func newHandshakeListener(raw net.Listener, cfg *tls.Config, timeout time.Duration, logger *slog.Logger, failed prometheus.Counter) *handshakeListener {
+func newHandshakeListener(raw net.Listener, cfg *tls.Config, timeout time.Duration, concurrent int, logger *slog.Logger, failed prometheus.Counter) *handshakeListener {
 	l := &handshakeListener{raw: raw, cfg: cfg, timeout: timeout, log: logger, failed: failed,
-		conns: make(chan net.Conn), done: make(chan struct{})}
+		conns: make(chan net.Conn), slots: make(chan struct{}, concurrent), done: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -90,8 +98,13 @@ func (l *handshakeListener) acceptLoop() {
 func (l *handshakeListener) handshake(c net.Conn) {
 	defer l.wg.Done()
 	tc := tls.Server(c, l.cfg)
+	// The deadline runs from accept: waiting for a handshake slot counts.
 	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
-	err := tc.HandshakeContext(ctx)
+	err := l.slot(ctx)
+	if err == nil {
+		err = tc.HandshakeContext(ctx)
+		<-l.slots
+	}
 	cancel()
 	if err != nil {
 		l.failed.Inc()
@@ -103,6 +116,16 @@ func (l *handshakeListener) handshake(c net.Conn) {
 	case l.conns <- tc:
 	case <-l.done:
 		_ = tc.Close()
+	}
+}
+
+// slot waits for one of the concurrent-handshake slots (waiters are served in order).
+func (l *handshakeListener) slot(ctx context.Context) error {
+	select {
+	case l.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for a handshake slot: %w", ctx.Err())
 	}
 }
 

@@ -84,7 +84,8 @@ func TestHandshakeTimeout(t *testing.T) {
 	require.NoError(t, silent.SetReadDeadline(time.Now().Add(10*time.Second)))
 	_, err = silent.Read(make([]byte, 1))
 	require.ErrorIs(t, err, io.EOF)
-	require.GreaterOrEqual(t, time.Since(opened), timeout)
+	// The server's deadline counts from its accept, a moment before Dial returned here.
+	require.GreaterOrEqual(t, time.Since(opened), timeout-50*time.Millisecond)
 	require.Eventually(t, func() bool { return counter(t, reg, "millwright_mqtt_tls_handshake_failures_total") == 1 },
 		5*time.Second, 10*time.Millisecond)
 }
@@ -99,4 +100,50 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestHandshakeSlots: with one handshake slot, a device waits while a silent client holds the
+// slot, and completes its handshake as soon as the silent one times out — within its own
+// deadline, which counts from accept.
+func TestHandshakeSlots(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	now := time.Now()
+	ca, _, err := pki.LoadOrCreateCA(dir, now)
+	require.NoError(t, err)
+	names, ips := pki.ServerNames("", nil)
+	serverCert, err := pki.EnsureServerCert(dir, ca, names, ips, now)
+	require.NoError(t, err)
+	reg := prometheus.NewRegistry()
+	store, err := tsdb.Open(t.TempDir(), tsdb.DefaultOptions(), nil, reg)
+	require.NoError(t, err)
+	defer store.Close()
+	events, err := eventlog.Open(t.TempDir())
+	require.NoError(t, err)
+	defer events.Close()
+	p := ingest.New(store, events, clock.Real(), ingest.DefaultOptions(), nil, reg)
+
+	const timeout = time.Second
+	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout, MaxConcurrentHandshakes: 1},
+		&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.Pool()}, p, nil, nil, nil, reg)
+	require.NoError(t, err)
+	require.NoError(t, m.Start())
+	defer m.Close()
+
+	silent, err := net.Dial("tcp", m.Addr().String())
+	require.NoError(t, err)
+	defer silent.Close()
+	opened := time.Now()
+	time.Sleep(400 * time.Millisecond) // the silent client holds the only slot
+
+	pair, err := ca.DeviceKeyPair("dev-1", now, time.Hour)
+	require.NoError(t, err)
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", m.Addr().String(),
+		&tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"})
+	require.NoError(t, err, "the device gets the slot once the silent client's deadline passes")
+	defer conn.Close()
+	// Without the slot limit it would have connected at once, 400 ms in; the silent client's
+	// deadline counts from the server's accept, a moment before Dial returned here.
+	require.GreaterOrEqual(t, time.Since(opened), timeout-50*time.Millisecond, "not before the slot was free")
+	require.Equal(t, 1.0, counter(t, reg, "millwright_mqtt_tls_handshake_failures_total"))
 }
