@@ -59,8 +59,10 @@ type MQTTOptions struct {
 	MaxSessionExpiry uint32 `yaml:"max_session_expiry"`
 	// MaxPacketSize bounds an MQTT packet in bytes. Default 1 MiB.
 	MaxPacketSize uint32 `yaml:"max_packet_size"`
-	// HandshakeTimeout bounds a TLS handshake on the MQTT listener; a client that has not
-	// completed one by then is disconnected. Default 10 s.
+	// HandshakeTimeout bounds, from accept, the wait for a handshake slot and the TLS
+	// handshake on the MQTT listener; a client that has not completed one by then is
+	// disconnected. Default 30 s: in a reconnect storm devices queue for a slot, and one
+	// dropped after queueing retries later on a doubled backoff window.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// MaxConcurrentHandshakes bounds the TLS handshakes in progress at once; the others wait
 	// in order within HandshakeTimeout. Default 8 per CPU.
@@ -70,7 +72,7 @@ type MQTTOptions struct {
 // DefaultMQTTOptions returns the defaults.
 func DefaultMQTTOptions() MQTTOptions {
 	return MQTTOptions{Listen: ":8883", MaxWritesPending: 64, ReadBufferSize: 512, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20,
-		HandshakeTimeout: 10 * time.Second, MaxConcurrentHandshakes: 8 * runtime.GOMAXPROCS(0)}
+		HandshakeTimeout: 30 * time.Second, MaxConcurrentHandshakes: 8 * runtime.GOMAXPROCS(0)}
 }
 
 // MQTT is the embedded broker.
