@@ -117,7 +117,7 @@ const (
 	DefaultIDPrefix         = "sim"
 	DefaultProgressInterval = 5 * time.Second
 	DefaultDrainTimeout     = 15 * time.Second
-	fdsPerDevice            = 3 // the connection, the spool's lock file, the sequence counter
+	fdsPerDevice            = 4 // the connection, the spool's lock file and open segment, the sequence counter
 )
 
 func cfgErr(flag, format string, args ...any) error {
@@ -206,7 +206,7 @@ func (c *Config) setDefaults() error {
 		return cfgErr("--backoff-jitter", "%d is not a jitter mode", c.Backoff.Jitter)
 	}
 	if need := uint64(c.Devices)*fdsPerDevice + 200; need > openFileLimit() {
-		return cfgErr("--devices", "%d devices need about %d open files (%d each: connection, spool lock, sequence file) but this process may open %d; run several simulators with distinct --id-prefix",
+		return cfgErr("--devices", "%d devices need about %d open files (%d each: connection, spool lock, spool segment, sequence file) but this process may open %d; run several simulators with distinct --id-prefix",
 			c.Devices, need, fdsPerDevice, openFileLimit())
 	}
 	return nil
