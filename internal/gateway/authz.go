@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/registry"
 )
 
@@ -28,14 +29,17 @@ var ErrDeviceRefused = errors.New("device refused")
 
 // RegistryAuthorizer admits active devices with a known, unrevoked certificate. Answers are
 // cached for TTL so that a reconnect storm does not become a registry storm; Invalidate drops a
-// device's cached answer at once when its status changes.
+// device's cached answer at once when its status changes. Expired answers are swept (within two
+// TTLs of being cached), so that the cache holds the devices that connected recently, not every
+// device ever seen: an idle fleet costs it nothing.
 type RegistryAuthorizer struct {
 	reg DeviceLookup
 	ttl time.Duration
-	now func() time.Time
+	clk clock.Clock
 
-	mu    sync.Mutex
-	cache map[string]authzEntry
+	mu       sync.Mutex
+	cache    map[string]authzEntry
+	sweeping bool // a sweep is scheduled
 }
 
 type authzEntry struct {
@@ -44,15 +48,16 @@ type authzEntry struct {
 	at     time.Time
 }
 
-// NewRegistryAuthorizer caches answers for ttl (default 30 s when zero).
-func NewRegistryAuthorizer(reg DeviceLookup, ttl time.Duration, now func() time.Time) *RegistryAuthorizer {
+// NewRegistryAuthorizer caches answers for ttl (default 30 s when zero) on clk (the real clock
+// when nil).
+func NewRegistryAuthorizer(reg DeviceLookup, ttl time.Duration, clk clock.Clock) *RegistryAuthorizer {
 	if ttl <= 0 {
 		ttl = 30 * time.Second
 	}
-	if now == nil {
-		now = time.Now
+	if clk == nil {
+		clk = clock.Real()
 	}
-	return &RegistryAuthorizer{reg: reg, ttl: ttl, now: now, cache: map[string]authzEntry{}}
+	return &RegistryAuthorizer{reg: reg, ttl: ttl, clk: clk, cache: map[string]authzEntry{}}
 }
 
 // Authorize implements Authorizer.
@@ -61,7 +66,7 @@ func (a *RegistryAuthorizer) Authorize(ctx context.Context, device string, cert 
 	if cert != nil {
 		serial = cert.SerialNumber.Text(16)
 	}
-	now := a.now()
+	now := a.clk.Now()
 	a.mu.Lock()
 	e, ok := a.cache[device]
 	a.mu.Unlock()
@@ -76,9 +81,41 @@ func (a *RegistryAuthorizer) Authorize(ctx context.Context, device string, cert 
 	if !transient {
 		a.mu.Lock()
 		a.cache[device] = authzEntry{serial: serial, err: err, at: now}
+		if !a.sweeping {
+			a.sweeping = true
+			a.clk.AfterFunc(a.ttl, a.sweep)
+		}
 		a.mu.Unlock()
 	}
 	return err
+}
+
+// sweep drops the expired answers and schedules the next sweep while any remain. The answers
+// kept move to a new map: a Go map keeps the room of its largest size after deletions, so the
+// one filled by a connect storm would otherwise stay that large.
+func (a *RegistryAuthorizer) sweep() {
+	now := a.clk.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	kept := map[string]authzEntry{}
+	for device, e := range a.cache {
+		if now.Sub(e.at) < a.ttl {
+			kept[device] = e
+		}
+	}
+	a.cache = kept
+	if len(kept) == 0 {
+		a.sweeping = false
+		return
+	}
+	a.clk.AfterFunc(a.ttl, a.sweep)
+}
+
+// cached is the number of answers held.
+func (a *RegistryAuthorizer) cached() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.cache)
 }
 
 func (a *RegistryAuthorizer) check(ctx context.Context, device, serial string) error {

@@ -127,7 +127,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	if s.registry, err = registry.Open(context.Background(), opts.Database, dir, clk); err != nil {
 		return nil, err
 	}
-	s.authz = gateway.NewRegistryAuthorizer(s.registry, 30*time.Second, clk.Now)
+	s.authz = gateway.NewRegistryAuthorizer(s.registry, 30*time.Second, clk)
 	s.enroll = enroll.New(ca, s.registry, clk, opts.Enroll, logger.With("component", "enroll"))
 	if s.store, err = tsdb.Open(filepath.Join(dir, "tsdb"), opts.TSDB, logger, s.reg); err != nil {
 		return nil, err
