@@ -52,7 +52,9 @@ type MQTTOptions struct {
 	// queue is full is dropped and counted by the broker.
 	MaxWritesPending int32 `yaml:"max_writes_pending"`
 	// ReadBufferSize is the per-client read buffer in bytes above the TLS record layer, which
-	// buffers a whole record itself. Default 512; reads larger than the buffer bypass it.
+	// buffers a whole record itself. Default 64: enough for the fixed header and remaining
+	// length the broker reads byte by byte; the rest of a packet is read in one call, straight
+	// into the packet's own buffer when it is larger than this one.
 	ReadBufferSize int `yaml:"read_buffer_size"`
 	// MaxSessionExpiry bounds, in seconds, how long the broker keeps a disconnected client's
 	// session. Default 3,600.
@@ -71,7 +73,7 @@ type MQTTOptions struct {
 
 // DefaultMQTTOptions returns the defaults.
 func DefaultMQTTOptions() MQTTOptions {
-	return MQTTOptions{Listen: ":8883", MaxWritesPending: 64, ReadBufferSize: 512, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20,
+	return MQTTOptions{Listen: ":8883", MaxWritesPending: 64, ReadBufferSize: 64, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20,
 		HandshakeTimeout: 30 * time.Second, MaxConcurrentHandshakes: 8 * runtime.GOMAXPROCS(0)}
 }
 
