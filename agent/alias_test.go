@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -336,17 +338,55 @@ func TestTopicAliases(t *testing.T) {
 	}
 }
 
-// mosquittoAddr is the local Mosquitto: $MILLWRIGHT_TEST_MOSQUITTO, default
-// 127.0.0.1:1883 (plain MQTT). A broker not answering fails the test.
-func mosquittoAddr() string {
-	if a := os.Getenv("MILLWRIGHT_TEST_MOSQUITTO"); a != "" {
-		return a
+// startMosquitto starts a Mosquitto broker of the test's own (Debian
+// package mosquitto, which scripts/test installs) on a free loopback port,
+// plain MQTT, and returns its address; the broker is killed when the test
+// ends.
+func startMosquitto(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
 	}
-	return "127.0.0.1:1883"
+	dir := t.TempDir()
+	for attempt := 0; ; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := l.Addr().String()
+		require.NoError(t, l.Close())
+		_, port, _ := net.SplitHostPort(addr)
+		conf := "listener " + port + " 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\n"
+		if os.Getuid() == 0 {
+			conf += "user root\n"
+		}
+		file := filepath.Join(dir, "mosquitto.conf")
+		require.NoError(t, os.WriteFile(file, []byte(conf), 0o644))
+		cmd := exec.Command(bin, "-c", file)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		require.NoError(t, cmd.Start(), "start %s (Debian package mosquitto)", bin)
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			select {
+			case <-exited:
+				deadline = time.Time{}
+				continue
+			default:
+			}
+			if c, err := net.Dial("tcp", addr); err == nil {
+				_ = c.Close()
+				return addr
+			}
+		}
+		// The port was taken between Close and the broker's bind, or it failed to start.
+		require.Less(t, attempt, 2, "mosquitto did not start: %s", stderr.String())
+	}
 }
 
-// TestTopicAliasesMosquitto runs an agent through the tap against the local
-// Mosquitto (plain MQTT, mosquittoAddr), an independent broker that
+// TestTopicAliasesMosquitto runs an agent through the tap against a
+// Mosquitto broker (plain MQTT, startMosquitto), an independent broker that
 // announces its own Topic Alias Maximum and disconnects a client that uses
 // an alias it never set. A subscriber receives every batch under its full
 // topic; every measurement arrives, over two connections.
@@ -356,10 +396,11 @@ func TestTopicAliasesMosquitto(t *testing.T) {
 	require.NoError(t, err)
 	id := fmt.Sprintf("alias-mosquitto-%d", time.Now().UnixNano())
 	topic := protocol.BatchTopic(id)
+	broker := startMosquitto(t)
 
 	got := map[int64]float64{}
 	var mu sync.Mutex
-	sub := mosquittoClient(t, id+"-sub", func(pr paho.PublishReceived) (bool, error) {
+	sub := mosquittoClient(t, broker, id+"-sub", func(pr paho.PublishReceived) (bool, error) {
 		if pr.Packet.Topic != topic {
 			t.Errorf("subscriber got topic %q, want %q", pr.Packet.Topic, topic)
 		}
@@ -380,7 +421,7 @@ func TestTopicAliasesMosquitto(t *testing.T) {
 	_, err = sub.Subscribe(context.Background(), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}})
 	require.NoError(t, err)
 
-	tap := newMQTTTap(t, ca, func() (net.Conn, error) { return net.Dial("tcp", mosquittoAddr()) }, nil)
+	tap := newMQTTTap(t, ca, func() (net.Conn, error) { return net.Dial("tcp", broker) }, nil)
 	cfg := agent.DefaultConfig()
 	cfg.Spool.Dir = t.TempDir()
 	cfg.TLS.ServerName = "localhost"
@@ -426,11 +467,11 @@ func TestTopicAliasesMosquitto(t *testing.T) {
 	requireTopics(t, conns, topic, true)
 }
 
-// mosquittoClient connects an MQTT 5 client to the local Mosquitto.
-func mosquittoClient(t *testing.T, id string, onPublish func(paho.PublishReceived) (bool, error)) *paho.Client {
+// mosquittoClient connects an MQTT 5 client to the Mosquitto at broker.
+func mosquittoClient(t *testing.T, broker, id string, onPublish func(paho.PublishReceived) (bool, error)) *paho.Client {
 	t.Helper()
-	conn, err := net.Dial("tcp", mosquittoAddr())
-	require.NoError(t, err, "Mosquitto at %s (MILLWRIGHT_TEST_MOSQUITTO)", mosquittoAddr())
+	conn, err := net.Dial("tcp", broker)
+	require.NoError(t, err, "Mosquitto at %s", broker)
 	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: packets.NewThreadSafeConn(conn), PacketTimeout: 10 * time.Second,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){onPublish}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
