@@ -87,7 +87,7 @@ func benchIngest(e *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	imp := newVMImporter(vm.addr, prefix, o.ingestDevs, start, step)
+	imp := newVMImporter(vm.addr, prefix, o.ingestDevs, randomWalk, start, step)
 	vmRows := map[int]loadResult{}
 	for _, n := range batchSizes {
 		r, err := window(o.ingestDevs, o.warmup, o.measure, vm.pid(), imp.send(n))

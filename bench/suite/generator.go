@@ -21,6 +21,32 @@ type generator struct {
 	pack   protocol.Pack
 }
 
+// readings is one device's stream of measurements.
+type readings interface {
+	// nextPack returns the next n measurements as a resolved pack (a slice the next call may
+	// reuse).
+	nextPack(n int) protocol.Pack
+}
+
+var (
+	_ readings = (*generator)(nil)
+	_ readings = (*plantGenerator)(nil)
+)
+
+// randomWalk and plantMix make the readings of device d, sampled every step from start.
+func randomWalk(d int, start time.Time, step time.Duration) readings {
+	return newGenerator(d, start, step)
+}
+func plantMix(d int, start time.Time, step time.Duration) readings {
+	return newPlantGenerator(d, start, step, false)
+}
+
+// plantMixOnTicks is plantMix with every time exactly on the sampling schedule (the same
+// values; no scheduling delay).
+func plantMixOnTicks(d int, start time.Time, step time.Duration) readings {
+	return newPlantGenerator(d, start, step, true)
+}
+
 var metricNames = []string{"temp_motor", "temp_bearing", "temp_ambient", "vibration_rms", "current", "voltage", "pressure", "flow", "cycles_total", "state"}
 
 func newGenerator(device int, start time.Time, step time.Duration) *generator {
@@ -64,13 +90,28 @@ func (g *generator) nextPack(n int) protocol.Pack {
 	return g.pack
 }
 
-// next encodes the next n measurements.
-func (g *generator) next(n int, enc protocol.Encoding) []byte {
-	b, err := protocol.Encode(g.nextPack(n), enc)
+// encode encodes the next n measurements of r.
+func encode(r readings, n int, enc protocol.Encoding) []byte {
+	b, err := protocol.Encode(r.nextPack(n), enc)
 	if err != nil {
 		panic(err)
 	}
 	return b
+}
+
+// compact encodes the next n measurements of r as the device agent does (compact SenML CBOR,
+// zstd), as batch number seq.
+func compact(r readings, n int, seq uint64) []byte {
+	b, err := protocol.Resolve(r.nextPack(n), time.Now())
+	if err != nil {
+		panic(err)
+	}
+	b.Seq, b.HasSeq = seq, true
+	p, err := protocol.EncodeCompact(b, true)
+	if err != nil {
+		panic(err)
+	}
+	return p
 }
 
 var (
@@ -79,16 +120,16 @@ var (
 	encJSON     = protocol.Encoding{Format: protocol.FormatJSON}
 )
 
-// singles splits the next n measurements into one SenML JSON message each, every one with its
-// absolute time: the way a device without batching publishes.
-func (g *generator) singles(n int) [][]byte {
-	pack := g.nextPack(n)
+// singles splits the next n measurements of r into one SenML JSON message each, every one with
+// its absolute time: the way a device without batching publishes.
+func singles(r readings, n int) [][]byte {
+	pack := r.nextPack(n)
 	bt := pack[0].BaseTime
 	out := make([][]byte, len(pack))
-	for i, r := range pack {
-		r.BaseTime = 0
-		r.Time += bt
-		b, err := protocol.Encode(protocol.Pack{r}, encJSON)
+	for i, rec := range pack {
+		rec.BaseTime = 0
+		rec.Time += bt
+		b, err := protocol.Encode(protocol.Pack{rec}, encJSON)
 		if err != nil {
 			panic(err)
 		}

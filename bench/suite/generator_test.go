@@ -25,11 +25,11 @@ func TestGenerator(t *testing.T) {
 	require.Equal(t, float64(start.Add(30*time.Second).Unix()), q[0].BaseTime)
 
 	// Same device, same data.
-	a := newGenerator(3, start, time.Second).next(100, encCBORZstd)
-	b := newGenerator(3, start, time.Second).next(100, encCBORZstd)
+	a := encode(newGenerator(3, start, time.Second), 100, encCBORZstd)
+	b := encode(newGenerator(3, start, time.Second), 100, encCBORZstd)
 	require.Equal(t, a, b)
 
-	msgs := newGenerator(2, start, time.Second).singles(12)
+	msgs := singles(newGenerator(2, start, time.Second), 12)
 	require.Len(t, msgs, 12)
 	d, _, err := protocol.Decode(msgs[11], time.Now(), protocol.Limits{})
 	require.NoError(t, err)

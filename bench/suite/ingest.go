@@ -200,7 +200,7 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 // publishBatches sends batches of n measurements in CBOR+zstd, QoS 1, one in flight per device.
 func (f *fleet) publishBatches(n int) func(context.Context, int) (int, bool, error) {
 	return func(ctx context.Context, dev int) (int, bool, error) {
-		payload := f.gens[dev].next(n, encCBORZstd)
+		payload := encode(f.gens[dev], n, encCBORZstd)
 		refused, err := publish(ctx, f.clients[dev], f.ids[dev], payload)
 		return n, refused, err
 	}
@@ -211,7 +211,7 @@ func (f *fleet) publishSingles() func(context.Context, int) (int, bool, error) {
 	pending := make([][][]byte, len(f.clients))
 	return func(ctx context.Context, dev int) (int, bool, error) {
 		if len(pending[dev]) == 0 {
-			pending[dev] = f.gens[dev].singles(100)
+			pending[dev] = singles(f.gens[dev], 100)
 		}
 		payload := pending[dev][0]
 		pending[dev] = pending[dev][1:]
@@ -234,16 +234,17 @@ func publish(ctx context.Context, cl *paho.Client, id string, payload []byte) (r
 type vmImporter struct {
 	url  string
 	cl   *http.Client
-	gens []*generator
+	gens []readings
 	ids  []string
 	bufs []*bytes.Buffer
 }
 
-func newVMImporter(addr, prefix string, n int, start time.Time, step time.Duration) *vmImporter {
+// newVMImporter posts the readings of n devices, device i's made by newReadings(i, start, step).
+func newVMImporter(addr, prefix string, n int, newReadings func(int, time.Time, time.Duration) readings, start time.Time, step time.Duration) *vmImporter {
 	v := &vmImporter{url: "http://" + addr + "/api/v1/import/prometheus",
 		cl: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: n, MaxIdleConns: n}}}
 	for i := range n {
-		v.gens = append(v.gens, newGenerator(i, start, step))
+		v.gens = append(v.gens, newReadings(i, start, step))
 		v.ids = append(v.ids, deviceID(prefix, i))
 		v.bufs = append(v.bufs, new(bytes.Buffer))
 	}
