@@ -69,7 +69,7 @@ type plantSignal struct {
 	kind       plantKind
 	decimals   int           // resolution: 10^-decimals of the unit
 	centre     float64       // plantStep, plantNoisy: typical value; plantCounter: start value
-	spread     float64       // plantStep: how far it wanders (its pull back is 1/2 there); plantNoisy: noise σ
+	spread     float64       // plantStep: how far it wanders (there, three steps in four lead back); plantNoisy: noise σ
 	period     time.Duration // plantStep, plantChoice: mean time between changes
 	idle       float64       // plantNoisy: reading while stopped; plantCounter: rate per hour while stopped
 	idleNoise  float64       // plantNoisy: noise σ while stopped (0: holds idle exactly)
