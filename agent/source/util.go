@@ -18,11 +18,25 @@ const minAbsoluteTime = 1 << 28
 // clockSet reports whether t can be sent as an absolute SenML time.
 func clockSet(t time.Time) bool { return t.Unix() >= minAbsoluteTime }
 
+// onTime is how late a timer may fire for its sample to carry the tick's
+// own time, at most: a hundredth of the interval, and never more than 5 ms.
+// Stored series compress far better on a regular grid (the TSDB spends one
+// bit on a timestamp whose interval repeats and two bytes on one that moved
+// by a millisecond), and a reading 5 ms late in a 10 s schedule is no less
+// a reading of that tick; Prometheus aligns scrape times the same way
+// (its scrape timestamp tolerance).
+func onTime(interval time.Duration) time.Duration {
+	return min(interval/100, 5*time.Millisecond)
+}
+
 // every calls fn at once and then every interval, by clk, until ctx ends.
 // Ticks that fall due while fn runs are skipped, not queued: the schedule
-// stays on start + k·interval.
+// stays on start + k·interval, start being the first call's time to the
+// millisecond. fn gets the tick's time when the timer fired within
+// onTime(interval) of it, else the time it fired.
 func every(ctx context.Context, clk clock.Clock, interval time.Duration, fn func(ctx context.Context, now time.Time)) {
-	start := clk.Now()
+	start := clk.Now().Truncate(time.Millisecond)
+	tolerance := onTime(interval)
 	var t clock.Timer
 	defer func() {
 		if t != nil {
@@ -50,6 +64,9 @@ func every(ctx context.Context, clk clock.Clock, interval time.Duration, fn func
 		case <-ctx.Done():
 			return
 		case now = <-t.C():
+			if late := now.Sub(next); late >= 0 && late <= tolerance {
+				now = next
+			}
 		}
 	}
 }
