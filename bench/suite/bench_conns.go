@@ -84,7 +84,7 @@ func connReport(e *env, mw, mw50, mq connResult) string {
 idle: the fleet simulator (`+"`millwright sim --metrics idle`"+`, real agents, MQTT 5, keep-alive
 60 s, full-jitter backoff) in %d processes, each connecting from its own source address
 (127.0.0.2 …), because the open-file limit of %d per process (hard, not raisable here) applies
-to each side and an agent holds three files. The server's resident set (VmRSS) is read before the
+to each side and an agent holds four files. The server's resident set (VmRSS) is read before the
 first device connects (3 s after start) and 10 s after the last one connected (steady state,
 no forced garbage collection); RSS per connection is the difference divided by the devices. The
 figure 20 s later shows whether it was still moving. Peer: Mosquitto, its own TLS listener
