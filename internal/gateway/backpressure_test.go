@@ -11,12 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/clock"
-	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/ingest"
-	"github.com/millwright/millwright/internal/pki"
-	"github.com/millwright/millwright/internal/tsdb"
 	"github.com/millwright/millwright/protocol"
 )
 
@@ -24,27 +20,13 @@ import (
 // does not fit is refused at once with PUBACK 0x97 "quota exceeded" instead of waiting in an
 // unbounded queue, and the queued one is stored and acknowledged once the committer runs.
 func TestBackPressure(t *testing.T) {
-	dir := t.TempDir()
-	now := time.Now()
-	ca, _, err := pki.LoadOrCreateCA(dir, now)
-	require.NoError(t, err)
-	names, ips := pki.ServerNames("", nil)
-	serverCert, err := pki.EnsureServerCert(dir, ca, names, ips, now)
-	require.NoError(t, err)
-
-	reg := prometheus.NewRegistry()
-	store, err := tsdb.Open(t.TempDir(), tsdb.DefaultOptions(), nil, reg)
-	require.NoError(t, err)
-	defer store.Close()
-	events, err := eventlog.Open(t.TempDir())
-	require.NoError(t, err)
-	defer events.Close()
 	opts := ingest.DefaultOptions()
 	opts.MaxPendingBatches = 1
-	p := ingest.New(store, events, clock.Real(), opts, nil, reg)
+	r := newRig(t, opts)
+	now, ca, reg, p := r.now, r.ca, r.reg, r.pipeline
 
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"},
-		&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.Pool()}, p, nil, nil, nil, reg)
+		r.serverTLS, p, nil, nil, nil, reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	defer m.Close()

@@ -19,12 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/clock"
-	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/ingest"
 	"github.com/millwright/millwright/internal/pki"
-	"github.com/millwright/millwright/internal/tsdb"
 )
 
 // Environment of the idle-connection holder: the test binary re-executed as a separate
@@ -91,23 +88,10 @@ func holdIdle(addr, caDir, count string) error {
 //
 //	go test ./internal/gateway -run '^$' -bench IdleConnectionMemory -benchtime 2000x
 func BenchmarkIdleConnectionMemory(b *testing.B) {
-	dir := b.TempDir()
-	now := time.Now()
-	ca, _, err := pki.LoadOrCreateCA(dir, now)
-	require.NoError(b, err)
-	names, ips := pki.ServerNames("", nil)
-	serverCert, err := pki.EnsureServerCert(dir, ca, names, ips, now)
-	require.NoError(b, err)
-	reg := prometheus.NewRegistry()
-	store, err := tsdb.Open(b.TempDir(), tsdb.DefaultOptions(), nil, reg)
-	require.NoError(b, err)
-	defer store.Close()
-	events, err := eventlog.Open(b.TempDir())
-	require.NoError(b, err)
-	defer events.Close()
-	p := ingest.New(store, events, clock.Real(), ingest.DefaultOptions(), nil, reg)
+	r := newRig(b, ingest.DefaultOptions())
+	reg, p := r.reg, r.pipeline
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"},
-		&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.Pool()}, p, nil, nil, nil, reg)
+		r.serverTLS, p, nil, nil, nil, reg)
 	require.NoError(b, err)
 	require.NoError(b, m.Start())
 	defer m.Close()
@@ -117,7 +101,7 @@ func BenchmarkIdleConnectionMemory(b *testing.B) {
 	}
 	before := memSnapshot()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), holderAddrEnv+"="+m.Addr().String(), holderDirEnv+"="+dir, holderNEnv+"="+strconv.Itoa(b.N))
+	cmd.Env = append(os.Environ(), holderAddrEnv+"="+m.Addr().String(), holderDirEnv+"="+r.dir, holderNEnv+"="+strconv.Itoa(b.N))
 	stdin, err := cmd.StdinPipe()
 	require.NoError(b, err)
 	stdout, err := cmd.StdoutPipe()

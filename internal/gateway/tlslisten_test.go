@@ -12,12 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/clock"
-	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/ingest"
-	"github.com/millwright/millwright/internal/pki"
-	"github.com/millwright/millwright/internal/tsdb"
 	"github.com/millwright/millwright/protocol"
 )
 
@@ -26,21 +22,8 @@ import (
 // connect and publish batches far larger than the per-client read buffer.
 func TestHandshakeTimeout(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	now := time.Now()
-	ca, _, err := pki.LoadOrCreateCA(dir, now)
-	require.NoError(t, err)
-	names, ips := pki.ServerNames("", nil)
-	serverCert, err := pki.EnsureServerCert(dir, ca, names, ips, now)
-	require.NoError(t, err)
-	reg := prometheus.NewRegistry()
-	store, err := tsdb.Open(t.TempDir(), tsdb.DefaultOptions(), nil, reg)
-	require.NoError(t, err)
-	defer store.Close()
-	events, err := eventlog.Open(t.TempDir())
-	require.NoError(t, err)
-	defer events.Close()
-	p := ingest.New(store, events, clock.Real(), ingest.DefaultOptions(), nil, reg)
+	r := newRig(t, ingest.DefaultOptions())
+	now, ca, reg, p := r.now, r.ca, r.reg, r.pipeline
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	runDone := make(chan struct{})
@@ -49,7 +32,7 @@ func TestHandshakeTimeout(t *testing.T) {
 
 	const timeout = 300 * time.Millisecond
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout, ReadBufferSize: 64},
-		&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.Pool()}, p, nil, nil, nil, reg)
+		r.serverTLS, p, nil, nil, nil, reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	defer m.Close()
@@ -107,25 +90,12 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // deadline, which counts from accept.
 func TestHandshakeSlots(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	now := time.Now()
-	ca, _, err := pki.LoadOrCreateCA(dir, now)
-	require.NoError(t, err)
-	names, ips := pki.ServerNames("", nil)
-	serverCert, err := pki.EnsureServerCert(dir, ca, names, ips, now)
-	require.NoError(t, err)
-	reg := prometheus.NewRegistry()
-	store, err := tsdb.Open(t.TempDir(), tsdb.DefaultOptions(), nil, reg)
-	require.NoError(t, err)
-	defer store.Close()
-	events, err := eventlog.Open(t.TempDir())
-	require.NoError(t, err)
-	defer events.Close()
-	p := ingest.New(store, events, clock.Real(), ingest.DefaultOptions(), nil, reg)
+	r := newRig(t, ingest.DefaultOptions())
+	now, ca, reg, p := r.now, r.ca, r.reg, r.pipeline
 
 	const timeout = time.Second
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout, MaxConcurrentHandshakes: 1},
-		&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.Pool()}, p, nil, nil, nil, reg)
+		r.serverTLS, p, nil, nil, nil, reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	defer m.Close()
