@@ -20,45 +20,11 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }
 // wrapping ErrSyncFailed with a non-zero ID means the record was written but
 // its fsync failed; it stays in the spool and is synced on the next attempt.
 func (s *Spool) Append(c Class, payload []byte) (uint64, error) {
-	if c != ClassRaw && c != ClassEvent {
-		return 0, fmt.Errorf("append record: %w: %d", ErrUnknownClass, uint8(c))
+	id, stored, err := s.AppendBatch(c, [][]byte{payload})
+	if stored == 0 {
+		id = 0
 	}
-	if len(payload) > s.opts.MaxRecordBytes {
-		return 0, fmt.Errorf("append record: %w: %d bytes, limit %d", ErrRecordTooLarge, len(payload), s.opts.MaxRecordBytes)
-	}
-	bp := bufPool.Get().(*[]byte)
-	buf := appendRecord((*bp)[:0], c, s.now().UnixNano(), payload)
-
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		bufPool.Put(bp)
-		return 0, ErrClosed
-	}
-	s.makeRoom(int64(len(buf)))
-	id, err := s.writeLocked(buf, c)
-	kick := s.opts.Sync == SyncBatch && s.dirtyBytes >= s.opts.SyncBytes
-	s.mu.Unlock()
-
-	if cap(buf) <= 64<<10 {
-		*bp = buf
-		bufPool.Put(bp)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("append record: %w", err)
-	}
-	switch {
-	case s.opts.Sync == SyncAlways:
-		if err := s.syncTo(id); err != nil {
-			return id, fmt.Errorf("append record: %w", err)
-		}
-	case kick:
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
-	}
-	return id, nil
+	return id, err
 }
 
 // writeLocked writes an encoded record to the active segment, rotating first
@@ -110,7 +76,7 @@ func (s *Spool) rotate() error {
 // leaves them stored, as Append does, and stored counts them).
 func (s *Spool) AppendBatch(c Class, payloads [][]byte) (first uint64, stored int, err error) {
 	if c != ClassRaw && c != ClassEvent {
-		return 0, 0, fmt.Errorf("append records: %w: %d", ErrUnknownClass, uint8(c))
+		return 0, 0, fmt.Errorf("append record: %w: %d", ErrUnknownClass, uint8(c))
 	}
 	if len(payloads) == 0 {
 		return 0, 0, nil
@@ -165,12 +131,12 @@ func (s *Spool) AppendBatch(c Class, payloads [][]byte) (first uint64, stored in
 		bufPool.Put(bp)
 	}
 	if err != nil {
-		return first, stored, fmt.Errorf("append records: %w", err)
+		return first, stored, fmt.Errorf("append record: %w", err)
 	}
 	switch {
 	case s.opts.Sync == SyncAlways:
 		if err := s.syncTo(last); err != nil {
-			return first, stored, fmt.Errorf("append records: %w", err)
+			return first, stored, fmt.Errorf("append record: %w", err)
 		}
 	case kick:
 		select {
