@@ -15,7 +15,7 @@ import (
 )
 
 // simFleet is the device load generator: several `millwright sim` processes (real agents,
-// the same code as millwright-agent), because each agent holds three open files and a process
+// the same code as millwright-agent), because each agent holds four open files and a process
 // may hold 20,000. Each process connects from its own 127.0.0.x source address.
 type simFleet struct {
 	cmds []*exec.Cmd
@@ -109,11 +109,11 @@ func exited(pid int) bool {
 func (s *simFleet) stop() ([]simSummary, error) {
 	var out []simSummary
 	var errs []string
-	for i, c := range s.cmds {
+	// Signal them all first, so that they drain at the same time.
+	for _, c := range s.cmds {
 		if c.Process != nil {
 			_ = c.Process.Signal(syscall.SIGTERM)
 		}
-		_ = i
 	}
 	for i, c := range s.cmds {
 		stopProc(c, 60*time.Second)
