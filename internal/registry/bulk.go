@@ -57,24 +57,7 @@ func (r *Registry) AddCertificates(ctx context.Context, certs []DeviceCertificat
 				case !errors.Is(err, sql.ErrNoRows):
 					return fmt.Errorf("read certificate %s: %w", serial, err)
 				}
-				detail := "certificate " + serial
-				s, err := r.lockDevice(ctx, tx, dc.DeviceID)
-				switch {
-				case errors.Is(err, ErrNotFound):
-					if _, err := tx.ExecContext(ctx, `INSERT INTO devices (id, status, created_at, enrolled_at) VALUES ($1, $2, $3, $3)`,
-						dc.DeviceID, StatusActive, toMS(now)); err != nil {
-						return fmt.Errorf("create device %s: %w", dc.DeviceID, err)
-					}
-					detail += "; created the device"
-				case err != nil:
-					return err
-				case s == StatusRevoked:
-					return fmt.Errorf("%w: device %s is revoked", ErrInvalid, dc.DeviceID)
-				}
-				if err := insertCertificate(ctx, tx, dc.DeviceID, dc.Cert, now); err != nil {
-					return err
-				}
-				if err := r.audit(ctx, tx, now, systemActor, ActionCertificateAdd, dc.DeviceID, detail, ""); err != nil {
+				if err := r.addCertificateTx(ctx, tx, now, dc.DeviceID, dc.Cert, true); err != nil {
 					return err
 				}
 				n++

@@ -345,31 +345,35 @@ func (r *Registry) AddCertificate(ctx context.Context, deviceID string, cert *x5
 		return fmt.Errorf("add certificate for %s: %w: no certificate", deviceID, ErrInvalid)
 	}
 	err := r.write(ctx, func(tx *sql.Tx) error {
-		now := r.now()
-		detail := "certificate " + SerialHex(cert)
-		s, err := r.lockDevice(ctx, tx, deviceID)
-		switch {
-		case errors.Is(err, ErrNotFound) && create:
-			_, err = tx.ExecContext(ctx, `INSERT INTO devices (id, status, created_at, enrolled_at) VALUES ($1, $2, $3, $3)`,
-				deviceID, StatusActive, toMS(now))
-			if err != nil {
-				return fmt.Errorf("create device: %w", err)
-			}
-			detail += "; created the device"
-		case err != nil:
-			return err
-		case s == StatusRevoked:
-			return fmt.Errorf("%w: device %s is revoked", ErrInvalid, deviceID)
-		}
-		if err := insertCertificate(ctx, tx, deviceID, cert, now); err != nil {
-			return err
-		}
-		return r.audit(ctx, tx, now, systemActor, ActionCertificateAdd, deviceID, detail, "")
+		return r.addCertificateTx(ctx, tx, r.now(), deviceID, cert, create)
 	})
 	if err != nil {
 		return fmt.Errorf("add certificate for %s: %w", deviceID, err)
 	}
 	return nil
+}
+
+// addCertificateTx is AddCertificate (and one certificate of AddCertificates) inside tx.
+func (r *Registry) addCertificateTx(ctx context.Context, tx *sql.Tx, now time.Time, deviceID string, cert *x509.Certificate, create bool) error {
+	detail := "certificate " + SerialHex(cert)
+	s, err := r.lockDevice(ctx, tx, deviceID)
+	switch {
+	case errors.Is(err, ErrNotFound) && create:
+		_, err = tx.ExecContext(ctx, `INSERT INTO devices (id, status, created_at, enrolled_at) VALUES ($1, $2, $3, $3)`,
+			deviceID, StatusActive, toMS(now))
+		if err != nil {
+			return fmt.Errorf("create device %s: %w", deviceID, err)
+		}
+		detail += "; created the device"
+	case err != nil:
+		return err
+	case s == StatusRevoked:
+		return fmt.Errorf("%w: device %s is revoked", ErrInvalid, deviceID)
+	}
+	if err := insertCertificate(ctx, tx, deviceID, cert, now); err != nil {
+		return err
+	}
+	return r.audit(ctx, tx, now, systemActor, ActionCertificateAdd, deviceID, detail, "")
 }
 
 func insertCertificate(ctx context.Context, tx *sql.Tx, deviceID string, c *x509.Certificate, now time.Time) error {
