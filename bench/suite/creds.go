@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -54,42 +50,4 @@ func register(dataDir, prefix string, certs []tls.Certificate) error {
 	}
 	_, err = reg.AddCertificates(ctx, dcs)
 	return err
-}
-
-// writeCreds stores key pairs as PEM (certificate, then key, per device) for a child process.
-func writeCreds(path string, certs []tls.Certificate) error {
-	var b bytes.Buffer
-	for _, c := range certs {
-		key, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
-		if err != nil {
-			return err
-		}
-		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]})
-		_ = pem.Encode(&b, &pem.Block{Type: "PRIVATE KEY", Bytes: key})
-	}
-	return os.WriteFile(path, b.Bytes(), 0o600)
-}
-
-func readCreds(path string) ([]tls.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var out []tls.Certificate
-	for {
-		var cb, kb *pem.Block
-		cb, data = pem.Decode(data)
-		if cb == nil {
-			return out, nil
-		}
-		kb, data = pem.Decode(data)
-		if kb == nil {
-			return nil, fmt.Errorf("%s: certificate %d without its key", path, len(out))
-		}
-		pair, err := tls.X509KeyPair(pem.EncodeToMemory(cb), pem.EncodeToMemory(kb))
-		if err != nil {
-			return nil, fmt.Errorf("%s: pair %d: %w", path, len(out), err)
-		}
-		out = append(out, pair)
-	}
 }

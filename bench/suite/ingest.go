@@ -6,9 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -29,7 +27,7 @@ type fleet struct {
 	gens    []*generator
 }
 
-// connectFleet connects n MQTT 5 devices (over mutual TLS when tlsFor is not nil).
+// connectFleet connects n MQTT 5 devices over mutual TLS.
 func connectFleet(ctx context.Context, addr string, tlsFor func(int) *tls.Config, prefix string, n int, start time.Time, step time.Duration) (*fleet, error) {
 	f := &fleet{clients: make([]*paho.Client, n), ids: make([]string, n), gens: make([]*generator, n)}
 	var (
@@ -72,15 +70,7 @@ func (f *fleet) close() {
 func dialMQTT(ctx context.Context, addr string, tlsFor func(int) *tls.Config, id string, i int) (*paho.Client, error) {
 	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	var (
-		conn net.Conn
-		err  error
-	)
-	if tlsFor != nil {
-		conn, err = (&tls.Dialer{Config: tlsFor(i)}).DialContext(dctx, "tcp", addr)
-	} else {
-		conn, err = (&net.Dialer{}).DialContext(dctx, "tcp", addr)
-	}
+	conn, err := (&tls.Dialer{Config: tlsFor(i)}).DialContext(dctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +87,7 @@ type loadResult struct {
 	measurements, requests, refused int64
 	elapsed                         time.Duration
 	p50, p99                        time.Duration
-	serverCPU, loadCPU              time.Duration
+	serverCPU                       time.Duration
 	serverRSS                       int64
 }
 
@@ -172,13 +162,13 @@ func window(n int, warmup, dur time.Duration, pid int, send func(ctx context.Con
 		}()
 	}
 	sleepCtx(ctx, warmup)
-	cpu0, self0 := procCPU(pid), procCPU(os.Getpid())
+	cpu0 := procCPU(pid)
 	measuring.Store(true)
 	t0 := time.Now()
 	sleepCtx(ctx, dur)
 	measuring.Store(false)
 	elapsed := time.Since(t0)
-	cpu1, self1 := procCPU(pid), procCPU(os.Getpid())
+	cpu1 := procCPU(pid)
 	rss, _ := procRSS(pid)
 	cancel()
 	wg.Wait()
@@ -187,7 +177,7 @@ func window(n int, warmup, dur time.Duration, pid int, send func(ctx context.Con
 	}
 	slices.Sort(lats)
 	return loadResult{measurements: meas.Load(), requests: reqs.Load(), refused: refus.Load(), elapsed: elapsed,
-		p50: percentile(lats, 50), p99: percentile(lats, 99), serverCPU: cpu1 - cpu0, loadCPU: self1 - self0, serverRSS: rss}, nil
+		p50: percentile(lats, 50), p99: percentile(lats, 99), serverCPU: cpu1 - cpu0, serverRSS: rss}, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
