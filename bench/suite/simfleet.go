@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/millwright/millwright/internal/sim"
 )
 
 // simFleet is the device load generator: several `millwright sim` processes (real agents,
@@ -21,21 +23,6 @@ type simFleet struct {
 	cmds []*exec.Cmd
 	outs []*bytes.Buffer
 	logs []string
-}
-
-// simSummary is the part of the simulator's --json summary the suite reads.
-type simSummary struct {
-	Devices         int               `json:"devices"`
-	Started         time.Time         `json:"started"`
-	Connects        uint64            `json:"connects"`
-	ConnectAttempts uint64            `json:"connect_attempts"`
-	ConnectFailures map[string]uint64 `json:"connect_failures"`
-	ConnectedAtEnd  int               `json:"connected_at_end"`
-	Timeline        []struct {
-		Second    int    `json:"second"`
-		Connects  uint64 `json:"connects"`
-		Connected int    `json:"connected"`
-	} `json:"timeline"`
 }
 
 // simCommand is the command line of one simulator process.
@@ -105,9 +92,9 @@ func exited(pid int) bool {
 	return i < 0 || i+2 >= len(st) || st[i+2] == 'Z'
 }
 
-// stop ends every simulator (SIGTERM: drain, then the summary) and reads the summaries.
-func (s *simFleet) stop() ([]simSummary, error) {
-	var out []simSummary
+// stop ends every simulator (SIGTERM: drain, then the summary) and reads their --json summaries.
+func (s *simFleet) stop() ([]sim.Summary, error) {
+	var out []sim.Summary
 	var errs []string
 	// Signal them all first, so that they drain at the same time.
 	for _, c := range s.cmds {
@@ -117,7 +104,7 @@ func (s *simFleet) stop() ([]simSummary, error) {
 	}
 	for i, c := range s.cmds {
 		stopProc(c, 60*time.Second)
-		var sum simSummary
+		var sum sim.Summary
 		if err := json.Unmarshal(s.outs[i].Bytes(), &sum); err != nil {
 			errs = append(errs, fmt.Sprintf("simulator %d: summary: %v; its log ends: %s", i, err, tail(s.logs[i], 5)))
 			continue
@@ -164,7 +151,7 @@ func countEstablished(sc *bufio.Scanner, port int) int {
 
 // perSecondSince merges the simulators' timelines into connects per second after t: second i
 // holds the connects of every simulator second that ended in (t+i s, t+(i+1) s].
-func perSecondSince(sums []simSummary, t time.Time) []int {
+func perSecondSince(sums []sim.Summary, t time.Time) []int {
 	var per []int
 	for _, s := range sums {
 		for _, sec := range s.Timeline {

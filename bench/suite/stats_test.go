@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/millwright/millwright/internal/sim"
 )
 
 func TestPercentile(t *testing.T) {
@@ -36,29 +38,15 @@ func TestSummariseSeconds(t *testing.T) {
 
 func TestPerSecondSince(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	a := simSummary{Started: t0}
-	a.Timeline = append(a.Timeline, struct {
-		Second    int    `json:"second"`
-		Connects  uint64 `json:"connects"`
-		Connected int    `json:"connected"`
-	}{0, 100, 100}, struct {
-		Second    int    `json:"second"`
-		Connects  uint64 `json:"connects"`
-		Connected int    `json:"connected"`
-	}{10, 7, 107}, struct {
-		Second    int    `json:"second"`
-		Connects  uint64 `json:"connects"`
-		Connected int    `json:"connected"`
-	}{12, 3, 110})
-	b := simSummary{Started: t0.Add(500 * time.Millisecond)}
-	b.Timeline = append(b.Timeline, struct {
-		Second    int    `json:"second"`
-		Connects  uint64 `json:"connects"`
-		Connected int    `json:"connected"`
-	}{10, 5, 5})
+	a := sim.Summary{Started: t0, Timeline: []sim.Second{
+		{Second: 0, Connects: 100, Connected: 100},
+		{Second: 10, Connects: 7, Connected: 107},
+		{Second: 12, Connects: 3, Connected: 110},
+	}}
+	b := sim.Summary{Started: t0.Add(500 * time.Millisecond), Timeline: []sim.Second{{Second: 10, Connects: 5, Connected: 5}}}
 	// Killed at 9.2 s: a's second 10 ends at 11 s (bucket 1), b's at 11.5 s (bucket 2), a's
 	// second 12 at 13 s (bucket 3); the first connects ended before the kill.
-	require.Equal(t, []int{0, 7, 5, 3}, perSecondSince([]simSummary{a, b}, t0.Add(9200*time.Millisecond)))
+	require.Equal(t, []int{0, 7, 5, 3}, perSecondSince([]sim.Summary{a, b}, t0.Add(9200*time.Millisecond)))
 }
 
 func TestCountEstablished(t *testing.T) {
