@@ -5,7 +5,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -29,12 +28,7 @@ func benchConnections(e *env) (string, error) {
 		}
 		defer stopProc(mw.cmd, 30*time.Second)
 		scrape := e.scraper(mw)
-		connected := func() int {
-			if m := scrape(); m != nil {
-				return int(m["millwright_mqtt_connected_clients"])
-			}
-			return 0
-		}
+		connected := e.connectedClients(mw)
 		r, err := holdIdle(e, mw.mqttAddr, data, prefix, o.idleDevs, mw.pid(), connected, scrape)
 		r.target = name
 		if err != nil {
@@ -68,15 +62,9 @@ func benchConnections(e *env) (string, error) {
 	return connReport(e, mwr, mwr50, mqr), nil
 }
 
-func fdLimitNumbers() (soft, hard uint64) {
-	var l syscall.Rlimit
-	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
-	return l.Cur, l.Max
-}
-
 func connReport(e *env, mw, mw50, mq connResult) string {
 	o := e.opts
-	soft, _ := fdLimitNumbers()
+	soft, _ := fdLimit()
 	var b strings.Builder
 	fmt.Fprintf(&b, `### Connections: idle TLS devices in one server process
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -26,13 +25,7 @@ func benchStorm(e *env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	scrape := e.scraper(mw)
-	connected := func() int {
-		if m := scrape(); m != nil {
-			return int(m["millwright_mqtt_connected_clients"])
-		}
-		return 0
-	}
+	connected := e.connectedClients(mw)
 	limit := 120 * time.Second
 	var runs []stormRun
 	for _, mode := range []string{"full", "none"} {
@@ -43,18 +36,9 @@ func benchStorm(e *env) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		deadline := time.Now().Add(5 * time.Minute)
-		for connected() < o.stormDevs {
-			if err := sims.check(); err != nil {
-				_, _ = sims.stop()
-				return "", fmt.Errorf("backoff %s: %w", mode, err)
-			}
-			if time.Now().After(deadline) {
-				msg := fmt.Sprintf("backoff %s: %d of %d devices connected after 5 min (%s)", mode, connected(), o.stormDevs, sims.progress())
-				_, _ = sims.stop()
-				return "", errors.New(msg)
-			}
-			time.Sleep(250 * time.Millisecond)
+		if err := sims.awaitConnected(connected, o.stormDevs, 5*time.Minute); err != nil {
+			_, _ = sims.stop()
+			return "", fmt.Errorf("backoff %s: %w", mode, err)
 		}
 		time.Sleep(5 * time.Second)
 		// Kill the server and start it again at once, on the same ports and data.

@@ -41,15 +41,8 @@ func holdIdle(e *env, server, data, prefix string, devices, pid int, connected f
 		return r, err
 	}
 	defer func() { _, _ = sims.stop() }()
-	deadline := t0.Add(5 * time.Minute)
-	for connected() < devices {
-		if err := sims.check(); err != nil {
-			return r, err
-		}
-		if time.Now().After(deadline) {
-			return r, fmt.Errorf("%d of %d devices connected after 5 min (%s)", connected(), devices, sims.progress())
-		}
-		time.Sleep(250 * time.Millisecond)
+	if err := sims.awaitConnected(connected, devices, 5*time.Minute); err != nil {
+		return r, err
 	}
 	r.connectTime = time.Since(t0)
 	fmt.Fprintf(os.Stderr, "  %d devices connected in %s\n", devices, r.connectTime.Round(100*time.Millisecond))

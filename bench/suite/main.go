@@ -280,6 +280,17 @@ func (e *env) scraper(m *millwright) func() map[string]float64 {
 	}
 }
 
+// connectedClients reads the server's connected-clients gauge (0 when the scrape fails).
+func (e *env) connectedClients(m *millwright) func() int {
+	scrape := e.scraper(m)
+	return func() int {
+		if v := scrape(); v != nil {
+			return int(v["millwright_mqtt_connected_clients"])
+		}
+		return 0
+	}
+}
+
 // commandList renders the recorded command lines.
 func commandList() string {
 	var b strings.Builder

@@ -44,13 +44,19 @@ func startProc(cmd *exec.Cmd) error {
 	return nil
 }
 
-// stopProc sends SIGTERM, then SIGKILL after grace, and reaps the process.
-func stopProc(cmd *exec.Cmd, grace time.Duration) {
+// untrack removes cmd from the live processes and tells whether it was one (and so still
+// needs stopping).
+func untrack(cmd *exec.Cmd) bool {
 	procs.Lock()
+	defer procs.Unlock()
 	live := procs.live[cmd]
 	delete(procs.live, cmd)
-	procs.Unlock()
-	if !live || cmd.Process == nil {
+	return live && cmd.Process != nil
+}
+
+// stopProc sends SIGTERM, then SIGKILL after grace, and reaps the process.
+func stopProc(cmd *exec.Cmd, grace time.Duration) {
+	if !untrack(cmd) {
 		return
 	}
 	done := make(chan struct{})
@@ -66,11 +72,7 @@ func stopProc(cmd *exec.Cmd, grace time.Duration) {
 
 // killProc kills at once (SIGKILL) and reaps.
 func killProc(cmd *exec.Cmd) {
-	procs.Lock()
-	live := procs.live[cmd]
-	delete(procs.live, cmd)
-	procs.Unlock()
-	if live && cmd.Process != nil {
+	if untrack(cmd) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}
@@ -173,12 +175,21 @@ func procFDs(pid int) int {
 	return len(ents)
 }
 
-func openFileLimit() string {
+// fdLimit is this process's open-file limit (zeros when it cannot be read).
+func fdLimit() (soft, hard uint64) {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0, 0
+	}
+	return l.Cur, l.Max
+}
+
+func openFileLimit() string {
+	soft, hard := fdLimit()
+	if soft == 0 {
 		return "unknown"
 	}
-	return fmt.Sprintf("%d soft, %d hard", l.Cur, l.Max)
+	return fmt.Sprintf("%d soft, %d hard", soft, hard)
 }
 
 // serverExtraEnv is added to the environment of every Millwright server (-server-env).

@@ -72,6 +72,22 @@ func (s *simFleet) check() error {
 	return nil
 }
 
+// awaitConnected waits until connected reports n devices; it fails when a simulator exits or
+// limit passes first.
+func (s *simFleet) awaitConnected(connected func() int, n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for connected() < n {
+		if err := s.check(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d devices connected after %s (%s)", connected(), n, limit, s.progress())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return nil
+}
+
 // progress is the last progress line of each simulator, for error messages.
 func (s *simFleet) progress() string {
 	var out []string
