@@ -182,10 +182,10 @@ The agent row is the agent library itself (`+"`agent.New`"+` in this process wit
 fed 100 measurements and flushed per batch, health reports off): it hands each MQTT packet to
 TLS in one record and names the topic by its alias after the connection's first batch, so its
 framing is lower than the suite client's for the same payload. Its sequence numbers are a new
-device's (2–101, 1–2 bytes of CBOR; a device past 65,536 batches writes 5), as are those of the
+device's (2–%d, 1–2 bytes of CBOR; a device past 65,536 batches writes 5), as are those of the
 compact row above it.
 
-`, num(float64(measurements), 0))
+`, num(float64(measurements), 0), 1+measurements/100)
 	t := newTable("data", "encoding", ">payload B/measurement", ">on the socket B/measurement (Millwright)", ">acks B/measurement (Millwright)", ">on the socket B/measurement (Mosquitto)", ">acks B/measurement (Mosquitto)", ">ratio to one JSON message per measurement (socket)")
 	per := func(v int64) float64 { return float64(v) / float64(measurements) }
 	for d, ds := range wireDatasets {
