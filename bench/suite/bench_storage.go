@@ -259,7 +259,8 @@ datasets, each stored in Millwright and the same samples in VictoriaMetrics %s:
 Millwright: the batches (SenML CBOR + zstd, 100 measurements) go through its ingest pipeline
 into its TSDB in this process; then the head is cut into a block
 (`+"`db.CompactHead(tsdb.NewRangeHead(head, mint, maxt))`"+`, as the server's own compaction does
-once the head spans 3 h) and `+"`db.Compact`"+` merges blocks as it would over time. Size: every
+once the head spans 3 h), the out-of-order head (samples of devices that lagged the others)
+is cut into blocks too (`+"`db.CompactOOOHead`"+`), and `+"`db.Compact`"+` merges blocks as it would over time. Size: every
 file of every block (chunks, index, meta). VictoriaMetrics: the same samples over its import
 API, then `+"`/internal/force_flush`"+` and `+"`/internal/force_merge`"+` for each monthly
 partition, waiting until the data directory stops changing; size: every file under
