@@ -1,11 +1,9 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"github.com/eclipse/paho.golang/paho"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -13,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/millwright/millwright/agent/aggregate"
 	"github.com/millwright/millwright/agent/backoff"
@@ -376,12 +372,7 @@ func LoadConfig(path string) (Config, error) {
 // does not touch the file system (see CheckFiles).
 func ParseConfig(data []byte) (Config, error) {
 	cfg := DefaultConfig()
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return Config{}, fmt.Errorf("%w: %s", ErrConfig, cleanYAMLError(err))
-	}
-	if err := decodeStrict(&doc, &cfg); err != nil {
+	if err := DecodeYAML(data, &cfg); err != nil {
 		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if err := cfg.Validate(); err != nil {
