@@ -76,6 +76,13 @@ func TestOverrides(t *testing.T) {
 	require.Equal(t, 2*time.Second, r.Interval)
 	require.Zero(t, r.jitter)
 	require.Equal(t, MetricsIdle, r.Metrics)
+
+	// A run lays the overrides over its own copy of the profiles.
+	given := []Profile{{Name: "a", FirmwareVersion: "1.0"}}
+	cfg := Config{DataDir: t.TempDir(), Devices: 1, Profiles: File{Profiles: given}, Overrides: Overrides{FirmwareVersion: "2.0"}}
+	require.NoError(t, cfg.setDefaults())
+	require.Equal(t, "2.0", cfg.Profiles.Profiles[0].FirmwareVersion)
+	require.Equal(t, "1.0", given[0].FirmwareVersion)
 }
 
 func TestAssign(t *testing.T) {

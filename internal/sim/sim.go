@@ -24,6 +24,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -196,6 +197,8 @@ func (c *Config) setDefaults() error {
 	if len(c.Profiles.Profiles) == 0 {
 		c.Profiles.Profiles = []Profile{{Name: "default"}}
 	}
+	// The overrides are laid over a copy: the caller's profiles stay as given.
+	c.Profiles.Profiles = slices.Clone(c.Profiles.Profiles)
 	for i := range c.Profiles.Profiles {
 		c.Overrides.apply(&c.Profiles.Profiles[i])
 	}
