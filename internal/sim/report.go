@@ -224,8 +224,8 @@ func (m *monitor) finish() {
 	}
 }
 
-func (m *monitor) summary(s snapshot, start, drainStart time.Time, drained time.Duration, interrupted bool, p provision) *Summary {
-	f := m.faults
+func (m *monitor) summary(s snapshot, drainStart time.Time, drained time.Duration, interrupted bool, p provision) *Summary {
+	f, start := m.faults, m.start
 	return &Summary{
 		Devices: len(m.devs), Server: m.cfg.Server, Seed: m.cfg.Seed, Sync: m.cfg.Sync,
 		BackoffJitter: m.cfg.Backoff.Jitter.String(), Started: start.UTC(),

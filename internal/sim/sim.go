@@ -208,9 +208,9 @@ func (c *Config) setDefaults() error {
 	if c.Backoff.Jitter > backoff.JitterNone {
 		return cfgErr("--backoff-jitter", "%d is not a jitter mode", c.Backoff.Jitter)
 	}
-	if need := uint64(c.Devices)*fdsPerDevice + 200; need > openFileLimit() {
+	if need, limit := uint64(c.Devices)*fdsPerDevice+200, openFileLimit(); need > limit {
 		return cfgErr("--devices", "%d devices need about %d open files (%d each: connection, spool lock, spool segment, sequence file) but this process may open %d; run several simulators with distinct --id-prefix",
-			c.Devices, need, fdsPerDevice, openFileLimit())
+			c.Devices, need, fdsPerDevice, limit)
 	}
 	return nil
 }
@@ -340,7 +340,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	stopAgents()
 	wg.Wait()
 	mon.finish()
-	s := mon.summary(final, start, drainStart, drained, interrupted, prov)
+	s := mon.summary(final, drainStart, drained, interrupted, prov)
 	return s, errors.Join(errs...)
 }
 
@@ -398,8 +398,8 @@ func readTokens(path string) (tokenList, error) {
 	if err != nil {
 		return l, fmt.Errorf("read --token-file: %w", err)
 	}
-	for n, line := range splitLines(string(data)) {
-		if line != "" && line[0] != '#' {
+	for n, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" && line[0] != '#' {
 			l.tokens = append(l.tokens, token{value: line, where: fmt.Sprintf("the token on line %d of %s", n+1, path)})
 		}
 	}
@@ -463,12 +463,4 @@ func sleepClk(ctx context.Context, clk clock.Clock, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C():
 	}
-}
-
-func splitLines(s string) []string {
-	lines := strings.Split(s, "\n")
-	for i, l := range lines {
-		lines[i] = strings.TrimSpace(l)
-	}
-	return lines
 }
