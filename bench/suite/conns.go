@@ -19,6 +19,7 @@ type connResult struct {
 	stackInuse      float64
 	goroutines      float64
 	heapInuseBefore float64
+	gcPercent       float64 // the server's millwright_gc_percent while held
 	stackBefore     float64
 }
 
@@ -52,6 +53,7 @@ func holdIdle(e *env, server, data, prefix string, devices, pid int, connected f
 	r.fds = procFDs(pid)
 	if m := scrape(); m != nil {
 		r.heapInuse, r.stackInuse, r.goroutines = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]
+		r.gcPercent = m["millwright_gc_percent"]
 	}
 	time.Sleep(20 * time.Second)
 	r.rssLater, _ = procRSS(pid)

@@ -28,6 +28,7 @@ import (
 	"github.com/millwright/millwright/internal/enroll"
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/gateway"
+	"github.com/millwright/millwright/internal/gcpace"
 	"github.com/millwright/millwright/internal/ingest"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
@@ -221,6 +222,11 @@ func (s *Server) Run(ctx context.Context) error {
 	pctx, stopPipeline := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.pipeline.Run(pctx) })
+	// Keep the collector's headroom to the live heap: idle device connections hold as much
+	// goroutine stack as heap, and the stacks would otherwise double the garbage allowed. The
+	// collector runs on the process's real time, whatever clock the server's logic is given.
+	pacer := gcpace.New(clock.Real(), s.reg)
+	wg.Go(func() { pacer.Run(pctx) })
 
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- s.http.Serve(s.httpLn) }()
