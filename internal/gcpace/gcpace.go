@@ -11,14 +11,17 @@
 //
 //	GOGC × live / (live + stacks + globals)
 //
-// so that the headroom is GOGC % of the live heap, as it was before Go 1.18. Under ingest load
+// so that the headroom is GOGC % of the live heap, as it was before Go 1.18 (GOGC being 100,
+// the runtime's default, unless a GOGC in the environment says otherwise). Under ingest load
 // the heap (the TSDB head, batches in flight) dwarfs the stacks and the percent stays near
-// GOGC; with many idle connections it falls, never below a quarter of GOGC. GOGC=off turns
-// the pacer off with the collector; GOMEMLIMIT works as it always does.
+// 100; with many idle connections it falls, never below 25. A GOGC in the environment is the
+// operator's choice and is left exactly as set (no pacing); GOMEMLIMIT works as it always
+// does.
 package gcpace
 
 import (
 	"context"
+	"os"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
@@ -39,45 +42,53 @@ var sampleNames = [...]string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/g
 
 // Pacer sets the GC percent from the collector's last figures; see the package comment.
 type Pacer struct {
-	base    int // the GC percent the process started with (GOGC, default 100)
+	base    int // the GC percent the process started with (100); negative: do not pace
 	clk     clock.Clock
 	samples []metrics.Sample
 	last    int
 	gauge   prometheus.Gauge
 }
 
-// processBase is the GC percent the process had when the first pacer was made: GOGC, or 100.
-// Later pacers (several servers in one test process) take the same base, not what an earlier
-// pacer set.
+// processBase is the GC percent the process had when the first pacer was made, or -1 when
+// GOGC is set in the environment (the operator's setting stands). Later pacers (several
+// servers in one test process) take the same base, not what an earlier pacer set.
 var processBase = sync.OnceValue(func() int {
+	if os.Getenv("GOGC") != "" {
+		return -1
+	}
 	base := debug.SetGCPercent(100)
 	debug.SetGCPercent(base)
 	return base
 })
 
-// New returns a pacer for this process, taking the GC percent it ran with when the first
-// pacer was made (GOGC) as the base. Its gauge, millwright_gc_percent, is registered with reg.
+// New returns a pacer for this process: it paces from the GC percent the process ran with
+// when the first pacer was made, and does nothing when GOGC is set in the environment. Its
+// gauge, millwright_gc_percent, is registered with reg and shows the percent in force.
 func New(clk clock.Clock, reg prometheus.Registerer) *Pacer {
 	return newPacer(processBase(), clk, reg)
 }
 
 func newPacer(base int, clk clock.Clock, reg prometheus.Registerer) *Pacer {
 	p := &Pacer{base: base, clk: clk, last: base}
+	if base < 0 {
+		p.last = debug.SetGCPercent(-1)
+		debug.SetGCPercent(p.last)
+	}
 	for _, name := range sampleNames {
 		p.samples = append(p.samples, metrics.Sample{Name: name})
 	}
 	p.gauge = promauto.With(reg).NewGauge(prometheus.GaugeOpts{
 		Name: "millwright_gc_percent",
-		Help: "The GC percent the server set so that the collector's headroom is GOGC % of the live heap alone (package gcpace); negative when the collector is off.",
+		Help: "The GC percent in force: set by the server so that the collector's headroom is 100 % of the live heap alone, or the operator's GOGC (-1: off).",
 	})
-	p.gauge.Set(float64(base))
+	p.gauge.Set(float64(p.last))
 	return p
 }
 
 // Run adjusts the GC percent every Interval until ctx ends, then restores the base.
 func (p *Pacer) Run(ctx context.Context) {
 	if p.base < 0 {
-		return // GOGC=off: nothing to pace
+		return // GOGC set by the operator: nothing to pace
 	}
 	defer debug.SetGCPercent(p.base)
 	t := p.clk.NewTimer(Interval)
@@ -97,7 +108,7 @@ func (p *Pacer) Run(ctx context.Context) {
 // percent in force.
 func (p *Pacer) Step() int {
 	if p.base < 0 {
-		return p.base
+		return p.last
 	}
 	metrics.Read(p.samples)
 	var v [len(sampleNames)]uint64

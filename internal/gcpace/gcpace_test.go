@@ -2,6 +2,7 @@ package gcpace
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -117,23 +118,32 @@ func TestPacerRun(t *testing.T) {
 	require.Equal(t, 80, debug.SetGCPercent(80), "the base is restored")
 }
 
-// TestNewTakesTheProcessBase: New reads the percent the process runs with, once.
+// TestNewTakesTheProcessBase: New reads the percent the process runs with, once, and a GOGC
+// in the environment turns pacing off.
 func TestNewTakesTheProcessBase(t *testing.T) {
-	want := debug.SetGCPercent(100)
-	debug.SetGCPercent(want)
+	want := -1
+	if os.Getenv("GOGC") == "" {
+		want = debug.SetGCPercent(100)
+		debug.SetGCPercent(want)
+	}
 	p := New(clock.Real(), prometheus.NewRegistry())
 	require.Equal(t, want, p.base)
-	old := debug.SetGCPercent(want / 2)
+	old := debug.SetGCPercent(37)
 	t.Cleanup(func() { debug.SetGCPercent(old) })
 	require.Equal(t, want, New(clock.Real(), prometheus.NewRegistry()).base, "a later pacer takes the same base")
 }
 
-// TestPacerOff leaves a process with the collector off alone.
+// TestPacerOff leaves the operator's percent alone, whatever the stacks.
 func TestPacerOff(t *testing.T) {
-	old := debug.SetGCPercent(-1)
+	old := debug.SetGCPercent(70)
 	t.Cleanup(func() { debug.SetGCPercent(old) })
+	release := make(chan struct{})
+	wg := hold(2000, 16, release)
+	defer func() { close(release); wg.Wait() }()
+	runtime.GC()
 	p := newPacer(-1, clock.Real(), prometheus.NewRegistry())
-	require.Equal(t, -1, p.Step())
+	require.Equal(t, 70, p.Step())
+	require.InDelta(t, 70, testutil.ToFloat64(p.gauge), 0)
 	p.Run(context.Background()) // returns at once
-	require.Equal(t, -1, debug.SetGCPercent(-1))
+	require.Equal(t, 70, debug.SetGCPercent(70))
 }
