@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/millwright/millwright/agent/backoff"
+	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol/est"
 )
@@ -181,13 +182,13 @@ func EnrollDir(ctx context.Context, opts Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := writeAtomic(filepath.Join(opts.Dir, CAFile), caPEM, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(opts.Dir, CAFile), caPEM, 0o644); err != nil {
 		return "", err
 	}
-	if err := writeAtomic(filepath.Join(opts.Dir, KeyFile), keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(opts.Dir, KeyFile), keyPEM, 0o600); err != nil {
 		return "", err
 	}
-	if err := writeAtomic(filepath.Join(opts.Dir, CertFile), pemCert(cert), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(opts.Dir, CertFile), pemCert(cert), 0o644); err != nil {
 		return "", err
 	}
 	return cert.Subject.CommonName, nil
@@ -286,10 +287,10 @@ func (r *Rotator) renew(ctx context.Context, current tls.Certificate) (*x509.Cer
 	if err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(r.keyPath(), keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(r.keyPath(), keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeAtomic(r.certPath(), pemCert(cert), 0o644); err != nil {
+	if err := atomicfile.Write(r.certPath(), pemCert(cert), 0o644); err != nil {
 		return nil, err
 	}
 	return cert, nil
@@ -319,33 +320,4 @@ func encodeKey(key crypto.Signer) ([]byte, error) {
 
 func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
-
-func writeAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(perm)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
 }

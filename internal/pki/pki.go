@@ -25,6 +25,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/millwright/millwright/atomicfile"
 )
 
 // File names inside the data directory.
@@ -77,10 +79,10 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, CAKeyFile), keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, CAKeyFile), keyPEM, 0o600); err != nil {
 		return nil, false, err
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, CAFile), ca.PEM, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, CAFile), ca.PEM, 0o644); err != nil {
 		return nil, false, err
 	}
 	return ca, true, nil
@@ -253,34 +255,6 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("private key of type %T cannot sign", key)
 	}
 	return signer, nil
-}
-
-// WriteFileAtomic writes data to a temporary file beside path, syncs it and renames it into
-// place, so a crash leaves either the old file or the new one.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	name := tmp.Name()
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(perm)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(name, path)
-	}
-	if err != nil {
-		_ = os.Remove(name)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 // TLSCertNeedsRenewal reports whether cert expires within the margin or lacks any of the

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/millwright/millwright/atomicfile"
 )
 
 // ServerCertValidity is how long a generated server certificate is valid.
@@ -65,10 +67,10 @@ func EnsureServerCert(dir string, ca *CA, dnsNames []string, ips []net.IP, now t
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 		return tls.Certificate{}, err
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
@@ -108,10 +110,10 @@ func WriteDeviceCert(ca *CA, id, outDir string, now time.Time, validity time.Dur
 	}
 	certPath = filepath.Join(outDir, id+".crt")
 	keyPath = filepath.Join(outDir, id+".key")
-	if err := WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return "", "", err
 	}
-	if err := WriteFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 		return "", "", err
 	}
 	return certPath, keyPath, nil

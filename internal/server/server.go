@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/api"
 	"github.com/millwright/millwright/internal/enroll"
@@ -294,7 +295,7 @@ func loadCA(opts Options, clk clock.Clock, logger *slog.Logger) (*pki.CA, error)
 		if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create data directory: %w", err)
 		}
-		if err := pki.WriteFileAtomic(filepath.Join(opts.DataDir, pki.CAFile), ca.PEM, 0o644); err != nil {
+		if err := atomicfile.Write(filepath.Join(opts.DataDir, pki.CAFile), ca.PEM, 0o644); err != nil {
 			return nil, err
 		}
 		logger.Info("using operator-supplied CA", "subject", ca.Cert.Subject.String(), "intermediate", ca.Intermediate())
@@ -328,7 +329,7 @@ func loadOrCreateToken(path string) (string, error) {
 		return "", fmt.Errorf("make admin token: %w", err)
 	}
 	tok := hex.EncodeToString(raw)
-	if err := pki.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	return tok, nil

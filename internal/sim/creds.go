@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/millwright/millwright/agent/enroll"
+	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
 )
@@ -113,7 +114,7 @@ func saveCreds(path string, names []string, creds map[string]tls.Certificate) er
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("create credentials directory: %w", err)
 	}
-	return pki.WriteFileAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // usable reports whether a stored certificate can be used again: it chains to roots, names
