@@ -161,12 +161,18 @@ const (
 	ackSize  = 20
 )
 
-func encodeAck(w uint64) []byte {
-	b := make([]byte, 0, ackSize)
-	b = append(b, ackMagic...)
-	b = append(b, ackMajor, ackMinor)
-	b = binary.LittleEndian.AppendUint16(b, ackSize)
-	b = binary.LittleEndian.AppendUint64(b, w)
+func encodeAck(w uint64) []byte { return encodeFixed(ackMagic, ackMajor, ackMinor, w) }
+
+// encodeFixed encodes the 20-byte layout the ack file and segment headers share: magic (4
+// bytes), major and minor version, length (uint16, 20), one uint64 and a CRC32C of what comes
+// before it, little-endian.
+func encodeFixed(magic string, major, minor uint8, v uint64) []byte {
+	const size = 20
+	b := make([]byte, 0, size)
+	b = append(b, magic...)
+	b = append(b, major, minor)
+	b = binary.LittleEndian.AppendUint16(b, size)
+	b = binary.LittleEndian.AppendUint64(b, v)
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 

@@ -39,14 +39,7 @@ type segHeader struct {
 }
 
 // encodeSegHeader returns the header of a segment whose first record is id.
-func encodeSegHeader(id uint64) []byte {
-	b := make([]byte, 0, segHeaderSize)
-	b = append(b, segMagic...)
-	b = append(b, segMajor, segMinor)
-	b = binary.LittleEndian.AppendUint16(b, segHeaderSize)
-	b = binary.LittleEndian.AppendUint64(b, id)
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-}
+func encodeSegHeader(id uint64) []byte { return encodeFixed(segMagic, segMajor, segMinor, id) }
 
 // readSegHeader decodes the header of a segment file of the given size. It
 // returns an error wrapping ErrUnsupportedVersion for an unknown major
