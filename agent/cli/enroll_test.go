@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,22 +12,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/registry"
-	"github.com/millwright/millwright/internal/server"
+	"github.com/millwright/millwright/internal/server/servertest"
 )
 
 // TestEnrollCommand enrolls through the command line against a real server.
 func TestEnrollCommand(t *testing.T) {
-	opts := server.DefaultOptions()
-	opts.DataDir = t.TempDir()
-	opts.MQTT.Listen, opts.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
-	s, err := server.New(opts, clock.Real(), slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); require.NoError(t, <-done) }()
+	s := servertest.Start(t, nil)
 	toks, err := s.Registry().CreateEnrollmentTokens(context.Background(), registry.TokenSpec{Count: 1, DeviceID: "pump-3"}, "test")
 	require.NoError(t, err)
 	caFile := filepath.Join(t.TempDir(), "ca.pem")

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,21 +20,10 @@ import (
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/server"
+	"github.com/millwright/millwright/internal/server/servertest"
 )
 
-func startServer(t *testing.T) *server.Server {
-	t.Helper()
-	opts := server.DefaultOptions()
-	opts.DataDir = t.TempDir()
-	opts.MQTT.Listen, opts.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
-	s, err := server.New(opts, clock.Real(), slog.New(slog.DiscardHandler))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
-	return s
-}
+func startServer(t *testing.T) *server.Server { return servertest.Start(t, nil) }
 
 func token(t *testing.T, s *server.Server, spec registry.TokenSpec) string {
 	t.Helper()

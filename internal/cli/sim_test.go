@@ -1,11 +1,9 @@
 package cli
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,8 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/server"
+	"github.com/millwright/millwright/internal/server/servertest"
 	"github.com/millwright/millwright/internal/sim"
 )
 
@@ -32,23 +30,8 @@ func startSimServer(t *testing.T) *simServer { return startSimServerWith(t, nil)
 // startSimServerWith is startSimServer with options changed by mutate (nil for none).
 func startSimServerWith(t *testing.T, mutate func(*server.Options)) *simServer {
 	t.Helper()
-	opts := server.DefaultOptions()
-	opts.DataDir = t.TempDir()
-	opts.MQTT.Listen = "127.0.0.1:0"
-	opts.HTTPListen = "127.0.0.1:0"
-	if mutate != nil {
-		mutate(&opts)
-	}
-	srv, err := server.New(opts, clock.Real(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	return &simServer{srv: srv, dir: opts.DataDir}
+	srv := servertest.Start(t, mutate)
+	return &simServer{srv: srv, dir: srv.DataDir()}
 }
 
 // query runs a PromQL instant query through the server's API and returns the result vector.

@@ -7,11 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,9 +17,9 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/server"
+	"github.com/millwright/millwright/internal/server/servertest"
 )
 
 // testServer is a server running in-process on free loopback ports.
@@ -33,42 +30,8 @@ type testServer struct {
 
 func startServer(t *testing.T, mutate func(*server.Options)) *testServer {
 	t.Helper()
-	opts := server.DefaultOptions()
-	opts.DataDir = t.TempDir()
-	opts.MQTT.Listen = "127.0.0.1:0"
-	opts.HTTPListen = "127.0.0.1:0"
-	if mutate != nil {
-		mutate(&opts)
-	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := server.New(opts, clock.Real(), logger)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Error("server did not stop within 30s")
-		}
-	})
-	ts := &testServer{Server: srv, dir: opts.DataDir}
-	ts.waitHTTP(t)
-	return ts
-}
-
-func (s *testServer) waitHTTP(t *testing.T) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		c, err := net.Dial("tcp", s.HTTPAddr().String())
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	}, 10*time.Second, 10*time.Millisecond)
+	srv := servertest.Start(t, mutate)
+	return &testServer{Server: srv, dir: srv.DataDir()}
 }
 
 // device registers device id with a new certificate from the server's CA, as enrollment would.

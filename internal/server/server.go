@@ -202,6 +202,9 @@ func (s *Server) pipelineMaxPayload() int {
 	return ingest.DefaultOptions().Limits.MaxPayload
 }
 
+// DataDir is the data directory the server uses.
+func (s *Server) DataDir() string { return s.opts.DataDir }
+
 // MQTTAddr is the MQTT/TLS listener's address.
 func (s *Server) MQTTAddr() net.Addr { return s.mqtt.Addr() }
 
