@@ -45,13 +45,12 @@ func benchIngest(e *env) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("millwright: %w", err)
 	}
+	mwRows, err := sweep(o, "millwright", mw.pid(), f.publishBatches)
+	if err != nil {
+		return "", err
+	}
 	for _, n := range batchSizes {
-		r, err := window(o.ingestDevs, o.warmup, o.measure, mw.pid(), f.publishBatches(n))
-		if err != nil {
-			return "", fmt.Errorf("millwright batch %d: %w", n, err)
-		}
-		fmt.Fprintf(os.Stderr, "  millwright batch %d: %.0f/s\n", n, r.rate())
-		rows = append(rows, ingestRow{"Millwright", n, r})
+		rows = append(rows, ingestRow{"Millwright", n, mwRows[n]})
 	}
 	f.close()
 	stopProc(mw.cmd, 20*time.Second)
@@ -66,13 +65,12 @@ func benchIngest(e *env) (string, error) {
 		return "", fmt.Errorf("mosquitto: %w", err)
 	}
 	mqName := "Mosquitto " + mq.version
+	mqRows, err := sweep(o, "mosquitto", mq.pid(), f.publishBatches)
+	if err != nil {
+		return "", err
+	}
 	for _, n := range batchSizes {
-		r, err := window(o.ingestDevs, o.warmup, o.measure, mq.pid(), f.publishBatches(n))
-		if err != nil {
-			return "", fmt.Errorf("mosquitto batch %d: %w", n, err)
-		}
-		fmt.Fprintf(os.Stderr, "  mosquitto batch %d: %.0f/s\n", n, r.rate())
-		rows = append(rows, ingestRow{mqName, n, r})
+		rows = append(rows, ingestRow{mqName, n, mqRows[n]})
 	}
 	single, err := window(o.ingestDevs, o.warmup, o.measure, mq.pid(), f.publishSingles())
 	if err != nil {
@@ -88,18 +86,28 @@ func benchIngest(e *env) (string, error) {
 		return "", err
 	}
 	imp := newVMImporter(vm.addr, prefix, o.ingestDevs, randomWalk, start, step)
-	vmRows := map[int]loadResult{}
-	for _, n := range batchSizes {
-		r, err := window(o.ingestDevs, o.warmup, o.measure, vm.pid(), imp.send(n))
-		if err != nil {
-			return "", fmt.Errorf("victoria-metrics batch %d: %w", n, err)
-		}
-		fmt.Fprintf(os.Stderr, "  victoria-metrics batch %d: %.0f/s\n", n, r.rate())
-		vmRows[n] = r
-	}
+	vmRows, err := sweep(o, "victoria-metrics", vm.pid(), imp.send)
 	imp.cl.CloseIdleConnections()
+	if err != nil {
+		return "", err
+	}
 	stopProc(vm.cmd, 10*time.Second)
 	return ingestReport(e, rows, single, vmRows, mqName, vm.version), nil
+}
+
+// sweep measures the load that sender(n) makes, one window per batch size, against the
+// process pid, and prints each rate as it goes.
+func sweep(o options, name string, pid int, sender func(n int) func(context.Context, int) (int, bool, error)) (map[int]loadResult, error) {
+	res := map[int]loadResult{}
+	for _, n := range batchSizes {
+		r, err := window(o.ingestDevs, o.warmup, o.measure, pid, sender(n))
+		if err != nil {
+			return nil, fmt.Errorf("%s batch %d: %w", name, n, err)
+		}
+		fmt.Fprintf(os.Stderr, "  %s batch %d: %.0f/s\n", name, n, r.rate())
+		res[n] = r
+	}
+	return res, nil
 }
 
 func ingestReport(e *env, rows []ingestRow, single loadResult, vm map[int]loadResult, mqName, vmVersion string) string {
