@@ -97,21 +97,23 @@ func (o Options) withDefaults() Options {
 }
 
 // Chunk sizes. Every chunk costs its header, its first sample written in full and, in each
-// block's index, an entry; the longer the chunk, the less of that per sample. Prometheus
-// defaults (120 samples in order, 32 out of order) suit a 15 s scrape of mostly changing
-// values; a device's readings mostly hold their value, so a sample costs 1–2 bits and the
-// per-chunk cost is most of the bill. Measured on the benchmark suite's plant mix (16 signals
-// every 10 s, docs/benchmarks.md): 120 → 240 samples per chunk takes live data from 1.98 to
-// 1.88 B per stored sample, and a backlog drained after an outage (which arrives out of
-// order) from 2.67 to 2.02 B with out-of-order chunks of 128 instead of 32.
+// block's index, an entry; the longer the chunk, the less of that per sample. Prometheus cuts
+// in-order chunks at 120 samples, sized for a 15 s scrape of mostly changing values; a
+// device's readings mostly hold their value, so a sample costs 1–2 bits and the per-chunk cost
+// is most of the bill. Measured on the benchmark suite's plant mix (16 signals every 10 s,
+// docs/benchmarks.md): 240 samples per chunk take live data from 1.98 to 1.88 B per stored
+// sample, for a head chunk per series of up to 240 compressed samples (about 0.5 KiB of device
+// data) instead of 120.
 //
-// The costs are memory: the head's open chunk of each series holds up to SamplesPerChunk
-// compressed samples (about 0.5 KiB of device data), and the out-of-order head holds up to
-// OutOfOrderChunkSamples uncompressed samples (40 B each, 5 KiB) for each
-// series that has out-of-order samples waiting.
+// Out-of-order chunks (a backlog drained after an outage) stay at Prometheus' 32 samples. The
+// out-of-order head keeps each series' open chunk uncompressed, 40 B a sample, and after a
+// plant-wide outage every series of every device may have one open at once: 32 samples are
+// 1.25 KiB per series, where 128 (which took a backlog's day from 2.67 to 2.02 B per sample)
+// would be 5 KiB, 1.5 GB for 19,000 devices of 16 signals, at the moment the server can least
+// afford it.
 const (
 	SamplesPerChunk        = 240
-	OutOfOrderChunkSamples = 128
+	OutOfOrderChunkSamples = 32
 )
 
 // Store is the embedded TSDB with its PromQL engine.
