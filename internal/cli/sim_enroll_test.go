@@ -240,7 +240,7 @@ func TestSimPostgresRegistry(t *testing.T) {
 	require.Equal(t, int(sm.Measurements.Acknowledged), samples)
 
 	again := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--database", dbURL, "--devices", fmt.Sprint(n),
-		"--id-prefix", "pg", "--metrics", "idle", "--duration", "1s")
+		"--id-prefix", "pg", "--metrics", "idle", "--duration", "5s") // time to connect on loaded CI cores
 	require.Equal(t, n, again.Provisioning.Reused)
 	require.Zero(t, again.Provisioning.Registered)
 	require.Equal(t, n, again.ConnectedAtEnd)
