@@ -79,7 +79,8 @@ idle: the fleet simulator (`+"`millwright sim --metrics idle`"+`, real agents, M
 (127.0.0.2 …), because the open-file limit of %d per process (hard, not raisable here) applies
 to each side and an agent holds four files. The server's resident set (VmRSS) is read before the
 first device connects (3 s after start) and 10 s after the last one connected (steady state,
-no forced garbage collection); RSS per connection is the difference divided by the devices. The
+no forced garbage collection; a device is connected when the server holds it, by its own gauge
+or, for Mosquitto, an established socket, and its simulator has its CONNACK); RSS per connection is the difference divided by the devices. The
 figure 20 s later shows whether it was still moving. Peer: Mosquitto, its own TLS listener
 (same CA, `+"`require_certificate true`"+`), the same load. The middle rows are the same server
 started with `+"`GOGC=100`"+` in its environment, which it leaves as set (its collector then runs

@@ -28,7 +28,8 @@ func (r connResult) perConn() float64 {
 }
 
 // holdIdle connects devices to a running server with the simulator, waits for a steady state
-// and measures. connected reports how many devices the server holds now.
+// and measures. connected reports how many devices the server holds now; a device counts as
+// held when the server holds it and its simulator sees it connected.
 func holdIdle(e *env, server, data, prefix string, devices, pid int, connected func() int, scrape func() map[string]float64) (connResult, error) {
 	r := connResult{devices: devices}
 	time.Sleep(3 * time.Second) // the server settles after its start
@@ -42,7 +43,8 @@ func holdIdle(e *env, server, data, prefix string, devices, pid int, connected f
 		return r, err
 	}
 	defer func() { _, _ = sims.stop() }()
-	if err := sims.awaitConnected(connected, devices, 5*time.Minute); err != nil {
+	held := func() int { return min(connected(), sims.connected()) }
+	if err := sims.awaitConnected(held, devices, 5*time.Minute); err != nil {
 		return r, err
 	}
 	r.connectTime = time.Since(t0)
@@ -57,7 +59,7 @@ func holdIdle(e *env, server, data, prefix string, devices, pid int, connected f
 	}
 	time.Sleep(20 * time.Second)
 	r.rssLater, _ = procRSS(pid)
-	if n := connected(); n < devices {
+	if n := held(); n < devices {
 		return r, fmt.Errorf("only %d of %d devices still connected at the end", n, devices)
 	}
 	if _, err := sims.stop(); err != nil {

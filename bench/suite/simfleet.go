@@ -29,7 +29,7 @@ type simFleet struct {
 func simCommand(bin, server, data, prefix string, devices int, source, jitter string, limit time.Duration) []string {
 	return []string{bin, "sim", "--server", server, "--data", data, "--devices", strconv.Itoa(devices),
 		"--id-prefix", prefix, "--metrics", "idle", "--source-addrs", source, "--backoff-jitter", jitter,
-		"--duration", limit.String(), "--json", "--log-level", "warn", "--agent-log-level", "error", "--progress-interval", "5s"}
+		"--duration", limit.String(), "--json", "--log-level", "warn", "--agent-log-level", "error", "--progress-interval", "1s"}
 }
 
 func startSims(e *env, server, data, prefix string, total, procs int, jitter string, limit time.Duration) (*simFleet, error) {
@@ -86,6 +86,43 @@ func (s *simFleet) awaitConnected(connected func() int, n int, limit time.Durati
 		time.Sleep(250 * time.Millisecond)
 	}
 	return nil
+}
+
+// connected is how many devices the simulators count as connected (MQTT session up: CONNACK
+// received), from the last progress line of each (one a second); -1 until every simulator has
+// printed one. A server's own count of TCP connections also holds sockets still waiting for
+// their handshake, or for the broker to accept them at all.
+func (s *simFleet) connected() int {
+	total := 0
+	for _, path := range s.logs {
+		n, ok := lastConnected(path)
+		if !ok {
+			return -1
+		}
+		total += n
+	}
+	return total
+}
+
+// lastConnected reads the connected= figure of the last progress line in a simulator's log.
+func lastConnected(path string) (int, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	lines := strings.Split(string(b), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if !strings.HasPrefix(lines[i], "sim ") {
+			continue
+		}
+		for _, f := range strings.Fields(lines[i]) {
+			if v, ok := strings.CutPrefix(f, "connected="); ok {
+				n, err := strconv.Atoi(v)
+				return n, err == nil
+			}
+		}
+	}
+	return 0, false
 }
 
 // progress is the last progress line of each simulator, for error messages.

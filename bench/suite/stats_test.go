@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -66,4 +68,20 @@ func TestGaugePerSecond(t *testing.T) {
 	// 100 in second 1 (two readings), a drop to 90 counts nothing, then +60 in second 3.
 	require.Equal(t, []int{0, 100, 0, 60}, got)
 	require.Nil(t, gaugePerSecond(nil))
+}
+
+func TestLastConnected(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sim.log")
+	require.NoError(t, os.WriteFile(path, []byte("time=x level=WARN msg=y\n"), 0o644))
+	_, ok := lastConnected(path)
+	require.False(t, ok, "no progress line yet")
+	require.NoError(t, os.WriteFile(path, []byte(
+		"sim running elapsed=1s devices=3800 connected=12 sampled_per_s=0.0 acked_per_s=0.0 backlog=0 reconnects=0 dropped=0\n"+
+			"time=x level=WARN msg=y\n"+
+			"sim running elapsed=2s devices=3800 connected=3799 sampled_per_s=0.0 acked_per_s=0.0 backlog=0 reconnects=1 dropped=0\n"), 0o644))
+	n, ok := lastConnected(path)
+	require.True(t, ok)
+	require.Equal(t, 3799, n)
+	_, ok = lastConnected(filepath.Join(t.TempDir(), "missing.log"))
+	require.False(t, ok)
 }
