@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/millwright/millwright/agent/spool"
+	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
 
@@ -232,7 +233,7 @@ func (a *Agent) healthLoop(ctx context.Context) {
 	if iv <= 0 {
 		return
 	}
-	for sleep(ctx, a.clk, iv) {
+	for clock.Sleep(ctx, a.clk, iv) {
 		if err := a.sink.Write(ctx, a.healthRecords(a.clk.Now()), spool.ClassRaw); err != nil && ctx.Err() == nil {
 			a.log.Warn("write health measurements", "error", err)
 		}

@@ -113,7 +113,7 @@ func (u *mqttUplink) current() *mqttConn {
 func (u *mqttUplink) run(ctx context.Context) {
 	wait := u.backoff.Initial()
 	for {
-		if !sleep(ctx, u.clk, wait) {
+		if !clock.Sleep(ctx, u.clk, wait) {
 			return
 		}
 		u.m.connectAttempt()
@@ -303,21 +303,6 @@ func timeoutOr(ctx context.Context, cause string) string {
 		return causeTimeout
 	}
 	return cause
-}
-
-// sleep waits d on clk; it reports false when ctx ended first.
-func sleep(ctx context.Context, clk clock.Clock, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := clk.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C():
-		return true
-	}
 }
 
 // packetConn hands each MQTT control packet to the TLS connection in one

@@ -8,7 +8,10 @@
 // AfterFunc are enough to build tickers, deadlines and sleeps.
 package clock
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Clock tells the time and makes timers.
 type Clock interface {
@@ -38,3 +41,18 @@ type Timer interface {
 
 // Since returns the time elapsed since t according to c.
 func Since(c Clock, t time.Time) time.Duration { return c.Now().Sub(t) }
+
+// Sleep waits d on c; it reports false when ctx ended first (or had ended already).
+func Sleep(ctx context.Context, c Clock, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := c.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+		return true
+	}
+}

@@ -1,6 +1,7 @@
 package clock_test
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -207,4 +208,28 @@ func TestRealClock(t *testing.T) {
 	require.True(t, tm2.Stop())
 	require.False(t, tm2.Reset(time.Hour))
 	tm2.Stop()
+}
+
+func TestSleep(t *testing.T) {
+	f := clock.NewFake(epoch)
+	done := make(chan bool)
+	go func() { done <- clock.Sleep(context.Background(), f, time.Minute) }()
+	f.BlockUntil(1)
+	f.Advance(59 * time.Second)
+	select {
+	case <-done:
+		t.Fatal("woke before its minute")
+	default:
+	}
+	f.Advance(time.Second)
+	require.True(t, <-done, "a full wait")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { done <- clock.Sleep(ctx, f, time.Hour) }()
+	f.BlockUntil(1)
+	cancel()
+	require.False(t, <-done, "the context ended first")
+	require.Zero(t, f.Pending(), "no timer left behind")
+	require.False(t, clock.Sleep(ctx, f, 0), "a zero wait on an ended context")
+	require.True(t, clock.Sleep(context.Background(), f, -time.Second), "a negative wait")
 }

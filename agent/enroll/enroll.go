@@ -246,14 +246,8 @@ func (r *Rotator) Run(ctx context.Context) error {
 		if bo.Failures() > 0 {
 			wait = bo.Next()
 		}
-		if wait > 0 {
-			t := clk.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-t.C():
-			}
+		if !clock.Sleep(ctx, clk, wait) {
+			return nil
 		}
 		cert, err := r.renew(ctx, current)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
 
@@ -161,11 +162,11 @@ func window(n int, warmup, dur time.Duration, pid int, send func(ctx context.Con
 			latMu.Unlock()
 		}()
 	}
-	sleepCtx(ctx, warmup)
+	clock.Sleep(ctx, clock.Real(), warmup)
 	cpu0 := procCPU(pid)
 	measuring.Store(true)
 	t0 := time.Now()
-	sleepCtx(ctx, dur)
+	clock.Sleep(ctx, clock.Real(), dur)
 	measuring.Store(false)
 	elapsed := time.Since(t0)
 	cpu1 := procCPU(pid)
@@ -178,13 +179,6 @@ func window(n int, warmup, dur time.Duration, pid int, send func(ctx context.Con
 	slices.Sort(lats)
 	return loadResult{measurements: meas.Load(), requests: reqs.Load(), refused: refus.Load(), elapsed: elapsed,
 		p50: percentile(lats, 50), p99: percentile(lats, 99), serverCPU: cpu1 - cpu0, serverRSS: rss}, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
 }
 
 // publishBatches sends batches of n measurements in CBOR+zstd, QoS 1, one in flight per device.

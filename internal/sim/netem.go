@@ -217,12 +217,8 @@ func (s *outageState) active(now time.Time) bool {
 func (s *outageState) run(ctx context.Context, clk clock.Clock) {
 	next := s.start.Add(s.o.First)
 	for {
-		t := clk.NewTimer(next.Sub(clk.Now()))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !clock.Sleep(ctx, clk, next.Sub(clk.Now())) {
 			return
-		case <-t.C():
 		}
 		s.faults.outages.Add(1)
 		s.mu.Lock()

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/millwright/millwright/clock"
 )
 
 // Summary is what a simulation run did, from the agents' own counters (docs/sim.md lists the
@@ -169,12 +171,8 @@ func (m *monitor) watch(ctx context.Context, draining bool) {
 	clk := m.cfg.Clock
 	for {
 		next := m.start.Add(time.Duration(len(m.timeline)+1) * time.Second)
-		t := clk.NewTimer(next.Sub(clk.Now()))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !clock.Sleep(ctx, clk, next.Sub(clk.Now())) {
 			return
-		case <-t.C():
 		}
 		s := m.sample()
 		m.timeline = append(m.timeline, Second{

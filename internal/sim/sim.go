@@ -330,7 +330,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			if left == 0 {
 				return
 			}
-			sleepClk(dctx, clk, 200*time.Millisecond)
+			clock.Sleep(dctx, clk, 200*time.Millisecond)
 		}
 	}()
 	mon.watch(dctx, true)
@@ -453,14 +453,4 @@ func contextTimeout(parent context.Context, clk clock.Clock, d time.Duration) (c
 	ctx, cancel := context.WithCancel(parent)
 	t := clk.AfterFunc(d, cancel)
 	return ctx, func() { t.Stop(); cancel() }
-}
-
-// sleepClk waits d on clk or until ctx ends.
-func sleepClk(ctx context.Context, clk clock.Clock, d time.Duration) {
-	t := clk.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C():
-	}
 }
