@@ -42,38 +42,34 @@ var sampleNames = [...]string{"/gc/heap/live:bytes", "/gc/scan/stack:bytes", "/g
 
 // Pacer sets the GC percent from the collector's last figures; see the package comment.
 type Pacer struct {
-	base    int // the GC percent the process started with (100); negative: do not pace
+	base    int  // the GC percent the process started with: 100, or the operator's GOGC
+	pace    bool // false when GOGC is set in the environment: base stands as set
 	clk     clock.Clock
 	samples []metrics.Sample
 	last    int
 	gauge   prometheus.Gauge
 }
 
-// processBase is the GC percent the process had when the first pacer was made, or -1 when
-// GOGC is set in the environment (the operator's setting stands). Later pacers (several
-// servers in one test process) take the same base, not what an earlier pacer set.
-var processBase = sync.OnceValue(func() int {
-	if os.Getenv("GOGC") != "" {
-		return -1
-	}
+// processBase is the GC percent the process had when the first pacer was made, and whether
+// to pace it (not when GOGC is set in the environment: the operator's setting stands). Later
+// pacers (several servers in one test process) take the same base, not what an earlier pacer
+// set.
+var processBase = sync.OnceValues(func() (int, bool) {
 	base := debug.SetGCPercent(100)
 	debug.SetGCPercent(base)
-	return base
+	return base, os.Getenv("GOGC") == "" && base > 0
 })
 
 // New returns a pacer for this process: it paces from the GC percent the process ran with
 // when the first pacer was made, and does nothing when GOGC is set in the environment. Its
 // gauge, millwright_gc_percent, is registered with reg and shows the percent in force.
 func New(clk clock.Clock, reg prometheus.Registerer) *Pacer {
-	return newPacer(processBase(), clk, reg)
+	base, pace := processBase()
+	return newPacer(base, pace, clk, reg)
 }
 
-func newPacer(base int, clk clock.Clock, reg prometheus.Registerer) *Pacer {
-	p := &Pacer{base: base, clk: clk, last: base}
-	if base < 0 {
-		p.last = debug.SetGCPercent(-1)
-		debug.SetGCPercent(p.last)
-	}
+func newPacer(base int, pace bool, clk clock.Clock, reg prometheus.Registerer) *Pacer {
+	p := &Pacer{base: base, pace: pace, clk: clk, last: base}
 	for _, name := range sampleNames {
 		p.samples = append(p.samples, metrics.Sample{Name: name})
 	}
@@ -81,33 +77,25 @@ func newPacer(base int, clk clock.Clock, reg prometheus.Registerer) *Pacer {
 		Name: "millwright_gc_percent",
 		Help: "The GC percent in force: set by the server so that the collector's headroom is 100 % of the live heap alone, or the operator's GOGC (-1: off).",
 	})
-	p.gauge.Set(float64(p.last))
+	p.gauge.Set(float64(base))
 	return p
 }
 
 // Run adjusts the GC percent every Interval until ctx ends, then restores the base.
 func (p *Pacer) Run(ctx context.Context) {
-	if p.base < 0 {
+	if !p.pace {
 		return // GOGC set by the operator: nothing to pace
 	}
 	defer debug.SetGCPercent(p.base)
-	t := p.clk.NewTimer(Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		}
+	for clock.Sleep(ctx, p.clk, Interval) {
 		p.Step()
-		t.Reset(Interval)
 	}
 }
 
 // Step reads the collector's last figures and sets the GC percent from them; it returns the
 // percent in force.
 func (p *Pacer) Step() int {
-	if p.base < 0 {
+	if !p.pace {
 		return p.last
 	}
 	metrics.Read(p.samples)

@@ -72,7 +72,7 @@ func TestPacerFollowsStacks(t *testing.T) {
 	old := debug.SetGCPercent(100)
 	t.Cleanup(func() { debug.SetGCPercent(old) })
 	reg := prometheus.NewRegistry()
-	p := newPacer(100, clock.Real(), reg)
+	p := newPacer(100, true, clock.Real(), reg)
 
 	release := make(chan struct{})
 	wg := hold(2000, 16, release)
@@ -99,7 +99,7 @@ func TestPacerRun(t *testing.T) {
 	old := debug.SetGCPercent(80)
 	t.Cleanup(func() { debug.SetGCPercent(old) })
 	clk := clock.NewFake(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
-	p := newPacer(80, clk, prometheus.NewRegistry())
+	p := newPacer(80, true, clk, prometheus.NewRegistry())
 
 	release := make(chan struct{})
 	wg := hold(2000, 16, release)
@@ -121,13 +121,11 @@ func TestPacerRun(t *testing.T) {
 // TestNewTakesTheProcessBase: New reads the percent the process runs with, once, and a GOGC
 // in the environment turns pacing off.
 func TestNewTakesTheProcessBase(t *testing.T) {
-	want := -1
-	if os.Getenv("GOGC") == "" {
-		want = debug.SetGCPercent(100)
-		debug.SetGCPercent(want)
-	}
+	want := debug.SetGCPercent(100)
+	debug.SetGCPercent(want)
 	p := New(clock.Real(), prometheus.NewRegistry())
 	require.Equal(t, want, p.base)
+	require.Equal(t, os.Getenv("GOGC") == "", p.pace, "a GOGC in the environment turns pacing off")
 	old := debug.SetGCPercent(37)
 	t.Cleanup(func() { debug.SetGCPercent(old) })
 	require.Equal(t, want, New(clock.Real(), prometheus.NewRegistry()).base, "a later pacer takes the same base")
@@ -141,7 +139,7 @@ func TestPacerOff(t *testing.T) {
 	wg := hold(2000, 16, release)
 	defer func() { close(release); wg.Wait() }()
 	runtime.GC()
-	p := newPacer(-1, clock.Real(), prometheus.NewRegistry())
+	p := newPacer(70, false, clock.Real(), prometheus.NewRegistry())
 	require.Equal(t, 70, p.Step())
 	require.InDelta(t, 70, testutil.ToFloat64(p.gauge), 0)
 	p.Run(context.Background()) // returns at once
