@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,16 +31,18 @@ type FactReporter interface {
 	MarkSeen(ctx context.Context, seen map[string]time.Time) error
 }
 
-func connectFacts(pk packets.Packet) Facts {
+// connectFacts reads the facts from a CONNECT's user properties, copied out of the packet's
+// buffer (which the fact queue would otherwise keep alive).
+func connectFacts(pk *packets.Packet) Facts {
 	f := Facts{Seen: time.Now()}
 	for _, p := range pk.Properties.User {
 		switch p.Key {
 		case PropHardwareModel:
-			f.HardwareModel = p.Val
+			f.HardwareModel = strings.Clone(p.Val)
 		case PropNetworkOperator:
-			f.NetworkOperator = p.Val
+			f.NetworkOperator = strings.Clone(p.Val)
 		case PropFirmwareVersion:
-			f.FirmwareVersion = p.Val
+			f.FirmwareVersion = strings.Clone(p.Val)
 		}
 	}
 	return f

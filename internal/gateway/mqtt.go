@@ -1,7 +1,11 @@
-// Package gateway holds the device-facing listeners: the embedded MQTT broker (MQTT 5 and
-// 3.1.1 over TLS with client certificates) and the HTTPS batch endpoint. Both authenticate the
-// device from its certificate, confine it to its own topic root, and hand telemetry batches to
-// the ingest pipeline, acknowledging only what the pipeline made durable.
+// Package gateway holds the device-facing listeners: MQTT 5 and 3.1.1 over TLS with client
+// certificates, and the HTTPS batch endpoint. Both authenticate the device from its
+// certificate, confine it to its own topic root, and hand telemetry batches to the ingest
+// pipeline, acknowledging only what the pipeline made durable.
+//
+// The MQTT side serves device sessions itself, one goroutine per connection, over
+// mochi-mqtt's packet codec; docs/design.md ("Device sessions") says why it is not a
+// general-purpose broker.
 package gateway
 
 import (
@@ -13,23 +17,17 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/ingest"
 	"github.com/millwright/millwright/protocol"
-)
-
-// Listener IDs.
-const (
-	listenerTLS      = "tls"
-	listenerInsecure = "insecure"
 )
 
 // Ingester stores a batch from a device and says how it went.
@@ -39,116 +37,164 @@ type Ingester interface {
 
 var _ Ingester = (*ingest.Pipeline)(nil)
 
-// MQTTOptions configure the broker.
+// MQTTOptions configure the MQTT listeners and device sessions.
 type MQTTOptions struct {
 	// Listen is the TLS listener address. Default ":8883".
 	Listen string `yaml:"listen"`
 	// InsecureListen, when set, adds a plain-TCP listener where the client ID alone names the
 	// device. For development only; empty (the default) means none.
 	InsecureListen string `yaml:"insecure_listen"`
-	// MaxWritesPending is the per-client queue of outgoing publishes (commands, configuration,
-	// OTA offers; acknowledgements do not queue). Default 64: 512 bytes per client, where the
-	// broker's own default of 8,192 costs 64 KiB per idle client. A publish to a device whose
-	// queue is full is dropped and counted by the broker.
-	MaxWritesPending int32 `yaml:"max_writes_pending"`
-	// ReadBufferSize is the per-client read buffer in bytes above the TLS record layer, which
-	// buffers a whole record itself. Default 64: enough for the fixed header and remaining
-	// length the broker reads byte by byte; the rest of a packet is read in one call, straight
-	// into the packet's own buffer when it is larger than this one.
-	ReadBufferSize int `yaml:"read_buffer_size"`
-	// MaxSessionExpiry bounds, in seconds, how long the broker keeps a disconnected client's
-	// session. Default 3,600.
+	// MaxInflight bounds the QoS 1 messages sent to one device and not yet acknowledged
+	// (commands, configuration, OTA offers), kept while the device is offline for as long as
+	// its session lasts. Default 64; a message beyond it is dropped and counted in
+	// millwright_mqtt_messages_dropped_total. A device's own Receive Maximum, when lower, is
+	// the bound on its connection.
+	MaxInflight int `yaml:"max_inflight"`
+	// MaxSessionExpiry bounds, in seconds, how long a disconnected device's session (its
+	// subscriptions and unacknowledged messages) is kept. Default 3,600.
 	MaxSessionExpiry uint32 `yaml:"max_session_expiry"`
 	// MaxPacketSize bounds an MQTT packet in bytes. Default 1 MiB.
 	MaxPacketSize uint32 `yaml:"max_packet_size"`
 	// HandshakeTimeout bounds, from accept, the wait for a handshake slot and the TLS
-	// handshake on the MQTT listener; a client that has not completed one by then is
-	// disconnected. Default 30 s: in a reconnect storm devices queue for a slot, and one
-	// dropped after queueing retries later on a doubled backoff window.
+	// handshake on the MQTT listener, and then again the wait for the CONNECT packet; a client
+	// that has not sent one by then is disconnected. Default 30 s: in a reconnect storm
+	// devices queue for a slot, and one dropped after queueing retries later on a doubled
+	// backoff window.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
 	// MaxConcurrentHandshakes bounds the TLS handshakes in progress at once; the others wait
 	// in order within HandshakeTimeout. Default 8 per CPU.
 	MaxConcurrentHandshakes int `yaml:"max_concurrent_handshakes"`
+	// WriteTimeout bounds one write to a device; a device that does not read for that long is
+	// disconnected. Default 30 s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+
+	// Clock times session expiry. Nil means the real clock.
+	Clock clock.Clock `yaml:"-"`
 }
 
 // DefaultMQTTOptions returns the defaults.
 func DefaultMQTTOptions() MQTTOptions {
-	return MQTTOptions{Listen: ":8883", MaxWritesPending: 64, ReadBufferSize: 64, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20,
-		HandshakeTimeout: 30 * time.Second, MaxConcurrentHandshakes: 8 * runtime.GOMAXPROCS(0)}
+	return MQTTOptions{Listen: ":8883", MaxInflight: 64, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20,
+		HandshakeTimeout: 30 * time.Second, MaxConcurrentHandshakes: 8 * runtime.GOMAXPROCS(0),
+		WriteTimeout: 30 * time.Second}
 }
 
-// MQTT is the embedded broker.
+// withDefaults fills the zero fields of o from DefaultMQTTOptions.
+func (o MQTTOptions) withDefaults() MQTTOptions {
+	d := DefaultMQTTOptions()
+	if o.Listen == "" {
+		o.Listen = d.Listen
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = d.MaxInflight
+	}
+	if o.MaxSessionExpiry == 0 {
+		o.MaxSessionExpiry = d.MaxSessionExpiry
+	}
+	if o.MaxPacketSize == 0 {
+		o.MaxPacketSize = d.MaxPacketSize
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = d.HandshakeTimeout
+	}
+	if o.MaxConcurrentHandshakes <= 0 {
+		o.MaxConcurrentHandshakes = d.MaxConcurrentHandshakes
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = d.WriteTimeout
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real()
+	}
+	return o
+}
+
+// MQTT serves devices over MQTT: it accepts connections, authenticates each device, keeps its
+// session and hands its batches to the ingest pipeline.
 type MQTT struct {
-	srv      *mqtt.Server
-	tlsLn    net.Listener
-	plainLn  net.Listener
-	log      *slog.Logger
-	hook     *deviceHook
-	serveErr chan error
+	opts    MQTTOptions
+	tlsLn   *handshakeListener
+	plainLn net.Listener
+	ing     Ingester
+	authz   Authorizer
+	facts   *factQueue
+	log     *slog.Logger
+	met     *mqttMetrics
+
+	ctx    context.Context // ends at Close: ingest waits end with it
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // accept loops and connections
+
+	mu       sync.Mutex
+	sessions map[string]*session // by device ID: live ones and expiring ones
+	conns    map[*conn]struct{}  // every connection being served, before and after CONNECT
+	closed   bool
+
+	connected atomic.Int64
 }
 
-// NewMQTT binds the listeners and prepares the broker; Start serves it. tlsConfig must carry the
-// server certificate; NewMQTT sets client-certificate verification against clientCAs and the
-// TLS 1.2 minimum.
+// mqttMetrics are the MQTT side's own metrics.
+type mqttMetrics struct {
+	connects       *prometheus.CounterVec
+	acl            prometheus.Counter
+	protocolErrors prometheus.Counter
+	dropped        prometheus.Counter
+	handshakes     prometheus.Counter
+}
+
+func newMQTTMetrics(reg prometheus.Registerer) *mqttMetrics {
+	f := promauto.With(reg)
+	return &mqttMetrics{
+		connects: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "millwright_mqtt_connects_total",
+			Help: "MQTT connection attempts that reached authentication, by result.",
+		}, []string{"result"}),
+		acl: f.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_mqtt_acl_denied_total",
+			Help: "Publishes and subscriptions refused because they left the device's topic root.",
+		}),
+		protocolErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_mqtt_protocol_errors_total",
+			Help: "MQTT connections closed for a malformed packet or a protocol violation.",
+		}),
+		dropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_mqtt_messages_dropped_total",
+			Help: "Messages to devices dropped because the device had too many unacknowledged.",
+		}),
+		handshakes: f.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_mqtt_tls_handshake_failures_total",
+			Help: "TLS handshakes on the MQTT listener that failed or timed out.",
+		}),
+	}
+}
+
+// NewMQTT binds the listeners; Start serves them. tlsConfig must carry the server
+// certificate; NewMQTT sets client-certificate verification against clientCAs and the TLS 1.2
+// minimum.
 //
 // authz, when not nil, is asked at every connect whether the device may connect; facts, when
 // not nil, receives what the device reports about itself in its CONNECT user properties.
 func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Authorizer, facts FactReporter, logger *slog.Logger, reg prometheus.Registerer) (*MQTT, error) {
-	d := DefaultMQTTOptions()
-	if opts.Listen == "" {
-		opts.Listen = d.Listen
-	}
-	if opts.MaxWritesPending <= 0 {
-		opts.MaxWritesPending = d.MaxWritesPending
-	}
-	if opts.ReadBufferSize <= 0 {
-		opts.ReadBufferSize = d.ReadBufferSize
-	}
-	if opts.MaxSessionExpiry == 0 {
-		opts.MaxSessionExpiry = d.MaxSessionExpiry
-	}
-	if opts.MaxPacketSize == 0 {
-		opts.MaxPacketSize = d.MaxPacketSize
-	}
-	if opts.HandshakeTimeout <= 0 {
-		opts.HandshakeTimeout = d.HandshakeTimeout
-	}
-	if opts.MaxConcurrentHandshakes <= 0 {
-		opts.MaxConcurrentHandshakes = d.MaxConcurrentHandshakes
-	}
+	opts = opts.withDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumClientWritesPending = opts.MaxWritesPending
-	caps.MaximumSessionExpiryInterval = opts.MaxSessionExpiry
-	caps.MaximumPacketSize = opts.MaxPacketSize
-	caps.TopicAliasMaximum = topicAliasMaximum
-	srv := mqtt.New(&mqtt.Options{
-		Capabilities: caps,
-		// Per-client buffers: the read buffer lives as long as the connection; the write
-		// buffer only while packets queue.
-		ClientNetReadBufferSize:  opts.ReadBufferSize,
-		ClientNetWriteBufferSize: 2048,
-		// The broker logs a line per connection and per dropped client at warning level;
-		// Millwright counts those in metrics instead and keeps the broker's errors only.
-		Logger: slog.New(brokerLogHandler{Handler: logger.Handler()}).With("component", "mqtt"),
-	})
-	m := &MQTT{srv: srv, log: logger, serveErr: make(chan error, 1)}
-	if err := srv.AddHook(&aliasHook{srv: srv, max: topicAliasMaximum}, nil); err != nil {
-		return nil, fmt.Errorf("add MQTT hook: %w", err)
-	}
-	m.hook = newDeviceHook(ing, authz, logger, reg)
-	if facts != nil {
-		m.hook.facts = newFactQueue(facts, logger, reg)
-	}
-	if err := srv.AddHook(m.hook, nil); err != nil {
-		return nil, fmt.Errorf("add MQTT hook: %w", err)
-	}
+	logger = logger.With("component", "mqtt")
+	m := &MQTT{opts: opts, ing: ing, authz: authz, log: logger, met: newMQTTMetrics(reg),
+		sessions: map[string]*session{}, conns: map[*conn]struct{}{}}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
 	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "millwright_mqtt_connected_clients",
 		Help: "MQTT clients connected now.",
-	}, func() float64 { return float64(atomic.LoadInt64(&srv.Info.ClientsConnected)) })
+	}, func() float64 { return float64(m.connected.Load()) })
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "millwright_mqtt_sessions",
+		Help: "MQTT sessions held: those of connected devices, and those of disconnected devices kept until they expire.",
+	}, func() float64 {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return float64(len(m.sessions))
+	})
 
 	cfg := tlsConfig.Clone()
 	cfg.MinVersion = tls.VersionTLS12
@@ -157,25 +203,16 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 	if err != nil {
 		return nil, fmt.Errorf("listen MQTT/TLS on %s: %w", opts.Listen, err)
 	}
-	failed := promauto.With(reg).NewCounter(prometheus.CounterOpts{
-		Name: "millwright_mqtt_tls_handshake_failures_total",
-		Help: "TLS handshakes on the MQTT listener that failed or timed out.",
-	})
-	hl := newHandshakeListener(ln, cfg, opts.HandshakeTimeout, opts.MaxConcurrentHandshakes, logger.With("component", "mqtt"), failed)
-	m.tlsLn = hl
-	if err := srv.AddListener(listeners.NewNet(listenerTLS, hl)); err != nil {
-		return nil, errors.Join(fmt.Errorf("add MQTT listener: %w", err), hl.Close())
-	}
 	if opts.InsecureListen != "" {
 		pl, err := net.Listen("tcp", opts.InsecureListen)
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("listen insecure MQTT on %s: %w", opts.InsecureListen, err), ln.Close())
 		}
 		m.plainLn = pl
-		if err := srv.AddListener(listeners.NewNet(listenerInsecure, pl)); err != nil {
-			return nil, errors.Join(fmt.Errorf("add MQTT listener: %w", err), ln.Close(), pl.Close())
-		}
-		logger.Warn("plain MQTT listener enabled: devices are identified by client ID alone, for development only", "address", pl.Addr().String())
+	}
+	m.tlsLn = newHandshakeListener(ln, cfg, opts.HandshakeTimeout, opts.MaxConcurrentHandshakes, logger, m.met.handshakes)
+	if facts != nil {
+		m.facts = newFactQueue(facts, logger, reg)
 	}
 	return m, nil
 }
@@ -193,124 +230,117 @@ func (m *MQTT) InsecureAddr() net.Addr {
 
 // Start serves the listeners in the background.
 func (m *MQTT) Start() error {
-	if err := m.srv.Serve(); err != nil {
-		return fmt.Errorf("serve MQTT: %w", err)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("serve MQTT: closed")
+	}
+	m.wg.Go(func() { m.serve(m.tlsLn, true) })
+	if m.plainLn != nil {
+		m.log.Warn("plain MQTT listener enabled: devices are identified by client ID alone, for development only", "address", m.plainLn.Addr().String())
+		m.wg.Go(func() { m.serve(m.plainLn, false) })
 	}
 	return nil
 }
 
-// Close stops the listeners and disconnects every client.
+// serve accepts connections from ln until it is closed. The TLS listener retries the accept
+// errors that pass itself; the plain one, for development, stops at the first.
+func (m *MQTT) serve(ln net.Listener, secure bool) {
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				m.log.Error("MQTT listener stopped", "address", ln.Addr().String(), "error", err)
+			}
+			return
+		}
+		c := newConn(m, nc, secure)
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			_ = nc.Close()
+			return
+		}
+		m.conns[c] = struct{}{}
+		m.wg.Add(1)
+		m.mu.Unlock()
+		go c.serve()
+	}
+}
+
+// Close stops the listeners, disconnects every device (MQTT 5 devices with reason 0x8B
+// "server shutting down") and waits for their connections to end.
 func (m *MQTT) Close() error {
-	err := m.srv.Close()
-	if m.hook.facts != nil {
-		m.hook.facts.close()
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	conns := make([]*conn, 0, len(m.conns))
+	for c := range m.conns {
+		conns = append(conns, c)
+	}
+	m.mu.Unlock()
+	err := m.tlsLn.Close()
+	if m.plainLn != nil {
+		err = errors.Join(err, ignoreNetClosed(m.plainLn.Close()))
+	}
+	for _, c := range conns {
+		c.kick(packets.ErrServerShuttingDown)
+	}
+	m.cancel()
+	m.wg.Wait()
+	m.mu.Lock()
+	for _, s := range m.sessions {
+		s.stopExpiry()
+	}
+	m.sessions = map[string]*session{}
+	m.mu.Unlock()
+	if m.facts != nil {
+		m.facts.close()
 	}
 	return err
 }
 
-// DisconnectDevice closes a device's live session, if any, with reason 0x87 "not authorized".
-func (m *MQTT) DisconnectDevice(id string) bool {
-	cl, ok := m.srv.Clients.Get(id)
-	if !ok || cl.Closed() {
-		return false
-	}
-	_ = m.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
-	cl.Stop(errors.New("device disconnected by the server"))
-	return true
-}
-
-// brokerLogHandler passes on the broker's errors only, and not the one it logs for every
-// publish the device hook refuses (with the whole packet): those refusals are counted in
-// metrics and answered with a reason code.
-type brokerLogHandler struct{ slog.Handler }
-
-func (h brokerLogHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelError && h.Handler.Enabled(ctx, l)
-}
-
-func (h brokerLogHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "publish packet error" {
+func ignoreNetClosed(err error) error {
+	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
-	return h.Handler.Handle(ctx, r)
+	return err
 }
 
-func (h brokerLogHandler) WithAttrs(a []slog.Attr) slog.Handler {
-	return brokerLogHandler{h.Handler.WithAttrs(a)}
-}
-
-func (h brokerLogHandler) WithGroup(name string) slog.Handler {
-	return brokerLogHandler{h.Handler.WithGroup(name)}
-}
-
-// deviceHook authenticates devices, confines them to their topic root and ingests batches.
-type deviceHook struct {
-	mqtt.HookBase
-	ing      Ingester
-	authz    Authorizer
-	facts    *factQueue
-	log      *slog.Logger
-	connects *prometheus.CounterVec
-	acl      prometheus.Counter
-}
-
-func newDeviceHook(ing Ingester, authz Authorizer, logger *slog.Logger, reg prometheus.Registerer) *deviceHook {
-	f := promauto.With(reg)
-	return &deviceHook{
-		ing:   ing,
-		authz: authz,
-		log:   logger,
-		connects: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "millwright_mqtt_connects_total",
-			Help: "MQTT connection attempts that reached authentication, by result.",
-		}, []string{"result"}),
-		acl: f.NewCounter(prometheus.CounterOpts{
-			Name: "millwright_mqtt_acl_denied_total",
-			Help: "Publishes and subscriptions refused because they left the device's topic root.",
-		}),
+// DisconnectDevice closes a device's live connection, if any, with reason 0x87 "not
+// authorized", and ends its session.
+func (m *MQTT) DisconnectDevice(id string) bool {
+	m.mu.Lock()
+	s := m.sessions[id]
+	var c *conn
+	if s != nil {
+		c = s.conn
+		s.conn = nil
+		s.stopExpiry()
+		delete(m.sessions, id)
 	}
-}
-
-func (h *deviceHook) ID() string { return "millwright-device" }
-
-func (h *deviceHook) Provides(b byte) bool {
-	switch b {
-	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish:
-		return true
-	}
-	return false
-}
-
-// OnConnectAuthenticate accepts a client on the TLS listener when its verified certificate's
-// common name is a valid device ID equal to the client ID.
-func (h *deviceHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	device, cert, err := deviceIdentity(cl)
-	if err == nil && h.authz != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = h.authz.Authorize(ctx, device, cert)
-		cancel()
-	}
-	if err != nil {
-		h.connects.WithLabelValues("refused").Inc()
-		h.log.Info("MQTT connection refused", "client", cl.ID, "remote", cl.Net.Remote, "error", err)
+	m.mu.Unlock()
+	if c == nil {
 		return false
 	}
-	h.connects.WithLabelValues("accepted").Inc()
-	if h.facts != nil {
-		h.facts.report(device, connectFacts(pk))
-	}
-	h.log.Debug("device connected", "device", device, "remote", cl.Net.Remote, "mqtt", cl.Properties.ProtocolVersion)
+	c.kick(packets.ErrNotAuthorized)
 	return true
 }
 
-func deviceIdentity(cl *mqtt.Client) (string, *x509.Certificate, error) {
-	if err := protocol.ValidateDeviceID(cl.ID); err != nil {
+// deviceIdentity is the device a CONNECT speaks for: on the TLS listener the verified
+// certificate's common name, which must equal the client ID; on the development listener the
+// client ID alone.
+func deviceIdentity(c *conn, clientID string) (string, *x509.Certificate, error) {
+	if err := protocol.ValidateDeviceID(clientID); err != nil {
 		return "", nil, fmt.Errorf("client ID: %w", err)
 	}
-	if cl.Net.Listener == listenerInsecure {
-		return cl.ID, nil, nil
+	if !c.secure {
+		return clientID, nil, nil
 	}
-	tc, ok := cl.Net.Conn.(*tls.Conn)
+	tc, ok := c.nc.(*tls.Conn)
 	if !ok {
 		return "", nil, errors.New("not a TLS connection")
 	}
@@ -319,48 +349,8 @@ func deviceIdentity(cl *mqtt.Client) (string, *x509.Certificate, error) {
 		return "", nil, errors.New("no client certificate")
 	}
 	cert := st.PeerCertificates[0]
-	if cert.Subject.CommonName != cl.ID {
-		return "", nil, fmt.Errorf("client ID %q differs from the certificate's device ID %q", cl.ID, cert.Subject.CommonName)
+	if cert.Subject.CommonName != clientID {
+		return "", nil, fmt.Errorf("client ID %q differs from the certificate's device ID %q", clientID, cert.Subject.CommonName)
 	}
-	return cl.ID, cert, nil
-}
-
-// OnACLCheck lets a device publish and subscribe only under its own root mw/v1/<device>/.
-func (h *deviceHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
-	device, _, ok := protocol.ParseTopic(topic)
-	if ok && device == cl.ID {
-		return true
-	}
-	h.acl.Inc()
-	h.log.Info("MQTT topic refused", "device", cl.ID, "topic", topic, "write", write)
-	return false
-}
-
-// OnPublish ingests telemetry batches. The broker writes the PUBACK when this returns, so it
-// returns only once the batch is durable (or refused). MQTT 5 clients get the refusal as the
-// PUBACK reason code; MQTT 3.1.1 has no reason codes, so a batch to retry later closes the
-// connection (the client re-sends after reconnecting) and a batch to drop is acknowledged and
-// counted.
-func (h *deviceHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.TopicName != protocol.BatchTopic(cl.ID) {
-		return pk, nil
-	}
-	res := h.ing.Ingest(context.Background(), cl.ID, pk.Payload)
-	if res.Reason == protocol.ReasonNone {
-		return pk, packets.CodeSuccessIgnore // stored; not forwarded to subscribers
-	}
-	if res.Reason != protocol.ReasonTooOld && res.Reason != protocol.ReasonTooNew {
-		h.log.Debug("batch refused", "device", cl.ID, "reason", res.Reason.String(), "detail", res.Detail)
-	}
-	switch {
-	case pk.FixedHeader.Qos == 0:
-		return pk, packets.ErrRejectPacket // nothing to acknowledge; counted by the pipeline
-	case cl.Properties.ProtocolVersion == 5:
-		return pk, packets.Code{Code: res.Reason.MQTTCode(), Reason: res.Reason.String() + ": " + res.Detail}
-	}
-	if res.Reason.Retry() {
-		cl.Stop(fmt.Errorf("batch refused for retry: %s", res.Reason))
-		return pk, packets.ErrRejectPacket
-	}
-	return pk, packets.CodeSuccessIgnore
+	return clientID, cert, nil
 }

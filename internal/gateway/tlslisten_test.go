@@ -31,7 +31,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	defer func() { cancel(); <-runDone }()
 
 	const timeout = 300 * time.Millisecond
-	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout, ReadBufferSize: 64},
+	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout},
 		r.serverTLS, p, nil, nil, nil, reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())

@@ -1,0 +1,532 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/millwright/millwright/protocol"
+)
+
+// topicAliasMaximum is the Topic Alias Maximum (MQTT 5.0 §3.2.2.3.8) the gateway announces: how
+// many topic aliases a device may set on one connection. A device needs one per topic it
+// publishes to often (the batch topic, reported state).
+const topicAliasMaximum = 16
+
+// receiveMaximum is the Receive Maximum the gateway announces (§3.2.2.3.3): the QoS 1 and 2
+// publishes a device may have unacknowledged. The gateway handles a connection's packets in
+// order, so more would only wait in the socket.
+const receiveMaximum = 64
+
+// readBufferSize is the connection's read buffer above the TLS record layer, which buffers a
+// whole record itself: enough for a fixed header and remaining length, read byte by byte; a
+// larger body is read straight into its own buffer.
+const readBufferSize = 64
+
+var (
+	// errUnknownTopicAlias is a PUBLISH with a topic alias and no topic name, for an alias the
+	// device never set on this connection: a protocol error (§3.3.2.3.4).
+	errUnknownTopicAlias = packets.Code{Code: packets.ErrProtocolViolation.Code, Reason: "topic alias not set on this connection"}
+	// errClientDisconnected ends a connection the device closed with DISCONNECT.
+	errClientDisconnected = errors.New("client disconnected")
+	// errRetryLater closes an MQTT 3.1.1 connection whose batch was refused for now: 3.1.1 has
+	// no reason codes, and the device sends the batch again once it has reconnected.
+	errRetryLater = errors.New("batch refused for retry")
+)
+
+// conn is one device connection, served by one goroutine that reads a packet, handles it —
+// storing a batch before its acknowledgement — and writes the answer. Other goroutines write
+// to it (a takeover's DISCONNECT, a message to the device) under wmu.
+//
+// One goroutine whose stack is shallow while it waits: an idle device costs its TLS state, this
+// struct and a few KiB of stack (docs/design.md, "Device sessions").
+type conn struct {
+	m      *MQTT
+	nc     net.Conn
+	r      *bufio.Reader
+	secure bool // on the TLS listener: the device is its certificate
+
+	// Set by CONNECT, before the CONNACK; read by the serving goroutine, and by others under
+	// wmu once established.
+	device      string
+	version     byte
+	keepalive   time.Duration
+	maxOut      uint32 // the device's Maximum Packet Size; 0 means none
+	problemInfo bool   // the device accepts reason strings
+	aliases     *[topicAliasMaximum]string
+	sess        *session
+	attached    bool // counted as connected; guarded by the MQTT's mutex after CONNECT
+
+	wmu         sync.Mutex
+	established bool // the CONNACK was sent
+	closed      bool
+}
+
+func newConn(m *MQTT, nc net.Conn, secure bool) *conn {
+	return &conn{m: m, nc: nc, r: bufio.NewReaderSize(nc, readBufferSize), secure: secure}
+}
+
+// serve runs the connection to its end.
+func (c *conn) serve() {
+	defer c.m.wg.Done()
+	err := c.connect()
+	if err == nil {
+		err = c.loop()
+	}
+	c.end(err)
+	c.m.detach(c)
+}
+
+// loop reads and handles packets until the connection ends. It and readPacket are all that is
+// on the stack while the connection waits, below the TLS layer's reads.
+func (c *conn) loop() error {
+	for {
+		if c.keepalive > 0 {
+			// §3.1.2.10: one and a half times the keep-alive without a packet ends it.
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.keepalive + c.keepalive/2))
+		}
+		fh, body, err := readPacket(c.r, c.m.opts.MaxPacketSize)
+		if err != nil {
+			return readError(err)
+		}
+		if err := c.handle(fh, body); err != nil {
+			return err
+		}
+	}
+}
+
+// readError says why a read failed: a keep-alive timeout, the device going away, or a
+// malformed header (which carries its reason code).
+func readError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return packets.ErrKeepAliveTimeout
+	}
+	return err
+}
+
+// end closes the connection; an MQTT 5 device that broke the protocol, or was silent past its
+// keep-alive, is told why in a DISCONNECT first.
+func (c *conn) end(err error) {
+	var code packets.Code
+	if err != nil && errors.As(err, &code) && code.Code >= packets.ErrUnspecifiedError.Code {
+		if isProtocolError(code) {
+			c.m.met.protocolErrors.Inc()
+		}
+		c.m.log.Debug("MQTT connection closed", "device", c.device, "remote", c.nc.RemoteAddr().String(), "reason", code.Reason, "error", err)
+		c.kick(code)
+		return
+	}
+	if err != nil && !errors.Is(err, errClientDisconnected) && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		c.m.log.Debug("MQTT connection closed", "device", c.device, "remote", c.nc.RemoteAddr().String(), "error", err)
+	}
+	c.kick(packets.Code{})
+}
+
+// isProtocolError tells the reason codes of a device breaking the protocol from the others
+// (refusals, keep-alive timeouts, takeovers).
+func isProtocolError(c packets.Code) bool {
+	switch c.Code {
+	case packets.ErrMalformedPacket.Code, packets.ErrProtocolViolation.Code, packets.ErrTopicAliasInvalid.Code,
+		packets.ErrPacketTooLarge.Code, packets.ErrRetainNotSupported.Code, packets.ErrSubscriptionIdentifiersNotSupported.Code:
+		return true
+	}
+	return false
+}
+
+// kick closes the connection, with a DISCONNECT carrying code first when code is an error and
+// the device speaks MQTT 5 and was accepted. It may be called from any goroutine, and again.
+func (c *conn) kick(code packets.Code) {
+	c.wmu.Lock()
+	if !c.closed && c.established && c.version == 5 && code.Code >= packets.ErrUnspecifiedError.Code {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: 5, ReasonCode: code.Code}
+		if c.problemInfo {
+			pk.Properties.ReasonString = code.Reason
+		}
+		pk.Mods.MaxSize = c.maxOut
+		if b, err := encode(&pk); err == nil {
+			_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.nc.Write(b)
+		}
+	}
+	c.closed = true
+	c.wmu.Unlock()
+	_ = c.nc.Close()
+}
+
+// send writes a packet to the device; a write that fails closes the connection.
+func (c *conn) send(pk *packets.Packet) error {
+	pk.ProtocolVersion = c.version
+	pk.Mods.MaxSize = c.maxOut
+	if !c.problemInfo {
+		pk.Properties.ReasonString = ""
+	}
+	b, err := encode(pk)
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeLocked(b)
+}
+
+func (c *conn) writeLocked(b []byte) error {
+	if c.closed {
+		return net.ErrClosed
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.m.opts.WriteTimeout))
+	if _, err := c.nc.Write(b); err != nil {
+		c.closed = true
+		_ = c.nc.Close()
+		return fmt.Errorf("write to device: %w", err)
+	}
+	return nil
+}
+
+// sendPublish writes a message to the device. One larger than the device's Maximum Packet
+// Size is not sent (§3.1.2.11.4) and is counted as dropped.
+func (c *conn) sendPublish(topic string, payload []byte, qos byte, id uint16, dup bool) {
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Dup: dup},
+		TopicName: topic, Payload: payload, PacketID: id}
+	if c.maxOut > 0 && uint64(len(topic)+len(payload))+16 > uint64(c.maxOut) {
+		c.m.met.dropped.Inc()
+		return
+	}
+	c.wmu.Lock()
+	established := c.established
+	c.wmu.Unlock()
+	if established {
+		_ = c.send(&pk)
+	}
+}
+
+// connect reads and answers the CONNECT packet, which must come first and in time.
+func (c *conn) connect() error {
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.m.opts.HandshakeTimeout))
+	fh, body, err := readPacket(c.r, c.m.opts.MaxPacketSize)
+	if err != nil {
+		return fmt.Errorf("read CONNECT: %w", err)
+	}
+	if fh.Type != packets.Connect {
+		return fmt.Errorf("first packet of type %d: %w", fh.Type, packets.ErrProtocolViolationRequireFirstConnect)
+	}
+	_ = c.nc.SetReadDeadline(time.Time{})
+	return c.handleConnect(fh, body)
+}
+
+func (c *conn) handleConnect(fh packets.FixedHeader, body []byte) error {
+	pk := packets.Packet{FixedHeader: fh}
+	err := decode(&pk, body)
+	c.version = pk.ProtocolVersion
+	c.problemInfo = true
+	if c.version != 4 && c.version != 5 {
+		// MQTT 3.1 and unknown levels: 3.1.1's answer (§3.1.2.2), which 3.1 clients read too.
+		c.version = 4
+		return c.refuse(packets.ErrUnsupportedProtocolVersion, fmt.Errorf("protocol level %d: %w", pk.ProtocolVersion, packets.ErrUnsupportedProtocolVersion))
+	}
+	if err != nil {
+		return c.refuse(asCode(err), err)
+	}
+	props := &pk.Properties
+	if c.version == 5 {
+		c.problemInfo = !props.RequestProblemInfoFlag || props.RequestProblemInfo != 0
+		c.maxOut = props.MaximumPacketSize
+	}
+	if props.AuthenticationMethod != "" {
+		return c.refuse(packets.ErrBadAuthenticationMethod, fmt.Errorf("authentication method %q: %w", props.AuthenticationMethod, packets.ErrBadAuthenticationMethod))
+	}
+	clientID := strings.Clone(pk.Connect.ClientIdentifier)
+	device, cert, err := deviceIdentity(c, clientID)
+	code := packets.ErrNotAuthorized
+	if err == nil && c.m.authz != nil {
+		ctx, cancel := context.WithTimeout(c.m.ctx, 5*time.Second)
+		err = c.m.authz.Authorize(ctx, device, cert)
+		cancel()
+		if err != nil && !errors.Is(err, ErrDeviceRefused) {
+			code = packets.ErrServerUnavailable // the registry failed: the device comes back later
+		}
+	}
+	if err != nil {
+		c.m.met.connects.WithLabelValues("refused").Inc()
+		c.m.log.Info("MQTT connection refused", "client", clientID, "remote", c.nc.RemoteAddr().String(), "error", err)
+		return c.refuse(code, err)
+	}
+	c.device = device
+	c.keepalive = time.Duration(pk.Connect.Keepalive) * time.Second
+	max := time.Duration(c.m.opts.MaxSessionExpiry) * time.Second
+	var expiry time.Duration
+	switch {
+	case c.version == 5 && props.SessionExpiryIntervalFlag:
+		expiry = min(time.Duration(props.SessionExpiryInterval)*time.Second, max)
+	case c.version == 4 && !pk.Connect.Clean:
+		expiry = max // 3.1.1 persistent sessions have no interval of their own
+	}
+	quota := math.MaxUint16
+	if c.version == 5 && props.ReceiveMaximum > 0 {
+		quota = int(props.ReceiveMaximum)
+	}
+
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ProtocolVersion: c.version, Mods: packets.Mods{MaxSize: c.maxOut}}
+	if c.version == 5 {
+		ack.Properties = packets.Properties{
+			TopicAliasMaximum: topicAliasMaximum,
+			ReceiveMaximum:    receiveMaximum,
+			MaximumPacketSize: c.m.opts.MaxPacketSize,
+			// No retained messages, subscription identifiers or shared subscriptions: a
+			// device's topic root has one client, the device.
+			RetainAvailable: 0, RetainAvailableFlag: true,
+			SubIDAvailable: 0, SubIDAvailableFlag: true,
+			SharedSubAvailable: 0, SharedSubAvailableFlag: true,
+		}
+		if props.SessionExpiryIntervalFlag && props.SessionExpiryInterval > c.m.opts.MaxSessionExpiry {
+			ack.Properties.SessionExpiryInterval, ack.Properties.SessionExpiryIntervalFlag = c.m.opts.MaxSessionExpiry, true
+		}
+	}
+	// The CONNACK goes out before anything else is written to the connection: a message to
+	// the device waits for wmu.
+	c.wmu.Lock()
+	present, err := c.m.attach(c, pk.Connect.Clean, expiry, quota)
+	if err != nil {
+		c.wmu.Unlock()
+		return c.refuse(asCode(err), err)
+	}
+	ack.SessionPresent = present
+	b, err := encode(&ack)
+	if err == nil {
+		err = c.writeLocked(b)
+	}
+	c.established = err == nil
+	c.wmu.Unlock()
+	if err != nil {
+		return err
+	}
+	c.m.met.connects.WithLabelValues("accepted").Inc()
+	if c.m.facts != nil {
+		c.m.facts.report(device, connectFacts(&pk))
+	}
+	c.m.log.Debug("device connected", "device", device, "remote", c.nc.RemoteAddr().String(), "mqtt", c.version, "session_present", present)
+	if present {
+		c.m.resend(c)
+	}
+	return nil
+}
+
+// refuse answers a CONNECT with an error CONNACK, and returns err to end the connection.
+func (c *conn) refuse(code packets.Code, err error) error {
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ProtocolVersion: c.version, ReasonCode: code.Code}
+	if c.version == 5 {
+		ack.Properties.ReasonString = code.Reason
+	} else {
+		ack.ReasonCode = connackV3Code(code)
+	}
+	_ = c.send(&ack)
+	return fmt.Errorf("connect refused: %w", err)
+}
+
+// handle answers one packet after CONNECT. An error ends the connection.
+func (c *conn) handle(fh packets.FixedHeader, body []byte) error {
+	pk := packets.Packet{FixedHeader: fh, ProtocolVersion: c.version}
+	if err := decode(&pk, body); err != nil {
+		return err
+	}
+	switch fh.Type {
+	case packets.Publish:
+		return c.handlePublish(&pk)
+	case packets.Puback:
+		c.m.acked(c.sess, pk.PacketID)
+		return nil
+	case packets.Pubrel:
+		code := packets.CodeSuccess.Code
+		if !c.m.qos2Released(c.sess, pk.PacketID) {
+			code = packets.ErrPacketIdentifierNotFound.Code
+		}
+		return c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID, ReasonCode: code})
+	case packets.Subscribe:
+		return c.handleSubscribe(&pk)
+	case packets.Unsubscribe:
+		codes := make([]byte, len(pk.Filters))
+		for i, f := range pk.Filters {
+			if !c.m.unsubscribe(c.sess, f.Filter) {
+				codes[i] = packets.CodeNoSubscriptionExisted.Code
+			}
+		}
+		return c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsuback}, PacketID: pk.PacketID, ReasonCodes: codes})
+	case packets.Pingreq:
+		return c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingresp}})
+	case packets.Disconnect:
+		if c.version == 5 && pk.Properties.SessionExpiryIntervalFlag {
+			d := min(time.Duration(pk.Properties.SessionExpiryInterval), time.Duration(c.m.opts.MaxSessionExpiry)) * time.Second
+			if err := c.m.setExpiry(c.sess, d); err != nil {
+				return err
+			}
+		}
+		return errClientDisconnected
+	case packets.Connect:
+		return packets.ErrProtocolViolationSecondConnect
+	default:
+		// PUBREC and PUBCOMP answer QoS 2 messages the gateway never sends; AUTH continues an
+		// enhanced authentication it never starts.
+		return fmt.Errorf("%w: unexpected packet type %d", packets.ErrProtocolViolation, fh.Type)
+	}
+}
+
+// handlePublish stores a batch, or passes a message on the device's root to its own
+// subscriptions, and acknowledges it. A topic outside the device's root is refused: MQTT 5
+// devices get reason 0x87 in the acknowledgement, MQTT 3.1.1 devices (which have no reason
+// codes) are disconnected, and QoS 0 messages are dropped; each is counted.
+func (c *conn) handlePublish(pk *packets.Packet) error {
+	if pk.FixedHeader.Retain && c.version == 5 {
+		return packets.ErrRetainNotSupported // announced in the CONNACK
+	}
+	topic, err := c.resolveAlias(pk)
+	if err != nil {
+		return err
+	}
+	qos := pk.FixedHeader.Qos
+	if device, _, ok := protocol.ParseTopic(topic); !ok || device != c.device {
+		c.m.met.acl.Inc()
+		c.m.log.Info("MQTT topic refused", "device", c.device, "topic", topic, "write", true)
+		switch {
+		case qos == 0:
+			return nil
+		case c.version == 5:
+			return c.ackPublish(pk, packets.ErrNotAuthorized.Code, packets.ErrNotAuthorized.Reason)
+		default:
+			return fmt.Errorf("publish to %q: %w", topic, packets.ErrNotAuthorized)
+		}
+	}
+	c.recordAlias(pk)
+	if qos == 2 && !c.m.qos2Received(c.sess, pk.PacketID) {
+		return c.ackPublish(pk, packets.CodeSuccess.Code, "") // stored already; the device missed the PUBREC
+	}
+	if topic != protocol.BatchTopic(c.device) {
+		matched, _ := c.m.publish(c.device, topic, pk.Payload, min(qos, 1), true)
+		code := packets.CodeSuccess.Code
+		if !matched {
+			code = packets.CodeNoMatchingSubscribers.Code
+		}
+		return c.ackPublish(pk, code, "")
+	}
+
+	res := c.m.ing.Ingest(c.m.ctx, c.device, pk.Payload)
+	if res.Reason == protocol.ReasonNone {
+		return c.ackPublish(pk, packets.CodeSuccess.Code, "")
+	}
+	if res.Reason != protocol.ReasonTooOld && res.Reason != protocol.ReasonTooNew {
+		c.m.log.Debug("batch refused", "device", c.device, "reason", res.Reason.String(), "detail", res.Detail)
+	}
+	switch {
+	case qos == 0:
+		return nil // nothing to acknowledge; counted by the pipeline
+	case c.version == 5:
+		return c.ackPublish(pk, res.Reason.MQTTCode(), res.Reason.String()+": "+res.Detail)
+	case res.Reason.Retry():
+		if qos == 2 {
+			c.m.qos2Released(c.sess, pk.PacketID)
+		}
+		return fmt.Errorf("%w: %s", errRetryLater, res.Reason)
+	default:
+		return c.ackPublish(pk, packets.CodeSuccess.Code, "") // dropped for good, and counted
+	}
+}
+
+// resolveAlias returns the PUBLISH's topic: its topic name, or the topic its alias stands for
+// on this connection.
+func (c *conn) resolveAlias(pk *packets.Packet) (string, error) {
+	if c.version != 5 || !pk.Properties.TopicAliasFlag || pk.TopicName != "" {
+		return pk.TopicName, nil
+	}
+	a := pk.Properties.TopicAlias // 1 to topicAliasMaximum: checked by the codec
+	if c.aliases != nil && c.aliases[a-1] != "" {
+		return c.aliases[a-1], nil
+	}
+	return "", errUnknownTopicAlias
+}
+
+// recordAlias remembers the topic a PUBLISH that passed the ACL sets its alias to: an alias
+// never stands for a topic outside the device's root.
+func (c *conn) recordAlias(pk *packets.Packet) {
+	if c.version != 5 || !pk.Properties.TopicAliasFlag || pk.TopicName == "" {
+		return
+	}
+	if c.aliases == nil {
+		c.aliases = new([topicAliasMaximum]string)
+	}
+	a := pk.Properties.TopicAlias
+	if c.aliases[a-1] != pk.TopicName {
+		c.aliases[a-1] = strings.Clone(pk.TopicName) // not the packet's buffer, which it would keep
+	}
+}
+
+// ackPublish answers a QoS 1 PUBLISH with a PUBACK and a QoS 2 one with a PUBREC carrying code;
+// a QoS 2 exchange refused with an error code ends there (§4.3.3).
+func (c *conn) ackPublish(pk *packets.Packet, code byte, reason string) error {
+	var t byte
+	switch pk.FixedHeader.Qos {
+	case 0:
+		return nil
+	case 1:
+		t = packets.Puback
+	default:
+		t = packets.Pubrec
+		if code >= packets.ErrUnspecifiedError.Code {
+			c.m.qos2Released(c.sess, pk.PacketID)
+		}
+	}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: t}, PacketID: pk.PacketID, ReasonCode: code}
+	ack.Properties.ReasonString = reason
+	return c.send(&ack)
+}
+
+// handleSubscribe grants subscriptions within the device's own root, at QoS 0 or 1.
+func (c *conn) handleSubscribe(pk *packets.Packet) error {
+	if len(pk.Properties.SubscriptionIdentifier) > 0 {
+		return packets.ErrSubscriptionIdentifiersNotSupported // announced in the CONNACK
+	}
+	codes := make([]byte, len(pk.Filters))
+	for i, f := range pk.Filters {
+		device, _, ok := protocol.ParseTopic(f.Filter)
+		switch {
+		case !validFilter(f.Filter):
+			codes[i] = packets.ErrTopicFilterInvalid.Code
+		case !ok || device != c.device:
+			c.m.met.acl.Inc()
+			c.m.log.Info("MQTT topic refused", "device", c.device, "topic", f.Filter, "write", false)
+			codes[i] = packets.ErrNotAuthorized.Code
+		default:
+			f.Filter = strings.Clone(f.Filter)
+			codes[i] = c.m.subscribe(c.sess, f)
+		}
+		if c.version == 4 && codes[i] >= packets.ErrUnspecifiedError.Code {
+			codes[i] = packets.ErrUnspecifiedError.Code // 3.1.1 has one failure code (§3.9.3)
+		}
+	}
+	return c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, PacketID: pk.PacketID, ReasonCodes: codes})
+}
+
+// validFilter reports whether a topic filter is well formed (§4.7.1): "#" only as the whole
+// last level, "+" only as a whole level.
+func validFilter(f string) bool {
+	if f == "" {
+		return false
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		if strings.Contains(l, "#") && (l != "#" || i != len(levels)-1) {
+			return false
+		}
+		if strings.Contains(l, "+") && l != "+" {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,277 @@
+package gateway
+
+import (
+	"errors"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/millwright/millwright/clock"
+)
+
+// ErrInflightFull is a QoS 1 message to a device that already has as many unacknowledged
+// messages as it may (MQTTOptions.MaxInflight, or its own Receive Maximum).
+var ErrInflightFull = errors.New("too many messages to the device not yet acknowledged")
+
+// session is what the gateway keeps of a device across its connections (MQTT 5.0 §4.1): its
+// subscriptions, the QoS 1 messages sent to it and not yet acknowledged, and the QoS 2
+// packet IDs it sent and has not yet released. A device that connects with Clean Start (all
+// Millwright agents do) gets a new, empty session that ends with its connection. Every field
+// is guarded by the MQTT's mutex.
+type session struct {
+	device   string
+	conn     *conn         // the live connection; nil while the device is away
+	expiry   time.Duration // how long the session outlives a connection
+	timer    clock.Timer   // ends the session once expired; nil while connected
+	subs     map[string]byte
+	inflight []outbound // in the order sent
+	nextID   uint16
+	quota    int                 // the most messages in flight at once
+	qos2     map[uint16]struct{} // QoS 2 publishes stored, awaiting PUBREL
+}
+
+// Subscription options kept per filter, beside the granted QoS in the low two bits.
+const subNoLocal = 1 << 2
+
+// outbound is a QoS 1 message to the device awaiting its PUBACK.
+type outbound struct {
+	id      uint16
+	topic   string
+	payload []byte
+}
+
+func (s *session) stopExpiry() {
+	if s.timer != nil {
+		s.timer.Stop()
+		s.timer = nil
+	}
+}
+
+// match is the highest QoS of the subscriptions matching topic, skipping No Local ones for a
+// message the device published itself.
+func (s *session) match(topic string, local bool) (byte, bool) {
+	var qos byte
+	found := false
+	for filter, opts := range s.subs {
+		if local && opts&subNoLocal != 0 || !matchTopic(filter, topic) {
+			continue
+		}
+		found = true
+		qos = max(qos, opts&3)
+	}
+	return qos, found
+}
+
+// allocID returns a packet identifier not in use by a message in flight.
+func (s *session) allocID() uint16 {
+	for {
+		s.nextID++
+		if s.nextID == 0 {
+			s.nextID = 1
+		}
+		inUse := false
+		for _, o := range s.inflight {
+			if o.id == s.nextID {
+				inUse = true
+				break
+			}
+		}
+		if !inUse {
+			return s.nextID
+		}
+	}
+}
+
+// attach makes c the device's live connection and reports whether its session existed before
+// (the CONNACK's Session Present). A connection the device still had
+// is closed with reason 0x8E "session taken over"; with clean, any earlier session is
+// discarded.
+func (m *MQTT) attach(c *conn, clean bool, expiry time.Duration, quota int) (bool, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return false, packets.ErrServerShuttingDown
+	}
+	s := m.sessions[c.device]
+	var old *conn
+	if s != nil {
+		old = s.conn
+		s.stopExpiry()
+	}
+	present := s != nil && !clean
+	if !present {
+		if s != nil {
+			s.conn = nil
+		}
+		s = &session{device: c.device}
+		m.sessions[c.device] = s
+	}
+	s.conn = c
+	s.expiry = expiry
+	s.quota = min(quota, m.opts.MaxInflight)
+	c.sess = s
+	c.attached = true
+	m.connected.Add(1)
+	m.mu.Unlock()
+	if old != nil {
+		old.kick(packets.ErrSessionTakenOver)
+	}
+	return present, nil
+}
+
+// detach ends c: the session stays for its expiry interval if c is still its connection.
+func (m *MQTT) detach(c *conn) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.conns, c)
+	if !c.attached {
+		return
+	}
+	m.connected.Add(-1)
+	s := c.sess
+	if s.conn != c {
+		return // taken over, or ended by DisconnectDevice
+	}
+	s.conn = nil
+	if s.expiry <= 0 || m.closed {
+		if m.sessions[s.device] == s {
+			delete(m.sessions, s.device)
+		}
+		return
+	}
+	s.timer = m.opts.Clock.AfterFunc(s.expiry, func() { m.expire(s) })
+}
+
+// expire ends a session whose device did not come back in time.
+func (m *MQTT) expire(s *session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.conn == nil && s.timer != nil && m.sessions[s.device] == s {
+		s.timer = nil
+		delete(m.sessions, s.device)
+	}
+}
+
+// Publish sends a message to a device's matching subscriptions, at the lower of qos (0 or 1)
+// and the subscription's QoS. It reports whether any subscription matched. A QoS 1 message
+// is kept until the device acknowledges it, also while the device is away (for as long as its
+// session lasts), and sent again when it returns; it returns ErrInflightFull, and drops the
+// message, when the device already has as many in flight as it may.
+func (m *MQTT) Publish(device, topic string, payload []byte, qos byte) (bool, error) {
+	return m.publish(device, topic, payload, min(qos, 1), false)
+}
+
+func (m *MQTT) publish(device, topic string, payload []byte, qos byte, local bool) (bool, error) {
+	m.mu.Lock()
+	s := m.sessions[device]
+	if s == nil {
+		m.mu.Unlock()
+		return false, nil
+	}
+	q, ok := s.match(topic, local)
+	if !ok {
+		m.mu.Unlock()
+		return false, nil
+	}
+	q = min(q, qos)
+	var id uint16
+	if q > 0 {
+		if len(s.inflight) >= s.quota {
+			m.mu.Unlock()
+			m.met.dropped.Inc()
+			return true, ErrInflightFull
+		}
+		id = s.allocID()
+		s.inflight = append(s.inflight, outbound{id: id, topic: topic, payload: payload})
+	}
+	c := s.conn
+	m.mu.Unlock()
+	if c != nil {
+		c.sendPublish(topic, payload, q, id, false)
+	}
+	return true, nil
+}
+
+// acked removes the message the device acknowledged.
+func (m *MQTT) acked(s *session, id uint16) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, o := range s.inflight {
+		if o.id == id {
+			s.inflight = append(s.inflight[:i], s.inflight[i+1:]...)
+			return
+		}
+	}
+}
+
+// resend sends again, flagged as duplicates, the messages a returning device had not
+// acknowledged (§4.4).
+func (m *MQTT) resend(c *conn) {
+	m.mu.Lock()
+	pending := append([]outbound(nil), c.sess.inflight...)
+	m.mu.Unlock()
+	for _, o := range pending {
+		c.sendPublish(o.topic, o.payload, 1, o.id, true)
+	}
+}
+
+// subscribe records a subscription and returns the QoS granted (at most 1).
+func (m *MQTT) subscribe(s *session, sub packets.Subscription) byte {
+	q := min(sub.Qos, 1)
+	opts := q
+	if sub.NoLocal {
+		opts |= subNoLocal
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.subs == nil {
+		s.subs = map[string]byte{}
+	}
+	s.subs[sub.Filter] = opts
+	return q
+}
+
+// unsubscribe removes a subscription and reports whether it existed.
+func (m *MQTT) unsubscribe(s *session, filter string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := s.subs[filter]
+	delete(s.subs, filter)
+	return ok
+}
+
+// qos2Received records an inbound QoS 2 packet ID and reports whether it was new: a PUBLISH
+// sent again before its PUBREL is acknowledged again but not stored twice (§4.3.3).
+func (m *MQTT) qos2Received(s *session, id uint16) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, dup := s.qos2[id]; dup {
+		return false
+	}
+	if s.qos2 == nil {
+		s.qos2 = map[uint16]struct{}{}
+	}
+	s.qos2[id] = struct{}{}
+	return true
+}
+
+// qos2Released forgets an inbound QoS 2 packet ID and reports whether it was known.
+func (m *MQTT) qos2Released(s *session, id uint16) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := s.qos2[id]
+	delete(s.qos2, id)
+	return ok
+}
+
+// setExpiry changes the session's expiry from a DISCONNECT (MQTT 5.0 §3.14.2.2.2): a session
+// that was to end with the connection may not be given one.
+func (m *MQTT) setExpiry(s *session, d time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.expiry == 0 && d > 0 {
+		return packets.ErrProtocolViolationZeroNonZeroExpiry
+	}
+	s.expiry = d
+	return nil
+}

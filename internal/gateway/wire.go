@@ -1,0 +1,216 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// The packet layer: framing on the connection, and decoding with mochi-mqtt's packet codec
+// (github.com/mochi-mqtt/server/v2/packets), which implements every MQTT 3.1.1 and 5 packet
+// and property. The gateway uses the codec alone, not mochi's broker: see "Device sessions" in
+// docs/design.md.
+
+// errPacketTooLarge is a packet whose remaining length exceeds the maximum packet size.
+var errPacketTooLarge = packets.ErrPacketTooLarge
+
+// readHeader reads a packet's fixed header: its first byte and its remaining length. A length
+// above max is refused before any of the body is read.
+func readHeader(r *bufio.Reader, max uint32) (packets.FixedHeader, error) {
+	var fh packets.FixedHeader
+	b, err := r.ReadByte()
+	if err != nil {
+		return fh, err
+	}
+	if err := fh.Decode(b); err != nil {
+		return fh, err
+	}
+	n, _, err := packets.DecodeLength(r)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return fh, io.ErrUnexpectedEOF
+		}
+		return fh, err
+	}
+	// The limit counts the whole packet: the fixed header is at most 5 bytes.
+	if max > 0 && uint64(n)+5 > uint64(max) {
+		return fh, errPacketTooLarge
+	}
+	fh.Remaining = n
+	return fh, nil
+}
+
+// readPacket reads one packet: its fixed header and its body, in a buffer of its own (the
+// codec's strings point into it).
+func readPacket(r *bufio.Reader, max uint32) (packets.FixedHeader, []byte, error) {
+	fh, err := readHeader(r, max)
+	if err != nil {
+		return fh, nil, err
+	}
+	if fh.Remaining == 0 {
+		return fh, nil, nil
+	}
+	body := make([]byte, fh.Remaining)
+	if _, err := io.ReadFull(r, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return fh, nil, err
+	}
+	return fh, body, nil
+}
+
+// decode fills pk from a packet's body with the codec, and validates what the codec validates.
+// The packet's version must be set (CONNECT sets its own). A panic in the codec on hostile
+// input is returned as a malformed packet, so that one device cannot take the gateway down.
+func decode(pk *packets.Packet, body []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: decoder failed: %v", packets.ErrMalformedPacket, r)
+		}
+	}()
+	if body == nil {
+		body = []byte{}
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		if err := pk.ConnectDecode(body); err != nil {
+			return err
+		}
+		if c := pk.ConnectValidate(); c != packets.CodeSuccess {
+			return c
+		}
+	case packets.Publish:
+		if err := pk.PublishDecode(body); err != nil {
+			return err
+		}
+		if c := pk.PublishValidate(topicAliasMaximum); c != packets.CodeSuccess {
+			return c
+		}
+	case packets.Puback:
+		return pk.PubackDecode(body)
+	case packets.Pubrec:
+		return pk.PubrecDecode(body)
+	case packets.Pubrel:
+		return pk.PubrelDecode(body)
+	case packets.Pubcomp:
+		return pk.PubcompDecode(body)
+	case packets.Subscribe:
+		if err := pk.SubscribeDecode(body); err != nil {
+			return err
+		}
+		if c := pk.SubscribeValidate(); c != packets.CodeSuccess {
+			return c
+		}
+	case packets.Unsubscribe:
+		if err := pk.UnsubscribeDecode(body); err != nil {
+			return err
+		}
+		if c := pk.UnsubscribeValidate(); c != packets.CodeSuccess {
+			return c
+		}
+	case packets.Pingreq:
+		return pk.PingreqDecode(body)
+	case packets.Disconnect:
+		return pk.DisconnectDecode(body)
+	case packets.Auth:
+		if err := pk.AuthDecode(body); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("%w: packet type %d is not sent by clients", packets.ErrProtocolViolation, pk.FixedHeader.Type)
+	}
+	return nil
+}
+
+// encode writes pk in its wire form, with the codec.
+func encode(pk *packets.Packet) ([]byte, error) {
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackEncode(&buf)
+	case packets.Publish:
+		err = pk.PublishEncode(&buf)
+	case packets.Puback:
+		err = pk.PubackEncode(&buf)
+	case packets.Pubrec:
+		err = pk.PubrecEncode(&buf)
+	case packets.Pubcomp:
+		err = pk.PubcompEncode(&buf)
+	case packets.Suback:
+		err = pk.SubackEncode(&buf)
+	case packets.Unsuback:
+		err = pk.UnsubackEncode(&buf)
+	case packets.Pingresp:
+		err = pk.PingrespEncode(&buf)
+	case packets.Disconnect:
+		err = pk.DisconnectEncode(&buf)
+	default:
+		err = fmt.Errorf("encode packet type %d: not sent by the gateway", pk.FixedHeader.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// asCode is err's MQTT reason code, or 0x81 "malformed packet" for an error that carries none
+// (a short read of a body, a codec error without a code).
+func asCode(err error) packets.Code {
+	var c packets.Code
+	if errors.As(err, &c) {
+		return c
+	}
+	return packets.ErrMalformedPacket
+}
+
+// MQTT 3.1.1 CONNACK return codes (§3.2.2.3); MQTT 5 uses the reason codes of packets.Code.
+const (
+	connackV3Accepted           = 0x00
+	connackV3BadProtocolVersion = 0x01
+	connackV3IdentifierRejected = 0x02
+	connackV3ServerUnavailable  = 0x03
+	connackV3NotAuthorized      = 0x05
+)
+
+// connackV3Code maps an MQTT 5 CONNACK reason to the nearest MQTT 3.1.1 return code.
+func connackV3Code(c packets.Code) byte {
+	switch c.Code {
+	case packets.CodeSuccess.Code:
+		return connackV3Accepted
+	case packets.ErrUnsupportedProtocolVersion.Code, packets.ErrProtocolViolationProtocolVersion.Code:
+		return connackV3BadProtocolVersion
+	case packets.ErrClientIdentifierNotValid.Code:
+		return connackV3IdentifierRejected
+	case packets.ErrServerUnavailable.Code, packets.ErrServerBusy.Code, packets.ErrServerShuttingDown.Code:
+		return connackV3ServerUnavailable
+	default:
+		return connackV3NotAuthorized
+	}
+}
+
+// matchTopic reports whether an MQTT topic filter (with + and # wildcards, §4.7) matches a
+// topic name.
+func matchTopic(filter, topic string) bool {
+	for {
+		fl, frest, fmore := strings.Cut(filter, "/")
+		if fl == "#" {
+			return true
+		}
+		tl, trest, tmore := strings.Cut(topic, "/")
+		if fl != "+" && fl != tl {
+			return false
+		}
+		if !fmore || !tmore {
+			// "a/#" also matches "a" (§4.7.1.2).
+			return fmore == tmore || (fmore && frest == "#")
+		}
+		filter, topic = frest, trest
+	}
+}
