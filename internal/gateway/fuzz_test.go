@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"bytes"
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"os"

@@ -38,6 +38,7 @@ type outbound struct {
 	id      uint16
 	topic   string
 	payload []byte
+	sent    bool // written to a connection once: sent again with DUP set
 }
 
 func (s *session) stopExpiry() {
@@ -182,7 +183,7 @@ func (m *MQTT) publish(device, topic string, payload []byte, qos byte, local boo
 			return true, ErrInflightFull
 		}
 		id = s.allocID()
-		s.inflight = append(s.inflight, outbound{id: id, topic: topic, payload: payload})
+		s.inflight = append(s.inflight, outbound{id: id, topic: topic, payload: payload, sent: s.conn != nil})
 	}
 	c := s.conn
 	m.mu.Unlock()
@@ -204,14 +205,17 @@ func (m *MQTT) acked(s *session, id uint16) {
 	}
 }
 
-// resend sends again, flagged as duplicates, the messages a returning device had not
-// acknowledged (§4.4).
+// resend sends a returning device the messages it has not acknowledged, in order, those sent
+// before flagged as duplicates (§4.4).
 func (m *MQTT) resend(c *conn) {
 	m.mu.Lock()
 	pending := append([]outbound(nil), c.sess.inflight...)
+	for i := range c.sess.inflight {
+		c.sess.inflight[i].sent = true
+	}
 	m.mu.Unlock()
 	for _, o := range pending {
-		c.sendPublish(o.topic, o.payload, 1, o.id, true)
+		c.sendPublish(o.topic, o.payload, 1, o.id, o.sent)
 	}
 }
 

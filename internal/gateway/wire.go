@@ -133,16 +133,12 @@ func encode(pk *packets.Packet) ([]byte, error) {
 	var buf bytes.Buffer
 	var err error
 	switch pk.FixedHeader.Type {
+	case packets.Puback, packets.Pubrec, packets.Pubcomp:
+		return encodeAck(pk), nil
 	case packets.Connack:
 		err = pk.ConnackEncode(&buf)
 	case packets.Publish:
 		err = pk.PublishEncode(&buf)
-	case packets.Puback:
-		err = pk.PubackEncode(&buf)
-	case packets.Pubrec:
-		err = pk.PubrecEncode(&buf)
-	case packets.Pubcomp:
-		err = pk.PubcompEncode(&buf)
 	case packets.Suback:
 		err = pk.SubackEncode(&buf)
 	case packets.Unsuback:
@@ -158,6 +154,52 @@ func encode(pk *packets.Packet) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// encodeAck writes a PUBACK, PUBREC or PUBCOMP. The codec leaves out an MQTT 5 reason code
+// below 0x80 when there are no properties, which would turn 0x10 "no matching subscribers"
+// into success; the specification allows leaving out only 0x00 (§3.4.2.1).
+func encodeAck(pk *packets.Packet) []byte {
+	body := []byte{byte(pk.PacketID >> 8), byte(pk.PacketID)}
+	if pk.ProtocolVersion == 5 {
+		reason := pk.Properties.ReasonString
+		// The reason string is left out rather than exceed the device's maximum packet
+		// size (§3.4.2.2.2); 4 bytes of header and 8 of code and property lengths.
+		if pk.Mods.MaxSize > 0 && uint64(len(reason))+12 > uint64(pk.Mods.MaxSize) || len(reason) > 0xFFFF {
+			reason = ""
+		}
+		if pk.ReasonCode != 0 || reason != "" {
+			body = append(body, pk.ReasonCode)
+		}
+		if reason != "" {
+			var props bytes.Buffer
+			props.WriteByte(packets.PropReasonString)
+			props.WriteByte(byte(len(reason) >> 8))
+			props.WriteByte(byte(len(reason)))
+			props.WriteString(reason)
+			body = appendLength(body, props.Len())
+			body = append(body, props.Bytes()...)
+		}
+	}
+	fh := packets.FixedHeader{Type: pk.FixedHeader.Type}
+	out := []byte{fh.Type << 4}
+	out = appendLength(out, len(body))
+	return append(out, body...)
+}
+
+// appendLength appends an MQTT variable byte integer (§1.5.5).
+func appendLength(b []byte, n int) []byte {
+	for {
+		d := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			d |= 0x80
+		}
+		b = append(b, d)
+		if n == 0 {
+			return b
+		}
+	}
 }
 
 // asCode is err's MQTT reason code, or 0x81 "malformed packet" for an error that carries none
