@@ -15,13 +15,13 @@ import (
 )
 
 // handshakeListener accepts TCP connections and completes each TLS handshake in a goroutine of
-// its own, under a deadline, before the broker sees the connection.
+// its own, under a deadline, before a device session sees the connection.
 //
-// Why not tls.NewListener: there the handshake runs lazily on the broker's first read, in the
+// Why not tls.NewListener: there the handshake runs lazily on the session's first read, in the
 // goroutine that then reads from the connection for as long as it lives. A mutual-TLS handshake
 // (certificate parsing, signature checks) grows that goroutine's stack to 16–32 KiB, and an
 // idle connection keeps it. Here the deep stack belongs to a goroutine that ends with the
-// handshake, and the broker's read loop starts small. The deadline also drops clients that open
+// handshake, and the session's goroutine starts small. The deadline also drops clients that open
 // a socket and never finish a handshake, instead of holding a goroutine and a descriptor for
 // each until the keep-alive logic gets to them.
 //
@@ -32,7 +32,7 @@ import (
 // synchronized timers); served a few at a time they complete at the rate the CPU allows.
 //
 // Accept errors that pass (EMFILE when the process is out of descriptors, ECONNABORTED) are
-// retried after a pause; the broker's own accept loop would stop serving on the first one.
+// retried after a pause instead of ending the listener.
 type handshakeListener struct {
 	raw     net.Listener
 	cfg     *tls.Config
@@ -64,6 +64,10 @@ func newHandshakeListener(raw net.Listener, cfg *tls.Config, timeout time.Durati
 func (l *handshakeListener) acceptLoop() {
 	defer l.wg.Done()
 	var pause time.Duration
+	// At the descriptor limit every accept fails until a connection ends: one warning per
+	// 10 s says how many failed, instead of one per failure.
+	var warned time.Time
+	failures := 0
 	for {
 		c, err := l.raw.Accept()
 		if err != nil {
@@ -80,7 +84,11 @@ func (l *handshakeListener) acceptLoop() {
 			// Out of descriptors or a connection reset before accept: wait and go on, as
 			// net/http's server does (5 ms doubling to 1 s).
 			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-			l.log.Warn("MQTT accept failed; retrying", "error", err, "pause", pause)
+			failures++
+			if time.Since(warned) >= 10*time.Second {
+				l.log.Warn("MQTT accept failed; retrying", "error", err, "pause", pause, "failures", failures)
+				warned, failures = time.Now(), 0
+			}
 			select {
 			case <-time.After(pause):
 			case <-l.done:
