@@ -81,8 +81,8 @@ func holdIdle(addr, caDir, count string) error {
 }
 
 // BenchmarkIdleConnectionMemory measures what an idle MQTT 5 device on mutual TLS costs the
-// broker: b.N devices connect from a separate process and stay idle; after a GC the benchmark
-// reports the broker process's heap in use, goroutine stack in use and resident set growth,
+// gateway: b.N devices connect from a separate process and stay idle; after a GC the benchmark
+// reports the gateway process's heap in use, goroutine stack in use and resident set growth,
 // each per connection. With MW_HEAP_PROFILE=FILE it writes a heap profile while the
 // connections are held.
 //
@@ -163,7 +163,7 @@ func vmRSS() uint64 {
 	panic("no VmRSS in /proc/self/status")
 }
 
-// connected reads the broker's connected-clients gauge.
+// connected reads the gateway's connected-clients gauge.
 func connected(b *testing.B, reg *prometheus.Registry) float64 {
 	mfs, err := reg.Gather()
 	require.NoError(b, err)

@@ -15,7 +15,7 @@ import (
 	"github.com/millwright/millwright/internal/tsdb"
 )
 
-// rig is what a gateway test needs around the broker: a development CA, a
+// rig is what a gateway test needs around the MQTT side: a development CA, a
 // server certificate for localhost, a metrics registry and a real ingest
 // pipeline over a TSDB and an event log in temporary directories (closed
 // when the test ends).

@@ -2,12 +2,11 @@
 //
 // Since Go 1.18 the collector's goal counts the goroutine stacks it scans and the globals
 // with the live heap: the heap may grow to live + (live + stacks + globals) × GOGC/100 before
-// the next collection. A gateway holding tens of thousands of idle device connections has
-// nearly as much stack in use as live heap (two goroutines per connection; the broker's read
-// loop alone keeps 6 KiB of its stack in use while it waits), so at GOGC 100 it lets almost
-// twice the live heap's worth of garbage build up before collecting, and its resident set
-// follows. The release notes of Go 1.18 give the remedy: lower GOGC where this matters. A
-// Pacer does that as the process runs: after collections it sets the GC percent to
+// the next collection. A gateway holding tens of thousands of idle device connections keeps a
+// goroutine stack per connection beside its live heap, so at GOGC 100 it lets more than the
+// live heap's worth of garbage build up before collecting, and its resident set follows. The
+// release notes of Go 1.18 give the remedy: lower GOGC where this matters. A Pacer does that
+// as the process runs: after collections it sets the GC percent to
 //
 //	GOGC × live / (live + stacks + globals)
 //

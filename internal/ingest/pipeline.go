@@ -1,7 +1,7 @@
 // Package ingest turns device batches into stored telemetry: decode → validate → append, with
 // an acknowledgement only once the batch is durable.
 //
-// Transports (the MQTT broker hook, the HTTPS handler) call Pipeline.Ingest from their own
+// Transports (the MQTT device sessions, the HTTPS handler) call Pipeline.Ingest from their own
 // goroutines. Decoding and validation run there, in parallel. The valid measurements then go to
 // a single committer goroutine that gathers every batch waiting at that moment into one group
 // commit: one TSDB append transaction, one event-log write, one fsync for all of them. Each

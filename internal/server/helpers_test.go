@@ -56,7 +56,7 @@ func clientTLS(ca *x509.CertPool, certs ...tls.Certificate) *tls.Config {
 	return &tls.Config{RootCAs: ca, Certificates: certs, ServerName: "localhost", MinVersion: tls.VersionTLS12}
 }
 
-// mqttConnect dials the broker over TLS and connects an MQTT 5 client.
+// mqttConnect dials the gateway over TLS and connects an MQTT 5 client.
 func mqttConnect(ctx context.Context, addr string, cfg *tls.Config, clientID string) (*paho.Client, *paho.Connack, error) {
 	conn, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", addr)
 	if err != nil {

@@ -1,5 +1,5 @@
 // Package server composes Millwright's long-running parts — device registry, enrollment,
-// telemetry store, event log, ingest pipeline, MQTT broker, HTTPS API — into one process, starting them in order and stopping them
+// telemetry store, event log, ingest pipeline, MQTT gateway, HTTPS API — into one process, starting them in order and stopping them
 // in reverse so that no acknowledged batch is lost on shutdown.
 package server
 
