@@ -92,7 +92,7 @@ func TestEndToEndMQTT(t *testing.T) {
 }
 
 // TestMosquittoPub sends a SenML JSON batch with Debian's mosquitto_pub over TLS with a device
-// certificate, in MQTT 3.1.1 and 5, and reads the values back.
+// certificate, in MQTT 3.1.1 and 5 at QoS 1 and 2, and reads the values back.
 func TestMosquittoPub(t *testing.T) {
 	bin, err := exec.LookPath("mosquitto_pub")
 	require.NoError(t, err, "mosquitto_pub is needed (Debian package mosquitto-clients; .ci/run installs it)")
@@ -102,7 +102,7 @@ func TestMosquittoPub(t *testing.T) {
 	_, port, err := net.SplitHostPort(s.MQTTAddr().String())
 	require.NoError(t, err)
 
-	for i, version := range []string{"mqttv311", "mqttv5"} {
+	for i, tc := range []struct{ version, qos string }{{"mqttv311", "1"}, {"mqttv5", "1"}, {"mqttv311", "2"}, {"mqttv5", "2"}} {
 		device := fmt.Sprintf("mosq-%d", i)
 		certPath, keyPath, err := pki.WriteDeviceCert(s.CA(), device, certDir, time.Now(), time.Hour)
 		require.NoError(t, err)
@@ -112,10 +112,10 @@ func TestMosquittoPub(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, s.Registry().AddCertificate(context.Background(), device, cert, true))
 		payload := `[{"bn":"","n":"temperature","u":"Cel","v":21.5},{"n":"door_open","vb":true},{"n":"status","vs":"running"}]`
-		out, err := exec.Command(bin, "-h", "localhost", "-p", port, "-V", version, "-q", "1",
+		out, err := exec.Command(bin, "-h", "localhost", "-p", port, "-V", tc.version, "-q", tc.qos,
 			"--cafile", caPath, "--cert", certPath, "--key", keyPath,
 			"-i", device, "-t", protocol.BatchTopic(device), "-m", payload).CombinedOutput()
-		require.NoError(t, err, "mosquitto_pub: %s", out)
+		require.NoError(t, err, "mosquitto_pub %s QoS %s: %s", tc.version, tc.qos, out)
 
 		now := time.Now()
 		require.Equal(t, 21.5, s.scalar(t, fmt.Sprintf(`temperature{device=%q,unit="Cel"}`, device), now))
