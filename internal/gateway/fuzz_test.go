@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -32,35 +31,14 @@ func (decodingIngester) Ingest(_ context.Context, _ string, payload []byte) inge
 	return ingest.Result{}
 }
 
-// wire encodes packets for a seed.
+// wire encodes packets for a seed or a test.
 func wire(tb testing.TB, pks ...packets.Packet) []byte {
 	tb.Helper()
 	var out []byte
 	for _, pk := range pks {
-		var buf bytes.Buffer
-		var err error
-		switch pk.FixedHeader.Type {
-		case packets.Connect:
-			err = pk.ConnectEncode(&buf)
-		case packets.Publish:
-			err = pk.PublishEncode(&buf)
-		case packets.Puback:
-			err = pk.PubackEncode(&buf)
-		case packets.Pubrel:
-			err = pk.PubrelEncode(&buf)
-		case packets.Subscribe:
-			err = pk.SubscribeEncode(&buf)
-		case packets.Unsubscribe:
-			err = pk.UnsubscribeEncode(&buf)
-		case packets.Pingreq:
-			err = pk.PingreqEncode(&buf)
-		case packets.Disconnect:
-			err = pk.DisconnectEncode(&buf)
-		default:
-			tb.Fatalf("no encoder for packet type %d", pk.FixedHeader.Type)
-		}
+		b, err := encode(&pk)
 		require.NoError(tb, err)
-		out = append(out, buf.Bytes()...)
+		out = append(out, b...)
 	}
 	return out
 }

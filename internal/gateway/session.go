@@ -239,9 +239,7 @@ func (m *MQTT) subscribe(s *session, sub packets.Subscription) byte {
 func (m *MQTT) unsubscribe(s *session, filter string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, ok := s.subs[filter]
-	delete(s.subs, filter)
-	return ok
+	return remove(s.subs, filter)
 }
 
 // qos2Received records an inbound QoS 2 packet ID and reports whether it was new: a PUBLISH
@@ -263,8 +261,13 @@ func (m *MQTT) qos2Received(s *session, id uint16) bool {
 func (m *MQTT) qos2Released(s *session, id uint16) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, ok := s.qos2[id]
-	delete(s.qos2, id)
+	return remove(s.qos2, id)
+}
+
+// remove deletes k from m and reports whether it was there.
+func remove[K comparable, V any](m map[K]V, k K) bool {
+	_, ok := m[k]
+	delete(m, k)
 	return ok
 }
 

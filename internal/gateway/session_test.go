@@ -106,27 +106,7 @@ func (rc *rawClient) tryRead() (packets.Packet, error) {
 		return packets.Packet{}, err
 	}
 	pk := packets.Packet{FixedHeader: fh, ProtocolVersion: rc.version}
-	if body == nil {
-		body = []byte{}
-	}
-	switch fh.Type {
-	case packets.Connack:
-		err = pk.ConnackDecode(body)
-	case packets.Publish:
-		err = pk.PublishDecode(body)
-	case packets.Puback:
-		err = pk.PubackDecode(body)
-	case packets.Pubrec:
-		err = pk.PubrecDecode(body)
-	case packets.Pubcomp:
-		err = pk.PubcompDecode(body)
-	case packets.Suback:
-		err = pk.SubackDecode(body)
-	case packets.Unsuback:
-		err = pk.UnsubackDecode(body)
-	case packets.Disconnect:
-		err = pk.DisconnectDecode(body)
-	}
+	err = decode(&pk, body)
 	return pk, err
 }
 

@@ -65,9 +65,11 @@ func readPacket(r *bufio.Reader, max uint32) (packets.FixedHeader, []byte, error
 	return fh, body, nil
 }
 
-// decode fills pk from a packet's body with the codec, and validates what the codec validates.
-// The packet's version must be set (CONNECT sets its own). A panic in the codec on hostile
-// input is returned as a malformed packet, so that one device cannot take the gateway down.
+// decode fills pk from a packet's body with the codec, and validates what the codec validates
+// for the packets clients send. The packet's version must be set (CONNECT sets its own). A
+// panic in the codec on hostile input is returned as a malformed packet, so that one device
+// cannot take the gateway down. The packets only servers send decode too (the tests read the
+// gateway's answers with it); a connection refuses them after decoding.
 func decode(pk *packets.Packet, body []byte) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -82,16 +84,22 @@ func decode(pk *packets.Packet, body []byte) (err error) {
 		if err := pk.ConnectDecode(body); err != nil {
 			return err
 		}
-		if c := pk.ConnectValidate(); c != packets.CodeSuccess {
-			return c
-		}
+		return validated(pk.ConnectValidate())
 	case packets.Publish:
 		if err := pk.PublishDecode(body); err != nil {
 			return err
 		}
-		if c := pk.PublishValidate(topicAliasMaximum); c != packets.CodeSuccess {
-			return c
+		return validated(pk.PublishValidate(topicAliasMaximum))
+	case packets.Subscribe:
+		if err := pk.SubscribeDecode(body); err != nil {
+			return err
 		}
+		return validated(pk.SubscribeValidate())
+	case packets.Unsubscribe:
+		if err := pk.UnsubscribeDecode(body); err != nil {
+			return err
+		}
+		return validated(pk.UnsubscribeValidate())
 	case packets.Puback:
 		return pk.PubackDecode(body)
 	case packets.Pubrec:
@@ -100,35 +108,34 @@ func decode(pk *packets.Packet, body []byte) (err error) {
 		return pk.PubrelDecode(body)
 	case packets.Pubcomp:
 		return pk.PubcompDecode(body)
-	case packets.Subscribe:
-		if err := pk.SubscribeDecode(body); err != nil {
-			return err
-		}
-		if c := pk.SubscribeValidate(); c != packets.CodeSuccess {
-			return c
-		}
-	case packets.Unsubscribe:
-		if err := pk.UnsubscribeDecode(body); err != nil {
-			return err
-		}
-		if c := pk.UnsubscribeValidate(); c != packets.CodeSuccess {
-			return c
-		}
 	case packets.Pingreq:
 		return pk.PingreqDecode(body)
 	case packets.Disconnect:
 		return pk.DisconnectDecode(body)
 	case packets.Auth:
-		if err := pk.AuthDecode(body); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("%w: packet type %d is not sent by clients", packets.ErrProtocolViolation, pk.FixedHeader.Type)
+		return pk.AuthDecode(body)
+	case packets.Connack:
+		return pk.ConnackDecode(body)
+	case packets.Suback:
+		return pk.SubackDecode(body)
+	case packets.Unsuback:
+		return pk.UnsubackDecode(body)
+	case packets.Pingresp:
+		return pk.PingrespDecode(body)
 	}
-	return nil
+	return fmt.Errorf("%w: packet type %d", packets.ErrProtocolViolation, pk.FixedHeader.Type)
 }
 
-// encode writes pk in its wire form, with the codec.
+// validated is nil for the codec's success code and the code itself otherwise.
+func validated(c packets.Code) error {
+	if c == packets.CodeSuccess {
+		return nil
+	}
+	return c
+}
+
+// encode writes pk in its wire form, with the codec (acknowledgements with encodeAck). The
+// packets only clients send encode too, for the tests.
 func encode(pk *packets.Packet) ([]byte, error) {
 	var buf bytes.Buffer
 	var err error
@@ -147,8 +154,18 @@ func encode(pk *packets.Packet) ([]byte, error) {
 		err = pk.PingrespEncode(&buf)
 	case packets.Disconnect:
 		err = pk.DisconnectEncode(&buf)
+	case packets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(&buf)
+	case packets.Subscribe:
+		err = pk.SubscribeEncode(&buf)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeEncode(&buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(&buf)
 	default:
-		err = fmt.Errorf("encode packet type %d: not sent by the gateway", pk.FixedHeader.Type)
+		err = fmt.Errorf("encode packet type %d: not an MQTT packet type", pk.FixedHeader.Type)
 	}
 	if err != nil {
 		return nil, err
