@@ -186,6 +186,16 @@ func peakMean(h []int) (peak int, mean float64) {
 	return peak, float64(sum) / float64(len(h))
 }
 
+// peakPair is the most arrivals in two adjacent bins: a burst the server stamps across a bin
+// boundary counts whole.
+func peakPair(h []int) int {
+	peak := 0
+	for i := 1; i < len(h); i++ {
+		peak = max(peak, h[i-1]+h[i])
+	}
+	return peak
+}
+
 // countingDialer records the time of every connection attempt.
 type countingDialer struct {
 	mu    sync.Mutex
@@ -269,9 +279,13 @@ func TestFleet(t *testing.T) {
 			c.Schedule.FirstSend = agent.FirstSendImmediate
 		}, 1500*time.Millisecond, 9500*time.Millisecond)
 		peak, mean := peakMean(h)
-		t.Logf("no jitter (interval 2 s, first send at start): %d batches in 8 s, mean %.1f per 100 ms, peak %d in one 100 ms bin from a fleet of %d (%.0f× the mean); non-empty bins: %v",
-			sum(h), mean, peak, fleetSize, float64(peak)/mean, nonzero(h))
-		require.GreaterOrEqual(t, peak, fleetSize*9/10, "without scatter the fleet sends in step")
+		pair := peakPair(h)
+		t.Logf("no jitter (interval 2 s, first send at start): %d batches in 8 s, mean %.1f per 100 ms, peak %d in one 100 ms bin and %d in 200 ms from a fleet of %d (%.0f× the mean); non-empty bins: %v",
+			sum(h), mean, peak, pair, fleetSize, float64(peak)/mean, nonzero(h))
+		// The server stamps a burst as it stores it, on the fake clock, which the test moves on
+		// while it does: a burst may straddle two bins, so it is counted over 200 ms (a tenth of
+		// the interval).
+		require.GreaterOrEqual(t, pair, fleetSize*9/10, "without scatter the fleet sends in step")
 	})
 
 	t.Run("scatter", func(t *testing.T) {
