@@ -243,11 +243,12 @@ func (m *MQTT) Start() error {
 	return nil
 }
 
-// serve accepts connections from ln until it is closed. The TLS listener retries the accept
-// errors that pass itself; the plain one, for development, stops at the first.
+// serve accepts connections from ln until it is closed. The TLS listener waits out the
+// accept errors that pass itself; the plain one does it here.
 func (m *MQTT) serve(ln net.Listener, secure bool) {
+	a := retryingAcceptor{ln: ln, log: m.log}
 	for {
-		nc, err := ln.Accept()
+		nc, err := a.accept(m.ctx.Done())
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
 				m.log.Error("MQTT listener stopped", "address", ln.Addr().String(), "error", err)

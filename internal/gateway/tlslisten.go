@@ -31,8 +31,8 @@ import (
 // loop, so that the kernel's listen queue overflows and clients retry on TCP's own
 // synchronized timers); served a few at a time they complete at the rate the CPU allows.
 //
-// Accept errors that pass (EMFILE when the process is out of descriptors, ECONNABORTED) are
-// retried after a pause instead of ending the listener.
+// Accept errors that pass are retried after a pause instead of ending the listener
+// (retryingAcceptor).
 type handshakeListener struct {
 	raw     net.Listener
 	cfg     *tls.Config
@@ -63,43 +63,58 @@ func newHandshakeListener(raw net.Listener, cfg *tls.Config, timeout time.Durati
 
 func (l *handshakeListener) acceptLoop() {
 	defer l.wg.Done()
-	var pause time.Duration
-	// At the descriptor limit every accept fails until a connection ends: one warning per
-	// 10 s says how many failed, instead of one per failure.
-	var warned time.Time
-	failures := 0
+	a := retryingAcceptor{ln: l.raw, log: l.log}
 	for {
-		c, err := l.raw.Accept()
+		c, err := a.accept(l.done)
 		if err != nil {
 			select {
 			case <-l.done:
-				l.stop(net.ErrClosed)
-				return
+				err = net.ErrClosed
 			default:
 			}
-			if !isTemporaryAcceptError(err) {
-				l.stop(err)
-				return
-			}
-			// Out of descriptors or a connection reset before accept: wait and go on, as
-			// net/http's server does (5 ms doubling to 1 s).
-			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-			failures++
-			if time.Since(warned) >= 10*time.Second {
-				l.log.Warn("MQTT accept failed; retrying", "error", err, "pause", pause, "failures", failures)
-				warned, failures = time.Now(), 0
-			}
-			select {
-			case <-time.After(pause):
-			case <-l.done:
-				l.stop(net.ErrClosed)
-				return
-			}
-			continue
+			l.stop(err)
+			return
 		}
-		pause = 0
 		l.wg.Add(1)
 		go l.handshake(c)
+	}
+}
+
+// retryingAcceptor accepts connections, waiting out the accept errors that pass (EMFILE when
+// the process is out of descriptors, ECONNABORTED) instead of ending there, as net/http's
+// server does: 5 ms doubling to 1 s. At the descriptor limit every accept fails until a
+// connection ends, so one warning per 10 s says how many failed, instead of one per failure.
+type retryingAcceptor struct {
+	ln       net.Listener
+	log      *slog.Logger
+	pause    time.Duration
+	warned   time.Time
+	failures int
+}
+
+// accept returns the next connection, or the error that ends the listener; done ends a
+// pause early, with net.ErrClosed.
+func (a *retryingAcceptor) accept(done <-chan struct{}) (net.Conn, error) {
+	for {
+		c, err := a.ln.Accept()
+		if err == nil {
+			a.pause = 0
+			return c, nil
+		}
+		if !isTemporaryAcceptError(err) {
+			return nil, err
+		}
+		a.pause = min(max(2*a.pause, 5*time.Millisecond), time.Second)
+		a.failures++
+		if time.Since(a.warned) >= 10*time.Second {
+			a.log.Warn("MQTT accept failed; retrying", "address", a.ln.Addr().String(), "error", err, "pause", a.pause, "failures", a.failures)
+			a.warned, a.failures = time.Now(), 0
+		}
+		select {
+		case <-time.After(a.pause):
+		case <-done:
+			return nil, net.ErrClosed
+		}
 	}
 }
 
