@@ -140,6 +140,7 @@ type mqttMetrics struct {
 	protocolErrors prometheus.Counter
 	dropped        prometheus.Counter
 	handshakes     prometheus.Counter
+	resumed        prometheus.Counter
 }
 
 func newMQTTMetrics(reg prometheus.Registerer) *mqttMetrics {
@@ -164,6 +165,10 @@ func newMQTTMetrics(reg prometheus.Registerer) *mqttMetrics {
 		handshakes: f.NewCounter(prometheus.CounterOpts{
 			Name: "millwright_mqtt_tls_handshake_failures_total",
 			Help: "TLS handshakes on the MQTT listener that failed or timed out.",
+		}),
+		resumed: f.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_mqtt_tls_resumed_total",
+			Help: "TLS handshakes on the MQTT listener that resumed an earlier session instead of exchanging certificates.",
 		}),
 	}
 }
@@ -210,7 +215,7 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 		}
 		m.plainLn = pl
 	}
-	m.tlsLn = newHandshakeListener(ln, cfg, opts.HandshakeTimeout, opts.MaxConcurrentHandshakes, logger, m.met.handshakes)
+	m.tlsLn = newHandshakeListener(ln, cfg, opts.HandshakeTimeout, opts.MaxConcurrentHandshakes, logger, m.met.handshakes, m.met.resumed)
 	if facts != nil {
 		m.facts = newFactQueue(facts, logger, reg)
 	}

@@ -39,6 +39,7 @@ type handshakeListener struct {
 	timeout time.Duration
 	log     *slog.Logger
 	failed  prometheus.Counter
+	resumed prometheus.Counter
 
 	conns     chan net.Conn
 	slots     chan struct{}   // one per handshake in progress
@@ -52,8 +53,8 @@ type handshakeListener struct {
 	err error // why the accept loop stopped
 }
 
-func newHandshakeListener(raw net.Listener, cfg *tls.Config, timeout time.Duration, concurrent int, logger *slog.Logger, failed prometheus.Counter) *handshakeListener {
-	l := &handshakeListener{raw: raw, cfg: cfg, timeout: timeout, log: logger, failed: failed,
+func newHandshakeListener(raw net.Listener, cfg *tls.Config, timeout time.Duration, concurrent int, logger *slog.Logger, failed, resumed prometheus.Counter) *handshakeListener {
+	l := &handshakeListener{raw: raw, cfg: cfg, timeout: timeout, log: logger, failed: failed, resumed: resumed,
 		conns: make(chan net.Conn), slots: make(chan struct{}, concurrent), done: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
@@ -134,6 +135,9 @@ func (l *handshakeListener) handshake(c net.Conn) {
 		l.log.Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "error", err)
 		_ = c.Close()
 		return
+	}
+	if tc.ConnectionState().DidResume {
+		l.resumed.Inc()
 	}
 	select {
 	case l.conns <- tc:

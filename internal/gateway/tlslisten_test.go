@@ -117,3 +117,30 @@ func TestHandshakeSlots(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(opened), timeout-50*time.Millisecond, "not before the slot was free")
 	require.Equal(t, 1.0, counter(t, reg, "millwright_mqtt_tls_handshake_failures_total"))
 }
+
+// TestResumptionCounted: a client that keeps its TLS session resumes it on its next
+// connection, is identified by the certificate in the session, and is counted.
+func TestResumptionCounted(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, ingest.DefaultOptions())
+	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"}, r.serverTLS, r.pipeline, nil, nil, nil, r.reg)
+	require.NoError(t, err)
+	require.NoError(t, m.Start())
+	defer m.Close()
+	pair, err := r.ca.DeviceKeyPair("dev-1", r.now, time.Hour)
+	require.NoError(t, err)
+	cfg := &tls.Config{RootCAs: r.ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost",
+		ClientSessionCache: tls.NewLRUClientSessionCache(1)}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i, resumed := range []bool{false, true} {
+		conn, err := tls.Dial("tcp", m.Addr().String(), cfg)
+		require.NoError(t, err)
+		c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "dev-1"})
+		_, err = c.Connect(ctx, &paho.Connect{ClientID: "dev-1", KeepAlive: 30, CleanStart: true})
+		require.NoError(t, err, "connection %d", i)
+		require.Equal(t, resumed, conn.ConnectionState().DidResume, "connection %d", i)
+		require.NoError(t, c.Disconnect(&paho.Disconnect{}))
+	}
+	require.Equal(t, 1.0, counter(t, r.reg, "millwright_mqtt_tls_resumed_total"))
+}
