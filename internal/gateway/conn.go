@@ -148,12 +148,9 @@ func isProtocolError(c packets.Code) bool {
 func (c *conn) kick(code packets.Code) {
 	c.wmu.Lock()
 	if !c.closed && c.established && c.version == 5 && code.Code >= packets.ErrUnspecifiedError.Code {
-		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: 5, ReasonCode: code.Code}
-		if c.problemInfo {
-			pk.Properties.ReasonString = code.Reason
-		}
-		pk.Mods.MaxSize = c.maxOut
-		if b, err := encode(&pk); err == nil {
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ReasonCode: code.Code}
+		pk.Properties.ReasonString = code.Reason
+		if b, err := c.encodeFor(&pk); err == nil {
 			_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = c.nc.Write(b)
 		}
@@ -163,14 +160,20 @@ func (c *conn) kick(code packets.Code) {
 	_ = c.nc.Close()
 }
 
-// send writes a packet to the device; a write that fails closes the connection.
-func (c *conn) send(pk *packets.Packet) error {
+// encodeFor encodes pk for this device: in its protocol version, within its maximum packet
+// size, and without a reason string when it asked for none.
+func (c *conn) encodeFor(pk *packets.Packet) ([]byte, error) {
 	pk.ProtocolVersion = c.version
 	pk.Mods.MaxSize = c.maxOut
 	if !c.problemInfo {
 		pk.Properties.ReasonString = ""
 	}
-	b, err := encode(pk)
+	return encode(pk)
+}
+
+// send writes a packet to the device; a write that fails closes the connection.
+func (c *conn) send(pk *packets.Packet) error {
+	b, err := c.encodeFor(pk)
 	if err != nil {
 		return err
 	}
@@ -193,20 +196,23 @@ func (c *conn) writeLocked(b []byte) error {
 }
 
 // sendPublish writes a message to the device. One larger than the device's Maximum Packet
-// Size is not sent (§3.1.2.11.4) and is counted as dropped.
+// Size is not sent (§3.1.2.11.4) and is counted as dropped. Other goroutines reach c through
+// its session only once attach has made it the live connection, under wmu, which the CONNACK
+// holds until written: a message never goes before the CONNACK.
 func (c *conn) sendPublish(topic string, payload []byte, qos byte, id uint16, dup bool) {
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Dup: dup},
 		TopicName: topic, Payload: payload, PacketID: id}
-	if c.maxOut > 0 && uint64(len(topic)+len(payload))+16 > uint64(c.maxOut) {
+	b, err := c.encodeFor(&pk)
+	if err != nil {
+		return
+	}
+	if c.maxOut > 0 && uint64(len(b)) > uint64(c.maxOut) {
 		c.m.met.dropped.Inc()
 		return
 	}
 	c.wmu.Lock()
-	established := c.established
-	c.wmu.Unlock()
-	if established {
-		_ = c.send(&pk)
-	}
+	defer c.wmu.Unlock()
+	_ = c.writeLocked(b)
 }
 
 // connect reads and answers the CONNECT packet, which must come first and in time.
@@ -275,7 +281,7 @@ func (c *conn) handleConnect(fh packets.FixedHeader, body []byte) error {
 		quota = int(props.ReceiveMaximum)
 	}
 
-	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ProtocolVersion: c.version, Mods: packets.Mods{MaxSize: c.maxOut}}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}}
 	if c.version == 5 {
 		ack.Properties = packets.Properties{
 			TopicAliasMaximum: topicAliasMaximum,
@@ -300,7 +306,7 @@ func (c *conn) handleConnect(fh packets.FixedHeader, body []byte) error {
 		return c.refuse(asCode(err), err)
 	}
 	ack.SessionPresent = present
-	b, err := encode(&ack)
+	b, err := c.encodeFor(&ack)
 	if err == nil {
 		err = c.writeLocked(b)
 	}
@@ -322,7 +328,7 @@ func (c *conn) handleConnect(fh packets.FixedHeader, body []byte) error {
 
 // refuse answers a CONNECT with an error CONNACK, and returns err to end the connection.
 func (c *conn) refuse(code packets.Code, err error) error {
-	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ProtocolVersion: c.version, ReasonCode: code.Code}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: code.Code}
 	if c.version == 5 {
 		ack.Properties.ReasonString = code.Reason
 	} else {

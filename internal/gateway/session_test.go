@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -429,5 +430,25 @@ func TestMatchTopic(t *testing.T) {
 		{"a/+/#", "a/b", true},
 	} {
 		require.Equal(t, tc.match, matchTopic(tc.filter, tc.topic), "%s ~ %s", tc.filter, tc.topic)
+	}
+}
+
+// failingRegistry is an Authorizer whose registry cannot answer.
+type failingRegistry struct{}
+
+func (failingRegistry) Authorize(context.Context, string, *x509.Certificate) error {
+	return errors.New("registry: connection refused")
+}
+
+// TestConnectRegistryDown: when the registry cannot answer, a device is told to come back
+// later (0x88 "server unavailable", 3.1.1 return code 3) rather than that it is refused.
+func TestConnectRegistryDown(t *testing.T) {
+	t.Parallel()
+	r := newSessionRig(t, nil)
+	r.m.authz = failingRegistry{} // before any connection
+	for version, code := range map[byte]byte{4: connackV3ServerUnavailable, 5: packets.ErrServerUnavailable.Code} {
+		c := r.dial(t, version)
+		require.Equal(t, code, c.connect(connectPacket(version, "dev-1", true)).ReasonCode, "MQTT level %d", version)
+		require.Zero(t, c.closed())
 	}
 }

@@ -16,9 +16,6 @@ import (
 // and property. The gateway uses the codec alone, not mochi's broker: see "Device sessions" in
 // docs/design.md.
 
-// errPacketTooLarge is a packet whose remaining length exceeds the maximum packet size.
-var errPacketTooLarge = packets.ErrPacketTooLarge
-
 // readHeader reads a packet's fixed header: its first byte and its remaining length. A length
 // above max is refused before any of the body is read.
 func readHeader(r *bufio.Reader, max uint32) (packets.FixedHeader, error) {
@@ -39,7 +36,7 @@ func readHeader(r *bufio.Reader, max uint32) (packets.FixedHeader, error) {
 	}
 	// The limit counts the whole packet: the fixed header is at most 5 bytes.
 	if max > 0 && uint64(n)+5 > uint64(max) {
-		return fh, errPacketTooLarge
+		return fh, packets.ErrPacketTooLarge
 	}
 	fh.Remaining = n
 	return fh, nil
@@ -76,9 +73,6 @@ func decode(pk *packets.Packet, body []byte) (err error) {
 			err = fmt.Errorf("%w: decoder failed: %v", packets.ErrMalformedPacket, r)
 		}
 	}()
-	if body == nil {
-		body = []byte{}
-	}
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		if err := pk.ConnectDecode(body); err != nil {
