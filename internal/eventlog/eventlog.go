@@ -37,14 +37,19 @@ type Event struct {
 	Data []byte `json:"vd,omitempty"`
 }
 
+// ErrBroken is returned by Append and Flush after a failed write, until Repair succeeds.
+var ErrBroken = errors.New("event log needs repair after a failed write")
+
 // Log is an append-only event log.
 type Log struct {
-	mu    sync.Mutex
-	f     *os.File
-	w     *bufio.Writer
-	size  int64
-	torn  int64
-	dirty bool
+	mu      sync.Mutex
+	f       *os.File
+	w       *bufio.Writer
+	size    int64 // bytes appended, buffered ones included
+	written int64 // bytes known to be whole in the file: the end of the last successful Flush
+	torn    int64
+	dirty   bool
+	broken  error // the write error that left a partial line in the file, until Repair
 }
 
 // Open opens or creates the log at dir/events.jsonl, cutting off a torn tail.
@@ -61,7 +66,7 @@ func Open(dir string) (*Log, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("read event log: %w", err), f.Close())
 	}
-	l := &Log{f: f, size: good, torn: size - good}
+	l := &Log{f: f, size: good, written: good, torn: size - good}
 	if good != size {
 		if err := f.Truncate(good); err != nil {
 			return nil, errors.Join(fmt.Errorf("truncate torn event log tail: %w", err), f.Close())
@@ -104,6 +109,9 @@ func (l *Log) TornBytes() int64 { return l.torn }
 func (l *Log) Append(events ...Event) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.broken != nil {
+		return fmt.Errorf("%w: %w", ErrBroken, l.broken)
+	}
 	for _, e := range events {
 		b, err := json.Marshal(e)
 		if err != nil {
@@ -111,6 +119,7 @@ func (l *Log) Append(events ...Event) error {
 		}
 		b = append(b, '\n')
 		if _, err := l.w.Write(b); err != nil {
+			l.broken = err // a full buffer was being written out
 			return fmt.Errorf("append event: %w", err)
 		}
 		l.size += int64(len(b))
@@ -123,18 +132,49 @@ func (l *Log) Append(events ...Event) error {
 func (l *Log) Flush(sync bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.broken != nil {
+		return fmt.Errorf("%w: %w", ErrBroken, l.broken)
+	}
 	if !l.dirty {
 		return nil
 	}
 	if err := l.w.Flush(); err != nil {
+		// The file may now end in part of a line, and the buffered writer keeps failing:
+		// every later line would follow the partial one and be cut off at the next open.
+		l.broken = err
 		return fmt.Errorf("write event log: %w", err)
 	}
 	if sync {
 		if err := l.f.Sync(); err != nil {
+			l.broken = err
 			return fmt.Errorf("fsync event log: %w", err)
 		}
 	}
+	l.written = l.size
 	l.dirty = false
+	return nil
+}
+
+// Repair drops what was appended since the last successful Flush — buffered events and any
+// part of them a failed write left in the file — so that the log again ends in a whole line,
+// and clears the failure. Call it after Append or Flush failed; the dropped events were never
+// acknowledged as durable.
+func (l *Log) Repair() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.f.Truncate(l.written); err != nil {
+		return fmt.Errorf("truncate event log to its last whole line: %w", err)
+	}
+	if _, err := l.f.Seek(l.written, io.SeekStart); err != nil {
+		return fmt.Errorf("seek event log: %w", err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("fsync event log: %w", err)
+	}
+	l.w.Reset(l.f)
+	l.size = l.written
+	l.dirty = false
+	l.broken = nil
 	return nil
 }
 
@@ -153,7 +193,7 @@ func (l *Log) List(q Query) ([]Event, error) {
 		q.Limit = 1000
 	}
 	l.mu.Lock()
-	size := l.size - int64(l.w.Buffered())
+	size := l.written
 	l.mu.Unlock()
 	r := bufio.NewReaderSize(io.NewSectionReader(l.f, 0, size), 64<<10)
 	seen := map[string]bool{}

@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -56,4 +57,54 @@ func TestAppendListReopen(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	require.NoError(t, l.Close())
+}
+
+// partialWriter writes the first n bytes it is given to w, then fails, as a write on a disk
+// that fills part way does.
+type partialWriter struct {
+	w *os.File
+	n int
+}
+
+func (p *partialWriter) Write(b []byte) (int, error) {
+	k := min(p.n, len(b))
+	if _, err := p.w.Write(b[:k]); err != nil {
+		return 0, err
+	}
+	return k, errors.New("no space left on device")
+}
+
+// TestRepairAfterFailedWrite: a flush that fails part way leaves part of a line in the file and
+// the log refuses work; Repair cuts the partial line off, so that what is written after it is
+// kept at the next open — where appending behind it would have been cut off with it.
+func TestRepairAfterFailedWrite(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir)
+	require.NoError(t, err)
+	s := func(v string) *string { return &v }
+	require.NoError(t, l.Append(Event{Time: 1, Device: "d", Name: "n", String: s("before")}))
+	require.NoError(t, l.Flush(true))
+
+	l.w.Reset(&partialWriter{w: l.f, n: 7})
+	require.NoError(t, l.Append(Event{Time: 2, Device: "d", Name: "n", String: s("lost")}))
+	require.ErrorContains(t, l.Flush(true), "no space left")
+	require.ErrorIs(t, l.Append(Event{Time: 3, Device: "d", Name: "n", String: s("refused")}), ErrBroken)
+	require.ErrorIs(t, l.Flush(true), ErrBroken)
+
+	require.NoError(t, l.Repair())
+	require.NoError(t, l.Append(Event{Time: 4, Device: "d", Name: "n", String: s("after")}))
+	require.NoError(t, l.Flush(true))
+	require.NoError(t, l.Close())
+
+	l, err = Open(dir)
+	require.NoError(t, err)
+	defer l.Close()
+	require.Zero(t, l.TornBytes())
+	got, err := l.List(Query{})
+	require.NoError(t, err)
+	var values []string
+	for _, e := range got {
+		values = append(values, *e.String)
+	}
+	require.Equal(t, []string{"after", "before"}, values)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -63,12 +62,22 @@ func newCommitterState() *committerState {
 }
 
 // commit stores a group of jobs in one transaction, makes it durable and releases the waiters.
+// While storage awaits repair after a write error, it refuses the group instead.
 func (p *Pipeline) commit(group []*job) {
+	if p.fault != nil && !p.repair() {
+		why := *p.failing.Load()
+		p.finish(group, &why)
+		return
+	}
 	start := time.Now()
 	ctx := context.Background()
-	app := p.store.Appender(ctx)
+	app, err := p.store.Appender(ctx)
+	if err != nil {
+		p.fail(fmt.Errorf("start append: %w", err), true, false)
+		p.finish(group, p.failing.Load())
+		return
+	}
 	var events []eventlog.Event
-	samples := 0
 	for _, j := range group {
 		dev := p.state.device(j.device)
 		for i := range j.batch.Measurements {
@@ -90,38 +99,45 @@ func (p *Pipeline) commit(group []*job) {
 				p.appendSample(app, dev, j, seriesKey{name: m.Name, unit: m.Unit, sum: true}, m.Time, m.Sum)
 			}
 		}
-		samples += len(j.batch.Measurements)
 		if j.batch.HasSeq {
 			p.trackSeq(app, j.device, dev, j.batch.Seq)
 		}
 	}
-	err := app.Commit()
-	if err != nil {
-		err = fmt.Errorf("commit samples: %w", err)
+	var storeErr, eventsErr error
+	if err := app.Commit(); err != nil {
+		storeErr = fmt.Errorf("commit samples: %w", err)
 	}
-	if err == nil && len(events) > 0 {
-		err = p.events.Append(events...)
+	if storeErr == nil && len(events) > 0 {
+		eventsErr = p.events.Append(events...)
 	}
-	if err == nil {
-		err = p.events.Flush(p.store.Options().Sync == tsdb.SyncAlways)
+	if storeErr == nil && eventsErr == nil {
+		eventsErr = p.events.Flush(p.store.Options().Sync == tsdb.SyncAlways)
 	}
-	if err == nil {
+	if storeErr == nil && eventsErr == nil {
 		syncStart := time.Now()
-		err = p.store.Sync()
+		storeErr = p.store.Sync()
 		p.m.fsyncDuration.Observe(time.Since(syncStart).Seconds())
 	}
 	p.m.commitDuration.Observe(time.Since(start).Seconds())
 	p.m.groupSize.Observe(float64(len(group)))
-	if err != nil {
-		p.log.Error("group commit failed; batches refused for retry", "batches", len(group), "error", err)
+	if err := errors.Join(storeErr, eventsErr); err != nil {
 		p.m.commitErrors.Inc()
+		p.errLog.log(p.log, p.clk, "group commit failed; batches refused until storage is repaired",
+			"batches", len(group), "error", err)
 		// What the transaction held may or may not be on disk: the devices keep their
 		// batches and re-send them, and re-sent samples are harmless.
-		p.state.forgetRefs()
+		p.fail(err, storeErr != nil, eventsErr != nil)
+		p.finish(group, p.failing.Load())
+		return
 	}
+	p.finish(group, nil)
+}
+
+// finish releases the waiters of group: stored, or refused as unavailable with the reason why.
+func (p *Pipeline) finish(group []*job, why *string) {
 	for _, j := range group {
-		if err != nil {
-			j.res = Result{Reason: protocol.ReasonUnavailable, Detail: "storage failed: " + err.Error()}
+		if why != nil {
+			j.res = Result{Reason: protocol.ReasonUnavailable, Detail: *why}
 			p.m.rejectedBatches.WithLabelValues(protocol.ReasonUnavailable.String()).Inc()
 		} else {
 			p.m.samples.Add(float64(j.res.Stored))
@@ -138,16 +154,6 @@ func (s *committerState) device(id string) *deviceState {
 		s.devices[id] = d
 	}
 	return d
-}
-
-// forgetRefs drops cached series references after a failed commit; labels are kept.
-func (s *committerState) forgetRefs() {
-	for _, d := range s.devices {
-		for _, e := range d.series {
-			e.ref = 0
-		}
-		d.seqRef, d.gapRef, d.lateRef, d.repRef = 0, 0, 0, 0
-	}
 }
 
 func (p *Pipeline) appendSample(app storage.Appender, dev *deviceState, j *job, key seriesKey, t int64, v float64) {
@@ -255,30 +261,12 @@ func (p *Pipeline) appendCounter(app storage.Appender, ref storage.SeriesRef, na
 // lastSeq reads the highest batch number stored for device, so counting goes on across a
 // restart of the server.
 func (p *Pipeline) lastSeq(device string) (uint64, bool) {
-	maxt := p.store.DB().Head().MaxTime()
-	if maxt == math.MinInt64 {
-		return 0, false
-	}
-	q, err := p.store.Queryable().Querier(maxt-p.store.Options().OutOfOrderWindow.Milliseconds(), math.MaxInt64)
+	v, ok, err := p.store.MaxValue(context.Background(), SeriesBatchSeq, device)
 	if err != nil {
+		p.log.Warn("read the last batch number of a device; counting starts afresh", "device", device, "error", err)
 		return 0, false
 	}
-	defer q.Close()
-	set := q.Select(context.Background(), false, nil,
-		labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, SeriesBatchSeq),
-		labels.MustNewMatcher(labels.MatchEqual, labelDevice, device))
-	var (
-		last  float64
-		found bool
-	)
-	for set.Next() {
-		it := set.At().Iterator(nil)
-		for it.Next() != 0 {
-			_, v := it.At()
-			last, found = max(last, v), true
-		}
-	}
-	return uint64(last), found
+	return uint64(v), ok
 }
 
 // MetricName maps a resolved SenML name to a Prometheus metric name: characters outside

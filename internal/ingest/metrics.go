@@ -15,6 +15,8 @@ type metrics struct {
 	fsyncDuration   prometheus.Histogram
 	groupSize       prometheus.Histogram
 	commitErrors    prometheus.Counter
+	storageFaults   prometheus.Counter
+	storageRepairs  *prometheus.CounterVec
 	seqGaps         prometheus.Counter
 	seqLate         prometheus.Counter
 	seqRepeats      prometheus.Counter
@@ -63,6 +65,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "millwright_ingest_commit_errors_total",
 			Help: "Group commits that failed; their batches were refused for retry.",
 		}),
+		storageFaults: f.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_ingest_storage_faults_total",
+			Help: "Storage write errors after which batches were refused until storage was repaired.",
+		}),
+		storageRepairs: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "millwright_ingest_storage_repairs_total",
+			Help: "Attempts to make storage consistent after a write error, by result: repaired, failed.",
+		}, []string{"result"}),
 		seqGaps: f.NewCounter(prometheus.CounterOpts{
 			Name: "millwright_ingest_seq_gaps_total",
 			Help: "Batch sequence numbers skipped when a higher one arrived (possible loss).",

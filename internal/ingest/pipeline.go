@@ -10,6 +10,13 @@
 //
 // When the committer falls behind, Ingest refuses new batches at once with ReasonBusy
 // (MQTT 5 "quota exceeded", HTTP 429) instead of queueing without bound.
+//
+// When a commit fails (a full disk, an I/O error), the store may end in a torn record that the
+// next open would "repair" by cutting off everything after it, acknowledged batches included.
+// So after any write error the pipeline refuses every batch with ReasonUnavailable until it has
+// made storage consistent again — the event log truncated to its last whole line, the TSDB
+// closed and reopened, which repairs its write-ahead log — and only then acknowledges again
+// (fault.go).
 package ingest
 
 import (
@@ -22,15 +29,42 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/prometheus/storage"
 
+	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/tsdb"
 	"github.com/millwright/millwright/protocol"
 )
 
-// Clock tells the time; the pipeline uses it to resolve relative SenML times and to judge
-// whether a sample is too old or too new.
-type Clock interface{ Now() time.Time }
+// Store is what the pipeline needs of the telemetry store; *tsdb.Store is the one in use.
+type Store interface {
+	// Appender starts an append transaction.
+	Appender(ctx context.Context) (storage.Appender, error)
+	// Sync makes what was committed durable according to the store's policy.
+	Sync() error
+	// Reopen closes and opens the store again, repairing a log a failed write left torn.
+	Reopen() error
+	// MinAppendable is the oldest timestamp (ms) the store accepts now.
+	MinAppendable() int64
+	// MaxValue is the largest recent value of a device's series.
+	MaxValue(ctx context.Context, metric, device string) (float64, bool, error)
+	// Options are the store's effective options.
+	Options() tsdb.Options
+}
+
+// EventLog is what the pipeline needs of the event log; *eventlog.Log is the one in use.
+type EventLog interface {
+	Append(events ...eventlog.Event) error
+	Flush(sync bool) error
+	// Repair drops what was not flushed whole, after a failed Append or Flush.
+	Repair() error
+}
+
+var (
+	_ Store    = (*tsdb.Store)(nil)
+	_ EventLog = (*eventlog.Log)(nil)
+)
 
 // Options configure the pipeline.
 type Options struct {
@@ -110,9 +144,9 @@ func (r Result) Err() error {
 
 // Pipeline ingests batches. Create it with New, start Run, then call Ingest.
 type Pipeline struct {
-	store  *tsdb.Store
-	events *eventlog.Log
-	clk    Clock
+	store  Store
+	events EventLog
+	clk    clock.Clock
 	opts   Options
 	log    *slog.Logger
 	m      *metrics
@@ -121,6 +155,10 @@ type Pipeline struct {
 	pending atomic.Int64 // samples queued or being committed
 	stopped chan struct{}
 	state   *committerState
+	fault   *fault                 // owned by the committer; nil while storage is healthy
+	failing atomic.Pointer[string] // why batches are refused while fault is set, for Ingest
+	errLog  rateLimited            // commit failures, logged at most once per interval
+	healthy prometheus.GaugeFunc   // 0 while failing
 }
 
 type job struct {
@@ -132,8 +170,9 @@ type job struct {
 	done     chan struct{}
 }
 
-// New makes a pipeline writing to store and events.
-func New(store *tsdb.Store, events *eventlog.Log, clk Clock, opts Options, logger *slog.Logger, reg prometheus.Registerer) *Pipeline {
+// New makes a pipeline writing to store and events. The clock gives sample times their
+// reference and paces storage repair after a write error.
+func New(store Store, events EventLog, clk clock.Clock, opts Options, logger *slog.Logger, reg prometheus.Registerer) *Pipeline {
 	opts = opts.withDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -148,6 +187,7 @@ func New(store *tsdb.Store, events *eventlog.Log, clk Clock, opts Options, logge
 		queue:   make(chan *job, opts.MaxPendingBatches),
 		stopped: make(chan struct{}),
 		state:   newCommitterState(),
+		errLog:  rateLimited{every: 10 * time.Second},
 	}
 	f := promauto.With(reg)
 	f.NewGaugeFunc(prometheus.GaugeOpts{
@@ -158,6 +198,15 @@ func New(store *tsdb.Store, events *eventlog.Log, clk Clock, opts Options, logge
 		Name: "millwright_ingest_pending_values",
 		Help: "Values waiting for the committer or being committed.",
 	}, func() float64 { return float64(p.pending.Load()) })
+	p.healthy = f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "millwright_ingest_storage_healthy",
+		Help: "1 while batches are acknowledged; 0 after a storage write error, until storage is repaired.",
+	}, func() float64 {
+		if p.failing.Load() != nil {
+			return 0
+		}
+		return 1
+	})
 	return p
 }
 
@@ -166,6 +215,9 @@ func New(store *tsdb.Store, events *eventlog.Log, clk Clock, opts Options, logge
 func (p *Pipeline) Ingest(ctx context.Context, device string, payload []byte) Result {
 	received := time.Now()
 	now := p.clk.Now()
+	if why := p.failing.Load(); why != nil {
+		return p.unavailable(*why)
+	}
 	batch, _, err := protocol.Decode(payload, now, p.opts.Limits)
 	if err != nil {
 		return p.refuse(err)
@@ -286,6 +338,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	group := make([]*job, 0, 256)
 	for {
 		select {
+		case <-p.repairDue():
+			p.repair()
 		case j := <-p.queue:
 			group = p.gather(append(group[:0], j))
 			p.commit(group)

@@ -21,9 +21,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 	ptsdb "github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/wlog"
 )
 
@@ -116,11 +118,30 @@ const (
 	OutOfOrderChunkSamples = 32
 )
 
+// ErrUnavailable is returned while the store is being reopened after a write error.
+var ErrUnavailable = errors.New("telemetry store unavailable: reopening after a write error")
+
 // Store is the embedded TSDB with its PromQL engine.
+//
+// The TSDB underneath can be closed and opened again in place (Reopen) while queries and the
+// API keep their references to the Store: after a write error the write-ahead log may end in a
+// torn record, and only a fresh open repairs it — before anything new is acknowledged.
 type Store struct {
-	db     *ptsdb.DB
+	dir    string
 	opts   Options
+	log    *slog.Logger
+	reg    *collectorSet
 	engine *promql.Engine
+
+	mu  sync.Mutex  // guards gen
+	gen *generation // nil while reopening
+}
+
+// generation is one open TSDB and the syncers of its logs. Readers count the queriers open on
+// it, so that Reopen closes it only once none is reading.
+type generation struct {
+	db      *ptsdb.DB
+	readers sync.WaitGroup
 
 	mu  sync.Mutex // guards wal and wbl
 	wal *segmentSyncer
@@ -136,21 +157,10 @@ func Open(dir string, opts Options, logger *slog.Logger, reg prometheus.Register
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	topts := ptsdb.DefaultOptions()
-	topts.RetentionDuration = opts.Retention.Milliseconds()
-	topts.OutOfOrderTimeWindow = opts.OutOfOrderWindow.Milliseconds()
-	// Blocks of up to a tenth of the retention, as Prometheus does, but never less than the
-	// minimum block.
-	if maxBlock := opts.Retention.Milliseconds() / 10; maxBlock > topts.MinBlockDuration {
-		topts.MaxBlockDuration = min(maxBlock, 31*24*time.Hour.Milliseconds())
+	s := &Store{dir: dir, opts: opts, log: logger}
+	if reg != nil {
+		s.reg = &collectorSet{parent: reg}
 	}
-	topts.SamplesPerChunk = SamplesPerChunk
-	topts.OutOfOrderCapMax = OutOfOrderChunkSamples
-	db, err := ptsdb.Open(dir, logger.With("component", "tsdb"), reg, topts, nil)
-	if err != nil {
-		return nil, fmt.Errorf("open tsdb %s: %w", dir, err)
-	}
-	s := &Store{db: db, opts: opts}
 	s.engine = promql.NewEngine(promql.EngineOpts{
 		Logger:               logger.With("component", "promql"),
 		Reg:                  reg,
@@ -160,32 +170,151 @@ func Open(dir string, opts Options, logger *slog.Logger, reg prometheus.Register
 		EnableAtModifier:     true,
 		EnableNegativeOffset: true,
 	})
-	if opts.Sync == SyncAlways {
-		s.wal, err = newSegmentSyncer(filepath.Join(dir, "wal"))
+	g, err := s.open()
+	if err != nil {
+		return nil, err
+	}
+	s.gen = g
+	return s, nil
+}
+
+func (s *Store) open() (*generation, error) {
+	topts := ptsdb.DefaultOptions()
+	topts.RetentionDuration = s.opts.Retention.Milliseconds()
+	topts.OutOfOrderTimeWindow = s.opts.OutOfOrderWindow.Milliseconds()
+	// Blocks of up to a tenth of the retention, as Prometheus does, but never less than the
+	// minimum block.
+	if maxBlock := s.opts.Retention.Milliseconds() / 10; maxBlock > topts.MinBlockDuration {
+		topts.MaxBlockDuration = min(maxBlock, 31*24*time.Hour.Milliseconds())
+	}
+	topts.SamplesPerChunk = SamplesPerChunk
+	topts.OutOfOrderCapMax = OutOfOrderChunkSamples
+	var reg prometheus.Registerer
+	if s.reg != nil {
+		reg = s.reg
+	}
+	db, err := ptsdb.Open(s.dir, s.log.With("component", "tsdb"), reg, topts, nil)
+	if err != nil {
+		if s.reg != nil {
+			s.reg.unregisterAll()
+		}
+		return nil, fmt.Errorf("open tsdb %s: %w", s.dir, err)
+	}
+	g := &generation{db: db}
+	if s.opts.Sync == SyncAlways {
+		g.wal, err = newSegmentSyncer(filepath.Join(s.dir, "wal"))
 		if err == nil {
-			s.wbl, err = newSegmentSyncer(filepath.Join(dir, "wbl"))
+			g.wbl, err = newSegmentSyncer(filepath.Join(s.dir, "wbl"))
 		}
 		if err != nil {
-			return nil, errors.Join(err, db.Close())
+			return nil, errors.Join(err, g.close())
 		}
 	}
-	return s, nil
+	return g, nil
+}
+
+// Reopen closes the TSDB and opens it again, which replays the write-ahead logs and repairs a
+// torn record at their end. Queries started before wait to finish; new ones get ErrUnavailable
+// until the open succeeds. When it fails (the disk is still full, say), the store stays
+// unavailable and Reopen may be called again.
+func (s *Store) Reopen() error {
+	s.mu.Lock()
+	g := s.gen
+	s.gen = nil
+	s.mu.Unlock()
+	var err error
+	if g != nil {
+		g.readers.Wait()
+		if err = g.close(); err != nil {
+			// A close after a write error may fail to flush what the failed write left; the
+			// open below repairs the log either way.
+			s.log.Warn("close tsdb before reopening", "error", err)
+		}
+		if s.reg != nil {
+			s.reg.unregisterAll()
+		}
+	}
+	g, err = s.open()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.gen = g
+	s.mu.Unlock()
+	return nil
+}
+
+func (g *generation) close() error {
+	g.mu.Lock()
+	err := errors.Join(g.wal.close(), g.wbl.close())
+	g.mu.Unlock()
+	return errors.Join(err, g.db.Close())
+}
+
+func (s *Store) current() *generation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
 }
 
 // Options returns the effective options.
 func (s *Store) Options() Options { return s.opts }
 
-// DB returns the underlying Prometheus TSDB.
-func (s *Store) DB() *ptsdb.DB { return s.db }
+// DB returns the underlying Prometheus TSDB, or nil while the store is reopening. A caller
+// must not keep it across a Reopen.
+func (s *Store) DB() *ptsdb.DB {
+	if g := s.current(); g != nil {
+		return g.db
+	}
+	return nil
+}
 
-// Queryable is the store as a storage.Queryable.
-func (s *Store) Queryable() storage.Queryable { return s.db }
+// Queryable is the store as a storage.Queryable; it stays valid across Reopen.
+func (s *Store) Queryable() storage.Queryable { return s }
+
+// Querier implements storage.Queryable over the current TSDB. The TSDB is not closed while
+// the querier is open.
+func (s *Store) Querier(mint, maxt int64) (storage.Querier, error) {
+	s.mu.Lock()
+	g := s.gen
+	if g == nil {
+		s.mu.Unlock()
+		return nil, ErrUnavailable
+	}
+	g.readers.Add(1)
+	s.mu.Unlock()
+	q, err := g.db.Querier(mint, maxt)
+	if err != nil {
+		g.readers.Done()
+		return nil, err
+	}
+	return &releasingQuerier{Querier: q, release: g.readers.Done}, nil
+}
+
+// releasingQuerier tells its generation when it is closed.
+type releasingQuerier struct {
+	storage.Querier
+	release func()
+	once    sync.Once
+}
+
+func (q *releasingQuerier) Close() error {
+	err := q.Querier.Close()
+	q.once.Do(q.release)
+	return err
+}
 
 // Engine returns the PromQL engine.
 func (s *Store) Engine() *promql.Engine { return s.engine }
 
-// Appender starts an append transaction.
-func (s *Store) Appender(ctx context.Context) storage.Appender { return s.db.Appender(ctx) }
+// Appender starts an append transaction, or returns ErrUnavailable while the store reopens.
+func (s *Store) Appender(ctx context.Context) (storage.Appender, error) {
+	g := s.current()
+	if g == nil {
+		return nil, ErrUnavailable
+	}
+	return g.db.Appender(ctx), nil
+}
 
 // Sync makes everything committed so far durable according to the policy: with SyncAlways
 // it fsyncs the current segments of the WAL and of the out-of-order WAL; with SyncNever it
@@ -194,29 +323,135 @@ func (s *Store) Sync() error {
 	if s.opts.Sync != SyncAlways {
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return errors.Join(s.wal.sync(), s.wbl.sync())
+	g := s.current()
+	if g == nil {
+		return ErrUnavailable
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return errors.Join(g.wal.sync(), g.wbl.sync())
 }
 
 // MinAppendable returns the oldest timestamp (milliseconds) the store accepts now, given the
 // newest sample it holds: samples older than the out-of-order window behind the head are
 // refused by the TSDB.
 func (s *Store) MinAppendable() int64 {
-	maxt := s.db.Head().MaxTime()
+	g := s.current()
+	if g == nil {
+		return math.MinInt64
+	}
+	maxt := g.db.Head().MaxTime()
 	if maxt == math.MinInt64 {
 		return math.MinInt64
 	}
 	return maxt - s.opts.OutOfOrderWindow.Milliseconds()
 }
 
+// MaxValue returns the largest value of the series named metric with the label device=device
+// within the out-of-order window behind the newest sample, and whether there was one.
+func (s *Store) MaxValue(ctx context.Context, metric, device string) (float64, bool, error) {
+	g := s.current()
+	if g == nil {
+		return 0, false, ErrUnavailable
+	}
+	maxt := g.db.Head().MaxTime()
+	if maxt == math.MinInt64 {
+		return 0, false, nil
+	}
+	q, err := s.Querier(maxt-s.opts.OutOfOrderWindow.Milliseconds(), math.MaxInt64)
+	if err != nil {
+		return 0, false, fmt.Errorf("query %s of %s: %w", metric, device, err)
+	}
+	defer q.Close()
+	set := q.Select(ctx, false, nil,
+		labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, metric),
+		labels.MustNewMatcher(labels.MatchEqual, "device", device))
+	var (
+		last  float64
+		found bool
+		it    chunkenc.Iterator
+	)
+	for set.Next() {
+		it = set.At().Iterator(it)
+		for it.Next() != chunkenc.ValNone {
+			_, v := it.At()
+			last, found = max(last, v), true
+		}
+		if err := it.Err(); err != nil {
+			return 0, false, fmt.Errorf("read %s of %s: %w", metric, device, err)
+		}
+	}
+	if err := set.Err(); err != nil {
+		return 0, false, fmt.Errorf("query %s of %s: %w", metric, device, err)
+	}
+	return last, found, nil
+}
+
 // Close closes the store; it syncs the WAL first.
 func (s *Store) Close() error {
-	err := s.Sync()
 	s.mu.Lock()
-	err = errors.Join(err, s.wal.close(), s.wbl.close())
+	g := s.gen
+	s.gen = nil
 	s.mu.Unlock()
-	return errors.Join(err, s.db.Close())
+	if g == nil {
+		return nil
+	}
+	var err error
+	if s.opts.Sync == SyncAlways {
+		g.mu.Lock()
+		err = errors.Join(g.wal.sync(), g.wbl.sync())
+		g.mu.Unlock()
+	}
+	g.readers.Wait()
+	return errors.Join(err, g.close())
+}
+
+// collectorSet registers collectors with a parent registerer and remembers them, so that a
+// reopened TSDB can register its metrics again under the same names.
+type collectorSet struct {
+	parent prometheus.Registerer
+	mu     sync.Mutex
+	cs     []prometheus.Collector
+}
+
+func (r *collectorSet) Register(c prometheus.Collector) error {
+	if err := r.parent.Register(c); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.cs = append(r.cs, c)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *collectorSet) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (r *collectorSet) Unregister(c prometheus.Collector) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, x := range r.cs {
+		if x == c {
+			r.cs = append(r.cs[:i], r.cs[i+1:]...)
+			break
+		}
+	}
+	return r.parent.Unregister(c)
+}
+
+func (r *collectorSet) unregisterAll() {
+	r.mu.Lock()
+	cs := r.cs
+	r.cs = nil
+	r.mu.Unlock()
+	for _, c := range cs {
+		r.parent.Unregister(c)
+	}
 }
 
 // segmentSyncer fsyncs the newest segment of a Prometheus write-ahead log directory. The TSDB
