@@ -208,6 +208,10 @@ func (s *Server) DataDir() string { return s.opts.DataDir }
 // MQTTAddr is the MQTT/TLS listener's address.
 func (s *Server) MQTTAddr() net.Addr { return s.mqtt.Addr() }
 
+// MQTT is the gateway serving device sessions: the server sends messages to devices through
+// its Publish.
+func (s *Server) MQTT() *gateway.MQTT { return s.mqtt }
+
 // InsecureMQTTAddr is the plain MQTT listener's address, or nil.
 func (s *Server) InsecureMQTTAddr() net.Addr { return s.mqtt.InsecureAddr() }
 
