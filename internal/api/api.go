@@ -17,11 +17,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/millwright/millwright/internal/eventlog"
+	"github.com/millwright/millwright/internal/httplimit"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/protocol"
 )
@@ -56,6 +58,19 @@ type Config struct {
 	Logger  *slog.Logger
 	// Now tells the time for queries without a time parameter.
 	Now func() time.Time
+	// Options bound the API's work: the PromQL queries evaluated at once.
+	Options Options
+	// QueryTimeout is how long one PromQL query may take, its wait for a query slot
+	// included: the engine's own timeout, which the engine applies once the query runs. Zero
+	// means the wait is bounded by the request alone.
+	QueryTimeout time.Duration
+	// WriteTimeout is how long an answer may take to write once it is ready, on the read
+	// routes (queries, series, labels), whose handling may outlast the server's write
+	// deadline: they get QueryTimeout and WriteTimeout from when their request was read. Zero
+	// leaves the server's deadlines alone.
+	WriteTimeout time.Duration
+	// Registerer takes the API's metrics; nil for none.
+	Registerer prometheus.Registerer
 }
 
 // route is one API route and the least role that may call it.
@@ -63,6 +78,13 @@ type route struct {
 	method, path string
 	role         registry.Role
 	handle       func(*http.Request) (any, *apiError)
+}
+
+// readsTSDB reports whether a route reads the telemetry store, and so may run for as long as
+// a query may.
+func (rt route) readsTSDB() bool {
+	return strings.HasPrefix(rt.path, "/api/v1/query") || rt.path == "/api/v1/series" ||
+		rt.path == "/api/v1/labels" || rt.path == "/api/v1/label/{name}/values"
 }
 
 // rank orders roles: a role may do what every lower role may.
@@ -79,7 +101,8 @@ func rank(r registry.Role) int {
 }
 
 func routes(c Config) []route {
-	p := &promAPI{queryable: c.Queryable, engine: c.Engine, parser: parser.NewParser(parser.Options{}), now: c.Now}
+	p := &promAPI{queryable: c.Queryable, engine: c.Engine, parser: parser.NewParser(parser.Options{}), now: c.Now,
+		timeout: c.QueryTimeout, slots: newQuerySlots(c.Options.withDefaults().QueryMaxConcurrency, c.Registerer)}
 	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
@@ -122,7 +145,11 @@ func Handler(c Config) http.Handler {
 	}
 	mux := http.NewServeMux()
 	for _, rt := range routes(c) {
-		mux.Handle(rt.method+" "+rt.path, authorize(c.Authenticate, rt.role, handle(c.Logger, rt.handle)))
+		h := handle(c.Logger, rt.handle)
+		if rt.readsTSDB() {
+			h = readForm(c.QueryTimeout, c.WriteTimeout, h)
+		}
+		mux.Handle(rt.method+" "+rt.path, authorize(c.Authenticate, rt.role, h))
 	}
 	mux.Handle("/api/", authorize(c.Authenticate, registry.RoleViewer, handle(c.Logger, func(r *http.Request) (any, *apiError) {
 		return nil, &apiError{errNotFound, errors.New("no such API route: " + r.Method + " " + r.URL.Path), http.StatusNotFound}
@@ -158,11 +185,13 @@ func authorize(authn Authenticator, min registry.Role, next http.Handler) http.H
 			p, err = authn(r.Context(), strings.TrimSpace(tok))
 		}
 		if err != nil {
+			httplimit.Refuse(w, r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="millwright"`)
 			writeJSON(w, http.StatusUnauthorized, response{Status: "error", ErrorType: "unauthorized", Error: "missing or invalid bearer token"})
 			return
 		}
 		if rank(p.Role) < rank(min) {
+			httplimit.Refuse(w, r)
 			writeJSON(w, http.StatusForbidden, response{Status: "error", ErrorType: "forbidden",
 				Error: fmt.Sprintf("role %s may not %s %s (needs %s)", p.Role, r.Method, r.URL.Path, min)})
 			return
@@ -220,6 +249,25 @@ func handle(log *slog.Logger, f func(*http.Request) (any, *apiError)) http.Handl
 			return
 		}
 		writeJSON(w, http.StatusOK, response{Status: "success", Data: data})
+	})
+}
+
+// readForm reads a read route's parameters, the whole body of a POST among them, under the
+// server's read deadline, then lifts that deadline, which would otherwise cancel a query
+// running past it, and gives the answer until queryTimeout and writeTimeout from now; zero
+// writeTimeout leaves the deadlines alone.
+func readForm(queryTimeout, writeTimeout time.Duration, next http.Handler) http.Handler {
+	if writeTimeout <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			writeJSON(w, http.StatusBadRequest, response{Status: "error", ErrorType: errBadData, Error: err.Error()})
+			return
+		}
+		httplimit.BodyRead(w)
+		httplimit.Deadlines(w, 0, queryTimeout+writeTimeout)
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -40,6 +40,9 @@ type promAPI struct {
 	engine    *promql.Engine
 	parser    parser.Parser
 	now       func() time.Time
+	// timeout bounds a query, its wait for a slot included; zero for no bound here.
+	timeout time.Duration
+	slots   *querySlots
 }
 
 type queryData struct {
@@ -52,7 +55,7 @@ func (a *promAPI) query(r *http.Request) (any, *apiError) {
 	if err != nil {
 		return nil, badData(err)
 	}
-	ctx, cancel, err := withTimeoutParam(r)
+	ctx, cancel, err := a.queryContext(r)
 	if err != nil {
 		return nil, badData(err)
 	}
@@ -86,7 +89,7 @@ func (a *promAPI) queryRange(r *http.Request) (any, *apiError) {
 	if end.Sub(start)/step > 11000 {
 		return nil, badData(errors.New("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"))
 	}
-	ctx, cancel, err := withTimeoutParam(r)
+	ctx, cancel, err := a.queryContext(r)
 	if err != nil {
 		return nil, badData(err)
 	}
@@ -98,8 +101,13 @@ func (a *promAPI) queryRange(r *http.Request) (any, *apiError) {
 	return a.exec(ctx, q)
 }
 
+// exec runs q once it holds a query slot; ctx bounds the wait and the run together.
 func (a *promAPI) exec(ctx context.Context, q promql.Query) (any, *apiError) {
 	defer q.Close()
+	if aerr := a.slots.acquire(ctx); aerr != nil {
+		return nil, aerr
+	}
+	defer a.slots.release()
 	res := q.Exec(ctx)
 	if res.Err != nil {
 		var (
@@ -256,17 +264,24 @@ func parseLimit(r *http.Request) (int, error) {
 	return n, nil
 }
 
-func withTimeoutParam(r *http.Request) (context.Context, context.CancelFunc, error) {
-	ctx := r.Context()
+// queryContext bounds a query by its timeout parameter and the API's query timeout, whichever
+// is shorter, from now: the wait for a query slot and the evaluation share it.
+func (a *promAPI) queryContext(r *http.Request) (context.Context, context.CancelFunc, error) {
+	d, bounded := a.timeout, a.timeout > 0
 	if s := r.FormValue("timeout"); s != "" {
-		d, err := parseDuration(s)
+		p, err := parseDuration(s)
 		if err != nil {
 			return nil, nil, fmt.Errorf("invalid parameter \"timeout\": %w", err)
 		}
-		c, cancel := context.WithTimeout(ctx, d)
-		return c, cancel, nil
+		if !bounded || p < d {
+			d, bounded = p, true
+		}
 	}
-	return ctx, func() {}, nil
+	if !bounded {
+		return r.Context(), func() {}, nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), d)
+	return ctx, cancel, nil
 }
 
 func parseTimeParam(r *http.Request, name string, def time.Time) (time.Time, error) {

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/millwright/millwright/internal/httplimit"
 	"github.com/millwright/millwright/protocol"
 )
 
@@ -31,11 +34,28 @@ type BatchResponse struct {
 	Refused int    `json:"refused"`
 }
 
+// HTTPIngestOptions bound the HTTPS batch endpoint.
+type HTTPIngestOptions struct {
+	// MaxPayload is the largest batch body accepted, in bytes; a larger one gets 413.
+	MaxPayload int
+	// BodyTimeout is how long an authorized device may take to send its batch, counted from
+	// the moment it was authorized; a slower body gets 408 and the connection closes. Zero
+	// keeps the server's read deadline (which also ran while the headers were read).
+	BodyTimeout time.Duration
+	// WriteTimeout is how long the answer may take to write once the batch is stored. Zero
+	// keeps the server's write deadline.
+	WriteTimeout time.Duration
+}
+
 // HTTPIngest is the HTTPS batch endpoint. The device is the verified client certificate's
-// common name; the body is a batch in any encoding the protocol accepts. Answers: 202 when
-// durable, 400/413 with a reason for a batch to drop, 422 when some values were too old or too
-// new (the rest are stored; drop the batch), 429/503 with Retry-After for a batch to retry.
-func HTTPIngest(ing Ingester, maxPayload int, reg prometheus.Registerer) http.Handler {
+// common name, and authz decides whether it may send, with the same cached registry answer as
+// an MQTT connect; the body is a batch in any encoding the protocol accepts. Nothing of the
+// body is read before the device is authorized. Answers: 202 when durable, 400/413 with a
+// reason for a batch to drop, 422 when some values were too old or too new (the rest are
+// stored; drop the batch), 401 without a device certificate, 403 for a device that may not
+// send (unknown, suspended, revoked, or a revoked certificate), 408 for a body slower than
+// the body timeout, 429/503 with Retry-After for a batch to retry.
+func HTTPIngest(ing Ingester, authz Authorizer, opts HTTPIngestOptions, reg prometheus.Registerer) http.Handler {
 	requests := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 		Name: "millwright_http_ingest_requests_total",
 		Help: "HTTPS batch requests, by status code.",
@@ -47,27 +67,51 @@ func HTTPIngest(ing Ingester, maxPayload int, reg prometheus.Registerer) http.Ha
 			w.WriteHeader(status)
 			_ = json.NewEncoder(w).Encode(body)
 		}
+		// refuse answers a request whose body will not be read.
+		refuse := func(status int, body BatchResponse) {
+			httplimit.Refuse(w, r)
+			answer(status, body)
+		}
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
-			answer(http.StatusMethodNotAllowed, BatchResponse{Detail: "POST a batch"})
+			refuse(http.StatusMethodNotAllowed, BatchResponse{Detail: "POST a batch"})
 			return
 		}
 		device, err := httpDevice(r)
 		if err != nil {
-			answer(http.StatusUnauthorized, BatchResponse{Reason: protocol.ReasonNotAuthorized.String(), Detail: err.Error()})
+			refuse(http.StatusUnauthorized, BatchResponse{Reason: protocol.ReasonNotAuthorized.String(), Detail: err.Error()})
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(maxPayload)))
-		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				answer(http.StatusRequestEntityTooLarge, BatchResponse{Reason: protocol.ReasonTooLarge.String(),
-					Detail: fmt.Sprintf("payload larger than %d bytes", maxPayload)})
+		if err := authz.Authorize(r.Context(), device, r.TLS.PeerCertificates[0]); err != nil {
+			if errors.Is(err, ErrDeviceRefused) {
+				refuse(http.StatusForbidden, BatchResponse{Reason: protocol.ReasonNotAuthorized.String(), Detail: err.Error()})
 				return
 			}
-			answer(http.StatusBadRequest, BatchResponse{Reason: protocol.ReasonMalformed.String(), Detail: "read body: " + err.Error()})
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfterUnavailable))
+			refuse(http.StatusServiceUnavailable, BatchResponse{Reason: protocol.ReasonUnavailable.String(),
+				Detail: "the device registry cannot answer"})
 			return
 		}
+		// An authorized device gets the upload's own deadlines: its body timeout from now,
+		// and after it the time to store the batch and answer.
+		httplimit.Deadlines(w, opts.BodyTimeout, opts.BodyTimeout+opts.WriteTimeout)
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(opts.MaxPayload)))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			switch {
+			case errors.As(err, &tooBig):
+				answer(http.StatusRequestEntityTooLarge, BatchResponse{Reason: protocol.ReasonTooLarge.String(),
+					Detail: fmt.Sprintf("payload larger than %d bytes", opts.MaxPayload)})
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				w.Header().Set("Connection", "close")
+				answer(http.StatusRequestTimeout, BatchResponse{
+					Detail: fmt.Sprintf("the batch did not arrive within %s; send it again", opts.BodyTimeout)})
+			default:
+				answer(http.StatusBadRequest, BatchResponse{Reason: protocol.ReasonMalformed.String(), Detail: "read body: " + err.Error()})
+			}
+			return
+		}
+		httplimit.BodyRead(w)
 		res := ing.Ingest(r.Context(), device, body)
 		out := BatchResponse{Detail: res.Detail, Stored: res.Stored, Refused: res.Refused}
 		if res.Reason == protocol.ReasonNone {

@@ -21,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
@@ -60,6 +59,10 @@ type Options struct {
 	Enroll   enroll.Options      `yaml:"enroll"`
 	TSDB     tsdb.Options        `yaml:"tsdb"`
 	Ingest   ingest.Options      `yaml:"ingest"`
+	// HTTP bounds the HTTPS listener: request deadlines and connections open.
+	HTTP HTTPOptions `yaml:"http"`
+	// API bounds the API's work: the PromQL queries evaluated at once.
+	API api.Options `yaml:"api"`
 }
 
 // DefaultOptions returns the defaults.
@@ -72,6 +75,8 @@ func DefaultOptions() Options {
 		Enroll:     enroll.DefaultOptions(),
 		TSDB:       tsdb.DefaultOptions(),
 		Ingest:     ingest.DefaultOptions(),
+		HTTP:       DefaultHTTPOptions(),
+		API:        api.DefaultOptions(),
 	}
 }
 
@@ -151,33 +156,8 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 
-	httpCfg := tlsCfg.Clone()
-	httpCfg.ClientAuth = tls.VerifyClientCertIfGiven
-	httpCfg.NextProtos = []string{"h2", "http/1.1"}
-	ln, err := net.Listen("tcp", opts.HTTPListen)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("listen HTTPS on %s: %w", opts.HTTPListen, err), s.mqtt.Close())
-	}
-	s.httpLn = tls.NewListener(ln, httpCfg)
-	mux := http.NewServeMux()
-	mux.Handle(gateway.BatchPath, gateway.HTTPIngest(s.pipeline, s.pipelineMaxPayload(), s.reg))
-	s.enroll.Register(mux)
-	mux.Handle("/", api.Handler(api.Config{
-		Authenticate:  api.TokenAuthenticator(s.token, s.registry),
-		Queryable:     s.store.Queryable(),
-		Engine:        s.store.Engine(),
-		Events:        s.events,
-		Registry:      s.registry,
-		DeviceChanged: s.deviceChanged,
-		Metrics:       promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}),
-		Logger:        logger.With("component", "api"),
-		Now:           clk.Now,
-	}))
-	s.http = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelDebug),
+	if err := s.listenHTTP(tlsCfg); err != nil {
+		return nil, errors.Join(err, s.mqtt.Close())
 	}
 	return s, nil
 }

@@ -1,0 +1,149 @@
+package server
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/millwright/millwright/internal/api"
+	"github.com/millwright/millwright/internal/gateway"
+	"github.com/millwright/millwright/internal/netlimit"
+)
+
+// HTTPOptions bound the HTTPS listener (API, metrics, enrollment, batch POSTs): how long a
+// request may take at each stage, and how many connections may be open. A request is refused
+// for its credentials before any of its body is read, so the body timeouts are what a client
+// with credentials gets; one without gets an answer at once and the connection closes.
+type HTTPOptions struct {
+	// HeaderTimeout bounds the TLS handshake, and reading one request's headers. Default 10 s;
+	// zero means the default.
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
+	// BodyTimeout bounds reading a whole request, its headers and body, counted from its
+	// first byte, on every route but batch uploads: API calls, enrollment, metrics. Default
+	// 30 s; zero means the default.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// UploadTimeout bounds reading a batch POST's body, counted from the moment its device was
+	// authorized; a slower batch gets 408 and the device sends it again. Default 2 min: a
+	// 1 MiB batch at 9 KiB/s. Zero means the default.
+	UploadTimeout time.Duration `yaml:"upload_timeout"`
+	// WriteTimeout bounds handling a request and writing its answer, counted from the end of
+	// its headers; a query gets the query timeout more (from the end of its body), a batch
+	// upload the upload timeout more (from its authorization). Default 1 min; zero means the
+	// default.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a keep-alive connection that has waited this long for its next
+	// request. Default 2 min; zero means the default.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConnections bounds the HTTPS connections open at once; one more is closed as soon as
+	// it is accepted. Default 4,096, a fifth of the server's 20,000 file descriptors, the rest
+	// being the devices' MQTT connections and storage. Zero means the default, a negative
+	// value no bound.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerSource bounds the HTTPS connections one source address (an IPv4
+	// address, an IPv6 /64) has open at once. Default 256; devices that post batches over
+	// HTTPS from behind one NAT address need it raised to their number. Zero means the
+	// default, a negative value no bound.
+	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
+}
+
+// DefaultHTTPOptions returns the defaults.
+func DefaultHTTPOptions() HTTPOptions {
+	return HTTPOptions{
+		HeaderTimeout:           10 * time.Second,
+		BodyTimeout:             30 * time.Second,
+		UploadTimeout:           2 * time.Minute,
+		WriteTimeout:            time.Minute,
+		IdleTimeout:             2 * time.Minute,
+		MaxConnections:          4096,
+		MaxConnectionsPerSource: 256,
+	}
+}
+
+func (o HTTPOptions) withDefaults() HTTPOptions {
+	d := DefaultHTTPOptions()
+	for _, f := range []struct{ v, d *time.Duration }{
+		{&o.HeaderTimeout, &d.HeaderTimeout}, {&o.BodyTimeout, &d.BodyTimeout}, {&o.UploadTimeout, &d.UploadTimeout},
+		{&o.WriteTimeout, &d.WriteTimeout}, {&o.IdleTimeout, &d.IdleTimeout},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.d
+		}
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = d.MaxConnections
+	}
+	if o.MaxConnectionsPerSource == 0 {
+		o.MaxConnectionsPerSource = d.MaxConnectionsPerSource
+	}
+	return o
+}
+
+// listenHTTP binds the HTTPS listener, bounded in connections, and builds the server of its
+// routes with their deadlines.
+func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
+	o := s.opts.HTTP.withDefaults()
+	httpCfg := tlsCfg.Clone()
+	httpCfg.ClientAuth = tls.VerifyClientCertIfGiven
+	httpCfg.NextProtos = []string{"h2", "http/1.1"}
+	ln, err := net.Listen("tcp", s.opts.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("listen HTTPS on %s: %w", s.opts.HTTPListen, err)
+	}
+	f := promauto.With(s.reg)
+	refused := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "millwright_http_connections_refused_total",
+		Help: "HTTPS connections closed as soon as accepted, by the bound they met: source (--http-max-connections-per-source) or total (--http-max-connections).",
+	}, []string{"limit"})
+	for _, l := range []netlimit.Limit{netlimit.LimitSource, netlimit.LimitTotal} {
+		refused.WithLabelValues(string(l))
+	}
+	lim := netlimit.New(netlimit.Options{
+		PerSource: o.MaxConnectionsPerSource,
+		Total:     o.MaxConnections,
+		OnRefuse:  func(l netlimit.Limit) { refused.WithLabelValues(string(l)).Inc() },
+	})
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "millwright_http_connections",
+		Help: "HTTPS connections open.",
+	}, func() float64 { return float64(lim.InProgress()) })
+	s.httpLn = tls.NewListener(netlimit.NewListener(ln, lim), httpCfg)
+
+	mux := http.NewServeMux()
+	mux.Handle(gateway.BatchPath, gateway.HTTPIngest(s.pipeline, s.authz, gateway.HTTPIngestOptions{
+		MaxPayload:   s.pipelineMaxPayload(),
+		BodyTimeout:  o.UploadTimeout,
+		WriteTimeout: o.WriteTimeout,
+	}, s.reg))
+	s.enroll.Register(mux)
+	mux.Handle("/", api.Handler(api.Config{
+		Authenticate:  api.TokenAuthenticator(s.token, s.registry),
+		Queryable:     s.store.Queryable(),
+		Engine:        s.store.Engine(),
+		Events:        s.events,
+		Registry:      s.registry,
+		DeviceChanged: s.deviceChanged,
+		Metrics:       promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}),
+		Logger:        s.log.With("component", "api"),
+		Now:           s.clk.Now,
+		Options:       s.opts.API,
+		QueryTimeout:  s.store.Options().QueryTimeout,
+		WriteTimeout:  o.WriteTimeout,
+		Registerer:    s.reg,
+	}))
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: o.HeaderTimeout,
+		ReadTimeout:       o.BodyTimeout,
+		WriteTimeout:      o.WriteTimeout,
+		IdleTimeout:       o.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.With("component", "http").Handler(), slog.LevelDebug),
+	}
+	return nil
+}
