@@ -82,10 +82,19 @@ type publisher struct {
 	addr   string
 	base   int64 // first sample time, ms
 	per    int   // samples per batch
+	events bool  // each batch also carries a string value, dur_note = "n<batch>"
 
-	mu    sync.Mutex
-	next  uint64
-	acked []uint64
+	mu      sync.Mutex
+	next    uint64
+	acked   []uint64
+	refused int
+}
+
+// counts returns how many batches were acknowledged and how many refused so far.
+func (p *publisher) counts() (acked, refused int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.acked), p.refused
 }
 
 func (p *publisher) run(ctx context.Context) {
@@ -112,6 +121,10 @@ func (p *publisher) run(ctx context.Context) {
 				pack[k] = protocol.Record{Name: "dur", Value: &v, Time: float64(p.base+int64(v)) / 1000}
 			}
 			pack[0].Seq = &n
+			if p.events {
+				note := fmt.Sprintf("n%d", n)
+				pack = append(pack, protocol.Record{Name: "dur_note", StringValue: &note, Time: float64(p.base+int64(n)) / 1000})
+			}
 			payload, err := protocol.Encode(pack, protocol.Encoding{Format: protocol.FormatCBOR, Compressed: true})
 			if err != nil {
 				panic(err)
@@ -120,6 +133,9 @@ func (p *publisher) run(ctx context.Context) {
 			resp, err := c.Publish(pctx, &paho.Publish{Topic: protocol.BatchTopic(p.device), QoS: 1, Payload: payload})
 			cancel()
 			if err != nil || resp.ReasonCode >= 0x80 {
+				p.mu.Lock()
+				p.refused++
+				p.mu.Unlock()
 				break
 			}
 			p.mu.Lock()

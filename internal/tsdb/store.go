@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,6 +118,22 @@ const (
 	SamplesPerChunk        = 240
 	OutOfOrderChunkSamples = 32
 )
+
+// ErrDiskFull is returned by Reopen while the disk has less than ReopenMinFree bytes free.
+var ErrDiskFull = errors.New("disk still full")
+
+// ReopenMinFree is the free space Reopen waits for. Closing the TSDB writes the chunks its head
+// holds in memory; a few MiB is more than one close needs.
+const ReopenMinFree = 4 << 20
+
+// freeBytes is the space available to an unprivileged writer on dir's filesystem.
+func freeBytes(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
 
 // ErrUnavailable is returned while the store is being reopened after a write error.
 var ErrUnavailable = errors.New("telemetry store unavailable: reopening after a write error")
@@ -218,6 +235,11 @@ func (s *Store) open() (*generation, error) {
 // until the open succeeds. When it fails (the disk is still full, say), the store stays
 // unavailable and Reopen may be called again.
 func (s *Store) Reopen() error {
+	// Closing writes the head's full chunks to disk, and the TSDB panics when such a write
+	// fails; so wait for some space before closing.
+	if free, err := freeBytes(s.dir); err == nil && free < ReopenMinFree {
+		return fmt.Errorf("%w: %d bytes free in %s, want %d", ErrDiskFull, free, s.dir, ReopenMinFree)
+	}
 	s.mu.Lock()
 	g := s.gen
 	s.gen = nil
@@ -225,7 +247,7 @@ func (s *Store) Reopen() error {
 	var err error
 	if g != nil {
 		g.readers.Wait()
-		if err = g.close(); err != nil {
+		if err = g.closeRecovering(); err != nil {
 			// A close after a write error may fail to flush what the failed write left; the
 			// open below repairs the log either way.
 			s.log.Warn("close tsdb before reopening", "error", err)
@@ -242,6 +264,17 @@ func (s *Store) Reopen() error {
 	s.gen = g
 	s.mu.Unlock()
 	return nil
+}
+
+// closeRecovering closes g, turning a panic of the TSDB's close (a chunk it could not write)
+// into an error: the open that follows replays the write-ahead log either way.
+func (g *generation) closeRecovering() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("close tsdb: %v", r)
+		}
+	}()
+	return g.close()
 }
 
 func (g *generation) close() error {
