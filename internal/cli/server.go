@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -41,6 +42,9 @@ HTTPS API on :8443.`,
 			if opts.TSDB.OutOfOrderWindow <= 0 {
 				return usageError{fmt.Errorf("invalid --out-of-order-window %s: must be positive", opts.TSDB.OutOfOrderWindow)}
 			}
+			if err := checkServerLimits(opts); err != nil {
+				return usageError{err}
+			}
 			srv, err := server.New(opts, clock.Real(), logger)
 			if err != nil {
 				return err
@@ -63,5 +67,36 @@ HTTPS API on :8443.`,
 	f.Var(durationFlag{&opts.TSDB.OutOfOrderWindow}, "out-of-order-window", "how late a sample may arrive and still be stored")
 	f.StringVar(&fsync, "fsync", string(opts.TSDB.Sync), "durability before an acknowledgement: always (fsync every group commit; survives power loss) or never (survives a process crash only)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.IntVar(&opts.API.QueryMaxConcurrency, "query-max-concurrency", opts.API.QueryMaxConcurrency, "PromQL queries evaluated at once, one per CPU by default; more wait for a slot within their timeout, then get 503")
+	f.Var(durationFlag{&opts.TSDB.QueryTimeout}, "query-timeout", "longest a PromQL query may take, its wait for a query slot included")
+	f.IntVar(&opts.TSDB.QueryMaxSamples, "query-max-samples", opts.TSDB.QueryMaxSamples, "most samples one PromQL query may hold in memory at once")
+	f.Var(durationFlag{&opts.HTTP.BodyTimeout}, "http-body-timeout", "longest an HTTPS request, headers and body, may take to arrive (batch uploads excepted)")
+	f.Var(durationFlag{&opts.HTTP.UploadTimeout}, "http-upload-timeout", "longest a batch POST's body may take to arrive once its device is authorized")
+	f.IntVar(&opts.HTTP.MaxConnections, "http-max-connections", opts.HTTP.MaxConnections, "HTTPS connections open at once (negative: no bound)")
+	f.IntVar(&opts.HTTP.MaxConnectionsPerSource, "http-max-connections-per-source", opts.HTTP.MaxConnectionsPerSource, "HTTPS connections one source address (IPv6: /64) may have open at once (negative: no bound)")
 	return cmd
+}
+
+// checkServerLimits refuses limits that would turn a bound off by accident: a zero or negative
+// query bound or HTTPS deadline, a zero connection bound (a negative one is no bound).
+func checkServerLimits(opts server.Options) error {
+	for _, c := range []struct {
+		flag string
+		ok   bool
+		val  any
+	}{
+		{"--query-max-concurrency", opts.API.QueryMaxConcurrency > 0, opts.API.QueryMaxConcurrency},
+		{"--query-timeout", opts.TSDB.QueryTimeout > 0, opts.TSDB.QueryTimeout},
+		{"--query-max-samples", opts.TSDB.QueryMaxSamples > 0, opts.TSDB.QueryMaxSamples},
+		{"--http-body-timeout", opts.HTTP.BodyTimeout > 0, opts.HTTP.BodyTimeout},
+		{"--http-upload-timeout", opts.HTTP.UploadTimeout > 0, opts.HTTP.UploadTimeout},
+	} {
+		if !c.ok {
+			return fmt.Errorf("invalid %s %v: must be positive", c.flag, c.val)
+		}
+	}
+	if opts.HTTP.MaxConnections == 0 || opts.HTTP.MaxConnectionsPerSource == 0 {
+		return errors.New("invalid --http-max-connections or --http-max-connections-per-source 0: give a bound, or a negative value for none")
+	}
+	return nil
 }

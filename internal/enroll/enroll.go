@@ -24,6 +24,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/millwright/millwright/internal/httplimit"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/protocol/est"
@@ -31,6 +35,7 @@ import (
 
 // Registry is what enrollment needs of the device registry.
 type Registry interface {
+	CheckEnrollmentToken(ctx context.Context, token, model string) error
 	Enroll(ctx context.Context, token, model, remote string, issue func(deviceID string) (*x509.Certificate, error)) (*registry.Device, *x509.Certificate, error)
 	AddCertificate(ctx context.Context, deviceID string, cert *x509.Certificate, create bool) error
 	Device(ctx context.Context, id string) (*registry.Device, error)
@@ -62,6 +67,11 @@ type Server struct {
 	clk  Clock
 	opts Options
 	log  *slog.Logger
+	// refused counts requests refused, by reason: no_token, token (invalid, used, expired,
+	// or for another model), certificate (re-enrollment with a certificate or device the
+	// registry does not admit), request (a certificate request unreadable, too large or too
+	// slow).
+	refused *prometheus.CounterVec
 
 	crlMu   sync.Mutex
 	crl     []byte
@@ -69,8 +79,8 @@ type Server struct {
 	crlNext int64
 }
 
-// New makes an enrollment server.
-func New(ca *pki.CA, reg Registry, clk Clock, opts Options, logger *slog.Logger) *Server {
+// New makes an enrollment server; its metrics go to metrics (nil for none).
+func New(ca *pki.CA, reg Registry, clk Clock, opts Options, logger *slog.Logger, metrics prometheus.Registerer) *Server {
 	d := DefaultOptions()
 	if opts.CertValidity <= 0 {
 		opts.CertValidity = d.CertValidity
@@ -81,7 +91,30 @@ func New(ca *pki.CA, reg Registry, clk Clock, opts Options, logger *slog.Logger)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{ca: ca, reg: reg, clk: clk, opts: opts, log: logger}
+	refused := promauto.With(metrics).NewCounterVec(prometheus.CounterOpts{
+		Name: "millwright_enroll_refused_total",
+		Help: "Enrollment and re-enrollment requests refused, by reason: no_token, token, certificate, request.",
+	}, []string{"reason"})
+	for _, r := range []string{refusedNoToken, refusedToken, refusedCertificate, refusedRequest} {
+		refused.WithLabelValues(r)
+	}
+	return &Server{ca: ca, reg: reg, clk: clk, opts: opts, log: logger, refused: refused}
+}
+
+// Reasons for refusing a request, as metric labels.
+const (
+	refusedNoToken     = "no_token"
+	refusedToken       = "token"
+	refusedCertificate = "certificate"
+	refusedRequest     = "request"
+)
+
+// refuse answers a request refused for its credentials, before its body is read: the body
+// is never read, and the connection closes after the answer.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, reason string, status int, msg string) {
+	s.refused.WithLabelValues(reason).Inc()
+	httplimit.Refuse(w, r)
+	httpError(w, status, msg)
 }
 
 // CRLPath is where the certificate revocation list is published.
@@ -128,18 +161,28 @@ func tokenFrom(r *http.Request) string {
 	return ""
 }
 
-func readCSR(w http.ResponseWriter, r *http.Request) (*x509.CertificateRequest, bool) {
+// readCSR reads the certificate request of a request whose credentials were checked, within
+// the server's read deadline, and then lifts that deadline for the work that follows.
+func (s *Server) readCSR(w http.ResponseWriter, r *http.Request) (*x509.CertificateRequest, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
 	if err != nil {
-		httpError(w, http.StatusRequestEntityTooLarge, "certificate request too large")
+		s.refused.WithLabelValues(refusedRequest).Inc()
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpError(w, http.StatusRequestEntityTooLarge, "certificate request too large")
+		} else {
+			w.Header().Set("Connection", "close")
+			httpError(w, http.StatusBadRequest, "read certificate request: "+err.Error())
+		}
 		return nil, false
 	}
+	httplimit.BodyRead(w)
 	csr, err := est.DecodeCSR(body)
-	if err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return nil, false
+	if err == nil {
+		err = checkKey(csr.PublicKey)
 	}
-	if err := checkKey(csr.PublicKey); err != nil {
+	if err != nil {
+		s.refused.WithLabelValues(refusedRequest).Inc()
 		httpError(w, http.StatusBadRequest, err.Error())
 		return nil, false
 	}
@@ -164,18 +207,33 @@ func checkKey(pub any) error {
 	return nil
 }
 
+// enroll checks the token before it reads the certificate request: a client without a
+// usable token is answered at once, and the connection closes without reading its body.
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	token := tokenFrom(r)
 	if token == "" {
 		w.Header().Set("WWW-Authenticate", `Basic realm="millwright enrollment"`)
-		httpError(w, http.StatusUnauthorized, "an enrollment token is required (Authorization: Bearer <token>, or HTTP Basic with the token as password)")
-		return
-	}
-	csr, ok := readCSR(w, r)
-	if !ok {
+		s.refuse(w, r, refusedNoToken, http.StatusUnauthorized,
+			"an enrollment token is required (Authorization: Bearer <token>, or HTTP Basic with the token as password)")
 		return
 	}
 	model := strings.TrimSpace(r.Header.Get(est.HeaderModel))
+	if err := s.reg.CheckEnrollmentToken(r.Context(), token, model); err != nil {
+		if !tokenRefusal(err) {
+			s.log.Error("check enrollment token", "remote", r.RemoteAddr, "error", err)
+			httplimit.Refuse(w, r)
+			w.Header().Set("Retry-After", "5")
+			httpError(w, http.StatusServiceUnavailable, "the registry cannot check the enrollment token; try again later")
+			return
+		}
+		s.log.Info("enrollment refused", "remote", r.RemoteAddr, "error", err)
+		s.refuse(w, r, refusedToken, http.StatusForbidden, "enrollment refused: "+err.Error())
+		return
+	}
+	csr, ok := s.readCSR(w, r)
+	if !ok {
+		return
+	}
 	now := s.clk.Now()
 	dev, cert, err := s.reg.Enroll(r.Context(), token, model, r.RemoteAddr, func(id string) (*x509.Certificate, error) {
 		c, _, err := s.ca.DeviceCert(id, csr.PublicKey, now, s.opts.CertValidity)
@@ -184,9 +242,9 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		status := http.StatusInternalServerError
 		switch {
-		case errors.Is(err, registry.ErrTokenInvalid), errors.Is(err, registry.ErrTokenUsed),
-			errors.Is(err, registry.ErrTokenExpired), errors.Is(err, registry.ErrModelMismatch):
+		case tokenRefusal(err):
 			status = http.StatusForbidden
+			s.refused.WithLabelValues(refusedToken).Inc()
 		case errors.Is(err, registry.ErrExists), errors.Is(err, registry.ErrInvalid):
 			status = http.StatusConflict
 		}
@@ -207,20 +265,26 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	writeCerts(w, der)
 }
 
+// tokenRefusal reports whether err refuses the enrollment token itself.
+func tokenRefusal(err error) bool {
+	return errors.Is(err, registry.ErrTokenInvalid) || errors.Is(err, registry.ErrTokenUsed) ||
+		errors.Is(err, registry.ErrTokenExpired) || errors.Is(err, registry.ErrModelMismatch)
+}
+
 // reenroll issues a new certificate for a new key to a device that presents its current,
 // unrevoked certificate. The old certificate stays valid until it expires or is revoked.
 func (s *Server) reenroll(w http.ResponseWriter, r *http.Request) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		httpError(w, http.StatusUnauthorized, "re-enrollment needs the device's current certificate (mutual TLS)")
+		s.refuse(w, r, refusedCertificate, http.StatusUnauthorized, "re-enrollment needs the device's current certificate (mutual TLS)")
 		return
 	}
 	current := r.TLS.PeerCertificates[0]
 	id := current.Subject.CommonName
 	if err := s.authorizeCert(r.Context(), id, current.SerialNumber); err != nil {
-		httpError(w, http.StatusForbidden, "re-enrollment refused: "+err.Error())
+		s.refuse(w, r, refusedCertificate, http.StatusForbidden, "re-enrollment refused: "+err.Error())
 		return
 	}
-	csr, ok := readCSR(w, r)
+	csr, ok := s.readCSR(w, r)
 	if !ok {
 		return
 	}

@@ -135,7 +135,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 	s.authz = gateway.NewRegistryAuthorizer(s.registry, 30*time.Second, clk)
-	s.enroll = enroll.New(ca, s.registry, clk, opts.Enroll, logger.With("component", "enroll"))
+	s.enroll = enroll.New(ca, s.registry, clk, opts.Enroll, logger.With("component", "enroll"), s.reg)
 	if s.store, err = tsdb.Open(filepath.Join(dir, "tsdb"), opts.TSDB, logger, s.reg); err != nil {
 		return nil, err
 	}
