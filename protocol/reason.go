@@ -37,6 +37,13 @@ const (
 	ReasonUnavailable
 	// ReasonNotAuthorized: the device may not publish this batch.
 	ReasonNotAuthorized
+	// ReasonSeriesLimit: values of series the device has not written before were refused,
+	// because the device already has as many series as the server allows one device; its
+	// other values were stored.
+	ReasonSeriesLimit
+	// ReasonEventQuota: string and data values were refused, because the device used its
+	// hourly budget of event-log bytes; its other values were stored.
+	ReasonEventQuota
 
 	numReasons = iota
 )
@@ -77,6 +84,8 @@ var reasonNames = [numReasons]string{
 	ReasonBusy:           "busy",
 	ReasonUnavailable:    "unavailable",
 	ReasonNotAuthorized:  "not_authorized",
+	ReasonSeriesLimit:    "series_limit",
+	ReasonEventQuota:     "event_quota",
 }
 
 // Reasons returns every defined Reason, ReasonNone first, for example to
@@ -102,7 +111,8 @@ func (r Reason) String() string {
 // MQTTCode returns the MQTT 5 PUBACK reason code that carries r:
 // 0x00 success for ReasonNone; 0x99 "payload format invalid" for malformed,
 // invalid, too_large and too_many_records; 0x83 "implementation specific
-// error" for too_old and too_new (drop, do not retry); 0x97 "quota exceeded"
+// error" for too_old, too_new, series_limit and event_quota (the rest of the batch was
+// stored; drop it, do not retry); 0x97 "quota exceeded"
 // for busy; 0x80 "unspecified error" for unavailable; 0x87 "not authorized"
 // for not_authorized. An undefined reason maps to 0x80.
 func (r Reason) MQTTCode() byte {
@@ -111,7 +121,7 @@ func (r Reason) MQTTCode() byte {
 		return mqttSuccess
 	case ReasonMalformed, ReasonInvalid, ReasonTooLarge, ReasonTooManyRecords:
 		return mqttPayloadFormatInvalid
-	case ReasonTooOld, ReasonTooNew:
+	case ReasonTooOld, ReasonTooNew, ReasonSeriesLimit, ReasonEventQuota:
 		return mqttImplementationSpecificError
 	case ReasonBusy:
 		return mqttQuotaExceeded
@@ -148,7 +158,7 @@ func ReasonFromMQTTCode(code byte) Reason {
 
 // HTTPStatus returns the HTTP status that carries r on the HTTPS transport:
 // 202 Accepted for ReasonNone; 400 for malformed, invalid, too_large and
-// too_many_records; 422 for too_old and too_new; 429 for busy; 503 for
+// too_many_records; 422 for too_old, too_new, series_limit and event_quota; 429 for busy; 503 for
 // unavailable; 403 for not_authorized. An undefined reason maps to 500.
 func (r Reason) HTTPStatus() int {
 	switch r {
@@ -156,7 +166,7 @@ func (r Reason) HTTPStatus() int {
 		return statusAccepted
 	case ReasonMalformed, ReasonInvalid, ReasonTooLarge, ReasonTooManyRecords:
 		return statusBadRequest
-	case ReasonTooOld, ReasonTooNew:
+	case ReasonTooOld, ReasonTooNew, ReasonSeriesLimit, ReasonEventQuota:
 		return statusUnprocessableEntity
 	case ReasonBusy:
 		return statusTooManyRequests

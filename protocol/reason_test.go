@@ -27,6 +27,8 @@ func TestReasons(t *testing.T) {
 		{ReasonBusy, "busy", 0x97, http.StatusTooManyRequests, true},
 		{ReasonUnavailable, "unavailable", 0x80, http.StatusServiceUnavailable, true},
 		{ReasonNotAuthorized, "not_authorized", 0x87, http.StatusForbidden, false},
+		{ReasonSeriesLimit, "series_limit", 0x83, http.StatusUnprocessableEntity, false},
+		{ReasonEventQuota, "event_quota", 0x83, http.StatusUnprocessableEntity, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := tc.reason
@@ -41,7 +43,7 @@ func TestReasons(t *testing.T) {
 			require.Equal(t, r == ReasonNone, ReasonFromHTTPStatus(r.HTTPStatus()) == ReasonNone)
 		})
 	}
-	require.Len(t, Reasons(), 10, "a new Reason needs a row above and in docs/protocol.md")
+	require.Len(t, Reasons(), 12, "a new Reason needs a row above and in docs/protocol.md")
 }
 
 func TestReasonUndefined(t *testing.T) {

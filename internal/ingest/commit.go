@@ -22,6 +22,10 @@ const (
 	SeriesSeqGaps    = "millwright_device_batch_seq_gaps_total"
 	SeriesSeqLate    = "millwright_device_batch_seq_late_total"
 	SeriesSeqRepeats = "millwright_device_batch_seq_repeats_total"
+	// SeriesRefused counts, per device and reason, the values refused by a per-device limit
+	// (series_limit, event_quota).
+	SeriesRefused    = "millwright_device_refused_values_total"
+	labelReason      = "reason"
 	seqWindow        = 64 // sequence numbers remembered below the highest, per device
 	labelDevice      = "device"
 	labelUnit        = "unit"
@@ -55,7 +59,22 @@ type deviceState struct {
 	gaps, late, repeats     float64
 	seqRef                  storage.SeriesRef
 	gapRef, lateRef, repRef storage.SeriesRef
+
+	eventWindow  int64 // start (ms) of the hour that eventBytes counts
+	eventBytes   int
+	refused      [2]float64 // values refused by the series limit, by the event quota
+	refusedRefs  [2]storage.SeriesRef
+	refusedTouch bool  // refused changed in this commit
+	refusedTime  int64 // timestamp of the last refused-values sample
 }
+
+// Indexes of deviceState.refused.
+const (
+	refusedSeries = iota
+	refusedEvents
+)
+
+var refusedReasons = [2]protocol.Reason{protocol.ReasonSeriesLimit, protocol.ReasonEventQuota}
 
 func newCommitterState() *committerState {
 	return &committerState{devices: map[string]*deviceState{}}
@@ -78,17 +97,27 @@ func (p *Pipeline) commit(group []*job) {
 		return
 	}
 	var events []eventlog.Event
+	now := p.clk.Now().UnixMilli()
 	for _, j := range group {
 		dev := p.state.device(j.device)
 		for i := range j.batch.Measurements {
 			m := &j.batch.Measurements[i]
 			switch m.Kind {
-			case protocol.KindString:
-				s := m.String
-				events = append(events, eventlog.Event{Time: m.Time, Device: j.device, Name: m.Name, Unit: m.Unit, String: &s})
-				j.res.Stored++
-			case protocol.KindData:
-				events = append(events, eventlog.Event{Time: m.Time, Device: j.device, Name: m.Name, Unit: m.Unit, Data: m.Data})
+			case protocol.KindString, protocol.KindData:
+				if !p.eventBudget(dev, now, len(m.Name)+len(m.Unit)+len(m.String)+len(m.Data)) {
+					p.refuseValue(j, dev, refusedEvents, fmt.Sprintf(
+						"string and data values over the device's event-log budget of %d bytes an hour refused; drop them",
+						p.opts.MaxEventBytesPerHour))
+					continue
+				}
+				e := eventlog.Event{Time: m.Time, Device: j.device, Name: m.Name, Unit: m.Unit}
+				if m.Kind == protocol.KindString {
+					s := m.String
+					e.String = &s
+				} else {
+					e.Data = m.Data
+				}
+				events = append(events, e)
 				j.res.Stored++
 			default:
 				if m.HasValue {
@@ -101,6 +130,9 @@ func (p *Pipeline) commit(group []*job) {
 		}
 		if j.batch.HasSeq {
 			p.trackSeq(app, j.device, dev, j.batch.Seq)
+		}
+		if dev.refusedTouch {
+			p.writeRefused(app, j.device, dev, now)
 		}
 	}
 	var storeErr, eventsErr error
@@ -159,6 +191,11 @@ func (s *committerState) device(id string) *deviceState {
 func (p *Pipeline) appendSample(app storage.Appender, dev *deviceState, j *job, key seriesKey, t int64, v float64) {
 	e := dev.series[key]
 	if e == nil {
+		if len(dev.series) >= p.opts.MaxSeriesPerDevice {
+			p.refuseValue(j, dev, refusedSeries, fmt.Sprintf(
+				"values of new series refused: the device has %d series, the limit; drop them", len(dev.series)))
+			return
+		}
 		name := MetricName(key.name)
 		if key.sum {
 			name += sumSuffix
@@ -195,6 +232,50 @@ func appendErrorReason(err error) string {
 		return protocol.ReasonTooOld.String()
 	}
 	return reasonStorage
+}
+
+// eventBudget charges n bytes to the device's event-log budget for the hour, and reports
+// whether they fit.
+func (p *Pipeline) eventBudget(d *deviceState, now int64, n int) bool {
+	if now-d.eventWindow >= time.Hour.Milliseconds() {
+		d.eventWindow, d.eventBytes = now, 0
+	}
+	if d.eventBytes+n > p.opts.MaxEventBytesPerHour {
+		return false
+	}
+	d.eventBytes += n
+	return true
+}
+
+// refuseValue refuses one value of j for a per-device limit, counting it for the device.
+func (p *Pipeline) refuseValue(j *job, d *deviceState, which int, detail string) {
+	j.res.Refused++
+	d.refused[which]++
+	d.refusedTouch = true
+	reason := refusedReasons[which]
+	p.m.refusedSamples.WithLabelValues(reason.String()).Inc()
+	if j.res.Reason == protocol.ReasonNone {
+		j.res.Reason, j.res.Detail = reason, detail
+	}
+}
+
+// writeRefused writes the device's refusal counters as its series.
+func (p *Pipeline) writeRefused(app storage.Appender, device string, d *deviceState, now int64) {
+	d.refusedTouch = false
+	now = max(now, d.refusedTime+1)
+	d.refusedTime = now
+	for i, v := range d.refused {
+		if v == 0 {
+			continue
+		}
+		lset := labels.FromStrings(labels.MetricName, SeriesRefused, labelDevice, device, labelReason, refusedReasons[i].String())
+		ref, err := app.Append(d.refusedRefs[i], lset, now, v)
+		if err != nil {
+			p.log.Warn("append refused-values series", "device", device, "error", err)
+			ref = 0
+		}
+		d.refusedRefs[i] = ref
+	}
 }
 
 // trackSeq counts gaps, late arrivals and repeats in a device's batch sequence numbers, and

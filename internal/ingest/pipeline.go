@@ -80,6 +80,27 @@ type Options struct {
 	MaxCommitSamples int `yaml:"max_commit_samples"`
 	// FutureTolerance is how far ahead of the server's clock a sample may be. Default 10 minutes.
 	FutureTolerance time.Duration `yaml:"future_tolerance"`
+
+	// What one device may make the server keep. A device is untrusted input: these bound the
+	// memory, index and disk one device's key can cost.
+
+	// MaxNameLength bounds a measurement's name (base name included), in bytes. Default 256;
+	// a longer name gets the batch refused as invalid.
+	MaxNameLength int `yaml:"max_name_length"`
+	// MaxUnitLength bounds a unit, in bytes. Default 32; a longer one gets the batch refused
+	// as invalid.
+	MaxUnitLength int `yaml:"max_unit_length"`
+	// MaxStringLength bounds a string (vs) or data (vd) value, in bytes. Default 4,096; a
+	// longer one gets the batch refused as invalid.
+	MaxStringLength int `yaml:"max_string_length"`
+	// MaxSeriesPerDevice bounds the series one device writes, counted since the server
+	// started. Default 10,000; values of further series are refused (series_limit) and the
+	// rest of the batch stored.
+	MaxSeriesPerDevice int `yaml:"max_series_per_device"`
+	// MaxEventBytesPerHour bounds the string and data values one device adds to the event log
+	// in an hour, in bytes (names and values). Default 1 MiB; values beyond it are refused
+	// (event_quota) and the rest of the batch stored.
+	MaxEventBytesPerHour int `yaml:"max_event_bytes_per_hour"`
 }
 
 // DefaultOptions returns the defaults.
@@ -90,6 +111,12 @@ func DefaultOptions() Options {
 		MaxPendingSamples: 4_000_000,
 		MaxCommitSamples:  200_000,
 		FutureTolerance:   10 * time.Minute,
+
+		MaxNameLength:        256,
+		MaxUnitLength:        32,
+		MaxStringLength:      4096,
+		MaxSeriesPerDevice:   10_000,
+		MaxEventBytesPerHour: 1 << 20,
 	}
 }
 
@@ -115,6 +142,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.FutureTolerance <= 0 {
 		o.FutureTolerance = d.FutureTolerance
+	}
+	for _, f := range []struct{ v, d *int }{
+		{&o.MaxNameLength, &d.MaxNameLength}, {&o.MaxUnitLength, &d.MaxUnitLength},
+		{&o.MaxStringLength, &d.MaxStringLength}, {&o.MaxSeriesPerDevice, &d.MaxSeriesPerDevice},
+		{&o.MaxEventBytesPerHour, &d.MaxEventBytesPerHour},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.d
+		}
 	}
 	return o
 }
@@ -222,6 +258,9 @@ func (p *Pipeline) Ingest(ctx context.Context, device string, payload []byte) Re
 	if err != nil {
 		return p.refuse(err)
 	}
+	if err := p.validateValues(batch); err != nil {
+		return p.refuse(err)
+	}
 	j := &job{device: device, batch: batch, received: received, done: make(chan struct{})}
 	p.validateTimes(j, now)
 	if len(j.batch.Measurements) == 0 && !j.batch.HasSeq {
@@ -261,6 +300,42 @@ func (p *Pipeline) Ingest(ctx context.Context, device string, payload []byte) Re
 	p.m.ackLatency.Observe(time.Since(received).Seconds())
 	p.m.batches.WithLabelValues(resultLabel(j.res)).Inc()
 	return j.res
+}
+
+// ReservedPrefix begins the names of the series the server writes about devices; a device's
+// measurement names may not begin with it (nor with "millwright" and a character that maps
+// to '_').
+const ReservedPrefix = "millwright_"
+
+// validateValues refuses a batch with a name, unit or string over its limit, or a reserved
+// name.
+func (p *Pipeline) validateValues(b protocol.Batch) error {
+	for i := range b.Measurements {
+		m := &b.Measurements[i]
+		var why string
+		switch {
+		case len(m.Name) > p.opts.MaxNameLength:
+			why = fmt.Sprintf("name is %d bytes, the limit is %d", len(m.Name), p.opts.MaxNameLength)
+		case reservedName(m.Name):
+			why = fmt.Sprintf("name %q: names beginning %q are reserved for the server", m.Name, ReservedPrefix)
+		case len(m.Unit) > p.opts.MaxUnitLength:
+			why = fmt.Sprintf("unit is %d bytes, the limit is %d", len(m.Unit), p.opts.MaxUnitLength)
+		case len(m.String) > p.opts.MaxStringLength:
+			why = fmt.Sprintf("string value is %d bytes, the limit is %d", len(m.String), p.opts.MaxStringLength)
+		case len(m.Data) > p.opts.MaxStringLength:
+			why = fmt.Sprintf("data value is %d bytes, the limit is %d", len(m.Data), p.opts.MaxStringLength)
+		default:
+			continue
+		}
+		return &protocol.Error{Reason: protocol.ReasonInvalid, Err: fmt.Errorf("measurement %d: %s", i, why)}
+	}
+	return nil
+}
+
+// reservedName reports whether name maps to a metric name beginning with ReservedPrefix.
+func reservedName(name string) bool {
+	const stem = "millwright"
+	return len(name) > len(stem) && name[:len(stem)] == stem && (name[len(stem)] == '_' || !isMetricChar(name[len(stem)]))
 }
 
 // validateTimes removes samples the store cannot take (older than the out-of-order window, or

@@ -2,9 +2,12 @@ package ingest
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -349,4 +352,155 @@ func TestSequenceAccounting(t *testing.T) {
 	require.Equal(t, protocol.ReasonNone, r.p.Ingest(ctx, "d1", r.batch(10, 7)).Reason)
 	require.Equal(t, 7.0, last(SeriesBatchSeq))
 	require.Equal(t, 1.0, testutil.ToFloat64(r.p.m.seqGaps))
+}
+
+// TestDeviceValueLimits refuses, with a reason a device can act on, names, units and values
+// over their limits and names reserved for the server's own series.
+func TestDeviceValueLimits(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("a", n) }
+	cases := []struct {
+		name, record string
+		want         protocol.Reason
+		detail       string
+	}{
+		{"name at the limit", `{"n":"` + long(256) + `","v":1}`, protocol.ReasonNone, ""},
+		{"name over the limit", `{"n":"` + long(257) + `","v":1}`, protocol.ReasonInvalid, "name is 257 bytes, the limit is 256"},
+		{"100 KB name", `{"n":"` + long(100_000) + `","v":1}`, protocol.ReasonInvalid, "name is 100000 bytes"},
+		{"base name makes it long", `{"bn":"` + long(200) + `","n":"` + long(57) + `","v":1}`, protocol.ReasonInvalid, "name is 257 bytes"},
+		{"unit over the limit", `{"n":"x","u":"` + long(33) + `","v":1}`, protocol.ReasonInvalid, "unit is 33 bytes, the limit is 32"},
+		{"string at the limit", `{"n":"s","vs":"` + long(4096) + `"}`, protocol.ReasonNone, ""},
+		{"string over the limit", `{"n":"s","vs":"` + long(4097) + `"}`, protocol.ReasonInvalid, "string value is 4097 bytes, the limit is 4096"},
+		{"data over the limit", `{"n":"s","vd":"` + base64.RawURLEncoding.EncodeToString(make([]byte, 4097)) + `"}`, protocol.ReasonInvalid, "data value is 4097 bytes"},
+		{"reserved name", `{"n":"millwright_device_batch_seq","v":1.8e19}`, protocol.ReasonInvalid, `names beginning "millwright_" are reserved`},
+		{"reserved after mapping", `{"n":"millwright-device_batch_seq_gaps_total","v":0}`, protocol.ReasonInvalid, "reserved"},
+		{"reserved by base name", `{"bn":"millwright.","n":"x","v":0}`, protocol.ReasonInvalid, "reserved"},
+		{"not reserved: another word", `{"n":"millwrights_count","v":1}`, protocol.ReasonNone, ""},
+		{"not reserved: case", `{"n":"Millwright_x","v":1}`, protocol.ReasonNone, ""},
+	}
+	r := newRig(t, Options{})
+	r.start()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := r.p.Ingest(context.Background(), "d1", []byte("["+tc.record+"]"))
+			require.Equal(t, tc.want, res.Reason, res.Detail)
+			require.Contains(t, res.Detail, tc.detail)
+		})
+	}
+	require.NotContains(t, r.stored(t, SeriesBatchSeq), 1.8e19)
+}
+
+// TestDeviceSeriesLimit stores the values of a device's first MaxSeriesPerDevice series and
+// refuses (series_limit, counted for the device) values of further ones, while values of its
+// known series and other devices' series are stored.
+func TestDeviceSeriesLimit(t *testing.T) {
+	r := newRig(t, Options{MaxSeriesPerDevice: 3})
+	r.start()
+	ctx := context.Background()
+	res := r.p.Ingest(ctx, "d1", []byte(`[{"n":"a","v":1},{"n":"b","v":1},{"n":"c","v":1},{"n":"d","v":1},{"n":"e","v":1}]`))
+	require.Equal(t, protocol.ReasonSeriesLimit, res.Reason, res.Detail)
+	require.Equal(t, 3, res.Stored)
+	require.Equal(t, 2, res.Refused)
+	require.Contains(t, res.Detail, "the device has 3 series, the limit")
+	r.clk.Advance(time.Second)
+
+	res = r.p.Ingest(ctx, "d1", []byte(`[{"n":"a","v":2},{"n":"c","v":2}]`))
+	require.Equal(t, protocol.ReasonNone, res.Reason, res.Detail)
+	res = r.p.Ingest(ctx, "d2", []byte(`[{"n":"d","v":1},{"n":"e","v":1}]`))
+	require.Equal(t, protocol.ReasonNone, res.Reason, res.Detail)
+	res = r.p.Ingest(ctx, "d1", []byte(`[{"n":"f","v":1}]`))
+	require.Equal(t, protocol.ReasonSeriesLimit, res.Reason)
+
+	require.True(t, r.stored(t, SeriesRefused)[3], "three values refused for d1")
+	require.Equal(t, 3.0, testutil.ToFloat64(r.p.m.refusedSamples.WithLabelValues("series_limit")))
+	q, err := r.store.Querier(0, r.clk.Now().Add(time.Hour).UnixMilli())
+	require.NoError(t, err)
+	defer q.Close()
+	set := q.Select(ctx, false, nil, labels.MustNewMatcher(labels.MatchEqual, "device", "d1"),
+		labels.MustNewMatcher(labels.MatchNotEqual, labels.MetricName, SeriesRefused))
+	n := 0
+	for set.Next() {
+		n++
+	}
+	require.Equal(t, 3, n, "d1 has exactly its 3 series")
+}
+
+// TestDeviceEventQuota refuses string and data values beyond the device's hourly event-log
+// budget (event_quota, counted), stores its numbers meanwhile, and lets it write events again
+// in the next hour.
+func TestDeviceEventQuota(t *testing.T) {
+	r := newRig(t, Options{MaxEventBytesPerHour: 100})
+	r.start()
+	ctx := context.Background()
+	msg := func(v int) []byte {
+		r.clk.Advance(time.Millisecond)
+		return fmt.Appendf(nil, `[{"n":"log","vs":"%s"},{"n":"x","v":%d}]`, strings.Repeat("m", 40), v)
+	}
+	require.Equal(t, protocol.ReasonNone, r.p.Ingest(ctx, "d1", msg(1)).Reason) // 43 bytes
+	require.Equal(t, protocol.ReasonNone, r.p.Ingest(ctx, "d1", msg(2)).Reason) // 86 bytes
+	res := r.p.Ingest(ctx, "d1", msg(3))
+	require.Equal(t, protocol.ReasonEventQuota, res.Reason, res.Detail)
+	require.Equal(t, 1, res.Stored, "the number is stored")
+	require.Equal(t, protocol.ReasonNone, r.p.Ingest(ctx, "d2", msg(4)).Reason, "other devices have their own budget")
+	r.clk.Advance(time.Hour)
+	require.Equal(t, protocol.ReasonNone, r.p.Ingest(ctx, "d1", msg(5)).Reason)
+	require.Equal(t, map[float64]bool{1: true, 2: true, 3: true, 4: true, 5: true}, r.stored(t, "x"))
+	evs, err := r.events.List(eventlog.Query{Device: "d1"})
+	require.NoError(t, err)
+	require.Len(t, evs, 3)
+	require.Equal(t, map[float64]bool{1: true}, r.stored(t, SeriesRefused))
+}
+
+// TestDeviceLimitsBoundMemory: once a device has its 100,000 series, its 100,001st and every
+// later new series, 100 KB names and oversized strings are refused with reasons and counted,
+// and the server's heap does not grow with them.
+func TestDeviceLimitsBoundMemory(t *testing.T) {
+	const limit = 100_000
+	r := newRig(t, Options{MaxSeriesPerDevice: limit})
+	r.start()
+	ctx := context.Background()
+	next := 0
+	batchOfNew := func() []byte {
+		var b strings.Builder
+		b.WriteByte('[')
+		for i := range 1000 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"n":"m%d","v":1}`, next)
+			next++
+		}
+		b.WriteByte(']')
+		return []byte(b.String())
+	}
+	for range limit / 1000 {
+		res := r.p.Ingest(ctx, "d1", batchOfNew())
+		require.Equal(t, protocol.ReasonNone, res.Reason, res.Detail)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	refused := 0
+	for range 100 {
+		res := r.p.Ingest(ctx, "d1", batchOfNew())
+		require.Equal(t, protocol.ReasonSeriesLimit, res.Reason, res.Detail)
+		refused += res.Refused
+	}
+	bigName := []byte(`[{"n":"` + strings.Repeat("n", 100_000) + `","v":1}]`)
+	bigString := []byte(`[{"n":"s","vs":"` + strings.Repeat("s", 100_000) + `"}]`)
+	for range 100 {
+		require.Equal(t, protocol.ReasonInvalid, r.p.Ingest(ctx, "d1", bigName).Reason)
+		require.Equal(t, protocol.ReasonInvalid, r.p.Ingest(ctx, "d1", bigString).Reason)
+	}
+	after := heap()
+	growth := int64(after) - int64(before)
+	t.Logf("heap with %d series of one device: %.1f MiB; after %d refused new series, 100 names of 100 KB and 100 strings of 100 KB: %.1f MiB (%+.2f MiB)",
+		limit, float64(before)/(1<<20), refused, float64(after)/(1<<20), float64(growth)/(1<<20))
+	require.Equal(t, 100_000, refused)
+	require.Less(t, growth, int64(8<<20), "refused input must not grow the heap")
+	require.Equal(t, 100_000.0, testutil.ToFloat64(r.p.m.refusedSamples.WithLabelValues("series_limit")))
+	require.Equal(t, 200.0, testutil.ToFloat64(r.p.m.rejectedBatches.WithLabelValues("invalid")))
 }
