@@ -24,14 +24,14 @@ const (
 	SeriesSeqRepeats = "millwright_device_batch_seq_repeats_total"
 	// SeriesRefused counts, per device and reason, the values refused by a per-device limit
 	// (series_limit, event_quota).
-	SeriesRefused    = "millwright_device_refused_values_total"
-	labelReason      = "reason"
-	seqWindow        = 64 // sequence numbers remembered below the highest, per device
-	labelDevice      = "device"
-	labelUnit        = "unit"
-	sumSuffix        = "_sum"
-	reasonDuplicate  = "duplicate_conflict"
-	reasonStorage    = "storage"
+	SeriesRefused   = "millwright_device_refused_values_total"
+	labelReason     = "reason"
+	seqWindow       = 64 // sequence numbers remembered below the highest, per device
+	labelDevice     = "device"
+	labelUnit       = "unit"
+	sumSuffix       = "_sum"
+	reasonDuplicate = "duplicate_conflict"
+	reasonStorage   = "storage"
 )
 
 // committerState is owned by the committer goroutine.
