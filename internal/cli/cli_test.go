@@ -30,6 +30,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"server", "--retention", "soon"}, `invalid argument "soon" for "--retention"`},
 		{[]string{"server", "--retention", "-1h"}, "invalid --retention"},
 		{[]string{"server", "--log-level", "loud"}, `invalid --log-level "loud"`},
+		{[]string{"server", "--max-series-per-device", "0"}, "invalid --max-series-per-device 0: must be positive"},
+		{[]string{"server", "--max-event-bytes-per-hour", "-1"}, "invalid --max-event-bytes-per-hour -1: must be positive"},
 		{[]string{"server", "--no-such-flag"}, "unknown flag: --no-such-flag"},
 		{[]string{"dev", "cert", "--device", "Bad_ID", "--data", t.TempDir()}, "invalid --device"},
 		{[]string{"dev", "cert", "--data", t.TempDir()}, `required flag(s) "device" not set`},

@@ -67,6 +67,11 @@ HTTPS API on :8443.`,
 	f.Var(durationFlag{&opts.TSDB.OutOfOrderWindow}, "out-of-order-window", "how late a sample may arrive and still be stored")
 	f.StringVar(&fsync, "fsync", string(opts.TSDB.Sync), "durability before an acknowledgement: always (fsync every group commit; survives power loss) or never (survives a process crash only)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.IntVar(&opts.Ingest.MaxSeriesPerDevice, "max-series-per-device", opts.Ingest.MaxSeriesPerDevice, "series one device may write; values of further series are refused (series_limit)")
+	f.IntVar(&opts.Ingest.MaxEventBytesPerHour, "max-event-bytes-per-hour", opts.Ingest.MaxEventBytesPerHour, "bytes of string and data values one device may add to the event log per hour; beyond, they are refused (event_quota)")
+	f.IntVar(&opts.Ingest.MaxNameLength, "max-name-length", opts.Ingest.MaxNameLength, "longest measurement name, in bytes; a batch with a longer one is refused as invalid")
+	f.IntVar(&opts.Ingest.MaxUnitLength, "max-unit-length", opts.Ingest.MaxUnitLength, "longest unit, in bytes; a batch with a longer one is refused as invalid")
+	f.IntVar(&opts.Ingest.MaxStringLength, "max-string-length", opts.Ingest.MaxStringLength, "longest string or data value, in bytes; a batch with a longer one is refused as invalid")
 	f.IntVar(&opts.API.QueryMaxConcurrency, "query-max-concurrency", opts.API.QueryMaxConcurrency, "PromQL queries evaluated at once, one per CPU by default; more wait for a slot within their timeout, then get 503")
 	f.Var(durationFlag{&opts.TSDB.QueryTimeout}, "query-timeout", "longest a PromQL query may take, its wait for a query slot included")
 	f.IntVar(&opts.TSDB.QueryMaxSamples, "query-max-samples", opts.TSDB.QueryMaxSamples, "most samples one PromQL query may hold in memory at once")
@@ -90,6 +95,11 @@ func checkServerLimits(opts server.Options) error {
 		{"--query-max-samples", opts.TSDB.QueryMaxSamples > 0, opts.TSDB.QueryMaxSamples},
 		{"--http-body-timeout", opts.HTTP.BodyTimeout > 0, opts.HTTP.BodyTimeout},
 		{"--http-upload-timeout", opts.HTTP.UploadTimeout > 0, opts.HTTP.UploadTimeout},
+		{"--max-series-per-device", opts.Ingest.MaxSeriesPerDevice > 0, opts.Ingest.MaxSeriesPerDevice},
+		{"--max-event-bytes-per-hour", opts.Ingest.MaxEventBytesPerHour > 0, opts.Ingest.MaxEventBytesPerHour},
+		{"--max-name-length", opts.Ingest.MaxNameLength > 0, opts.Ingest.MaxNameLength},
+		{"--max-unit-length", opts.Ingest.MaxUnitLength > 0, opts.Ingest.MaxUnitLength},
+		{"--max-string-length", opts.Ingest.MaxStringLength > 0, opts.Ingest.MaxStringLength},
 	} {
 		if !c.ok {
 			return fmt.Errorf("invalid %s %v: must be positive", c.flag, c.val)
