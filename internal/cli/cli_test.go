@@ -82,3 +82,18 @@ func TestDevCert(t *testing.T) {
 }
 
 func netListen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// TestDevCertNeedsDevelopmentCA: dev cert makes keys beside the CA, so it refuses a data
+// directory whose CA is not the development CA the server made.
+func TestDevCertNeedsDevelopmentCA(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.NewCA("Acme Plant Devices CA", time.Now())
+	require.NoError(t, err)
+	keyPEM, err := pki.EncodeKey(ca.Key)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, pki.CAFile), ca.PEM, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, pki.CAKeyFile), keyPEM, 0o600))
+	code, _, stderr := run("dev", "cert", "--data", dir, "--device", "d1", "--out", t.TempDir())
+	require.NotZero(t, code)
+	require.Contains(t, stderr, "is not the development CA the server makes")
+}

@@ -43,6 +43,9 @@ gateway admits it like an enrolled device.`,
 			if err != nil {
 				return fmt.Errorf("%w (start the server once with --data %s to create it)", err, dataDir)
 			}
+			if !ca.IsDevelopment() {
+				return fmt.Errorf("the CA in %s is not the development CA the server makes: dev cert issues keys for development only; enroll devices with a one-time token instead", dataDir)
+			}
 			reg, err := registry.Open(cmd.Context(), database, dataDir, clock.Real())
 			if err != nil {
 				return err

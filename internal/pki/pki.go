@@ -71,7 +71,7 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, bool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("create data directory: %w", err)
 	}
-	ca, err = NewCA("Millwright development CA", now)
+	ca, err = NewCA(DevelopmentCAName, now)
 	if err != nil {
 		return nil, false, err
 	}
@@ -86,6 +86,16 @@ func LoadOrCreateCA(dir string, now time.Time) (*CA, bool, error) {
 		return nil, false, err
 	}
 	return ca, true, nil
+}
+
+// DevelopmentCAName is the common name of the CA LoadOrCreateCA makes.
+const DevelopmentCAName = "Millwright development CA"
+
+// IsDevelopment reports whether ca is a development CA made by LoadOrCreateCA: self-signed,
+// with DevelopmentCAName as its common name.
+func (ca *CA) IsDevelopment() bool {
+	c := ca.Cert
+	return c.IsCA && c.Subject.CommonName == DevelopmentCAName && c.Issuer.String() == c.Subject.String()
 }
 
 // LoadCA reads ca.pem and ca.key from dir. It returns an error wrapping ErrNoCA when the

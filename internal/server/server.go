@@ -122,6 +122,13 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 	s.ca = ca
+	if opts.MQTT.InsecureListen != "" {
+		if err := checkInsecureListen(opts, ca); err != nil {
+			return nil, err
+		}
+		logger.Warn("INSECURE development listener: plain MQTT where a client ID alone names the device; never use it for a fleet",
+			"address", opts.MQTT.InsecureListen)
+	}
 	if s.token, err = loadOrCreateToken(filepath.Join(dir, AdminTokenFile)); err != nil {
 		return nil, err
 	}
@@ -265,6 +272,24 @@ func (s *Server) closeStorage() error {
 		s.registry = nil
 	}
 	return err
+}
+
+// checkInsecureListen admits the plain development listener only where it cannot expose a
+// fleet: with the development CA the server made in its data directory (never an operator's
+// CA) and on a loopback address.
+func checkInsecureListen(opts Options, ca *pki.CA) error {
+	addr := opts.MQTT.InsecureListen
+	if opts.CACert != "" || !ca.IsDevelopment() {
+		return fmt.Errorf("--insecure-mqtt-listen %s refused: the plain listener is for development only and needs the development CA the server makes in its data directory, not an operator's CA", addr)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--insecure-mqtt-listen %s: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--insecure-mqtt-listen %s refused: the plain listener is for development only and binds a loopback address only (for example 127.0.0.1:1884)", addr)
+	}
+	return nil
 }
 
 // loadCA loads the operator's CA when one is given, writing its bundle to DataDir/ca.pem for
