@@ -203,7 +203,7 @@ func compactSeeds() map[string][]byte {
 		byTime = put(byTime, 45+float64(i)/10, at, 0x08)       // a, %RH
 		byTime = put(byTime, 1000+float64(i), at, 1)           // b
 		bySeries = put(bySeries, float64(i)/100, t0+10*i, 0)
-		odd = put(odd, []float64{-0.0, 1e300, 5e-324, -9095922592705190, 0.30000000000000004, 1e23, 4294967296.5, -1.5}[i], t0+i, byte(0x40|i))
+		odd = put(odd, []float64{math.Copysign(0, -1), 1e300, 5e-324, -9095922592705190, 0.30000000000000004, 1e23, 4294967296.5, -1.5}[i], t0+i, byte(0x40|i))
 	}
 	seeds["by-time"] = byTime
 	seeds["by-series"] = append([]byte{7}, bySeries...)
