@@ -23,11 +23,6 @@ import (
 // publishes to often (the batch topic, reported state).
 const topicAliasMaximum = 16
 
-// receiveMaximum is the Receive Maximum the gateway announces (§3.2.2.3.3): the QoS 1 and 2
-// publishes a device may have unacknowledged. The gateway handles a connection's packets in
-// order, so more would only wait in the socket.
-const receiveMaximum = 64
-
 // readBufferSize is the connection's read buffer above the TLS record layer, which buffers a
 // whole record itself: enough for a fixed header and remaining length, read byte by byte; a
 // larger body is read straight into its own buffer.
@@ -67,6 +62,13 @@ type conn struct {
 	sess        *session
 	attached    bool // counted as connected; guarded by the MQTT's mutex after CONNECT
 
+	// On the TLS listener, the certificate's authorization, decided after the handshake and
+	// before the CONNECT is read; a refusal is answered at CONNECT.
+	authErr  error
+	authCode packets.Code
+
+	qos2Open map[uint16]struct{} // QoS 2 publishes received on this connection and not yet released
+
 	wmu         sync.Mutex
 	established bool // the CONNACK was sent
 	closed      bool
@@ -79,6 +81,9 @@ func newConn(m *MQTT, nc net.Conn, secure bool) *conn {
 // serve runs the connection to its end.
 func (c *conn) serve() {
 	defer c.m.wg.Done()
+	if c.secure {
+		c.authorizeCertificate()
+	}
 	err := c.connect()
 	if err == nil {
 		err = c.loop()
@@ -91,10 +96,9 @@ func (c *conn) serve() {
 // on the stack while the connection waits, below the TLS layer's reads.
 func (c *conn) loop() error {
 	for {
-		if c.keepalive > 0 {
-			// §3.1.2.10: one and a half times the keep-alive without a packet ends it.
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.keepalive + c.keepalive/2))
-		}
+		// §3.1.2.10: one and a half times the keep-alive without a packet ends it. The
+		// keep-alive is never none (MQTTOptions.MaxKeepAlive).
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.keepalive + c.keepalive/2))
 		fh, body, err := readPacket(c.r, c.m.opts.MaxPacketSize)
 		if err != nil {
 			return readError(err)
@@ -215,11 +219,39 @@ func (c *conn) sendPublish(topic string, payload []byte, qos byte, id uint16, du
 	_ = c.writeLocked(b)
 }
 
-// connect reads and answers the CONNECT packet, which must come first and in time.
+// authorizeCertificate asks the registry, right after the TLS handshake and before any of the
+// CONNECT is read, whether the certificate's device may connect: a revoked or suspended device
+// costs no more than its CONNECT (within MQTTOptions.MaxConnectSize), which is answered with
+// the refusal. The answer is cached (RegistryAuthorizer), so a reconnect storm asks once.
+func (c *conn) authorizeCertificate() {
+	c.authCode = packets.ErrNotAuthorized
+	device, cert, err := certificateIdentity(c)
+	if err == nil {
+		err = protocol.ValidateDeviceID(device)
+	}
+	if err == nil && c.m.authz != nil {
+		ctx, cancel := context.WithTimeout(c.m.ctx, 5*time.Second)
+		err = c.m.authz.Authorize(ctx, device, cert)
+		cancel()
+		if err != nil && !errors.Is(err, ErrDeviceRefused) {
+			c.authCode = packets.ErrServerUnavailable // the registry failed: the device comes back later
+		}
+	}
+	c.authErr = err
+}
+
+// connect reads and answers the CONNECT packet, which must come first, in time
+// (MQTTOptions.ConnectTimeout) and within MQTTOptions.MaxConnectSize.
 func (c *conn) connect() error {
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.m.opts.HandshakeTimeout))
-	fh, body, err := readPacket(c.r, c.m.opts.MaxPacketSize)
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.m.opts.ConnectTimeout))
+	fh, body, err := readPacket(c.r, c.m.opts.MaxConnectSize)
 	if err != nil {
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			c.m.met.limits.WithLabelValues(limitConnectTimeout).Inc()
+		case errors.Is(err, packets.ErrPacketTooLarge):
+			c.m.met.limits.WithLabelValues(limitConnectSize).Inc()
+		}
 		return fmt.Errorf("read CONNECT: %w", err)
 	}
 	if fh.Type != packets.Connect {
@@ -253,7 +285,11 @@ func (c *conn) handleConnect(fh packets.FixedHeader, body []byte) error {
 	clientID := strings.Clone(pk.Connect.ClientIdentifier)
 	device, cert, err := deviceIdentity(c, clientID)
 	code := packets.ErrNotAuthorized
-	if err == nil && c.m.authz != nil {
+	switch {
+	case err != nil: // the client ID, or the certificate, names no device it may be
+	case c.secure:
+		err, code = c.authErr, c.authCode // decided after the handshake
+	case c.m.authz != nil:
 		ctx, cancel := context.WithTimeout(c.m.ctx, 5*time.Second)
 		err = c.m.authz.Authorize(ctx, device, cert)
 		cancel()
@@ -267,7 +303,14 @@ func (c *conn) handleConnect(fh packets.FixedHeader, body []byte) error {
 		return c.refuse(code, err)
 	}
 	c.device = device
-	c.keepalive = time.Duration(pk.Connect.Keepalive) * time.Second
+	// A keep-alive of none, or above the maximum, is held to the maximum (MQTT 5 devices are
+	// told in the CONNACK; docs/protocol.md says why MQTT 3.1.1 ones are not refused).
+	keepalive, clamped := pk.Connect.Keepalive, false
+	if keepalive == 0 || keepalive > c.m.opts.MaxKeepAlive {
+		keepalive, clamped = c.m.opts.MaxKeepAlive, true
+		c.m.met.keepalive.Inc()
+	}
+	c.keepalive = time.Duration(keepalive) * time.Second
 	max := time.Duration(c.m.opts.MaxSessionExpiry) * time.Second
 	var expiry time.Duration
 	switch {
@@ -285,7 +328,7 @@ func (c *conn) handleConnect(fh packets.FixedHeader, body []byte) error {
 	if c.version == 5 {
 		ack.Properties = packets.Properties{
 			TopicAliasMaximum: topicAliasMaximum,
-			ReceiveMaximum:    receiveMaximum,
+			ReceiveMaximum:    c.m.opts.ReceiveMaximum,
 			MaximumPacketSize: c.m.opts.MaxPacketSize,
 			// No retained messages, subscription identifiers or shared subscriptions: a
 			// device's topic root has one client, the device.
@@ -295,6 +338,9 @@ func (c *conn) handleConnect(fh packets.FixedHeader, body []byte) error {
 		}
 		if props.SessionExpiryIntervalFlag && props.SessionExpiryInterval > c.m.opts.MaxSessionExpiry {
 			ack.Properties.SessionExpiryInterval, ack.Properties.SessionExpiryIntervalFlag = c.m.opts.MaxSessionExpiry, true
+		}
+		if clamped {
+			ack.Properties.ServerKeepAlive, ack.Properties.ServerKeepAliveFlag = keepalive, true // §3.2.2.3.14
 		}
 	}
 	// The CONNACK goes out before anything else is written to the connection: a message to
@@ -352,7 +398,7 @@ func (c *conn) handle(fh packets.FixedHeader, body []byte) error {
 		return nil
 	case packets.Pubrel:
 		code := packets.CodeSuccess.Code
-		if !c.m.qos2Released(c.sess, pk.PacketID) {
+		if !c.release2(pk.PacketID) {
 			code = packets.ErrPacketIdentifierNotFound.Code
 		}
 		return c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubcomp}, PacketID: pk.PacketID, ReasonCode: code})
@@ -393,6 +439,9 @@ func (c *conn) handlePublish(pk *packets.Packet) error {
 	if pk.FixedHeader.Retain && c.version == 5 {
 		return packets.ErrRetainNotSupported // announced in the CONNACK
 	}
+	if err := c.receiveQuota(pk); err != nil {
+		return err
+	}
 	topic, err := c.resolveAlias(pk)
 	if err != nil {
 		return err
@@ -411,8 +460,14 @@ func (c *conn) handlePublish(pk *packets.Packet) error {
 		}
 	}
 	c.recordAlias(pk)
-	if qos == 2 && !c.m.qos2Received(c.sess, pk.PacketID) {
-		return c.ackPublish(pk, packets.CodeSuccess.Code, "") // stored already; the device missed the PUBREC
+	if qos == 2 {
+		if c.qos2Open == nil {
+			c.qos2Open = map[uint16]struct{}{}
+		}
+		c.qos2Open[pk.PacketID] = struct{}{}
+		if !c.m.qos2Received(c.sess, pk.PacketID) {
+			return c.ackPublish(pk, packets.CodeSuccess.Code, "") // stored already; the device missed the PUBREC
+		}
 	}
 	if topic != protocol.BatchTopic(c.device) {
 		matched, _ := c.m.publish(c.device, topic, pk.Payload, min(qos, 1), true)
@@ -437,12 +492,36 @@ func (c *conn) handlePublish(pk *packets.Packet) error {
 		return c.ackPublish(pk, res.Reason.MQTTCode(), res.Reason.String()+": "+res.Detail)
 	case res.Reason.Retry():
 		if qos == 2 {
-			c.m.qos2Released(c.sess, pk.PacketID)
+			c.release2(pk.PacketID)
 		}
 		return fmt.Errorf("%w: %s", errRetryLater, res.Reason)
 	default:
 		return c.ackPublish(pk, packets.CodeSuccess.Code, "") // dropped for good, and counted
 	}
+}
+
+// receiveQuota enforces the Receive Maximum (MQTT 5.0 §3.3.4): a QoS 2 PUBLISH that would open
+// more exchanges on this connection than MQTTOptions.ReceiveMaximum, none of them released by
+// PUBREL yet, ends the connection with 0x93. A QoS 1 PUBLISH is acknowledged before the next
+// packet is read, so it never counts for long; a QoS 2 PUBLISH sent again (same packet ID)
+// opens nothing new. MQTT 3.1.1 devices are held to the same bound.
+func (c *conn) receiveQuota(pk *packets.Packet) error {
+	if pk.FixedHeader.Qos != 2 {
+		return nil
+	}
+	if _, open := c.qos2Open[pk.PacketID]; open || len(c.qos2Open) < int(c.m.opts.ReceiveMaximum) {
+		return nil
+	}
+	c.m.met.limits.WithLabelValues(limitReceiveMaximum).Inc()
+	c.m.log.Info("MQTT receive maximum exceeded", "device", c.device, "unreleased", len(c.qos2Open))
+	return packets.ErrReceiveMaximum
+}
+
+// release2 ends a QoS 2 exchange the device opened (its PUBREL came, or it was refused), and
+// reports whether the session knew it.
+func (c *conn) release2(id uint16) bool {
+	delete(c.qos2Open, id)
+	return c.m.qos2Released(c.sess, id)
 }
 
 // resolveAlias returns the PUBLISH's topic: its topic name, or the topic its alias stands for
@@ -485,7 +564,7 @@ func (c *conn) ackPublish(pk *packets.Packet, code byte, reason string) error {
 	default:
 		t = packets.Pubrec
 		if code >= packets.ErrUnspecifiedError.Code {
-			c.m.qos2Released(c.sess, pk.PacketID)
+			c.release2(pk.PacketID)
 		}
 	}
 	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: t}, PacketID: pk.PacketID, ReasonCode: code}

@@ -53,17 +53,55 @@ type MQTTOptions struct {
 	// MaxSessionExpiry bounds, in seconds, how long a disconnected device's session (its
 	// subscriptions and unacknowledged messages) is kept. Default 3,600.
 	MaxSessionExpiry uint32 `yaml:"max_session_expiry"`
-	// MaxPacketSize bounds an MQTT packet in bytes. Default 1 MiB.
+	// MaxPacketSize bounds an MQTT packet in bytes. Default 1 MiB. A packet's buffer grows as
+	// its bytes arrive, so a declared length costs nothing until it is sent.
 	MaxPacketSize uint32 `yaml:"max_packet_size"`
-	// HandshakeTimeout bounds, from accept, the wait for a handshake slot and the TLS
-	// handshake on the MQTT listener, and then again the wait for the CONNECT packet; a client
-	// that has not sent one by then is disconnected. Default 30 s: in a reconnect storm
-	// devices queue for a slot, and one dropped after queueing retries later on a doubled
-	// backoff window.
+	// MaxConnectSize bounds the CONNECT packet, in bytes, and with it what a connection not
+	// yet accepted may make the server hold. Default 64 KiB (a device's CONNECT is a few
+	// hundred bytes: its client ID and a few user properties); never above MaxPacketSize. A
+	// larger CONNECT closes the connection, counted in millwright_mqtt_limit_refusals_total
+	// {limit="connect_too_large"}.
+	MaxConnectSize uint32 `yaml:"max_connect_size"`
+
+	// A connection passes three stages before it is a device session, each under a deadline
+	// of its own: the ClientHello, the TLS handshake and the CONNECT packet. A connection that
+	// misses one is closed and counted in millwright_mqtt_limit_refusals_total.
+
+	// HelloTimeout bounds, from accept, the wait for the client's TLS ClientHello. Default
+	// 10 s. A socket that sends nothing holds no handshake slot, only its descriptor, and only
+	// this long.
+	HelloTimeout time.Duration `yaml:"hello_timeout"`
+	// HandshakeTimeout bounds, from the ClientHello's arrival, the wait for a handshake slot
+	// and the TLS handshake. Default 20 s: in a reconnect storm devices queue for a slot, and
+	// one dropped after queueing retries later on a doubled backoff window.
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"`
-	// MaxConcurrentHandshakes bounds the TLS handshakes in progress at once; the others wait
-	// in order within HandshakeTimeout. Default 8 per CPU.
+	// ConnectTimeout bounds the wait for the CONNECT packet: on the TLS listener from the end
+	// of the handshake, on the development listener from accept. Default 10 s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxConcurrentHandshakes bounds the TLS handshakes in progress at once; a handshake takes
+	// a slot once its ClientHello has arrived, and the others wait in order within
+	// HandshakeTimeout. Default 8 per CPU.
 	MaxConcurrentHandshakes int `yaml:"max_concurrent_handshakes"`
+	// MaxHandshakesPerSource bounds the TLS handshakes one source address (an IPv4 address, an
+	// IPv6 /64) may have in progress or waiting for a slot; its others wait in order within
+	// HandshakeTimeout, so that one address cannot take every slot. Default half of
+	// MaxConcurrentHandshakes (4 per CPU). Devices behind one NAT share an address: raise it
+	// when a whole site reconnects at once.
+	MaxHandshakesPerSource int `yaml:"max_handshakes_per_source"`
+
+	// ReceiveMaximum is the Receive Maximum announced to MQTT 5 devices (§3.2.2.3.3): the QoS 2
+	// publishes a device may have unreleased (no PUBREL yet) on one connection; QoS 1
+	// publishes are acknowledged before the next packet is read. A device over it is
+	// disconnected, MQTT 5 with DISCONNECT 0x93 "receive maximum exceeded"; the bound holds for
+	// MQTT 3.1.1 devices too. Default 64; at most 65,535.
+	ReceiveMaximum uint16 `yaml:"receive_maximum"`
+	// MaxKeepAlive bounds a device's keep-alive, in seconds. A device asking for 0 (none) or
+	// more is held to MaxKeepAlive: an MQTT 5 device is told in the CONNACK's Server Keep
+	// Alive, an MQTT 3.1.1 device (which cannot be told) is disconnected once silent for 1.5×
+	// MaxKeepAlive. Default 1,200 (20 minutes). Each is counted in
+	// millwright_mqtt_keepalive_clamped_total.
+	MaxKeepAlive uint16 `yaml:"max_keepalive"`
+
 	// WriteTimeout bounds one write to a device; a device that does not read for that long is
 	// disconnected. Default 30 s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
@@ -75,7 +113,9 @@ type MQTTOptions struct {
 // DefaultMQTTOptions returns the defaults.
 func DefaultMQTTOptions() MQTTOptions {
 	return MQTTOptions{Listen: ":8883", MaxInflight: 64, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20,
-		HandshakeTimeout: 30 * time.Second, MaxConcurrentHandshakes: 8 * runtime.GOMAXPROCS(0),
+		MaxConnectSize: 64 << 10, HelloTimeout: 10 * time.Second, HandshakeTimeout: 20 * time.Second,
+		ConnectTimeout: 10 * time.Second, MaxConcurrentHandshakes: 8 * runtime.GOMAXPROCS(0),
+		MaxHandshakesPerSource: 4 * runtime.GOMAXPROCS(0), ReceiveMaximum: 64, MaxKeepAlive: 1200,
 		WriteTimeout: 30 * time.Second}
 }
 
@@ -94,11 +134,30 @@ func (o MQTTOptions) withDefaults() MQTTOptions {
 	if o.MaxPacketSize == 0 {
 		o.MaxPacketSize = d.MaxPacketSize
 	}
+	if o.MaxConnectSize == 0 {
+		o.MaxConnectSize = d.MaxConnectSize
+	}
+	o.MaxConnectSize = min(o.MaxConnectSize, o.MaxPacketSize)
+	if o.HelloTimeout <= 0 {
+		o.HelloTimeout = d.HelloTimeout
+	}
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = d.HandshakeTimeout
 	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = d.ConnectTimeout
+	}
 	if o.MaxConcurrentHandshakes <= 0 {
 		o.MaxConcurrentHandshakes = d.MaxConcurrentHandshakes
+	}
+	if o.MaxHandshakesPerSource <= 0 {
+		o.MaxHandshakesPerSource = max(o.MaxConcurrentHandshakes/2, 1)
+	}
+	if o.ReceiveMaximum == 0 {
+		o.ReceiveMaximum = d.ReceiveMaximum
+	}
+	if o.MaxKeepAlive == 0 {
+		o.MaxKeepAlive = d.MaxKeepAlive
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = d.WriteTimeout
@@ -141,11 +200,25 @@ type mqttMetrics struct {
 	dropped        prometheus.Counter
 	handshakes     prometheus.Counter
 	resumed        prometheus.Counter
+	// limits counts what a limit cut short, by limit; each label value below is one limit.
+	limits          *prometheus.CounterVec
+	keepalive       prometheus.Counter
+	insecureRefused prometheus.Counter
 }
+
+// The limit label values of millwright_mqtt_limit_refusals_total.
+const (
+	limitHelloTimeout     = "client_hello_timeout"  // MQTTOptions.HelloTimeout
+	limitHandshakeTimeout = "handshake_timeout"     // MQTTOptions.HandshakeTimeout
+	limitHandshakeSource  = "handshakes_per_source" // MQTTOptions.MaxHandshakesPerSource
+	limitConnectTimeout   = "connect_timeout"       // MQTTOptions.ConnectTimeout
+	limitConnectSize      = "connect_too_large"     // MQTTOptions.MaxConnectSize
+	limitReceiveMaximum   = "receive_maximum"       // MQTTOptions.ReceiveMaximum
+)
 
 func newMQTTMetrics(reg prometheus.Registerer) *mqttMetrics {
 	f := promauto.With(reg)
-	return &mqttMetrics{
+	m := &mqttMetrics{
 		connects: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "millwright_mqtt_connects_total",
 			Help: "MQTT connection attempts that reached authentication, by result.",
@@ -170,7 +243,23 @@ func newMQTTMetrics(reg prometheus.Registerer) *mqttMetrics {
 			Name: "millwright_mqtt_tls_resumed_total",
 			Help: "TLS handshakes on the MQTT listener that resumed an earlier session instead of exchanging certificates.",
 		}),
+		limits: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "millwright_mqtt_limit_refusals_total",
+			Help: "MQTT connections closed by a limit: a stage's deadline (client_hello_timeout, handshake_timeout, connect_timeout), the handshakes one source address may have (handshakes_per_source), the CONNECT's size (connect_too_large) or the receive maximum (receive_maximum).",
+		}, []string{"limit"}),
+		keepalive: f.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_mqtt_keepalive_clamped_total",
+			Help: "MQTT connections whose keep-alive (none, or above the maximum) was held to the server's maximum.",
+		}),
+		insecureRefused: f.NewCounter(prometheus.CounterOpts{
+			Name: "millwright_mqtt_insecure_refused_total",
+			Help: "Connections on the development listener refused because the device's session belongs to the TLS listener.",
+		}),
 	}
+	for _, l := range []string{limitHelloTimeout, limitHandshakeTimeout, limitHandshakeSource, limitConnectTimeout, limitConnectSize, limitReceiveMaximum} {
+		m.limits.WithLabelValues(l)
+	}
+	return m
 }
 
 // NewMQTT binds the listeners; Start serves them. tlsConfig must carry the server
@@ -215,7 +304,22 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 		}
 		m.plainLn = pl
 	}
-	m.tlsLn = newHandshakeListener(ln, cfg, opts.HandshakeTimeout, opts.MaxConcurrentHandshakes, logger, m.met.handshakes, m.met.resumed)
+	m.tlsLn = newHandshakeListener(ln, cfg, handshakeOptions{
+		hello: opts.HelloTimeout, handshake: opts.HandshakeTimeout,
+		concurrent: opts.MaxConcurrentHandshakes, perSource: opts.MaxHandshakesPerSource,
+		failed: m.met.handshakes, resumed: m.met.resumed,
+		helloLate:     m.met.limits.WithLabelValues(limitHelloTimeout),
+		hsLate:        m.met.limits.WithLabelValues(limitHandshakeTimeout),
+		sourceLimited: m.met.limits.WithLabelValues(limitHandshakeSource),
+	}, logger)
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "millwright_mqtt_tls_handshakes_in_progress",
+		Help: "TLS handshakes on the MQTT listener holding a handshake slot now.",
+	}, func() float64 { return float64(len(m.tlsLn.slots)) })
+	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "millwright_mqtt_tls_handshakes_queued",
+		Help: "TLS handshakes on the MQTT listener whose ClientHello arrived, waiting now for a handshake slot or behind others from their source address.",
+	}, func() float64 { return float64(m.tlsLn.queued.Load()) })
 	if facts != nil {
 		m.facts = newFactQueue(facts, logger, reg)
 	}
@@ -346,6 +450,18 @@ func deviceIdentity(c *conn, clientID string) (string, *x509.Certificate, error)
 	if !c.secure {
 		return clientID, nil, nil
 	}
+	device, cert, err := certificateIdentity(c)
+	if err != nil {
+		return "", nil, err
+	}
+	if device != clientID {
+		return "", nil, fmt.Errorf("client ID %q differs from the certificate's device ID %q", clientID, device)
+	}
+	return clientID, cert, nil
+}
+
+// certificateIdentity is the device a TLS connection's verified client certificate names.
+func certificateIdentity(c *conn) (string, *x509.Certificate, error) {
 	tc, ok := c.nc.(*tls.Conn)
 	if !ok {
 		return "", nil, errors.New("not a TLS connection")
@@ -355,8 +471,5 @@ func deviceIdentity(c *conn, clientID string) (string, *x509.Certificate, error)
 		return "", nil, errors.New("no client certificate")
 	}
 	cert := st.PeerCertificates[0]
-	if cert.Subject.CommonName != clientID {
-		return "", nil, fmt.Errorf("client ID %q differs from the certificate's device ID %q", clientID, cert.Subject.CommonName)
-	}
-	return clientID, cert, nil
+	return cert.Subject.CommonName, cert, nil
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -28,6 +29,7 @@ type session struct {
 	nextID   uint16
 	quota    int                 // the most messages in flight at once
 	qos2     map[uint16]struct{} // QoS 2 publishes stored, awaiting PUBREL
+	secure   bool                // held by a connection on the TLS listener, now or last
 }
 
 // Subscription options kept per filter, beside the granted QoS in the low two bits.
@@ -87,6 +89,10 @@ func (s *session) allocID() uint16 {
 // (the CONNACK's Session Present). A connection the device still had
 // is closed with reason 0x8E "session taken over"; with clean, any earlier session is
 // discarded.
+//
+// A connection on the development listener, where the client ID alone names the device, may
+// not touch a session held on the TLS listener, connected or kept for its expiry: it is refused
+// with "not authorized", logged and counted, and the device's session goes on undisturbed.
 func (m *MQTT) attach(c *conn, clean bool, expiry time.Duration, quota int) (bool, error) {
 	m.mu.Lock()
 	if m.closed {
@@ -94,6 +100,14 @@ func (m *MQTT) attach(c *conn, clean bool, expiry time.Duration, quota int) (boo
 		return false, packets.ErrServerShuttingDown
 	}
 	s := m.sessions[c.device]
+	if s != nil && s.secure && !c.secure {
+		live := s.conn != nil
+		m.mu.Unlock()
+		m.met.insecureRefused.Inc()
+		m.log.Warn("plain MQTT connection refused: the device's session belongs to the TLS listener",
+			"device", c.device, "remote", c.nc.RemoteAddr().String(), "connected", live)
+		return false, fmt.Errorf("plain connection for %q, whose session is on the TLS listener: %w", c.device, packets.ErrNotAuthorized)
+	}
 	var old *conn
 	if s != nil {
 		old = s.conn
@@ -108,6 +122,7 @@ func (m *MQTT) attach(c *conn, clean bool, expiry time.Duration, quota int) (boo
 		m.sessions[c.device] = s
 	}
 	s.conn = c
+	s.secure = c.secure
 	s.expiry = expiry
 	s.quota = min(quota, m.opts.MaxInflight)
 	c.sess = s

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -451,4 +452,86 @@ func TestConnectRegistryDown(t *testing.T) {
 		require.Equal(t, code, c.connect(connectPacket(version, "dev-1", true)).ReasonCode, "MQTT level %d", version)
 		require.Zero(t, c.closed())
 	}
+}
+
+// TestReceiveMaximum: a device may have at most ReceiveMaximum QoS 2 publishes unreleased on a
+// connection; one sent again is no new one, a PUBREL frees its place, and the next over the
+// bound ends the connection — MQTT 5 with DISCONNECT 0x93, MQTT 3.1.1 without one.
+func TestReceiveMaximum(t *testing.T) {
+	t.Parallel()
+	r := newSessionRig(t, func(o *MQTTOptions) { o.ReceiveMaximum = 2 })
+	for _, tc := range []struct {
+		version byte
+		reason  byte // of the DISCONNECT
+	}{
+		{5, packets.ErrReceiveMaximum.Code},
+		{4, 0},
+	} {
+		c := r.dial(t, tc.version)
+		ack := c.connect(connectPacket(tc.version, "dev-1", true))
+		require.Zero(t, ack.ReasonCode)
+		if tc.version == 5 {
+			require.EqualValues(t, 2, ack.Properties.ReceiveMaximum, "announced")
+		}
+		pub := func(id uint16, dup bool) {
+			pk := publishPacket(protocol.BatchTopic("dev-1"), 2, id, batchPayload(t, float64(id)))
+			pk.FixedHeader.Dup = dup
+			c.send(pk)
+		}
+		for _, id := range []uint16{1, 2} {
+			pub(id, false)
+			require.Equal(t, packets.Pubrec, c.read().FixedHeader.Type, "MQTT %d, #%d", tc.version, id)
+		}
+		pub(2, true) // sent again: still two open
+		require.Equal(t, packets.Pubrec, c.read().FixedHeader.Type)
+		c.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 1})
+		require.Equal(t, packets.Pubcomp, c.read().FixedHeader.Type)
+		pub(3, false) // 2 and 3 open
+		require.Equal(t, packets.Pubrec, c.read().FixedHeader.Type)
+		pub(4, false) // a third
+		require.Equal(t, tc.reason, c.closed(), "MQTT %d", tc.version)
+	}
+	require.Equal(t, 2.0, testutil.ToFloat64(r.m.met.limits.WithLabelValues(limitReceiveMaximum)))
+	require.Zero(t, testutil.ToFloat64(r.m.met.protocolErrors))
+}
+
+// TestKeepAliveBound: a keep-alive of none, or above MaxKeepAlive, is held to MaxKeepAlive: an
+// MQTT 5 device is told in the CONNACK's Server Keep Alive, and a silent device of either
+// version is disconnected after 1.5× the maximum.
+func TestKeepAliveBound(t *testing.T) {
+	t.Parallel()
+	r := newSessionRig(t, func(o *MQTTOptions) { o.MaxKeepAlive = 1 })
+	for _, tc := range []struct {
+		name      string
+		version   byte
+		keepalive uint16
+		told      bool // Server Keep Alive 1 in the CONNACK
+	}{
+		{"5, none", 5, 0, true},
+		{"5, above the maximum", 5, 65535, true},
+		{"5, within", 5, 1, false},
+		{"3.1.1, none", 4, 0, false},
+		{"3.1.1, above the maximum", 4, 600, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := r.dial(t, tc.version)
+			pk := connectPacket(tc.version, "dev-"+strconv.Itoa(int(tc.keepalive))+"-"+strconv.Itoa(int(tc.version)), true)
+			pk.Connect.Keepalive = tc.keepalive
+			ack := c.connect(pk)
+			require.Zero(t, ack.ReasonCode)
+			require.Equal(t, tc.told, ack.Properties.ServerKeepAliveFlag)
+			if tc.told {
+				require.EqualValues(t, 1, ack.Properties.ServerKeepAlive)
+			}
+			start := time.Now()
+			want := byte(0)
+			if tc.version == 5 {
+				want = packets.ErrKeepAliveTimeout.Code
+			}
+			require.Equal(t, want, c.closed())
+			require.GreaterOrEqual(t, time.Since(start), 1400*time.Millisecond)
+		})
+	}
+	t.Cleanup(func() { require.Equal(t, 4.0, testutil.ToFloat64(r.m.met.keepalive)) })
 }

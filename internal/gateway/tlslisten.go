@@ -7,42 +7,52 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millwright/millwright/internal/netlimit"
 )
 
 // handshakeListener accepts TCP connections and completes each TLS handshake in a goroutine of
-// its own, under a deadline, before a device session sees the connection.
+// its own, under deadlines, before a device session sees the connection.
 //
 // Why not tls.NewListener: there the handshake runs lazily on the session's first read, in the
 // goroutine that then reads from the connection for as long as it lives. A mutual-TLS handshake
 // (certificate parsing, signature checks) grows that goroutine's stack to 16–32 KiB, and an
 // idle connection keeps it. Here the deep stack belongs to a goroutine that ends with the
-// handshake, and the session's goroutine starts small. The deadline also drops clients that open
-// a socket and never finish a handshake, instead of holding a goroutine and a descriptor for
-// each until the keep-alive logic gets to them.
+// handshake, and the session's goroutine starts small.
 //
-// At most a fixed number of handshakes run at once; the others wait in order, within the same
-// deadline. In a reconnect storm, thousands of handshakes sharing two cores would otherwise
-// all progress slowly and finish together, seconds later, as one burst (and starve the accept
-// loop, so that the kernel's listen queue overflows and clients retry on TCP's own
-// synchronized timers); served a few at a time they complete at the rate the CPU allows.
+// At most a fixed number of handshakes run at once; the others wait in order. In a reconnect
+// storm, thousands of handshakes sharing two cores would otherwise all progress slowly and
+// finish together, seconds later, as one burst (and starve the accept loop, so that the
+// kernel's listen queue overflows and clients retry on TCP's own synchronized timers); served
+// a few at a time they complete at the rate the CPU allows.
+//
+// A handshake takes a slot only once its ClientHello has arrived (in GetConfigForClient), so
+// that sockets which send nothing — a few dozen renewed every few seconds would do — cannot
+// hold the slots and lock every device out. Each stage has its own deadline: the ClientHello
+// (from accept), then the slot and the handshake (from the ClientHello). One source address
+// may have only so many handshakes in progress or waiting for a slot (a netlimit.Limiter), so
+// that clients which send a ClientHello and stall take at most that many slots.
 //
 // Accept errors that pass are retried after a pause instead of ending the listener
 // (retryingAcceptor).
 type handshakeListener struct {
-	raw     net.Listener
-	cfg     *tls.Config
-	timeout time.Duration
-	log     *slog.Logger
-	failed  prometheus.Counter
-	resumed prometheus.Counter
+	raw       net.Listener
+	cfg       *tls.Config
+	opts      handshakeOptions
+	log       *slog.Logger
+	perSource *netlimit.Limiter
 
 	conns     chan net.Conn
 	slots     chan struct{}   // one per handshake in progress
+	queued    atomic.Int64    // handshakes waiting for a slot
 	ctx       context.Context // ends with the listener, and with it every handshake
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -53,9 +63,41 @@ type handshakeListener struct {
 	err error // why the accept loop stopped
 }
 
-func newHandshakeListener(raw net.Listener, cfg *tls.Config, timeout time.Duration, concurrent int, logger *slog.Logger, failed, resumed prometheus.Counter) *handshakeListener {
-	l := &handshakeListener{raw: raw, cfg: cfg, timeout: timeout, log: logger, failed: failed, resumed: resumed,
-		conns: make(chan net.Conn), slots: make(chan struct{}, concurrent), done: make(chan struct{})}
+// handshakeOptions are the handshake listener's deadlines, bounds and metrics.
+type handshakeOptions struct {
+	hello, handshake  time.Duration // the stage deadlines (MQTTOptions.HelloTimeout, HandshakeTimeout)
+	concurrent        int           // MQTTOptions.MaxConcurrentHandshakes
+	perSource         int           // MQTTOptions.MaxHandshakesPerSource
+	failed, resumed   prometheus.Counter
+	helloLate, hsLate prometheus.Counter // a stage missed its deadline
+	sourceLimited     prometheus.Counter // failed after waiting behind its own source's handshakes
+}
+
+// pendingConn is a connection during its handshake: what GetConfigForClient learns of it, read
+// by the goroutine running the handshake once it returns.
+type pendingConn struct {
+	net.Conn
+	src           netip.Addr
+	hello         bool // the ClientHello arrived
+	sourced, slot bool // holds its source's place and a handshake slot
+	sourceLimited bool // waited behind its source's other handshakes
+}
+
+func newHandshakeListener(raw net.Listener, cfg *tls.Config, opts handshakeOptions, logger *slog.Logger) *handshakeListener {
+	l := &handshakeListener{raw: raw, opts: opts, log: logger,
+		conns: make(chan net.Conn), slots: make(chan struct{}, opts.concurrent), done: make(chan struct{})}
+	l.perSource = netlimit.New(netlimit.Options{PerSource: opts.perSource})
+	l.cfg = cfg.Clone()
+	base := cfg.GetConfigForClient
+	l.cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if err := l.clientHello(hello); err != nil {
+			return nil, err
+		}
+		if base != nil {
+			return base(hello)
+		}
+		return nil, nil
+	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -121,23 +163,33 @@ func (a *retryingAcceptor) accept(done <-chan struct{}) (net.Conn, error) {
 
 func (l *handshakeListener) handshake(c net.Conn) {
 	defer l.wg.Done()
-	tc := tls.Server(c, l.cfg)
-	// The deadline runs from accept: waiting for a handshake slot counts.
-	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
-	err := l.slot(ctx)
-	if err == nil {
-		err = tc.HandshakeContext(ctx)
+	pc := &pendingConn{Conn: c, src: netlimit.Source(c.RemoteAddr())}
+	_ = c.SetDeadline(time.Now().Add(l.opts.hello))
+	tc := tls.Server(pc, l.cfg)
+	err := tc.HandshakeContext(l.ctx)
+	if pc.slot {
 		<-l.slots
 	}
-	cancel()
+	if pc.sourced {
+		l.perSource.Release(pc.src)
+	}
 	if err != nil {
-		l.failed.Inc()
+		l.opts.failed.Inc()
+		switch {
+		case pc.sourceLimited:
+			l.opts.sourceLimited.Inc()
+		case !pc.hello && errors.Is(err, os.ErrDeadlineExceeded):
+			l.opts.helloLate.Inc()
+		case pc.hello && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded)):
+			l.opts.hsLate.Inc()
+		}
 		l.log.Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "error", err)
 		_ = c.Close()
 		return
 	}
+	_ = c.SetDeadline(time.Time{}) // the session sets the CONNECT's
 	if tc.ConnectionState().DidResume {
-		l.resumed.Inc()
+		l.opts.resumed.Inc()
 	}
 	select {
 	case l.conns <- tc:
@@ -146,10 +198,41 @@ func (l *handshakeListener) handshake(c net.Conn) {
 	}
 }
 
-// slot waits for one of the concurrent-handshake slots (waiters are served in order).
-func (l *handshakeListener) slot(ctx context.Context) error {
+// clientHello runs when a connection's ClientHello has arrived: it starts the handshake
+// stage's deadline and waits, within it, for its source's place and then for a handshake slot.
+func (l *handshakeListener) clientHello(hello *tls.ClientHelloInfo) error {
+	pc, ok := hello.Conn.(*pendingConn)
+	if !ok {
+		return errors.New("not a connection of the handshake listener")
+	}
+	pc.hello = true
+	deadline := time.Now().Add(l.opts.handshake)
+	_ = pc.SetDeadline(deadline)
+	ctx, cancel := context.WithDeadline(hello.Context(), deadline)
+	defer cancel()
+	if l.perSource.TryAcquire(pc.src) == nil {
+		pc.sourced = true
+		select {
+		case l.slots <- struct{}{}:
+			pc.slot = true
+			return nil
+		default:
+		}
+	}
+	l.queued.Add(1)
+	defer l.queued.Add(-1)
+	if !pc.sourced {
+		// Counted as held back by its own source if it fails from here on: it would have
+		// been under way otherwise.
+		pc.sourceLimited = true
+		if err := l.perSource.Acquire(ctx, pc.src); err != nil {
+			return fmt.Errorf("waiting behind the handshakes from %s: %w", pc.src, err)
+		}
+		pc.sourced = true
+	}
 	select {
 	case l.slots <- struct{}{}:
+		pc.slot = true
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for a handshake slot: %w", ctx.Err())

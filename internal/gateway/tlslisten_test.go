@@ -17,9 +17,9 @@ import (
 	"github.com/millwright/millwright/protocol"
 )
 
-// TestHandshakeTimeout: a client that opens a socket and never completes a TLS handshake is
-// disconnected after the handshake timeout and counted, and while it hangs other devices
-// connect and publish batches far larger than the per-client read buffer.
+// TestHandshakeTimeout: a client that opens a socket and never sends a ClientHello is
+// disconnected after the hello timeout and counted, and while it hangs other devices connect
+// and publish batches far larger than the per-client read buffer.
 func TestHandshakeTimeout(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, ingest.DefaultOptions())
@@ -31,7 +31,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	defer func() { cancel(); <-runDone }()
 
 	const timeout = 300 * time.Millisecond
-	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout},
+	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HelloTimeout: timeout},
 		r.serverTLS, p, nil, nil, nil, reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
@@ -71,6 +71,27 @@ func TestHandshakeTimeout(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(opened), timeout-50*time.Millisecond)
 	require.Eventually(t, func() bool { return counter(t, reg, "millwright_mqtt_tls_handshake_failures_total") == 1 },
 		5*time.Second, 10*time.Millisecond)
+	require.Equal(t, 1.0, labelled(t, reg, "millwright_mqtt_limit_refusals_total", "limit", "client_hello_timeout"))
+}
+
+// labelled is the value of the counter or gauge name whose label is value.
+func labelled(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
 
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
@@ -85,17 +106,34 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return -1
 }
 
-// TestHandshakeSlots: with one handshake slot, a device waits while a silent client holds the
-// slot, and completes its handshake as soon as the silent one times out — within its own
-// deadline, which counts from accept.
+// stallHandshake opens a socket from src, sends a ClientHello on it and nothing more, and
+// returns the socket.
+func stallHandshake(t *testing.T, r *rig, addr, src string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	require.NoError(t, err)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		_ = tls.Client(&stallAfterFirstWrite{Conn: c, done: done}, &tls.Config{RootCAs: r.ca.Pool(), ServerName: "localhost"}).Handshake()
+	}()
+	t.Cleanup(func() { close(done); _ = c.Close(); <-finished })
+	return c
+}
+
+// TestHandshakeSlots: with one handshake slot, a client that sent a ClientHello and stalls holds
+// it, and a device waits in the queue until the slot is free. A socket that sends nothing
+// takes no slot.
 func TestHandshakeSlots(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, ingest.DefaultOptions())
-	now, ca, reg, p := r.now, r.ca, r.reg, r.pipeline
+	reg := r.reg
 
-	const timeout = time.Second
+	const timeout = 5 * time.Second
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout, MaxConcurrentHandshakes: 1},
-		r.serverTLS, p, nil, nil, nil, reg)
+		r.serverTLS, r.pipeline, nil, nil, nil, reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	defer m.Close()
@@ -103,19 +141,65 @@ func TestHandshakeSlots(t *testing.T) {
 	silent, err := net.Dial("tcp", m.Addr().String())
 	require.NoError(t, err)
 	defer silent.Close()
-	opened := time.Now()
-	time.Sleep(400 * time.Millisecond) // the silent client holds the only slot
-
-	pair, err := ca.DeviceKeyPair("dev-1", now, time.Hour)
+	took, err := connectDevice(t, r, m.Addr().String(), "dev-1")
 	require.NoError(t, err)
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", m.Addr().String(),
-		&tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"})
-	require.NoError(t, err, "the device gets the slot once the silent client's deadline passes")
-	defer conn.Close()
-	// Without the slot limit it would have connected at once, 400 ms in; the silent client's
-	// deadline counts from the server's accept, a moment before Dial returned here.
-	require.GreaterOrEqual(t, time.Since(opened), timeout-50*time.Millisecond, "not before the slot was free")
+	require.Less(t, took, timeout, "a socket that sends nothing holds no slot")
+
+	stalled := stallHandshake(t, r, m.Addr().String(), attackerAddr)
+	require.Eventually(t, func() bool { return gauge(t, reg, "millwright_mqtt_tls_handshakes_in_progress") == 1 }, 5*time.Second, time.Millisecond)
+	connected := make(chan error, 1)
+	go func() {
+		_, err := connectDevice(t, r, m.Addr().String(), "dev-1")
+		connected <- err
+	}()
+	require.Eventually(t, func() bool { return gauge(t, reg, "millwright_mqtt_tls_handshakes_queued") == 1 }, 5*time.Second, time.Millisecond)
+	select {
+	case err := <-connected:
+		t.Fatalf("connected past the stalled handshake's slot: %v", err)
+	default:
+	}
+	require.NoError(t, stalled.Close()) // its handshake fails, and gives back the slot
+	require.NoError(t, <-connected)
+	require.Zero(t, gauge(t, reg, "millwright_mqtt_tls_handshakes_queued"))
 	require.Equal(t, 1.0, counter(t, reg, "millwright_mqtt_tls_handshake_failures_total"))
+}
+
+// TestHandshakesPerSource: one source address gets only MaxHandshakesPerSource handshakes in
+// progress; its next waits for them while a device from another address takes the free slot
+// at once. The stalled one that had to wait is counted apart when it times out.
+func TestHandshakesPerSource(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, ingest.DefaultOptions())
+	const timeout = time.Second
+	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout,
+		MaxConcurrentHandshakes: 2, MaxHandshakesPerSource: 1}, r.serverTLS, r.pipeline, nil, nil, nil, r.reg)
+	require.NoError(t, err)
+	require.NoError(t, m.Start())
+	defer m.Close()
+
+	stallHandshake(t, r, m.Addr().String(), attackerAddr)
+	require.Eventually(t, func() bool { return gauge(t, r.reg, "millwright_mqtt_tls_handshakes_in_progress") == 1 }, 5*time.Second, time.Millisecond)
+	stallHandshake(t, r, m.Addr().String(), attackerAddr)
+	took, err := connectDevice(t, r, m.Addr().String(), "dev-1")
+	require.NoError(t, err)
+	require.Less(t, took, timeout, "the second slot is free for another source")
+	require.Equal(t, 1.0, gauge(t, r.reg, "millwright_mqtt_tls_handshakes_in_progress"), "the attacker's second waits for its first")
+	require.Eventually(t, func() bool {
+		return labelled(t, r.reg, "millwright_mqtt_limit_refusals_total", "limit", "handshakes_per_source") == 1 &&
+			labelled(t, r.reg, "millwright_mqtt_limit_refusals_total", "limit", "handshake_timeout") == 1
+	}, 5*time.Second, 10*time.Millisecond)
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }
 
 // TestResumptionCounted: a client that keeps its TLS session resumes it on its next

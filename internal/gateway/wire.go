@@ -42,8 +42,14 @@ func readHeader(r *bufio.Reader, max uint32) (packets.FixedHeader, error) {
 	return fh, nil
 }
 
+// bodyChunk is the buffer a packet body starts in when it is longer: the buffer doubles as
+// the bytes arrive, so that a declared length costs memory only once it has been sent (a
+// connection that declares 1 MiB and sends nothing holds bodyChunk).
+const bodyChunk = 4 << 10
+
 // readPacket reads one packet: its fixed header and its body, in a buffer of its own (the
-// codec's strings point into it).
+// codec's strings point into it). A body longer than bodyChunk is read into a buffer that
+// grows as its bytes arrive, never to more than twice what was received.
 func readPacket(r *bufio.Reader, max uint32) (packets.FixedHeader, []byte, error) {
 	fh, err := readHeader(r, max)
 	if err != nil {
@@ -52,14 +58,23 @@ func readPacket(r *bufio.Reader, max uint32) (packets.FixedHeader, []byte, error
 	if fh.Remaining == 0 {
 		return fh, nil, nil
 	}
-	body := make([]byte, fh.Remaining)
-	if _, err := io.ReadFull(r, body); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	body := make([]byte, min(fh.Remaining, bodyChunk))
+	for n := 0; ; {
+		m, err := io.ReadFull(r, body[n:])
+		n += m
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return fh, nil, err
 		}
-		return fh, nil, err
+		if n == fh.Remaining {
+			return fh, body, nil
+		}
+		grown := make([]byte, min(2*len(body), fh.Remaining))
+		copy(grown, body)
+		body = grown
 	}
-	return fh, body, nil
 }
 
 // decode fills pk from a packet's body with the codec, and validates what the codec validates
