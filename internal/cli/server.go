@@ -79,6 +79,13 @@ HTTPS API on :8443.`,
 	f.Var(durationFlag{&opts.HTTP.UploadTimeout}, "http-upload-timeout", "longest a batch POST's body may take to arrive once its device is authorized")
 	f.IntVar(&opts.HTTP.MaxConnections, "http-max-connections", opts.HTTP.MaxConnections, "HTTPS connections open at once (negative: no bound)")
 	f.IntVar(&opts.HTTP.MaxConnectionsPerSource, "http-max-connections-per-source", opts.HTTP.MaxConnectionsPerSource, "HTTPS connections one source address (IPv6: /64) may have open at once (negative: no bound)")
+	f.Var(durationFlag{&opts.MQTT.HelloTimeout}, "mqtt-hello-timeout", "longest an MQTT/TLS connection may take, from accept, to send its TLS ClientHello")
+	f.Var(durationFlag{&opts.MQTT.HandshakeTimeout}, "mqtt-handshake-timeout", "longest an MQTT/TLS handshake may take from its ClientHello, the wait for a handshake slot included")
+	f.Var(durationFlag{&opts.MQTT.ConnectTimeout}, "mqtt-connect-timeout", "longest an MQTT connection may take to send its CONNECT once its TLS handshake is done")
+	f.IntVar(&opts.MQTT.MaxConcurrentHandshakes, "mqtt-max-handshakes", opts.MQTT.MaxConcurrentHandshakes, "MQTT/TLS handshakes in progress at once (8 per CPU by default); more wait in order")
+	f.IntVar(&opts.MQTT.MaxHandshakesPerSource, "mqtt-max-handshakes-per-source", opts.MQTT.MaxHandshakesPerSource, "MQTT/TLS handshakes one source address (IPv6: /64) may have in progress or waiting at once; 0 is half of --mqtt-max-handshakes. Raise it for many devices behind one NAT")
+	f.Uint16Var(&opts.MQTT.ReceiveMaximum, "mqtt-receive-maximum", opts.MQTT.ReceiveMaximum, "QoS 2 publishes a device may have unreleased on one connection (MQTT 5 Receive Maximum); beyond, it is disconnected (0x93)")
+	f.Uint16Var(&opts.MQTT.MaxKeepAlive, "mqtt-max-keepalive", opts.MQTT.MaxKeepAlive, "longest MQTT keep-alive, in seconds; a device asking for none or more is held to it")
 	return cmd
 }
 
@@ -100,6 +107,13 @@ func checkServerLimits(opts server.Options) error {
 		{"--max-name-length", opts.Ingest.MaxNameLength > 0, opts.Ingest.MaxNameLength},
 		{"--max-unit-length", opts.Ingest.MaxUnitLength > 0, opts.Ingest.MaxUnitLength},
 		{"--max-string-length", opts.Ingest.MaxStringLength > 0, opts.Ingest.MaxStringLength},
+		{"--mqtt-hello-timeout", opts.MQTT.HelloTimeout > 0, opts.MQTT.HelloTimeout},
+		{"--mqtt-handshake-timeout", opts.MQTT.HandshakeTimeout > 0, opts.MQTT.HandshakeTimeout},
+		{"--mqtt-connect-timeout", opts.MQTT.ConnectTimeout > 0, opts.MQTT.ConnectTimeout},
+		{"--mqtt-max-handshakes", opts.MQTT.MaxConcurrentHandshakes > 0, opts.MQTT.MaxConcurrentHandshakes},
+		{"--mqtt-max-handshakes-per-source", opts.MQTT.MaxHandshakesPerSource >= 0, opts.MQTT.MaxHandshakesPerSource},
+		{"--mqtt-receive-maximum", opts.MQTT.ReceiveMaximum > 0, opts.MQTT.ReceiveMaximum},
+		{"--mqtt-max-keepalive", opts.MQTT.MaxKeepAlive > 0, opts.MQTT.MaxKeepAlive},
 	} {
 		if !c.ok {
 			return fmt.Errorf("invalid %s %v: must be positive", c.flag, c.val)

@@ -84,9 +84,9 @@ type MQTTOptions struct {
 	MaxConcurrentHandshakes int `yaml:"max_concurrent_handshakes"`
 	// MaxHandshakesPerSource bounds the TLS handshakes one source address (an IPv4 address, an
 	// IPv6 /64) may have in progress or waiting for a slot; its others wait in order within
-	// HandshakeTimeout, so that one address cannot take every slot. Default half of
-	// MaxConcurrentHandshakes (4 per CPU). Devices behind one NAT share an address: raise it
-	// when a whole site reconnects at once.
+	// HandshakeTimeout, so that one address cannot take every slot. Zero (the default) means
+	// half of MaxConcurrentHandshakes: 4 per CPU by default. Devices behind one NAT share an
+	// address: raise it when a whole site reconnects at once.
 	MaxHandshakesPerSource int `yaml:"max_handshakes_per_source"`
 
 	// ReceiveMaximum is the Receive Maximum announced to MQTT 5 devices (§3.2.2.3.3): the QoS 2
@@ -115,7 +115,7 @@ func DefaultMQTTOptions() MQTTOptions {
 	return MQTTOptions{Listen: ":8883", MaxInflight: 64, MaxSessionExpiry: 3600, MaxPacketSize: 1 << 20,
 		MaxConnectSize: 64 << 10, HelloTimeout: 10 * time.Second, HandshakeTimeout: 20 * time.Second,
 		ConnectTimeout: 10 * time.Second, MaxConcurrentHandshakes: 8 * runtime.GOMAXPROCS(0),
-		MaxHandshakesPerSource: 4 * runtime.GOMAXPROCS(0), ReceiveMaximum: 64, MaxKeepAlive: 1200,
+		ReceiveMaximum: 64, MaxKeepAlive: 1200,
 		WriteTimeout: 30 * time.Second}
 }
 
