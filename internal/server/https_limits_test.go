@@ -103,7 +103,7 @@ func sendSlowBody(addr string, cfg *tls.Config, req slowBody, trickle, giveUp ti
 	return res
 }
 
-// TestSlowBodiesAreClosed holds 300 unauthenticated requests whose bodies trickle in a byte at
+// TestSlowBodiesAreClosed holds 300 (6 × 50) unauthenticated requests whose bodies trickle in a byte at
 // a time. Those refused for their credentials are answered before their body is read, and
 // the connection closes at once; one the server would read (a route that does not exist, its
 // body read to keep the connection) is closed when the body timeout ends. Meanwhile an
@@ -112,7 +112,7 @@ func TestSlowBodiesAreClosed(t *testing.T) {
 	const (
 		bodyTimeout = 3 * time.Second
 		slack       = 2 * time.Second
-		perKind     = 75
+		perKind     = 50
 	)
 	s := startServer(t, func(o *server.Options) {
 		o.HTTP.BodyTimeout = bodyTimeout
@@ -124,6 +124,7 @@ func TestSlowBodiesAreClosed(t *testing.T) {
 		{path: gateway.BatchPath, status: http.StatusUnauthorized, atOnce: true},
 		{path: est.PathEnroll, auth: "Bearer mwe_" + strings.Repeat("A", 43), status: http.StatusForbidden, atOnce: true},
 		{path: est.PathEnroll, status: http.StatusUnauthorized, atOnce: true},
+		{path: est.PathReenroll, status: http.StatusUnauthorized, atOnce: true},
 		{path: "/api/v1/query", auth: "Bearer not-a-token", status: http.StatusUnauthorized, atOnce: true},
 		{path: "/no/such/route", status: http.StatusNotFound},
 	}
