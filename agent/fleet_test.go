@@ -255,9 +255,10 @@ func TestFleet(t *testing.T) {
 			mutate(c)
 		}, nil)
 		defer f.stop(t)
-		// Each agent keeps three timers armed between cycles: its send
-		// schedule, its spool's sync loop and its tick source.
-		const timersPerAgent = 3
+		// Each agent keeps four timers armed between cycles: its send
+		// schedule, its spool's sync loop, its tick source and its MQTT
+		// keep-alive.
+		const timersPerAgent = 4
 		deadline := time.Now().Add(60 * time.Second)
 		for f.connected() < fleetSize {
 			require.True(t, time.Now().Before(deadline), "only %d agents connected", f.connected())

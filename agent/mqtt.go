@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -184,9 +183,10 @@ func (u *mqttUplink) connect(ctx context.Context) (*mqttConn, string, error) {
 			}
 			c.report(cause)
 		},
+		PingHandler:   newPinger(u.clk),
 		OnClientError: func(err error) {
 			cause := causeNetwork
-			if strings.Contains(err.Error(), "PINGRESP") {
+			if errors.Is(err, errKeepalive) {
 				cause = causeKeepalive
 			}
 			c.report(cause)
