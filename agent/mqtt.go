@@ -183,7 +183,7 @@ func (u *mqttUplink) connect(ctx context.Context) (*mqttConn, string, error) {
 			}
 			c.report(cause)
 		},
-		PingHandler:   newPinger(u.clk),
+		PingHandler: newPinger(u.clk),
 		OnClientError: func(err error) {
 			cause := causeNetwork
 			if errors.Is(err, errKeepalive) {
