@@ -316,3 +316,42 @@ func TestSlowBatchUpload(t *testing.T) {
 	require.InDelta(t, uploadTimeout.Seconds(), r.closed.Seconds(), 1.5)
 	require.Equal(t, 1.0, s.metric(t, "millwright_http_ingest_requests_total", `code="408"`))
 }
+
+// TestHTTP2Deadlines runs the routes whose deadlines the handlers move over HTTP/2, where
+// they are the stream's: a query, a batch upload, and refusals for credentials, which leave
+// the connection to the requests after them.
+func TestHTTP2Deadlines(t *testing.T) {
+	s := startServer(t, func(o *server.Options) { o.HTTP.BodyTimeout = 2 * time.Second })
+	h2 := func(certs ...tls.Certificate) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: clientTLS(s.CA().Pool(), certs...), ForceAttemptHTTP2: true,
+		}}
+	}
+	dev := h2(s.device(t, "dev-h2"))
+	anon := h2()
+	t.Cleanup(func() { dev.CloseIdleConnections(); anon.CloseIdleConnections() })
+	do := func(c *http.Client, method, path, token string, body []byte) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, s.url(path), bytes.NewReader(body))
+		require.NoError(t, err)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if method == http.MethodPost && path != gateway.BatchPath {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, err := c.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		require.NoError(t, resp.Body.Close())
+		require.Equal(t, 2, resp.ProtoMajor)
+		return resp
+	}
+	batch := encode(t, protocol.Pack{{Name: "h2", Value: ptr(2.0)}}, cborZstd)
+	require.Equal(t, http.StatusAccepted, do(dev, http.MethodPost, gateway.BatchPath, "", batch).StatusCode)
+	require.Equal(t, http.StatusUnauthorized, do(anon, http.MethodPost, gateway.BatchPath, "", batch).StatusCode)
+	require.Equal(t, http.StatusUnauthorized, do(anon, http.MethodPost, "/api/v1/query", "", []byte("query=h2")).StatusCode)
+	require.Equal(t, http.StatusOK, do(anon, http.MethodPost, "/api/v1/query", s.AdminToken(), []byte("query=h2")).StatusCode)
+	require.Equal(t, http.StatusOK, do(anon, http.MethodGet, "/api/v1/query?query=h2", s.AdminToken(), nil).StatusCode)
+	require.Equal(t, 2.0, s.scalar(t, `h2{device="dev-h2"}`, time.Now()))
+}
