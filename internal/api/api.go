@@ -252,9 +252,11 @@ func handle(log *slog.Logger, f func(*http.Request) (any, *apiError)) http.Handl
 	})
 }
 
-// readForm reads a read route's parameters, the whole body of a POST among them, under the
-// server's read deadline, then lifts that deadline, which would otherwise cancel a query
-// running past it, and gives the answer until queryTimeout and writeTimeout from now; zero
+// readForm reads a read route's parameters, the whole body of a form POST among them, under
+// the server's read deadline, then gives the request until queryTimeout and writeTimeout from
+// now to be answered. The read deadline moves as far: net/http watches an idle HTTP/1.1
+// connection with a background read, and when that read meets the deadline it cancels the
+// request's context, which would stop a query running past the server's read deadline. Zero
 // writeTimeout leaves the deadlines alone.
 func readForm(queryTimeout, writeTimeout time.Duration, next http.Handler) http.Handler {
 	if writeTimeout <= 0 {
@@ -265,8 +267,7 @@ func readForm(queryTimeout, writeTimeout time.Duration, next http.Handler) http.
 			writeJSON(w, http.StatusBadRequest, response{Status: "error", ErrorType: errBadData, Error: err.Error()})
 			return
 		}
-		httplimit.BodyRead(w)
-		httplimit.Deadlines(w, 0, queryTimeout+writeTimeout)
+		httplimit.Deadlines(w, queryTimeout+writeTimeout, queryTimeout+writeTimeout)
 		next.ServeHTTP(w, r)
 	})
 }

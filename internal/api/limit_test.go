@@ -77,7 +77,7 @@ func TestQueryConcurrencyLimit(t *testing.T) {
 			gate := &gatedQueryable{Queryable: db, entered: make(chan struct{}, 16), open: make(chan struct{})}
 			reg := prometheus.NewRegistry()
 			engine := promql.NewEngine(promql.EngineOpts{MaxSamples: 1_000_000, Timeout: time.Minute, LookbackDelta: 5 * time.Minute})
-			srv := httptest.NewServer(api.Handler(api.Config{
+			srv := httptest.NewUnstartedServer(api.Handler(api.Config{
 				Authenticate: func(context.Context, string) (api.Principal, error) {
 					return api.Principal{Name: "viewer", Role: registry.RoleViewer}, nil
 				},
@@ -89,6 +89,11 @@ func TestQueryConcurrencyLimit(t *testing.T) {
 				Registerer:   reg,
 				Now:          func() time.Time { return now },
 			}))
+			// The server's own deadlines are far shorter than the held queries: the query
+			// routes move them, or the held queries would be cancelled and their answers cut.
+			srv.Config.ReadTimeout = 100 * time.Millisecond
+			srv.Config.WriteTimeout = 100 * time.Millisecond
+			srv.Start()
 			t.Cleanup(srv.Close)
 			openGate := sync.OnceFunc(func() { close(gate.open) })
 			t.Cleanup(openGate) // a failed test lets its stopped queries finish
