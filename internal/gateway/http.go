@@ -48,8 +48,8 @@ type HTTPIngestOptions struct {
 }
 
 // HTTPIngest is the HTTPS batch endpoint. The device is the verified client certificate's
-// common name, and authz decides whether it may send, with the same cached registry answer as
-// an MQTT connect; the body is a batch in any encoding the protocol accepts. Nothing of the
+// common name, and authz (never nil) decides whether it may send, with the same cached
+// registry answer as an MQTT connect; the body is a batch in any encoding the protocol accepts. Nothing of the
 // body is read before the device is authorized. Answers: 202 when durable, 400/413 with a
 // reason for a batch to drop, 422 when some values were too old or too new (the rest are
 // stored; drop the batch), 401 without a device certificate, 403 for a device that may not
