@@ -6,9 +6,9 @@ package main
 import (
 	"os"
 
-	"github.com/millwright/millwright/agent/cli"
+	"github.com/millwright/millwright/agent/agentcli"
 )
 
 func main() {
-	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(agentcli.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -4,9 +4,9 @@ package main
 import (
 	"os"
 
-	"github.com/millwright/millwright/internal/cli"
+	"github.com/millwright/millwright/internal/millwrightcli"
 )
 
 func main() {
-	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(millwrightcli.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -25,7 +25,7 @@ import (
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/api"
-	"github.com/millwright/millwright/internal/enroll"
+	"github.com/millwright/millwright/internal/estserver"
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/gcpace"
@@ -56,7 +56,7 @@ type Options struct {
 	// Database is the registry: empty for SQLite in DataDir/registry.db, or a postgres:// URL.
 	Database string              `yaml:"database"`
 	MQTT     gateway.MQTTOptions `yaml:"mqtt"`
-	Enroll   enroll.Options      `yaml:"enroll"`
+	Enroll   estserver.Options   `yaml:"enroll"`
 	TSDB     tsdb.Options        `yaml:"tsdb"`
 	Ingest   ingest.Options      `yaml:"ingest"`
 	// HTTP bounds the HTTPS listener: request deadlines and connections open.
@@ -72,7 +72,7 @@ func DefaultOptions() Options {
 		HTTPListen: ":8443",
 		Zone:       "gw.millwright.internal",
 		MQTT:       gateway.DefaultMQTTOptions(),
-		Enroll:     enroll.DefaultOptions(),
+		Enroll:     estserver.DefaultOptions(),
 		TSDB:       tsdb.DefaultOptions(),
 		Ingest:     ingest.DefaultOptions(),
 		HTTP:       DefaultHTTPOptions(),
@@ -90,7 +90,7 @@ type Server struct {
 	reg      *prometheus.Registry
 	registry *registry.Registry
 	authz    *gateway.RegistryAuthorizer
-	enroll   *enroll.Server
+	enroll   *estserver.Server
 	store    *tsdb.Store
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
@@ -142,7 +142,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 	s.authz = gateway.NewRegistryAuthorizer(s.registry, 30*time.Second, clk)
-	s.enroll = enroll.New(ca, s.registry, clk, opts.Enroll, logger.With("component", "enroll"), s.reg)
+	s.enroll = estserver.New(ca, s.registry, clk, opts.Enroll, logger.With("component", "enroll"), s.reg)
 	if s.store, err = tsdb.Open(filepath.Join(dir, "tsdb"), opts.TSDB, logger, s.reg); err != nil {
 		return nil, err
 	}

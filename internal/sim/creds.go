@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/millwright/millwright/agent/enroll"
+	"github.com/millwright/millwright/agent/estclient"
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
@@ -199,7 +199,7 @@ func provisionDev(ctx context.Context, ca *pki.CA, reg *registry.Registry, path 
 // certificate in the credentials file: device i uses the i-th token and states models[i] as
 // its hardware model (a token may require one). Enrolled devices are saved at once, so a
 // failure part way loses no spent token.
-func provisionEnroll(ctx context.Context, c *enroll.Client, tokens tokenList, models []string, path string, names []string, until time.Time) ([]tls.Certificate, provision, error) {
+func provisionEnroll(ctx context.Context, c *estclient.Client, tokens tokenList, models []string, path string, names []string, until time.Time) ([]tls.Certificate, provision, error) {
 	start := time.Now()
 	var p provision
 	creds, err := loadCreds(path)
@@ -222,7 +222,7 @@ func provisionEnroll(ctx context.Context, c *enroll.Client, tokens tokenList, mo
 	}
 	enrolled, err := parallel(ctx, missing, func(name string) (tls.Certificate, error) {
 		i := idx[name]
-		key, err := enroll.NewKey()
+		key, err := estclient.NewKey()
 		if err != nil {
 			return tls.Certificate{}, err
 		}

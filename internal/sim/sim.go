@@ -32,7 +32,7 @@ import (
 
 	"github.com/millwright/millwright/agent"
 	"github.com/millwright/millwright/agent/backoff"
-	"github.com/millwright/millwright/agent/enroll"
+	"github.com/millwright/millwright/agent/estclient"
 	"github.com/millwright/millwright/agent/source"
 	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
@@ -374,7 +374,7 @@ func credentials(ctx context.Context, cfg *Config, names, models []string, until
 			return nil, nil, provision{}, err
 		}
 	}
-	c := &enroll.Client{Server: cfg.ESTServer, Roots: roots}
+	c := &estclient.Client{Server: cfg.ESTServer, Roots: roots}
 	certs, p, err := provisionEnroll(ctx, c, tokens, models, path, names, until)
 	return certs, roots, p, err
 }

@@ -1,4 +1,4 @@
-// Package enroll is the server side of device enrollment: EST (RFC 7030) endpoints that turn a
+// Package estserver is the server side of device enrollment: EST (RFC 7030) endpoints that turn a
 // one-time enrollment token and a certificate request made on the device into a device
 // certificate, re-enrollment with the current certificate for rotation, and the certificate
 // revocation list for other verifiers.
@@ -6,7 +6,7 @@
 // The device's private key never reaches the server: the device sends a PKCS #10 request, the
 // server checks its signature and signs the public key with the device ID it assigns (or the one
 // bound to the token) as the common name. Whatever name the request asks for is ignored.
-package enroll
+package estserver
 
 import (
 	"context"

@@ -1,10 +1,10 @@
-// Package enroll is the device side of enrollment: it makes the device's key on the device,
+// Package estclient is the device side of enrollment: it makes the device's key on the device,
 // asks the server for a certificate over EST (RFC 7030) with a one-time token, and later renews
 // the certificate with a new key at two-thirds of its lifetime, authenticated by the current one.
 //
 // The private key never leaves the device. The server is verified against the CA bundle the
 // device was given; there is no trust on first use.
-package enroll
+package estclient
 
 import (
 	"bytes"

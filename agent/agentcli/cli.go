@@ -1,7 +1,7 @@
-// Package cli is the millwright-agent command line: one file per
+// Package agentcli is the millwright-agent command line: one file per
 // subcommand, built on the standard flag package to keep the device binary
 // small. cmd/millwright-agent hands os.Args to Main.
-package cli
+package agentcli
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package cli
+package millwrightcli
 
 import (
 	"strings"

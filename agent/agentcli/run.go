@@ -1,4 +1,4 @@
-package cli
+package agentcli
 
 import (
 	"context"
@@ -10,11 +10,11 @@ import (
 	"runtime"
 
 	"github.com/millwright/millwright/agent"
-	"github.com/millwright/millwright/agent/enroll"
+	"github.com/millwright/millwright/agent/estclient"
 )
 
 // rotator renews the certificate named in the configuration through tls.est_server.
-func rotator(cfg agent.Config, logger *slog.Logger) (*enroll.Rotator, error) {
+func rotator(cfg agent.Config, logger *slog.Logger) (*estclient.Rotator, error) {
 	var roots *x509.CertPool
 	if cfg.TLS.CAFile != "" {
 		pem, err := os.ReadFile(cfg.TLS.CAFile)
@@ -26,10 +26,10 @@ func rotator(cfg agent.Config, logger *slog.Logger) (*enroll.Rotator, error) {
 			return nil, fmt.Errorf("tls.ca_file %s holds no certificate", cfg.TLS.CAFile)
 		}
 	}
-	return &enroll.Rotator{
+	return &estclient.Rotator{
 		CertPath: cfg.TLS.CertFile,
 		KeyPath:  cfg.TLS.KeyFile,
-		Client:   &enroll.Client{Server: cfg.TLS.ESTServer, Roots: roots},
+		Client:   &estclient.Client{Server: cfg.TLS.ESTServer, Roots: roots},
 		Log:      logger.With("component", "renewal"),
 	}, nil
 }

@@ -1,4 +1,4 @@
-package enroll_test
+package estclient_test
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/agent/enroll"
+	"github.com/millwright/millwright/agent/estclient"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/server"
@@ -58,13 +58,13 @@ func TestEnrollDirAndRotation(t *testing.T) {
 	url := "https://localhost:" + portOf(s.HTTPAddr().String())
 	ctx := context.Background()
 
-	id, err := enroll.EnrollDir(ctx, enroll.Options{Server: url, Token: token(t, s, registry.TokenSpec{Count: 1, Model: "gw-200"}),
+	id, err := estclient.EnrollDir(ctx, estclient.Options{Server: url, Token: token(t, s, registry.TokenSpec{Count: 1, Model: "gw-200"}),
 		Model: "gw-200", CAFile: caFile, Dir: dir})
 	require.NoError(t, err)
-	st, err := os.Stat(filepath.Join(dir, enroll.KeyFile))
+	st, err := os.Stat(filepath.Join(dir, estclient.KeyFile))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm(), "the key is private")
-	old, err := tls.LoadX509KeyPair(filepath.Join(dir, enroll.CertFile), filepath.Join(dir, enroll.KeyFile))
+	old, err := tls.LoadX509KeyPair(filepath.Join(dir, estclient.CertFile), filepath.Join(dir, estclient.KeyFile))
 	require.NoError(t, err)
 	require.NoError(t, connect(t, s, old))
 	oldLeaf, err := x509.ParseCertificate(old.Certificate[0])
@@ -72,8 +72,8 @@ func TestEnrollDirAndRotation(t *testing.T) {
 	require.Equal(t, id, oldLeaf.Subject.CommonName)
 
 	// A refused token is a permanent error naming the reason.
-	_, err = enroll.EnrollDir(ctx, enroll.Options{Server: url, Token: "mwe_unknown", CAFile: caFile, Dir: t.TempDir()})
-	var refused *enroll.RefusedError
+	_, err = estclient.EnrollDir(ctx, estclient.Options{Server: url, Token: "mwe_unknown", CAFile: caFile, Dir: t.TempDir()})
+	var refused *estclient.RefusedError
 	require.ErrorAs(t, err, &refused)
 	require.True(t, refused.Permanent())
 
@@ -81,7 +81,7 @@ func TestEnrollDirAndRotation(t *testing.T) {
 	// certificate for a new key; both certificates work until the old one expires.
 	fake := clock.NewFake(time.Now())
 	renewed := make(chan *x509.Certificate, 1)
-	rot := &enroll.Rotator{Dir: dir, Client: &enroll.Client{Server: url, Roots: s.CA().Pool()}, Clock: fake,
+	rot := &estclient.Rotator{Dir: dir, Client: &estclient.Client{Server: url, Roots: s.CA().Pool()}, Clock: fake,
 		Renewed: func(c *x509.Certificate) {
 			select {
 			case renewed <- c:
@@ -94,7 +94,7 @@ func TestEnrollDirAndRotation(t *testing.T) {
 	defer func() { cancel(); require.NoError(t, <-done) }()
 
 	fake.BlockUntil(1)
-	at := enroll.RenewAt(oldLeaf)
+	at := estclient.RenewAt(oldLeaf)
 	require.InDelta(t, float64(oldLeaf.NotAfter.Sub(oldLeaf.NotBefore))*2/3, float64(at.Sub(oldLeaf.NotBefore)), float64(time.Second))
 	fake.Set(at.Add(-time.Minute))
 	select {
@@ -111,7 +111,7 @@ func TestEnrollDirAndRotation(t *testing.T) {
 	}
 	require.Equal(t, id, fresh.Subject.CommonName)
 	require.NotEqual(t, oldLeaf.SerialNumber, fresh.SerialNumber)
-	newPair, err := tls.LoadX509KeyPair(filepath.Join(dir, enroll.CertFile), filepath.Join(dir, enroll.KeyFile))
+	newPair, err := tls.LoadX509KeyPair(filepath.Join(dir, estclient.CertFile), filepath.Join(dir, estclient.KeyFile))
 	require.NoError(t, err)
 	require.NotEqual(t, old.Certificate[0], newPair.Certificate[0])
 	require.NoError(t, connect(t, s, newPair))
@@ -128,9 +128,9 @@ func portOf(addr string) string {
 func TestEnrollLeavesNoConnection(t *testing.T) {
 	s := startServer(t)
 	port := portOf(s.HTTPAddr().String())
-	c := &enroll.Client{Server: "https://localhost:" + port, Roots: s.CA().Pool()}
+	c := &estclient.Client{Server: "https://localhost:" + port, Roots: s.CA().Pool()}
 	for range 5 {
-		key, err := enroll.NewKey()
+		key, err := estclient.NewKey()
 		require.NoError(t, err)
 		_, err = c.Enroll(context.Background(), token(t, s, registry.TokenSpec{Count: 1}), key)
 		require.NoError(t, err)

@@ -1,4 +1,4 @@
-package cli
+package agentcli
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"io"
 	"path/filepath"
 
-	"github.com/millwright/millwright/agent/enroll"
+	"github.com/millwright/millwright/agent/estclient"
 )
 
 // enrollCmd makes the device's key, enrolls it with a one-time token and stores the
@@ -28,11 +28,11 @@ func enrollCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return usageError{fmt.Errorf("enroll: %s is required", name)}
 		}
 	}
-	id, err := enroll.EnrollDir(ctx, enroll.Options{Server: *server, Token: *token, Model: *model, CAFile: *ca, Dir: *dir})
+	id, err := estclient.EnrollDir(ctx, estclient.Options{Server: *server, Token: *token, Model: *model, CAFile: *ca, Dir: *dir})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "enrolled as %s; certificate %s, key %s\n", id,
-		filepath.Join(*dir, enroll.CertFile), filepath.Join(*dir, enroll.KeyFile))
+		filepath.Join(*dir, estclient.CertFile), filepath.Join(*dir, estclient.KeyFile))
 	return nil
 }

@@ -1,5 +1,5 @@
-// Package cli is the millwright command line: one file per subcommand, all built on cobra.
-package cli
+// Package millwrightcli is the millwright command line: one file per subcommand, all built on cobra.
+package millwrightcli
 
 import (
 	"context"

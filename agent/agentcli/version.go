@@ -1,8 +1,8 @@
-package cli
+package agentcli
 
 import "runtime/debug"
 
-// version is set at link time: -ldflags "-X github.com/millwright/millwright/agent/cli.version=1.2.3".
+// version is set at link time: -ldflags "-X github.com/millwright/millwright/agent/agentcli.version=1.2.3".
 var version string
 
 // Version returns the agent's version: the link-time version, else the
