@@ -40,7 +40,9 @@ func TestSpoolBoundWhileServerAway(t *testing.T) {
 	runAgent(t, a)
 
 	require.Eventually(t, func() bool { return a.Stats().Dropped["overflow"] > 500 }, 30*time.Second, 20*time.Millisecond)
-	time.Sleep(500 * time.Millisecond) // sampling goes on, and health reports the drops
+	// Sampling goes on past the bound: the oldest records keep being dropped.
+	d0 := a.Stats().Dropped["overflow"]
+	require.Eventually(t, func() bool { return a.Stats().Dropped["overflow"] > d0+100 }, 30*time.Second, 20*time.Millisecond)
 	st := a.Stats()
 	require.LessOrEqual(t, st.Spool.Bytes, cfg.Spool.MaxBytes, "the spool stays under its bound")
 	require.Zero(t, src.failures(), "sampling never failed")
@@ -50,7 +52,7 @@ func TestSpoolBoundWhileServerAway(t *testing.T) {
 	srv.mutate = func(o *server.Options) { o.MQTT.Listen = addr }
 	srv.mqttAddr = addr
 	srv.start()
-	time.Sleep(300 * time.Millisecond)
+	srv.waitDelivered(t, "bounded", id, 1, 30*time.Second) // the agent is back and delivering
 	src.pause()
 	all := src.snapshot()
 	dropped := a.Stats().Dropped["overflow"]

@@ -32,7 +32,7 @@ func TestDeliveryBothTransports(t *testing.T) {
 			a, err := agent.New(cfg, opts)
 			require.NoError(t, err)
 			stop := runAgent(t, a)
-			time.Sleep(time.Second)
+			waitSampled(t, src, 100)
 			src.pause()
 			want := src.snapshot()
 			srv.waitDelivered(t, "deliver", id, len(want), 20*time.Second)
@@ -82,7 +82,6 @@ func TestOutageServerDown(t *testing.T) {
 	require.NoError(t, err)
 	runAgent(t, a)
 
-	time.Sleep(2 * time.Second)
 	srv.waitDelivered(t, "outage", id, 1, 10*time.Second) // delivering before the outage
 	srv.stop()
 	down := time.Now()
@@ -92,7 +91,7 @@ func TestOutageServerDown(t *testing.T) {
 	sampledDuring := len(src.snapshot()) - sampledBefore
 	srv.start()
 	up := time.Now()
-	time.Sleep(2 * time.Second)
+	waitSampled(t, src, len(src.snapshot())+2*rate) // two more seconds of sampling after the restart
 	src.pause()
 	want := src.snapshot()
 	srv.waitDelivered(t, "outage", id, len(want), 60*time.Second)
@@ -134,7 +133,7 @@ func TestOutageConnectionCuts(t *testing.T) {
 	require.NoError(t, err)
 	runAgent(t, a)
 
-	time.Sleep(time.Second)
+	waitSampled(t, src, 100)
 	proxy.setCut(0.25)
 	time.Sleep(10 * time.Second)
 	proxy.setCut(0)
@@ -151,4 +150,11 @@ func TestOutageConnectionCuts(t *testing.T) {
 	gaps, _ := srv.scalar(t, fmt.Sprintf(`millwright_device_batch_seq_gaps_total{device=%q}`, id))
 	t.Logf("server: %v batch numbers repeated (retransmits), %v gaps", repeats, gaps)
 	require.Zero(t, gaps, "no batch number is skipped")
+}
+
+// waitSampled waits until src has sampled at least n measurements.
+func waitSampled(t *testing.T, src *counterSource, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(src.snapshot()) >= n }, 60*time.Second, 10*time.Millisecond,
+		"waiting for %d measurements to be sampled", n)
 }

@@ -199,10 +199,12 @@ func TestExecRun(t *testing.T) {
 }
 
 func TestExecRunStopsRunningCommand(t *testing.T) {
-	e, _ := newTestExec(t, `sleep 60`, func(o *ExecOptions) { o.Clock = clock.Real() })
+	started := filepath.Join(t.TempDir(), "started")
+	e, _ := newTestExec(t, `touch `+started+` && sleep 60`, func(o *ExecOptions) { o.Clock = clock.Real() })
 	sink := newRecordSink()
 	stop := runSource(t, e, sink)
-	time.Sleep(100 * time.Millisecond)
+	require.Eventually(t, func() bool { _, err := os.Stat(started); return err == nil }, 10*time.Second, time.Millisecond,
+		"the command runs")
 	start := time.Now()
 	require.NoError(t, stop())
 	require.Less(t, time.Since(start), 5*time.Second)
