@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/millwright/millwright/agent/source"
 	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
@@ -136,7 +137,7 @@ func TestBuildBatchRoundTrip(t *testing.T) {
 		protocol.Measurement{Name: "door", Time: t0.UnixMilli() + 30000, Kind: protocol.KindString, HasValue: true, String: "open"},
 		protocol.Measurement{Name: "run", Time: t0.UnixMilli() - 1000, Kind: protocol.KindBool, HasValue: true, Value: 1},
 	)
-	require.NoError(t, sink.Write(context.Background(), recs, spool.ClassRaw))
+	require.NoError(t, sink.Write(context.Background(), recs, source.ClassRaw))
 
 	stored, err := sp.Peek(0, 0)
 	require.NoError(t, err)
@@ -173,7 +174,7 @@ func TestSinkRefusesInvalid(t *testing.T) {
 		{Name: "nan", Value: &nan},
 		{Value: &v},
 	} {
-		err := sink.Write(context.Background(), []protocol.Record{{Name: "ok", Value: &v}, bad}, spool.ClassRaw)
+		err := sink.Write(context.Background(), []protocol.Record{{Name: "ok", Value: &v}, bad}, source.ClassRaw)
 		require.ErrorIs(t, err, ErrInvalidMeasurement)
 		require.Contains(t, err.Error(), "measurement 1")
 	}

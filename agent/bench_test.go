@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
+	"github.com/millwright/millwright/agent/source"
 	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/pki"
@@ -172,7 +173,7 @@ func BenchmarkWireBytes(b *testing.B) {
 		sp, err := spool.Open(b.TempDir(), spool.Options{Sync: spool.SyncNever, Clock: clk})
 		require.NoError(b, err)
 		sink := &spoolSink{sp: sp, clk: clk}
-		require.NoError(b, sink.Write(context.Background(), recs, spool.ClassRaw))
+		require.NoError(b, sink.Write(context.Background(), recs, source.ClassRaw))
 		stored, err := sp.Peek(0, 0)
 		require.NoError(b, err)
 		spoolBytes := 0
@@ -249,7 +250,7 @@ func BenchmarkSinkWrite(b *testing.B) {
 	recs := benchData("1 metric / 10 ms", 1)
 	ctx := context.Background()
 	for b.Loop() {
-		if err := sink.Write(ctx, recs, spool.ClassRaw); err != nil {
+		if err := sink.Write(ctx, recs, source.ClassRaw); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -70,7 +70,11 @@ type IdentityConfig struct {
 // userProperties returns the identity as MQTT 5 CONNECT user properties.
 func (i IdentityConfig) userProperties() paho.UserProperties {
 	var up paho.UserProperties
-	for _, kv := range [][2]string{{"hw_model", i.HardwareModel}, {"net_operator", i.NetworkOperator}, {"fw_version", i.FirmwareVersion}} {
+	for _, kv := range [][2]string{
+		{protocol.PropHardwareModel, i.HardwareModel},
+		{protocol.PropNetworkOperator, i.NetworkOperator},
+		{protocol.PropFirmwareVersion, i.FirmwareVersion},
+	} {
 		if kv[1] != "" {
 			up = append(up, paho.UserProperty{Key: kv[0], Value: kv[1]})
 		}

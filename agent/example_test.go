@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/millwright/millwright/agent"
-	"github.com/millwright/millwright/agent/spool"
+	"github.com/millwright/millwright/agent/source"
 	"github.com/millwright/millwright/protocol"
 )
 
@@ -56,18 +56,18 @@ func ExampleAgent_Sink() {
 	temp, open := 21.5, "door open"
 	err = a.Sink().Write(context.Background(), []protocol.Record{
 		{Name: "boiler_temp", Unit: "Cel", Time: now, Value: &temp},
-	}, spool.ClassRaw)
+	}, source.ClassRaw)
 	if err != nil {
 		panic(err)
 	}
 	err = a.Sink().Write(context.Background(), []protocol.Record{
 		{Name: "alarm", Time: now, StringValue: &open},
-	}, spool.ClassEvent)
+	}, source.ClassEvent)
 	if err != nil {
 		panic(err)
 	}
 	bad := 1.0
-	err = a.Sink().Write(context.Background(), []protocol.Record{{Name: "bad name", Value: &bad}}, spool.ClassRaw)
+	err = a.Sink().Write(context.Background(), []protocol.Record{{Name: "bad name", Value: &bad}}, source.ClassRaw)
 	fmt.Println(a.DeviceID(), a.Stats().Spool.Records, err != nil)
 	// Output: pump-7 2 true
 }

@@ -69,7 +69,7 @@ func (s tickSource) Run(ctx context.Context, sink source.Sink) error {
 			return nil
 		case now := <-t.C():
 			v := float64(i)
-			_ = sink.Write(ctx, []protocol.Record{{Name: "tick", Time: float64(now.UnixMilli()) / 1000, Value: &v}}, spool.ClassRaw)
+			_ = sink.Write(ctx, []protocol.Record{{Name: "tick", Time: float64(now.UnixMilli()) / 1000, Value: &v}}, source.ClassRaw)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/millwright/millwright/agent/source"
 	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
@@ -234,7 +235,7 @@ func (a *Agent) healthLoop(ctx context.Context) {
 		return
 	}
 	for clock.Sleep(ctx, a.clk, iv) {
-		if err := a.sink.Write(ctx, a.healthRecords(a.clk.Now()), spool.ClassRaw); err != nil && ctx.Err() == nil {
+		if err := a.sink.Write(ctx, a.healthRecords(a.clk.Now()), source.ClassRaw); err != nil && ctx.Err() == nil {
 			a.log.Warn("write health measurements", "error", err)
 		}
 	}

@@ -22,7 +22,6 @@ import (
 
 	"github.com/millwright/millwright/agent"
 	"github.com/millwright/millwright/agent/source"
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/server"
@@ -332,7 +331,7 @@ func (c *counterSource) writeOne(ctx context.Context, sink source.Sink) {
 	c.next++
 	c.mu.Unlock()
 	rec := protocol.Record{Name: c.metric, Time: float64(ms) / 1000, Value: &v}
-	err := sink.Write(ctx, []protocol.Record{rec}, spool.ClassRaw)
+	err := sink.Write(ctx, []protocol.Record{rec}, source.ClassRaw)
 	c.mu.Lock()
 	if err == nil {
 		c.stored[ms] = v

@@ -15,9 +15,6 @@ import (
 	"github.com/millwright/millwright/protocol"
 )
 
-// BatchPath is where batches are POSTed on the HTTPS transport.
-const BatchPath = "/ingest/v1/batch"
-
 // httpsUplink POSTs batches with mutual TLS. It holds no connection of its
 // own between sends beyond the HTTP client's idle pool.
 type httpsUplink struct {
@@ -51,7 +48,7 @@ func newHTTPSUplink(cfg UplinkConfig, device string, tc *tls.Config, dialer Dial
 		IdleConnTimeout:       90 * time.Second,
 	}
 	return &httpsUplink{
-		url:    "https://" + addr + BatchPath,
+		url:    "https://" + addr + protocol.BatchPath,
 		client: &http.Client{Transport: tr, Timeout: cfg.ConnectTimeout + cfg.AckTimeout},
 		clk:    clk,
 		cfg:    cfg,

@@ -19,19 +19,6 @@ import (
 	"github.com/millwright/millwright/protocol"
 )
 
-// MQTT 5 reason codes the agent acts on (MQTT 5.0 §3.2.2.2, §3.14.2.1).
-const (
-	mqttNotAuthorized    = 0x87
-	mqttBadCredentials   = 0x86
-	mqttBanned           = 0x8A
-	mqttServerBusy       = 0x89
-	mqttServerShutdown   = 0x8B
-	mqttQuotaExceeded    = 0x97
-	mqttUseAnotherServer = 0x9C
-	mqttServerMoved      = 0x9D
-	mqttClientIDInvalid  = 0x85
-)
-
 // errNotConnected is a send attempted while the MQTT connection is down.
 var errNotConnected = errors.New("not connected")
 
@@ -274,25 +261,29 @@ func (u *mqttUplink) send(ctx context.Context, payload []byte) sendResult {
 	return sendResult{err: fmt.Errorf("publish: %w", err), rtt: rtt}
 }
 
+// connackCause is the cause of a refused CONNECT, by the CONNACK's reason code
+// (MQTT 5.0 §3.2.2.2).
 func connackCause(code byte) string {
 	switch code {
-	case mqttServerBusy, mqttQuotaExceeded:
+	case protocol.MQTTServerBusy, protocol.MQTTQuotaExceeded:
 		return causeServerBusy
-	case mqttUseAnotherServer, mqttServerMoved:
+	case protocol.MQTTUseAnotherServer, protocol.MQTTServerMoved:
 		return causeServerMoved
-	case mqttNotAuthorized, mqttBadCredentials, mqttBanned, mqttClientIDInvalid:
+	case protocol.MQTTNotAuthorized, protocol.MQTTBadUserNameOrPassword, protocol.MQTTBanned, protocol.MQTTClientIdentifierNotValid:
 		return causeRefused
 	}
 	return causeServerOther
 }
 
+// disconnectCause is the cause of a DISCONNECT from the server, by its reason
+// code (MQTT 5.0 §3.14.2.1).
 func disconnectCause(code byte) string {
 	switch code {
-	case mqttServerBusy, mqttQuotaExceeded:
+	case protocol.MQTTServerBusy, protocol.MQTTQuotaExceeded:
 		return causeServerBusy
-	case mqttUseAnotherServer, mqttServerMoved:
+	case protocol.MQTTUseAnotherServer, protocol.MQTTServerMoved:
 		return causeServerMoved
-	case mqttServerShutdown:
+	case protocol.MQTTServerShuttingDown:
 		return causeServerClosing
 	}
 	return causeServerOther

@@ -23,7 +23,6 @@ import (
 
 	"github.com/millwright/millwright/agent"
 	"github.com/millwright/millwright/agent/source"
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/protocol"
 )
@@ -92,7 +91,7 @@ func (p *printingSource) Run(ctx context.Context, sink source.Sink) error {
 		ms := max(time.Now().UnixMilli(), last+1)
 		last = ms
 		v := float64(p.run*1_000_000 + i)
-		if err := sink.Write(ctx, []protocol.Record{{Name: "pl", Time: float64(ms) / 1000, Value: &v}}, spool.ClassRaw); err == nil {
+		if err := sink.Write(ctx, []protocol.Record{{Name: "pl", Time: float64(ms) / 1000, Value: &v}}, source.ClassRaw); err == nil {
 			p.print(fmt.Sprintf("s %d %d\n", ms, int64(v)))
 		}
 	}

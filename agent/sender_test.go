@@ -92,7 +92,7 @@ func writeN(t *testing.T, a *Agent, clk clock.Clock, from, n int) {
 		v := float64(from + i)
 		recs[i] = protocol.Record{Name: "m", Unit: "Cel", Time: float64(clk.Now().UnixMilli())/1000 + float64(i)/1000, Value: &v}
 	}
-	require.NoError(t, a.Sink().Write(context.Background(), recs, spool.ClassRaw))
+	require.NoError(t, a.Sink().Write(context.Background(), recs, source.ClassRaw))
 }
 
 func values(bs []protocol.Batch) []float64 {
@@ -207,7 +207,7 @@ func TestCycleEventsSkipTheWindow(t *testing.T) {
 	writeN(t, a, clk, 0, 3)
 	require.Zero(t, a.cycle(context.Background(), false).sent, "a young partial batch waits")
 	s := "door open"
-	require.NoError(t, a.Sink().Write(context.Background(), []protocol.Record{{Name: "alarm", StringValue: &s, Time: float64(t0.Unix())}}, spool.ClassEvent))
+	require.NoError(t, a.Sink().Write(context.Background(), []protocol.Record{{Name: "alarm", StringValue: &s, Time: float64(t0.Unix())}}, source.ClassEvent))
 	require.Equal(t, 1, a.cycle(context.Background(), false).sent, "an event makes the batch due")
 	require.Len(t, up.batches()[0].Measurements, 4)
 }

@@ -278,7 +278,7 @@ func TestHTTPSRetryAfter(t *testing.T) {
 	var times []time.Time
 	var bodies int
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		require.Equal(t, agent.BatchPath, r.URL.Path)
+		require.Equal(t, protocol.BatchPath, r.URL.Path)
 		require.Equal(t, "pump-7", r.TLS.PeerCertificates[0].Subject.CommonName)
 		mu.Lock()
 		times = append(times, time.Now())

@@ -35,8 +35,12 @@ var _ source.Sink = (*spoolSink)(nil)
 // before anything is stored (so one bad record cannot make the server
 // refuse a whole batch later); the error names the first bad one. A
 // relative time (below 2^28 s) is taken as relative to the agent's clock.
-func (s *spoolSink) Write(ctx context.Context, recs []protocol.Record, class spool.Class) error {
+func (s *spoolSink) Write(ctx context.Context, recs []protocol.Record, class source.Class) error {
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sc, err := spoolClass(class)
+	if err != nil {
 		return err
 	}
 	payloads := make([][]byte, len(recs))
@@ -73,12 +77,24 @@ func (s *spoolSink) Write(ctx context.Context, recs []protocol.Record, class spo
 			kept = append(kept, p)
 		}
 	}
-	_, stored, err := s.sp.AppendBatch(class, kept)
+	_, stored, err := s.sp.AppendBatch(sc, kept)
 	s.written.Add(uint64(stored))
 	if err != nil {
 		return fmt.Errorf("write measurements: %d of %d stored: %w", stored, len(kept), err)
 	}
 	return nil
+}
+
+// spoolClass is the spool's record class for a source's class of
+// measurements: the one place where sources meet the spool.
+func spoolClass(c source.Class) (spool.Class, error) {
+	switch c {
+	case source.ClassRaw:
+		return spool.ClassRaw, nil
+	case source.ClassEvent:
+		return spool.ClassEvent, nil
+	}
+	return 0, fmt.Errorf("write measurements: %w: %s", spool.ErrUnknownClass, c)
 }
 
 // encodeRecord checks one resolved record with the server's own rules and

@@ -48,17 +48,6 @@ const (
 	numReasons = iota
 )
 
-// MQTT 5 reason codes (MQTT 5.0 §3.4.2.1) that carry a Reason in a PUBACK.
-const (
-	mqttSuccess                     = 0x00
-	mqttNoMatchingSubscribers       = 0x10
-	mqttUnspecifiedError            = 0x80
-	mqttImplementationSpecificError = 0x83
-	mqttNotAuthorized               = 0x87
-	mqttQuotaExceeded               = 0x97
-	mqttPayloadFormatInvalid        = 0x99
-)
-
 // HTTP statuses (RFC 9110), spelled out so that the package does not pull
 // net/http into a small device binary.
 const (
@@ -118,17 +107,17 @@ func (r Reason) String() string {
 func (r Reason) MQTTCode() byte {
 	switch r {
 	case ReasonNone:
-		return mqttSuccess
+		return MQTTSuccess
 	case ReasonMalformed, ReasonInvalid, ReasonTooLarge, ReasonTooManyRecords:
-		return mqttPayloadFormatInvalid
+		return MQTTPayloadFormatInvalid
 	case ReasonTooOld, ReasonTooNew, ReasonSeriesLimit, ReasonEventQuota:
-		return mqttImplementationSpecificError
+		return MQTTImplementationSpecificError
 	case ReasonBusy:
-		return mqttQuotaExceeded
+		return MQTTQuotaExceeded
 	case ReasonNotAuthorized:
-		return mqttNotAuthorized
+		return MQTTNotAuthorized
 	default:
-		return mqttUnspecifiedError
+		return MQTTUnspecifiedError
 	}
 }
 
@@ -143,13 +132,13 @@ func ReasonFromMQTTCode(code byte) Reason {
 	switch {
 	case code < 0x80:
 		return ReasonNone
-	case code == mqttPayloadFormatInvalid:
+	case code == MQTTPayloadFormatInvalid:
 		return ReasonInvalid
-	case code == mqttImplementationSpecificError:
+	case code == MQTTImplementationSpecificError:
 		return ReasonTooOld
-	case code == mqttQuotaExceeded:
+	case code == MQTTQuotaExceeded:
 		return ReasonBusy
-	case code == mqttNotAuthorized:
+	case code == MQTTNotAuthorized:
 		return ReasonNotAuthorized
 	default:
 		return ReasonUnavailable

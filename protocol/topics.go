@@ -14,6 +14,28 @@ const TopicRoot = "mw/v1"
 // publishes its telemetry batches.
 const TopicBatch = "batch"
 
+// Topic levels of the device channel: messages between the server and one
+// device beyond telemetry. They are reserved: this version of the server and
+// agent uses none of them yet, and a device must not publish to them for
+// other purposes (docs/protocol.md, "Reserved for the device channel").
+const (
+	// TopicCommand is the level under which the server sends a device
+	// commands, one topic per command: "mw/v1/<device>/cmd/<id>".
+	TopicCommand = "cmd"
+	// TopicConfig is the topic of a device's desired configuration, sent by
+	// the server: "mw/v1/<device>/config".
+	TopicConfig = "config"
+	// TopicConfigReported is the topic on which a device reports the
+	// configuration it applied: "mw/v1/<device>/config/reported".
+	TopicConfigReported = TopicConfig + "/reported"
+	// TopicState is the topic on which a device reports its state:
+	// "mw/v1/<device>/state".
+	TopicState = "state"
+	// TopicReply is the level under which a device answers a command, on the
+	// command's ID: "mw/v1/<device>/reply/<id>".
+	TopicReply = "reply"
+)
+
 // MaxDeviceIDLen is the longest device ID, the length limit of a DNS label.
 const MaxDeviceIDLen = 63
 
@@ -36,6 +58,43 @@ func DeviceFilter(device string) string {
 // "mw/v1/<device>/batch".
 func BatchTopic(device string) string {
 	return DeviceRoot(device) + TopicBatch
+}
+
+// CommandTopic returns the topic of the command id to the device,
+// "mw/v1/<device>/cmd/<id>". id is one topic level: not empty, without '/',
+// '+' or '#'.
+func CommandTopic(device, id string) string {
+	return DeviceRoot(device) + TopicCommand + "/" + id
+}
+
+// CommandFilter returns the topic filter a device subscribes to for its
+// commands, "mw/v1/<device>/cmd/+".
+func CommandFilter(device string) string {
+	return DeviceRoot(device) + TopicCommand + "/+"
+}
+
+// ConfigTopic returns the topic of the device's desired configuration,
+// "mw/v1/<device>/config".
+func ConfigTopic(device string) string {
+	return DeviceRoot(device) + TopicConfig
+}
+
+// ConfigReportedTopic returns the topic on which the device reports the
+// configuration it applied, "mw/v1/<device>/config/reported".
+func ConfigReportedTopic(device string) string {
+	return DeviceRoot(device) + TopicConfigReported
+}
+
+// StateTopic returns the topic on which the device reports its state,
+// "mw/v1/<device>/state".
+func StateTopic(device string) string {
+	return DeviceRoot(device) + TopicState
+}
+
+// ReplyTopic returns the topic on which the device answers the command id,
+// "mw/v1/<device>/reply/<id>". id is the command's: one topic level.
+func ReplyTopic(device, id string) string {
+	return DeviceRoot(device) + TopicReply + "/" + id
 }
 
 // ParseTopic splits a topic of a device's tree into the device ID and the

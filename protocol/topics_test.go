@@ -14,6 +14,32 @@ func TestTopics(t *testing.T) {
 	require.True(t, strings.HasPrefix(BatchTopic("d1"), DeviceRoot("d1")))
 }
 
+// TestDeviceChannelTopics: the reserved topics of the device channel, each under the device's
+// root, and split by ParseTopic into the device and the level below its root.
+func TestDeviceChannelTopics(t *testing.T) {
+	for _, tc := range []struct {
+		topic, want, rest string
+	}{
+		{CommandTopic("d1", "42"), "mw/v1/d1/cmd/42", "cmd/42"},
+		{CommandFilter("d1"), "mw/v1/d1/cmd/+", "cmd/+"},
+		{ConfigTopic("d1"), "mw/v1/d1/config", "config"},
+		{ConfigReportedTopic("d1"), "mw/v1/d1/config/reported", "config/reported"},
+		{StateTopic("d1"), "mw/v1/d1/state", "state"},
+		{ReplyTopic("d1", "42"), "mw/v1/d1/reply/42", "reply/42"},
+		{ReplyTopic("pump-7", "a-b"), "mw/v1/pump-7/reply/a-b", "reply/a-b"},
+	} {
+		t.Run(tc.want, func(t *testing.T) {
+			require.Equal(t, tc.want, tc.topic)
+			device, rest, ok := ParseTopic(tc.topic)
+			require.True(t, ok)
+			require.Equal(t, tc.want[len("mw/v1/"):len("mw/v1/")+len(device)], device)
+			require.Equal(t, tc.rest, rest)
+			require.NotEqual(t, BatchTopic(device), tc.topic, "never the batch topic")
+		})
+	}
+	require.Equal(t, TopicConfig+"/reported", TopicConfigReported)
+}
+
 func TestParseTopic(t *testing.T) {
 	for _, tc := range []struct {
 		topic        string

@@ -25,7 +25,7 @@
 // window's END as its time: the statistic describes the window that ends
 // at its timestamp, and a window's record never carries a time in the
 // future of when it was computed. Aggregates are written as raw records
-// (spool.ClassRaw).
+// (source.ClassRaw).
 //
 // A sample older than its series' open window, or than the last window
 // already written, is late: it is passed through unchanged, under its own
@@ -34,10 +34,10 @@
 //
 // # What is aggregated
 //
-// Only raw records (spool.ClassRaw) with a numeric value (v) and no sum
+// Only raw records (source.ClassRaw) with a numeric value (v) and no sum
 // whose name matches a rule; the first matching rule wins. Everything else
 // passes through untouched, in the order given: events and alarms
-// (spool.ClassEvent), booleans, strings, data values, records with a sum,
+// (source.ClassEvent), booleans, strings, data values, records with a sum,
 // and names no rule matches.
 //
 // Aggregated samples are held in memory until their window closes: a sink
@@ -57,7 +57,6 @@ import (
 	"time"
 
 	"github.com/millwright/millwright/agent/source"
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
@@ -262,8 +261,8 @@ func (a *Aggregator) Stats() Stats {
 // (any class but raw) go to the wrapped sink as they are. Write returns the
 // wrapped sink's error, and nil when every record was folded and nothing
 // needed writing.
-func (a *Aggregator) Write(ctx context.Context, recs []protocol.Record, class spool.Class) error {
-	if class != spool.ClassRaw || len(a.rules) == 0 {
+func (a *Aggregator) Write(ctx context.Context, recs []protocol.Record, class source.Class) error {
+	if class != source.ClassRaw || len(a.rules) == 0 {
 		a.passed.Add(uint64(len(recs)))
 		return a.next.Write(ctx, recs, class)
 	}
@@ -311,7 +310,7 @@ func (a *Aggregator) Write(ctx context.Context, recs []protocol.Record, class sp
 	if len(out) == 0 {
 		return nil
 	}
-	err := a.next.Write(ctx, out, spool.ClassRaw)
+	err := a.next.Write(ctx, out, source.ClassRaw)
 	if err == nil {
 		a.emitted.Add(uint64(len(aggs)))
 	}
@@ -339,7 +338,7 @@ func (a *Aggregator) Flush(ctx context.Context) error {
 	if len(aggs) == 0 {
 		return nil
 	}
-	if err := a.next.Write(ctx, aggs, spool.ClassRaw); err != nil {
+	if err := a.next.Write(ctx, aggs, source.ClassRaw); err != nil {
 		return fmt.Errorf("flush aggregates: %w", err)
 	}
 	a.emitted.Add(uint64(len(aggs)))
@@ -381,7 +380,7 @@ func (a *Aggregator) fire() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), flushWriteTimeout)
 	defer cancel()
-	if err := a.next.Write(ctx, aggs, spool.ClassRaw); err != nil {
+	if err := a.next.Write(ctx, aggs, source.ClassRaw); err != nil {
 		a.emitErrors.Add(1)
 		a.log.Warn("write aggregates: "+err.Error(), "records", len(aggs))
 		return

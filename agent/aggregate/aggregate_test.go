@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millwright/millwright/agent/aggregate"
-	"github.com/millwright/millwright/agent/spool"
+	"github.com/millwright/millwright/agent/source"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
@@ -26,7 +26,7 @@ func num(name, unit string, d time.Duration, v float64) protocol.Record {
 
 type write struct {
 	recs  []protocol.Record
-	class spool.Class
+	class source.Class
 }
 
 // capture is a sink that records what it is given.
@@ -36,7 +36,7 @@ type capture struct {
 	err    error
 }
 
-func (c *capture) Write(_ context.Context, recs []protocol.Record, class spool.Class) error {
+func (c *capture) Write(_ context.Context, recs []protocol.Record, class source.Class) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
@@ -79,7 +79,7 @@ func summarize(recs []protocol.Record) []summary {
 	return out
 }
 
-func write1(t *testing.T, a *aggregate.Aggregator, class spool.Class, recs ...protocol.Record) {
+func write1(t *testing.T, a *aggregate.Aggregator, class source.Class, recs ...protocol.Record) {
 	t.Helper()
 	require.NoError(t, a.Write(context.Background(), recs, class))
 }
@@ -107,13 +107,13 @@ func TestFunctions(t *testing.T) {
 		t.Run(string(tc.fn), func(t *testing.T) {
 			next := &capture{}
 			a := aggregate.Wrap(next, []aggregate.Rule{{Metric: "temp", Window: time.Minute, Functions: []aggregate.Func{tc.fn}}}, clock.NewFake(t0))
-			write1(t, a, spool.ClassRaw, samples...)
+			write1(t, a, source.ClassRaw, samples...)
 			require.Empty(t, next.take(), "samples are held until the window closes")
 			// The next sample past the window closes it.
-			write1(t, a, spool.ClassRaw, num("temp", "Cel", 61*time.Second, 100))
+			write1(t, a, source.ClassRaw, num("temp", "Cel", 61*time.Second, 100))
 			w := next.take()
 			require.Len(t, w, 1)
-			require.Equal(t, spool.ClassRaw, w[0].class)
+			require.Equal(t, source.ClassRaw, w[0].class)
 			require.Equal(t, []summary{{Name: "temp_" + string(tc.fn), Unit: tc.unit, Time: at(time.Minute), Value: tc.want}}, summarize(w[0].recs))
 		})
 	}
@@ -123,10 +123,10 @@ func TestDefaultFunctionsAndRollover(t *testing.T) {
 	next := &capture{}
 	clk := clock.NewFake(t0)
 	a := aggregate.Wrap(next, []aggregate.Rule{{Metric: "flow", Window: 10 * time.Second}}, clk)
-	write1(t, a, spool.ClassRaw, num("flow", "m3/s", 1*time.Second, 1), num("flow", "m3/s", 9*time.Second, 3))
+	write1(t, a, source.ClassRaw, num("flow", "m3/s", 1*time.Second, 1), num("flow", "m3/s", 9*time.Second, 3))
 	// One call: a passed-through record, and samples in the next two
 	// windows, closing the first and then the second.
-	write1(t, a, spool.ClassRaw,
+	write1(t, a, source.ClassRaw,
 		num("flow", "m3/s", 12*time.Second, 10),
 		num("pressure", "Pa", 12*time.Second, 1e5),
 		num("flow", "m3/s", 25*time.Second, 20))
@@ -152,7 +152,7 @@ func TestTimerFlushesSilentMetric(t *testing.T) {
 	next := &capture{}
 	clk := clock.NewFake(t0.Add(5 * time.Second))
 	a := aggregate.Wrap(next, []aggregate.Rule{{Metric: "level", Window: time.Minute, Functions: []aggregate.Func{aggregate.Last}}}, clk)
-	write1(t, a, spool.ClassRaw, num("level", "m", 5*time.Second, 1.5))
+	write1(t, a, source.ClassRaw, num("level", "m", 5*time.Second, 1.5))
 	require.Equal(t, 1, clk.Pending())
 
 	clk.Set(t0.Add(64 * time.Second)) // the window has ended, the grace (6s capped at 5s) not
@@ -164,7 +164,7 @@ func TestTimerFlushesSilentMetric(t *testing.T) {
 	require.Zero(t, clk.Pending(), "no window open, no timer")
 
 	// The series carries on in a later window.
-	write1(t, a, spool.ClassRaw, num("level", "m", 200*time.Second, 2))
+	write1(t, a, source.ClassRaw, num("level", "m", 200*time.Second, 2))
 	clk.Advance(time.Hour)
 	w = next.take()
 	require.Len(t, w, 1)
@@ -177,9 +177,9 @@ func TestTimerWaitsAfterLateWrites(t *testing.T) {
 	next := &capture{}
 	clk := clock.NewFake(t0.Add(time.Hour))
 	a := aggregate.Wrap(next, []aggregate.Rule{{Metric: "x", Window: 10 * time.Second, Functions: []aggregate.Func{aggregate.Count}}}, clk)
-	write1(t, a, spool.ClassRaw, num("x", "", 1*time.Second, 1))
+	write1(t, a, source.ClassRaw, num("x", "", 1*time.Second, 1))
 	clk.Advance(500 * time.Millisecond)
-	write1(t, a, spool.ClassRaw, num("x", "", 2*time.Second, 1))
+	write1(t, a, source.ClassRaw, num("x", "", 2*time.Second, 1))
 	clk.Advance(900 * time.Millisecond)
 	require.Empty(t, next.take())
 	clk.Advance(100 * time.Millisecond)
@@ -200,24 +200,24 @@ func TestPassThrough(t *testing.T) {
 		{Name: "energy", Unit: "J", Time: at(time.Second), Value: &v, Sum: &sum},
 		{Name: "blob", Time: at(time.Second), DataValue: []byte{1}},
 	}
-	write1(t, a, spool.ClassRaw, recs...)
+	write1(t, a, source.ClassRaw, recs...)
 	w := next.take()
 	require.Len(t, w, 1)
 	require.Equal(t, recs, w[0].recs, "booleans, strings, sums and data pass through")
 
 	// Events pass through, numeric or not, even when a rule matches.
 	ev := []protocol.Record{num("temp_alarm", "Cel", time.Second, 99), {Name: "door", Time: at(time.Second), BoolValue: &on}}
-	write1(t, a, spool.ClassEvent, ev...)
+	write1(t, a, source.ClassEvent, ev...)
 	w = next.take()
 	require.Len(t, w, 1)
-	require.Equal(t, spool.ClassEvent, w[0].class)
+	require.Equal(t, source.ClassEvent, w[0].class)
 	require.Equal(t, ev, w[0].recs)
 	require.Equal(t, uint64(6), a.Stats().Passed)
 	require.Zero(t, a.Stats().Folded)
 
 	// Without rules everything passes.
 	b := aggregate.Wrap(next, nil, clock.NewFake(t0))
-	write1(t, b, spool.ClassRaw, num("temp", "Cel", time.Second, 1))
+	write1(t, b, source.ClassRaw, num("temp", "Cel", time.Second, 1))
 	require.Len(t, next.take(), 1)
 }
 
@@ -227,7 +227,7 @@ func TestFirstMatchingRuleWins(t *testing.T) {
 		{Metric: "line1_*_temp", Window: 10 * time.Second, Functions: []aggregate.Func{aggregate.Max}},
 		{Metric: "*", Window: time.Minute, Functions: []aggregate.Func{aggregate.Count}},
 	}, clock.NewFake(t0))
-	write1(t, a, spool.ClassRaw,
+	write1(t, a, source.ClassRaw,
 		num("line1_oven_temp", "Cel", time.Second, 180),
 		num("line1_oven_temp", "K", time.Second, 453), // another unit, another series
 		num("line2_oven_temp", "Cel", time.Second, 170))
@@ -245,22 +245,22 @@ func TestLateSamplesPassThrough(t *testing.T) {
 	next := &capture{}
 	clk := clock.NewFake(t0)
 	a := aggregate.Wrap(next, []aggregate.Rule{{Metric: "p", Window: 10 * time.Second, Functions: []aggregate.Func{aggregate.Count}}}, clk)
-	write1(t, a, spool.ClassRaw, num("p", "", 15*time.Second, 1))
+	write1(t, a, source.ClassRaw, num("p", "", 15*time.Second, 1))
 	// Behind the open window.
-	write1(t, a, spool.ClassRaw, num("p", "", 5*time.Second, 2))
+	write1(t, a, source.ClassRaw, num("p", "", 5*time.Second, 2))
 	w := next.take()
 	require.Len(t, w, 1)
 	require.Equal(t, []summary{{Name: "p", Time: at(5 * time.Second), Value: 2.0}}, summarize(w[0].recs))
 	// In a window already written by Flush.
 	require.NoError(t, a.Flush(context.Background()))
 	require.Len(t, next.take(), 1)
-	write1(t, a, spool.ClassRaw, num("p", "", 19*time.Second, 3))
+	write1(t, a, source.ClassRaw, num("p", "", 19*time.Second, 3))
 	w = next.take()
 	require.Len(t, w, 1)
 	require.Equal(t, "p", w[0].recs[0].Name)
 	require.Equal(t, uint64(2), a.Stats().Late)
 	// The next window is aggregated again.
-	write1(t, a, spool.ClassRaw, num("p", "", 21*time.Second, 4))
+	write1(t, a, source.ClassRaw, num("p", "", 21*time.Second, 4))
 	require.Empty(t, next.take())
 }
 
@@ -270,7 +270,7 @@ func TestFlush(t *testing.T) {
 	a := aggregate.Wrap(next, []aggregate.Rule{{Metric: "*", Window: time.Minute, Functions: []aggregate.Func{aggregate.Mean}}}, clk)
 	require.NoError(t, a.Flush(context.Background()))
 	require.Empty(t, next.take(), "nothing open, nothing written")
-	write1(t, a, spool.ClassRaw, num("b", "", 2*time.Second, 4), num("a", "", time.Second, 1), num("a", "", 3*time.Second, 2))
+	write1(t, a, source.ClassRaw, num("b", "", 2*time.Second, 4), num("a", "", time.Second, 1), num("a", "", 3*time.Second, 2))
 	require.NoError(t, a.Flush(context.Background()))
 	w := next.take()
 	require.Len(t, w, 1)
@@ -288,14 +288,14 @@ func TestWriteErrors(t *testing.T) {
 	next := &capture{err: down}
 	clk := clock.NewFake(t0)
 	a := aggregate.Wrap(next, []aggregate.Rule{{Metric: "x", Window: 10 * time.Second}}, clk)
-	require.NoError(t, a.Write(context.Background(), []protocol.Record{num("x", "", time.Second, 1)}, spool.ClassRaw), "folded only")
-	require.ErrorIs(t, a.Write(context.Background(), []protocol.Record{num("x", "", 11*time.Second, 1)}, spool.ClassRaw), down)
-	require.ErrorIs(t, a.Write(context.Background(), []protocol.Record{num("y", "", 11*time.Second, 1)}, spool.ClassRaw), down)
+	require.NoError(t, a.Write(context.Background(), []protocol.Record{num("x", "", time.Second, 1)}, source.ClassRaw), "folded only")
+	require.ErrorIs(t, a.Write(context.Background(), []protocol.Record{num("x", "", 11*time.Second, 1)}, source.ClassRaw), down)
+	require.ErrorIs(t, a.Write(context.Background(), []protocol.Record{num("y", "", 11*time.Second, 1)}, source.ClassRaw), down)
 	clk.Advance(time.Minute) // the timer's write fails: counted
 	require.Equal(t, uint64(1), a.Stats().EmitErrors)
 	require.Zero(t, a.Stats().Emitted)
 	write1 := func() error {
-		return a.Write(context.Background(), []protocol.Record{num("x", "", 100*time.Second, 1)}, spool.ClassRaw)
+		return a.Write(context.Background(), []protocol.Record{num("x", "", 100*time.Second, 1)}, source.ClassRaw)
 	}
 	require.NoError(t, write1())
 	require.ErrorIs(t, a.Flush(context.Background()), down)
@@ -308,7 +308,7 @@ func TestConcurrentWrites(t *testing.T) {
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 100 {
-				_ = a.Write(context.Background(), []protocol.Record{num("c", "", time.Duration(i%50)*time.Second, float64(g))}, spool.ClassRaw)
+				_ = a.Write(context.Background(), []protocol.Record{num("c", "", time.Duration(i%50)*time.Second, float64(g))}, source.ClassRaw)
 			}
 		})
 	}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/millwright/millwright/agent/aggregate"
 	"github.com/millwright/millwright/agent/source"
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
@@ -19,7 +18,7 @@ import (
 func ExampleWrap() {
 	start := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	clk := clock.NewFake(start)
-	spoolSink := source.SinkFunc(func(_ context.Context, recs []protocol.Record, class spool.Class) error {
+	spoolSink := source.SinkFunc(func(_ context.Context, recs []protocol.Record, class source.Class) error {
 		for _, r := range recs {
 			t := time.UnixMilli(int64(r.Time * 1000)).UTC().Format("15:04:05")
 			fmt.Printf("%s %s %v %s\n", class, r.Name, *r.Value, t)
@@ -34,7 +33,7 @@ func ExampleWrap() {
 	for i := range 60 {
 		v := 2 + float64(i%3) // 2, 3, 4, 2, 3, 4, …
 		t := float64(clk.Now().UnixMilli()) / 1000
-		err := agg.Write(ctx, []protocol.Record{{Name: "spindle_vibration", Unit: "m/s2", Time: t, Value: &v}}, spool.ClassRaw)
+		err := agg.Write(ctx, []protocol.Record{{Name: "spindle_vibration", Unit: "m/s2", Time: t, Value: &v}}, source.ClassRaw)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -42,7 +41,7 @@ func ExampleWrap() {
 	}
 	temp := 41.5
 	t := float64(clk.Now().UnixMilli()) / 1000
-	if err := agg.Write(ctx, []protocol.Record{{Name: "spindle_temp", Unit: "Cel", Time: t, Value: &temp}}, spool.ClassRaw); err != nil {
+	if err := agg.Write(ctx, []protocol.Record{{Name: "spindle_temp", Unit: "Cel", Time: t, Value: &temp}}, source.ClassRaw); err != nil {
 		log.Fatal(err)
 	}
 	// The vibration sensor fell silent: the flush timer closes its window

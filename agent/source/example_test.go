@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/millwright/millwright/agent/source"
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
@@ -45,7 +44,7 @@ func ExampleExec() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sink := source.SinkFunc(func(_ context.Context, recs []protocol.Record, class spool.Class) error {
+	sink := source.SinkFunc(func(_ context.Context, recs []protocol.Record, class source.Class) error {
 		for _, r := range recs {
 			printRecord(r)
 		}
@@ -80,7 +79,7 @@ func ExampleSystem() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sink := source.SinkFunc(func(_ context.Context, recs []protocol.Record, _ spool.Class) error {
+	sink := source.SinkFunc(func(_ context.Context, recs []protocol.Record, _ source.Class) error {
 		for _, r := range recs {
 			printRecord(r)
 		}
@@ -113,7 +112,7 @@ func ExampleLocalAPI() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- api.Run(ctx, source.SinkFunc(func(_ context.Context, recs []protocol.Record, class spool.Class) error {
+		done <- api.Run(ctx, source.SinkFunc(func(_ context.Context, recs []protocol.Record, class source.Class) error {
 			for _, r := range recs {
 				printRecord(r)
 			}
@@ -143,11 +142,11 @@ func ExampleLocalAPI() {
 
 // Any function can be a Sink.
 func ExampleSinkFunc() {
-	var sink source.Sink = source.SinkFunc(func(_ context.Context, recs []protocol.Record, class spool.Class) error {
+	var sink source.Sink = source.SinkFunc(func(_ context.Context, recs []protocol.Record, class source.Class) error {
 		fmt.Println(len(recs), "records of class", class)
 		return nil
 	})
 	v := 1.0
-	_ = sink.Write(context.Background(), []protocol.Record{{Name: "x", Value: &v, Time: 1.75e9}}, spool.ClassEvent)
+	_ = sink.Write(context.Background(), []protocol.Record{{Name: "x", Value: &v, Time: 1.75e9}}, source.ClassEvent)
 	// Output: 1 records of class event
 }

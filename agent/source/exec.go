@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
@@ -36,8 +35,8 @@ type ExecOptions struct {
 	// shorter; zero means the default; at most Interval.
 	Timeout time.Duration `yaml:"timeout"`
 	// Event marks the command's measurements as events or alarms
-	// (spool.ClassEvent), which outlive raw samples when the spool is full.
-	// Default false: raw samples (spool.ClassRaw).
+	// (ClassEvent), which outlive raw samples when the spool is full.
+	// Default false: raw samples (ClassRaw).
 	Event bool `yaml:"event"`
 	// MaxOutput bounds the standard output read from one run, in bytes;
 	// a run that prints more is a failure and none of its output is used.
@@ -196,9 +195,9 @@ func (e *Exec) Stats() ExecStats {
 // failed write is logged and its records are lost. When ctx ends, a
 // running command is killed.
 func (e *Exec) Run(ctx context.Context, sink Sink) error {
-	class := spool.ClassRaw
+	class := ClassRaw
 	if e.opts.Event {
-		class = spool.ClassEvent
+		class = ClassEvent
 	}
 	every(ctx, e.clk, e.opts.Interval, func(ctx context.Context, _ time.Time) {
 		recs := e.runOnce(ctx)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
@@ -184,7 +183,7 @@ func TestExecRun(t *testing.T) {
 	sink := newRecordSink()
 	stop := runSource(t, e, sink)
 	w := sink.next(t)
-	require.Equal(t, spool.ClassEvent, w.class)
+	require.Equal(t, ClassEvent, w.class)
 	require.Equal(t, 1.0, value(t, w.recs[0]))
 	require.Equal(t, float64(epoch.Unix()), w.recs[0].Time)
 

@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/protocol"
 )
 
@@ -21,7 +20,7 @@ var epoch = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 type write struct {
 	recs  []protocol.Record
-	class spool.Class
+	class Class
 }
 
 // recordSink records writes; failing makes it refuse them.
@@ -33,7 +32,7 @@ type recordSink struct {
 
 func newRecordSink() *recordSink { return &recordSink{ch: make(chan write, 64)} }
 
-func (s *recordSink) Write(ctx context.Context, recs []protocol.Record, class spool.Class) error {
+func (s *recordSink) Write(ctx context.Context, recs []protocol.Record, class Class) error {
 	s.mu.Lock()
 	err := s.failing
 	s.mu.Unlock()

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
@@ -151,7 +150,7 @@ type LocalAPIStats struct {
 //     measurements; programs do not send it.
 //   - 503 {"error": "..."}: the sink failed or timed out; retry later.
 //
-// ?class=event stores the measurements as events (spool.ClassEvent), which
+// ?class=event stores the measurements as events (ClassEvent), which
 // outlive raw samples when the spool is full; class=raw or none as raw
 // samples.
 type LocalAPI struct {
@@ -294,7 +293,7 @@ func (a *LocalAPI) measurements(w http.ResponseWriter, r *http.Request, sink Sin
 			return
 		}
 	}
-	class := spool.ClassRaw
+	class := ClassRaw
 	c := ""
 	if r.URL.RawQuery != "" {
 		c = r.URL.Query().Get("class")
@@ -302,7 +301,7 @@ func (a *LocalAPI) measurements(w http.ResponseWriter, r *http.Request, sink Sin
 	switch c {
 	case "", "raw":
 	case "event":
-		class = spool.ClassEvent
+		class = ClassEvent
 	default:
 		a.refuse(w, http.StatusBadRequest, fmt.Sprintf("class %q: want raw or event", c))
 		return

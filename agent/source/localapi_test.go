@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
@@ -103,7 +102,7 @@ func TestLocalAPIAccepts(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, res.status)
 	require.Equal(t, map[string]any{"accepted": 3.0}, res.body)
 	w := sink.next(t)
-	require.Equal(t, spool.ClassRaw, w.class)
+	require.Equal(t, ClassRaw, w.class)
 	requireResolved(t, w.recs)
 	tm := float64(epoch.Unix())
 	require.Equal(t, []protocol.Record{
@@ -116,7 +115,7 @@ func TestLocalAPIAccepts(t *testing.T) {
 	res = post(t, url+"?class=event", "", `[{"n":"door_alarm","vs":"open"}]`)
 	require.Equal(t, http.StatusAccepted, res.status)
 	w = sink.next(t)
-	require.Equal(t, spool.ClassEvent, w.class)
+	require.Equal(t, ClassEvent, w.class)
 	require.Equal(t, "door_alarm", w.recs[0].Name)
 
 	// A pack of base fields only stores nothing, successfully.
@@ -193,7 +192,7 @@ func TestLocalAPISinkFailure(t *testing.T) {
 	require.Contains(t, logs.String(), "sink down")
 
 	// A sink that blocks is cut off after SinkTimeout.
-	blocking := SinkFunc(func(ctx context.Context, _ []protocol.Record, _ spool.Class) error {
+	blocking := SinkFunc(func(ctx context.Context, _ []protocol.Record, _ Class) error {
 		<-ctx.Done()
 		return ctx.Err()
 	})

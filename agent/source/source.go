@@ -24,31 +24,56 @@ package source
 
 import (
 	"context"
+	"strconv"
 	"time"
 
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
 
-// Sink receives measurements. class is spool.ClassRaw for samples,
-// spool.ClassEvent for events/alarms that must outlive raw samples when the
-// spool is full.
+// Class tells a Sink how precious measurements are: whether they may go
+// first when the device runs out of room for them. The agent maps it to the
+// spool's record class where it connects sources to the spool.
+type Class uint8
+
+// The classes of measurements.
+const (
+	// ClassRaw marks ordinary samples: the first to be dropped when the
+	// spool is full.
+	ClassRaw Class = iota
+	// ClassEvent marks events and alarms, which outlive raw samples when the
+	// spool is full.
+	ClassEvent
+)
+
+// String returns "raw", "event", or "class(N)" for an undefined class.
+func (c Class) String() string {
+	switch c {
+	case ClassRaw:
+		return "raw"
+	case ClassEvent:
+		return "event"
+	}
+	return "class(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Sink receives measurements. class is ClassRaw for samples, ClassEvent for
+// events/alarms that must outlive raw samples when the spool is full.
 //
 // Write takes ownership of recs: the caller does not touch the slice again.
 // A nil error means the records are stored (in the agent: appended to the
 // spool). Write must return once ctx is done.
 type Sink interface {
-	Write(ctx context.Context, recs []protocol.Record, class spool.Class) error
+	Write(ctx context.Context, recs []protocol.Record, class Class) error
 }
 
 // SinkFunc adapts a function to a Sink.
-type SinkFunc func(ctx context.Context, recs []protocol.Record, class spool.Class) error
+type SinkFunc func(ctx context.Context, recs []protocol.Record, class Class) error
 
 var _ Sink = SinkFunc(nil)
 
 // Write calls f.
-func (f SinkFunc) Write(ctx context.Context, recs []protocol.Record, class spool.Class) error {
+func (f SinkFunc) Write(ctx context.Context, recs []protocol.Record, class Class) error {
 	return f(ctx, recs, class)
 }
 

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
@@ -225,7 +224,7 @@ func (s *System) Run(ctx context.Context, sink Sink) error {
 		}
 		wctx, cancel := context.WithTimeout(ctx, s.opts.Interval)
 		defer cancel()
-		if err := sink.Write(wctx, recs, spool.ClassRaw); err != nil {
+		if err := sink.Write(wctx, recs, ClassRaw); err != nil {
 			s.writeErrors.Add(1)
 			if ctx.Err() == nil {
 				s.probs.report("write", "write system sample: "+err.Error(), "records", len(recs))

@@ -9,7 +9,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 )
 
@@ -47,7 +46,7 @@ func TestSystemFixture(t *testing.T) {
 	stop := runSource(t, s, sink)
 
 	w := sink.next(t)
-	require.Equal(t, spool.ClassRaw, w.class)
+	require.Equal(t, ClassRaw, w.class)
 	requireResolved(t, w.recs)
 	m := byName(t, w.recs)
 	t0 := float64(epoch.Unix())

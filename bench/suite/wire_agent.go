@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/millwright/millwright/agent"
+	"github.com/millwright/millwright/agent/source"
 	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/protocol"
 )
@@ -84,7 +85,7 @@ func sendWireAgent(spoolDir, addr string, cfg *tls.Config, r readings, measureme
 		if err != nil {
 			return err
 		}
-		if err := a.Sink().Write(ctx, b.Pack(), spool.ClassRaw); err != nil {
+		if err := a.Sink().Write(ctx, b.Pack(), source.ClassRaw); err != nil {
 			return err
 		}
 		a.Flush()

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/millwright/millwright/agent/source"
-	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
 )
@@ -109,7 +108,7 @@ func (s *sensors) Run(ctx context.Context, sink source.Sink) error {
 			return nil
 		case <-t.C():
 		}
-		if err := sink.Write(ctx, s.sample(next), spool.ClassRaw); err != nil && ctx.Err() != nil {
+		if err := sink.Write(ctx, s.sample(next), source.ClassRaw); err != nil && ctx.Err() != nil {
 			return nil
 		}
 		next = next.Add(s.every)
