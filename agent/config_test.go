@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millwright/millwright/agent/spool"
+	"github.com/millwright/millwright/yamlconf"
 )
 
 func TestLoadConfigBad(t *testing.T) {
@@ -163,9 +164,9 @@ func TestDocsListEveryKey(t *testing.T) {
 // documented by their package and only listed by section).
 func configKeys(t reflect.Type, prefix string) []string {
 	var out []string
-	for name, idx := range fieldsOf(t) {
+	for name, idx := range yamlconf.Fields(t) {
 		f := t.FieldByIndex(idx)
-		k := keyPath(prefix, name)
+		k := yamlconf.Path(prefix, name)
 		ft := f.Type
 		if ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
 			ft = ft.Elem()

@@ -1,13 +1,6 @@
 package agent
 
-import (
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
-
-	"go.yaml.in/yaml/v3"
-)
+import "github.com/millwright/millwright/yamlconf"
 
 // DecodeYAML decodes a YAML document into v, a pointer to a struct with yaml
 // tags, by the rules of the agent's own configuration: keys the document
@@ -16,10 +9,4 @@ import (
 // with its path and line ("profiles[1].network.latency: invalid duration
 // …"). Programs embedding the agent use it for their own configuration
 // files, so that all of them fail the same way.
-func DecodeYAML(data []byte, v any) error {
-	var doc yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s", cleanYAMLError(err))
-	}
-	return decodeStrict(&doc, v)
-}
+func DecodeYAML(data []byte, v any) error { return yamlconf.Decode(data, v) }
