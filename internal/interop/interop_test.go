@@ -198,23 +198,30 @@ func (r *rig) query(t *testing.T, q string) (float64, bool) {
 	return v, true
 }
 
-// metric sums a counter of the server's /metrics over all its series.
+// metric sums a counter of the server's /metrics over all its series; it must be there.
 func (r *rig) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := r.api.Get("https://" + r.srv.HTTPAddr().String() + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, "https://"+r.srv.HTTPAddr().String()+"/metrics", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+r.srv.AdminToken())
+	resp, err := r.api.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "GET /metrics")
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	var sum float64
+	found := false
 	for line := range strings.SplitSeq(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && (f[0] == name || strings.HasPrefix(f[0], name+"{")) {
 			v, err := strconv.ParseFloat(f[1], 64)
 			require.NoError(t, err)
 			sum += v
+			found = true
 		}
 	}
+	require.True(t, found, "no metric %s", name)
 	return sum
 }
 
