@@ -29,7 +29,7 @@ func benchConnections(e *env) (string, error) {
 		defer stopProc(mw.cmd, 30*time.Second)
 		scrape := e.scraper(mw)
 		connected := e.connectedClients(mw)
-		r, err := holdIdle(e, mw.mqttAddr, data, prefix, o.idleDevs, mw.pid(), connected, scrape)
+		r, err := holdIdle(e, mw.mqttAddr, "https://"+mw.https, data, prefix, o.idleDevs, mw.pid(), connected, scrape)
 		r.target = name
 		if err != nil {
 			return r, fmt.Errorf("%s: %w", name, err)
@@ -58,7 +58,7 @@ func benchConnections(e *env) (string, error) {
 	}
 	_, portS, _ := net.SplitHostPort(mq.addr)
 	port, _ := strconv.Atoi(portS)
-	mqr, err := holdIdle(e, mq.addr, data, prefix, o.idleDevs, mq.pid(), func() int { return established(port) }, func() map[string]float64 { return nil })
+	mqr, err := holdIdle(e, mq.addr, "", data, prefix, o.idleDevs, mq.pid(), func() int { return established(port) }, func() map[string]float64 { return nil })
 	stopProc(mq.cmd, 30*time.Second)
 	if err != nil {
 		return "", fmt.Errorf("mosquitto: %w", err)

@@ -32,7 +32,7 @@ func benchStorm(e *env) (string, error) {
 		if err := mw.start(); err != nil {
 			return "", err
 		}
-		sims, err := startSims(e, mw.mqttAddr, data, "storm", o.stormDevs, o.simProcs(o.stormDevs), mode, 10*time.Minute)
+		sims, err := startSims(e, mw.mqttAddr, "https://"+mw.https, data, "storm", o.stormDevs, o.simProcs(o.stormDevs), mode, 10*time.Minute)
 		if err != nil {
 			return "", err
 		}

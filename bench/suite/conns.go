@@ -28,9 +28,10 @@ func (r connResult) perConn() float64 {
 }
 
 // holdIdle connects devices to a running server with the simulator, waits for a steady state
-// and measures. connected reports how many devices the server holds now; a device counts as
-// held when the server holds it and its simulator sees it connected.
-func holdIdle(e *env, server, data, prefix string, devices, pid int, connected func() int, scrape func() map[string]float64) (connResult, error) {
+// and measures. The simulator registers the devices through the API at api ("" for a broker
+// that is not Millwright). connected reports how many devices the server holds now; a device
+// counts as held when the server holds it and its simulator sees it connected.
+func holdIdle(e *env, server, api, data, prefix string, devices, pid int, connected func() int, scrape func() map[string]float64) (connResult, error) {
 	r := connResult{devices: devices}
 	time.Sleep(3 * time.Second) // the server settles after its start
 	r.rssBefore, _ = procRSS(pid)
@@ -38,7 +39,7 @@ func holdIdle(e *env, server, data, prefix string, devices, pid int, connected f
 		r.heapInuseBefore, r.stackBefore = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"]
 	}
 	t0 := time.Now()
-	sims, err := startSims(e, server, data, prefix, devices, e.opts.simProcs(devices), "full", 10*time.Minute)
+	sims, err := startSims(e, server, api, data, prefix, devices, e.opts.simProcs(devices), "full", 10*time.Minute)
 	if err != nil {
 		return r, err
 	}

@@ -25,14 +25,20 @@ type simFleet struct {
 	logs []string
 }
 
-// simCommand is the command line of one simulator process.
-func simCommand(bin, server, data, prefix string, devices int, source, jitter string, limit time.Duration) []string {
-	return []string{bin, "sim", "--server", server, "--data", data, "--devices", strconv.Itoa(devices),
+// simCommand is the command line of one simulator process. The simulator registers its
+// devices through the API at api (https://host:port); "" leaves registration out, for a broker
+// that is not Millwright.
+func simCommand(bin, server, api, data, prefix string, devices int, source, jitter string, limit time.Duration) []string {
+	register := []string{"--register=false"}
+	if api != "" {
+		register = []string{"--api-server", api}
+	}
+	return append([]string{bin, "sim", "--server", server, "--data", data, "--devices", strconv.Itoa(devices),
 		"--id-prefix", prefix, "--metrics", "idle", "--source-addrs", source, "--backoff-jitter", jitter,
-		"--duration", limit.String(), "--json", "--log-level", "warn", "--agent-log-level", "error", "--progress-interval", "1s"}
+		"--duration", limit.String(), "--json", "--log-level", "warn", "--agent-log-level", "error", "--progress-interval", "1s"}, register...)
 }
 
-func startSims(e *env, server, data, prefix string, total, procs int, jitter string, limit time.Duration) (*simFleet, error) {
+func startSims(e *env, server, api, data, prefix string, total, procs int, jitter string, limit time.Duration) (*simFleet, error) {
 	s := &simFleet{}
 	per := (total + procs - 1) / procs
 	for k := range procs {
@@ -40,7 +46,7 @@ func startSims(e *env, server, data, prefix string, total, procs int, jitter str
 		if n <= 0 {
 			break
 		}
-		args := simCommand(e.bin, server, data, fmt.Sprintf("%s%d", prefix, k), n, fmt.Sprintf("127.0.0.%d", 2+k), jitter, limit)
+		args := simCommand(e.bin, server, api, data, fmt.Sprintf("%s%d", prefix, k), n, fmt.Sprintf("127.0.0.%d", 2+k), jitter, limit)
 		noteCommand(append([]string{"millwright"}, args[1:]...)...)
 		cmd := exec.Command(args[0], args[1:]...)
 		out := new(bytes.Buffer)

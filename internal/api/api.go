@@ -8,6 +8,7 @@ package api
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 
+	"github.com/millwright/millwright/internal/api/apitypes"
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/httplimit"
 	"github.com/millwright/millwright/internal/registry"
@@ -53,6 +55,10 @@ type Config struct {
 	// DeviceChanged is called after a device's status changed (suspend, resume, revoke), so the
 	// gateway can close its sessions and the CRL can be rebuilt.
 	DeviceChanged func(id string, status registry.Status)
+	// DeviceRoots are the CAs device certificates chain to: the pool the device listeners
+	// verify clients with. POST /api/v1/certificates records only certificates that verify
+	// against it for client authentication; nil refuses every certificate there.
+	DeviceRoots *x509.CertPool
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
 	Logger  *slog.Logger
@@ -103,7 +109,7 @@ func rank(r registry.Role) int {
 func routes(c Config) []route {
 	p := &promAPI{queryable: c.Queryable, engine: c.Engine, parser: parser.NewParser(parser.Options{}), now: c.Now,
 		timeout: c.QueryTimeout, slots: newQuerySlots(c.Options.withDefaults().QueryMaxConcurrency, c.Registerer)}
-	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged}
+	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged, roots: c.DeviceRoots, now: c.Now}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
 		{"GET", "/api/v1/query", v, p.query},
@@ -128,6 +134,7 @@ func routes(c Config) []route {
 		{"POST", "/api/v1/devices/{id}/tags", o, d.tags},
 		{"POST", "/api/v1/devices/{id}/groups", o, d.groups},
 		{"POST", "/api/v1/enrollment-tokens", o, d.createTokens},
+		{"POST", "/api/v1/certificates", o, d.addCertificates},
 		{"GET", "/api/v1/operators", a, d.listOperators},
 		{"POST", "/api/v1/operators", a, d.createOperator},
 		{"DELETE", "/api/v1/operators/{id}", a, d.revokeOperator},
@@ -187,12 +194,12 @@ func authorize(authn Authenticator, min registry.Role, next http.Handler) http.H
 		if err != nil {
 			httplimit.Refuse(w, r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="millwright"`)
-			writeJSON(w, http.StatusUnauthorized, response{Status: "error", ErrorType: "unauthorized", Error: "missing or invalid bearer token"})
+			writeJSON(w, http.StatusUnauthorized, response{Status: apitypes.StatusError, ErrorType: errUnauthorized, Error: "missing or invalid bearer token"})
 			return
 		}
 		if rank(p.Role) < rank(min) {
 			httplimit.Refuse(w, r)
-			writeJSON(w, http.StatusForbidden, response{Status: "error", ErrorType: "forbidden",
+			writeJSON(w, http.StatusForbidden, response{Status: apitypes.StatusError, ErrorType: errForbidden,
 				Error: fmt.Sprintf("role %s may not %s %s (needs %s)", p.Role, r.Method, r.URL.Path, min)})
 			return
 		}
@@ -224,19 +231,15 @@ func TokenAuthenticator(adminToken string, reg OperatorAuthenticator) Authentica
 }
 
 type apiError struct {
-	typ    string
+	typ    apitypes.ErrorType
 	err    error
 	status int
 }
 
 func badData(err error) *apiError { return &apiError{errBadData, err, http.StatusBadRequest} }
 
-type response struct {
-	Status    string `json:"status"`
-	Data      any    `json:"data,omitempty"`
-	ErrorType string `json:"errorType,omitempty"`
-	Error     string `json:"error,omitempty"`
-}
+// response is the envelope of every answer.
+type response = apitypes.Response[any]
 
 func handle(log *slog.Logger, f func(*http.Request) (any, *apiError)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -245,10 +248,10 @@ func handle(log *slog.Logger, f func(*http.Request) (any, *apiError)) http.Handl
 			if aerr.status >= 500 {
 				log.Error("API request failed", "path", r.URL.Path, "error", aerr.err)
 			}
-			writeJSON(w, aerr.status, response{Status: "error", ErrorType: aerr.typ, Error: aerr.err.Error()})
+			writeJSON(w, aerr.status, response{Status: apitypes.StatusError, ErrorType: aerr.typ, Error: aerr.err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, response{Status: "success", Data: data})
+		writeJSON(w, http.StatusOK, response{Status: apitypes.StatusSuccess, Data: data})
 	})
 }
 
@@ -264,7 +267,7 @@ func readForm(queryTimeout, writeTimeout time.Duration, next http.Handler) http.
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
-			writeJSON(w, http.StatusBadRequest, response{Status: "error", ErrorType: errBadData, Error: err.Error()})
+			writeJSON(w, http.StatusBadRequest, response{Status: apitypes.StatusError, ErrorType: errBadData, Error: err.Error()})
 			return
 		}
 		httplimit.Deadlines(w, queryTimeout+writeTimeout, queryTimeout+writeTimeout)
@@ -276,7 +279,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		status = http.StatusInternalServerError
-		b, _ = json.Marshal(response{Status: "error", ErrorType: errInternal, Error: "encode response: " + err.Error()})
+		b, _ = json.Marshal(response{Status: apitypes.StatusError, ErrorType: errInternal, Error: "encode response: " + err.Error()})
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

@@ -16,17 +16,22 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
+
+	"github.com/millwright/millwright/internal/api/apitypes"
 )
 
-// Prometheus HTTP API error types, as Prometheus names them.
+// Error types, listed with their meanings in apitypes.
 const (
-	errBadData     = "bad_data"
-	errExecution   = "execution"
-	errTimeout     = "timeout"
-	errCanceled    = "canceled"
-	errInternal    = "internal"
-	errNotFound    = "not_found"
-	errUnavailable = "unavailable"
+	errBadData      = apitypes.ErrorBadData
+	errExecution    = apitypes.ErrorExecution
+	errTimeout      = apitypes.ErrorTimeout
+	errCanceled     = apitypes.ErrorCanceled
+	errInternal     = apitypes.ErrorInternal
+	errNotFound     = apitypes.ErrorNotFound
+	errUnavailable  = apitypes.ErrorUnavailable
+	errUnauthorized = apitypes.ErrorUnauthorized
+	errForbidden    = apitypes.ErrorForbidden
+	errConflict     = apitypes.ErrorConflict
 )
 
 var (

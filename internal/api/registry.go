@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/millwright/millwright/internal/api/apitypes"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/protocol"
 )
@@ -23,15 +26,20 @@ type Registry interface {
 	SetTags(ctx context.Context, id string, set map[string]string, remove []string, actor, remote string) error
 	SetGroups(ctx context.Context, id string, add, remove []string, actor, remote string) error
 	CreateEnrollmentTokens(ctx context.Context, spec registry.TokenSpec, actor string) ([]string, error)
+	AddCertificates(ctx context.Context, certs []registry.DeviceCertificate, actor, remote string) (int, error)
 	CreateOperator(ctx context.Context, name string, role registry.Role, actor, remote string) (registry.Operator, string, error)
 	ListOperators(ctx context.Context) ([]registry.Operator, error)
 	RevokeOperator(ctx context.Context, id string, actor, remote string) error
 	ListAudit(ctx context.Context, limit int, beforeID int64) ([]registry.AuditEntry, error)
 }
 
+var _ Registry = (*registry.Registry)(nil)
+
 type registryAPI struct {
 	reg     Registry
 	changed func(id string, s registry.Status)
+	roots   *x509.CertPool   // device CAs, for POST /api/v1/certificates
+	now     func() time.Time // when certificates are verified
 }
 
 // registryError maps registry errors to API errors with stable types.
@@ -42,13 +50,23 @@ func registryError(err error) *apiError {
 	case errors.Is(err, registry.ErrInvalid), errors.Is(err, protocol.ErrInvalidDeviceID):
 		return badData(err)
 	case errors.Is(err, registry.ErrExists):
-		return &apiError{"conflict", err, http.StatusConflict}
+		return &apiError{errConflict, err, http.StatusConflict}
 	}
 	return &apiError{errInternal, err, http.StatusInternalServerError}
 }
 
-func decodeBody(r *http.Request, v any) *apiError {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+// Request bodies: most are small; a certificates body holds up to
+// apitypes.MaxCertificatesPerRequest PEM certificates of any key type.
+const (
+	maxBody             = 1 << 20
+	maxCertificatesBody = 4 << 20
+)
+
+func decodeBody(r *http.Request, v any) *apiError { return decodeBodyLimit(r, v, maxBody) }
+
+// decodeBodyLimit decodes a JSON body of at most limit bytes into v; unknown fields are errors.
+func decodeBodyLimit(r *http.Request, v any, limit int64) *apiError {
+	dec := json.NewDecoder(io.LimitReader(r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return badData(fmt.Errorf("request body: %w", err))
@@ -85,10 +103,11 @@ func (d *registryAPI) list(r *http.Request) (any, *apiError) {
 	if err != nil {
 		return nil, registryError(err)
 	}
-	if devs == nil {
-		devs = []registry.Device{}
+	out := apitypes.DeviceList{Devices: make([]apitypes.Device, len(devs)), Next: next}
+	for i, dev := range devs {
+		out.Devices[i] = toDevice(dev)
 	}
-	return map[string]any{"devices": devs, "next": next}, nil
+	return out, nil
 }
 
 func (d *registryAPI) show(r *http.Request) (any, *apiError) {
@@ -96,7 +115,7 @@ func (d *registryAPI) show(r *http.Request) (any, *apiError) {
 	if err != nil {
 		return nil, registryError(err)
 	}
-	return dev, nil
+	return toDevice(*dev), nil
 }
 
 func (d *registryAPI) setStatus(s registry.Status) func(*http.Request) (any, *apiError) {
@@ -113,10 +132,7 @@ func (d *registryAPI) setStatus(s registry.Status) func(*http.Request) (any, *ap
 }
 
 func (d *registryAPI) tags(r *http.Request) (any, *apiError) {
-	var body struct {
-		Set    map[string]string `json:"set"`
-		Remove []string          `json:"remove"`
-	}
+	var body apitypes.TagsRequest
 	if err := decodeBody(r, &body); err != nil {
 		return nil, err
 	}
@@ -127,10 +143,7 @@ func (d *registryAPI) tags(r *http.Request) (any, *apiError) {
 }
 
 func (d *registryAPI) groups(r *http.Request) (any, *apiError) {
-	var body struct {
-		Add    []string `json:"add"`
-		Remove []string `json:"remove"`
-	}
+	var body apitypes.GroupsRequest
 	if err := decodeBody(r, &body); err != nil {
 		return nil, err
 	}
@@ -141,21 +154,15 @@ func (d *registryAPI) groups(r *http.Request) (any, *apiError) {
 }
 
 func (d *registryAPI) createTokens(r *http.Request) (any, *apiError) {
-	var body struct {
-		Count    int               `json:"count"`
-		Expires  string            `json:"expires"`
-		Model    string            `json:"model"`
-		Tags     map[string]string `json:"tags"`
-		DeviceID string            `json:"device_id"`
-	}
+	var body apitypes.TokensRequest
 	if err := decodeBody(r, &body); err != nil {
 		return nil, err
 	}
 	if body.Count == 0 {
 		body.Count = 1
 	}
-	if body.Count < 0 || body.Count > 10000 {
-		return nil, badData(errors.New(`"count" must be 1 to 10000`))
+	if body.Count < 0 || body.Count > apitypes.MaxTokensPerRequest {
+		return nil, badData(fmt.Errorf(`"count" must be 1 to %d`, apitypes.MaxTokensPerRequest))
 	}
 	ttl := 24 * time.Hour
 	if body.Expires != "" {
@@ -179,7 +186,61 @@ func (d *registryAPI) createTokens(r *http.Request) (any, *apiError) {
 	if err != nil {
 		return nil, registryError(err)
 	}
-	return map[string]any{"tokens": toks, "expires_in": ttl.String()}, nil
+	return apitypes.TokensCreated{Tokens: toks, ExpiresIn: ttl.String()}, nil
+}
+
+// addCertificates records device certificates issued outside enrollment, each only once it
+// verifies against the device CAs: a certificate of another CA would be a device the gateway
+// never admits.
+func (d *registryAPI) addCertificates(r *http.Request) (any, *apiError) {
+	var body apitypes.CertificatesRequest
+	if err := decodeBodyLimit(r, &body, maxCertificatesBody); err != nil {
+		return nil, err
+	}
+	if n := len(body.Certificates); n == 0 || n > apitypes.MaxCertificatesPerRequest {
+		return nil, badData(fmt.Errorf(`"certificates" must hold 1 to %d certificates, not %d`, apitypes.MaxCertificatesPerRequest, n))
+	}
+	if d.roots == nil {
+		return nil, &apiError{errUnavailable, errors.New("this server has no device CA to verify certificates against"), http.StatusServiceUnavailable}
+	}
+	now := time.Now
+	if d.now != nil {
+		now = d.now
+	}
+	opts := x509.VerifyOptions{Roots: d.roots, CurrentTime: now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	certs := make([]registry.DeviceCertificate, len(body.Certificates))
+	for i, p := range body.Certificates {
+		c, err := parseCertificatePEM(p)
+		if err != nil {
+			return nil, badData(fmt.Errorf("certificate %d: %w", i+1, err))
+		}
+		if _, err := c.Verify(opts); err != nil {
+			return nil, badData(fmt.Errorf("certificate %d (%q, serial %s) does not verify against the server's CA for client authentication: %w",
+				i+1, c.Subject.CommonName, registry.SerialHex(c), err))
+		}
+		certs[i] = registry.DeviceCertificate{DeviceID: c.Subject.CommonName, Cert: c}
+	}
+	n, err := d.reg.AddCertificates(r.Context(), certs, actor(r), r.RemoteAddr)
+	if err != nil {
+		return nil, registryError(err)
+	}
+	return apitypes.CertificatesRegistered{Registered: n}, nil
+}
+
+// parseCertificatePEM reads exactly one PEM CERTIFICATE block.
+func parseCertificatePEM(s string) (*x509.Certificate, error) {
+	b, rest := pem.Decode([]byte(s))
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, errors.New("not a PEM CERTIFICATE block")
+	}
+	if len(strings.TrimSpace(string(rest))) > 0 {
+		return nil, errors.New("more than one PEM block: give one certificate per entry")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 func (d *registryAPI) listOperators(r *http.Request) (any, *apiError) {
@@ -187,38 +248,37 @@ func (d *registryAPI) listOperators(r *http.Request) (any, *apiError) {
 	if err != nil {
 		return nil, registryError(err)
 	}
-	if ops == nil {
-		ops = []registry.Operator{}
+	out := make([]apitypes.Operator, len(ops))
+	for i, op := range ops {
+		out[i] = toOperator(op)
 	}
-	return ops, nil
+	return out, nil
 }
 
 func (d *registryAPI) createOperator(r *http.Request) (any, *apiError) {
-	var body struct {
-		Name string        `json:"name"`
-		Role registry.Role `json:"role"`
-	}
+	var body apitypes.OperatorRequest
 	if err := decodeBody(r, &body); err != nil {
 		return nil, err
 	}
-	if rank(body.Role) == 0 {
+	role := registry.Role(body.Role)
+	if rank(role) == 0 {
 		return nil, badData(fmt.Errorf(`"role" must be admin, operator or viewer, not %q`, body.Role))
 	}
 	if strings.TrimSpace(body.Name) == "" {
 		return nil, badData(errors.New(`"name" is required`))
 	}
-	op, tok, err := d.reg.CreateOperator(r.Context(), body.Name, body.Role, actor(r), r.RemoteAddr)
+	op, tok, err := d.reg.CreateOperator(r.Context(), body.Name, role, actor(r), r.RemoteAddr)
 	if err != nil {
 		return nil, registryError(err)
 	}
-	return map[string]any{"operator": op, "token": tok}, nil
+	return apitypes.OperatorCreated{Operator: toOperator(op), Token: tok}, nil
 }
 
 func (d *registryAPI) revokeOperator(r *http.Request) (any, *apiError) {
 	if err := d.reg.RevokeOperator(r.Context(), r.PathValue("id"), actor(r), r.RemoteAddr); err != nil {
 		return nil, registryError(err)
 	}
-	return map[string]string{"revoked": r.PathValue("id")}, nil
+	return apitypes.OperatorRevoked{Revoked: r.PathValue("id")}, nil
 }
 
 func (d *registryAPI) audit(r *http.Request) (any, *apiError) {
@@ -242,8 +302,24 @@ func (d *registryAPI) audit(r *http.Request) (any, *apiError) {
 	if err != nil {
 		return nil, registryError(err)
 	}
-	if entries == nil {
-		entries = []registry.AuditEntry{}
+	out := make([]apitypes.AuditEntry, len(entries))
+	for i, e := range entries {
+		out[i] = apitypes.AuditEntry(e)
 	}
-	return entries, nil
+	return out, nil
+}
+
+// toDevice is a registry device as the API gives it.
+func toDevice(d registry.Device) apitypes.Device {
+	return apitypes.Device{
+		ID: d.ID, Status: apitypes.DeviceStatus(d.Status),
+		HardwareModel: d.HardwareModel, NetworkOperator: d.NetworkOperator, FirmwareVersion: d.FirmwareVersion,
+		Tags: d.Tags, Groups: d.Groups,
+		CreatedAt: d.CreatedAt, EnrolledAt: d.EnrolledAt, LastSeenAt: d.LastSeenAt,
+	}
+}
+
+// toOperator is a registry operator as the API gives it.
+func toOperator(o registry.Operator) apitypes.Operator {
+	return apitypes.Operator{ID: o.ID, Name: o.Name, Role: apitypes.Role(o.Role), CreatedAt: o.CreatedAt, RevokedAt: o.RevokedAt}
 }

@@ -2,7 +2,9 @@ package millwrightcli
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,7 +14,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/millwright/millwright/internal/api/apitypes"
 	"github.com/millwright/millwright/internal/pki"
+	"github.com/millwright/millwright/internal/registry"
+	"github.com/millwright/millwright/internal/server"
+	"github.com/millwright/millwright/internal/server/servertest"
 )
 
 func run(args ...string) (code int, stdout, stderr string) {
@@ -35,6 +41,8 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"server", "--no-such-flag"}, "unknown flag: --no-such-flag"},
 		{[]string{"dev", "cert", "--device", "Bad_ID", "--data", t.TempDir()}, "invalid --device"},
 		{[]string{"dev", "cert", "--data", t.TempDir()}, `required flag(s) "device" not set`},
+		{[]string{"dev", "cert", "--device", "d1", "--database", "postgres://x/y"}, "--database is no longer taken: millwright dev cert registers devices through the API"},
+		{[]string{"sim", "--database", "postgres://x/y"}, "--database is no longer taken: millwright sim registers devices through the API"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -56,16 +64,30 @@ func TestServerRefusesBusyPort(t *testing.T) {
 	require.Contains(t, stderr, "listen MQTT/TLS on "+addr)
 }
 
+// TestDevCert: dev cert signs with the development CA of the data directory and registers the
+// device through the API of the running server, which audits it; without a CA or a server it
+// fails and writes nothing.
 func TestDevCert(t *testing.T) {
 	dir := t.TempDir()
 	code, _, stderr := run("dev", "cert", "--data", dir, "--device", "dev-1", "--out", t.TempDir())
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "no certificate authority")
 
-	ca, _, err := pki.LoadOrCreateCA(dir, time.Now())
+	// A data directory with a CA and a token, but no server at --server.
+	_, _, err := pki.LoadOrCreateCA(dir, time.Now())
 	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, server.AdminTokenFile), []byte("mwa_test\n"), 0o600))
 	out := t.TempDir()
-	code, stdout, stderr := run("dev", "cert", "--data", dir, "--device", "dev-1", "--out", out)
+	code, _, stderr = run("dev", "cert", "--data", dir, "--server", "https://"+freeAddr(t), "--device", "dev-1", "--out", out)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "through the API of the running server")
+	entries, err := os.ReadDir(out)
+	require.NoError(t, err)
+	require.Empty(t, entries, "nothing is written unless the server registered the certificate")
+
+	srv := servertest.Start(t, nil)
+	api := "https://" + srv.HTTPAddr().String()
+	code, stdout, stderr := run("dev", "cert", "--data", srv.DataDir(), "--server", api, "--device", "dev-1", "--out", out)
 	require.Zero(t, code, stderr)
 	require.Equal(t, filepath.Join(out, "dev-1.crt")+"\n"+filepath.Join(out, "dev-1.key")+"\n", stdout)
 
@@ -74,11 +96,36 @@ func TestDevCert(t *testing.T) {
 	cert, err := pki.ParseCertPEM(certPEM)
 	require.NoError(t, err)
 	require.Equal(t, "dev-1", cert.Subject.CommonName)
-	_, err = cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	_, err = cert.Verify(x509.VerifyOptions{Roots: srv.CA().Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	require.NoError(t, err)
 	st, err := os.Stat(filepath.Join(out, "dev-1.key"))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+
+	// The server holds the device, active, with that certificate; the audit log says who
+	// registered it and from where.
+	code, stdout, stderr = run("devices", "show", "dev-1", "-o", "json", "--data", srv.DataDir(), "--server", api)
+	require.Zero(t, code, stderr)
+	var d apitypes.Device
+	require.NoError(t, json.Unmarshal([]byte(stdout), &d))
+	require.Equal(t, apitypes.DeviceActive, d.Status)
+	certs, err := srv.Registry().DeviceCertificates(context.Background(), "dev-1")
+	require.NoError(t, err)
+	require.Len(t, certs, 1)
+	require.Equal(t, registry.SerialHex(cert), certs[0].Serial)
+	audit, err := srv.Registry().ListAudit(context.Background(), 100, 0)
+	require.NoError(t, err)
+	var added []registry.AuditEntry
+	for _, e := range audit {
+		if e.Action == registry.ActionCertificateAdd {
+			added = append(added, e)
+		}
+	}
+	require.Len(t, added, 1)
+	require.Equal(t, "admin", added[0].Actor)
+	require.Equal(t, "dev-1", added[0].Target)
+	require.Contains(t, added[0].Detail, registry.SerialHex(cert))
+	require.NotEmpty(t, added[0].Remote)
 }
 
 func netListen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }

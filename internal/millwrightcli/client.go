@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/millwright/millwright/internal/api/apitypes"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/server"
 )
@@ -26,14 +28,21 @@ type clientFlags struct {
 }
 
 func (f *clientFlags) add(cmd *cobra.Command) {
+	f.addConnection(cmd, "")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "table", "output: table or json")
+}
+
+// addConnection adds the flags that reach the API: --server, --data, --ca and --token-file,
+// or --<prefix>token-file where a command's --token-file means something else.
+func (f *clientFlags) addConnection(cmd *cobra.Command, prefix string) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.server, "server", "https://localhost:8443", "the server's HTTPS API")
 	fl.StringVar(&f.dataDir, "data", "data", "a server data directory to take ca.pem and admin.token from")
 	fl.StringVar(&f.caFile, "ca", "", "CA certificate to verify the server (default <data>/ca.pem)")
-	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the API token (default $MILLWRIGHT_TOKEN, else <data>/admin.token)")
-	fl.StringVarP(&f.output, "output", "o", "table", "output: table or json")
+	fl.StringVar(&f.tokenFile, prefix+"token-file", "", "file holding the API token (default $MILLWRIGHT_TOKEN, else <data>/admin.token)")
 }
 
+// apiClient calls the server's API with a token; it speaks the types of package apitypes.
 type apiClient struct {
 	base, token string
 	http        *http.Client
@@ -44,9 +53,20 @@ func (f *clientFlags) client() (*apiClient, error) {
 	if f.output != "table" && f.output != "json" {
 		return nil, usageError{fmt.Errorf("invalid --output %q: want table or json", f.output)}
 	}
-	caFile := f.caFile
+	c, err := newAPIClient(f.server, f.dataDir, f.caFile, f.tokenFile, "--token-file")
+	if err != nil {
+		return nil, err
+	}
+	c.json = f.output == "json"
+	return c, nil
+}
+
+// newAPIClient makes a client of the API at base: it verifies the server with caFile
+// (default <dataDir>/ca.pem) and sends the token in tokenFile, else $MILLWRIGHT_TOKEN, else
+// <dataDir>/admin.token. tokenFlag names the token file's flag in errors.
+func newAPIClient(base, dataDir, caFile, tokenFile, tokenFlag string) (*apiClient, error) {
 	if caFile == "" {
-		caFile = filepath.Join(f.dataDir, pki.CAFile)
+		caFile = filepath.Join(dataDir, pki.CAFile)
 	}
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
@@ -57,21 +77,20 @@ func (f *clientFlags) client() (*apiClient, error) {
 		return nil, fmt.Errorf("no certificate in %s", caFile)
 	}
 	token := os.Getenv("MILLWRIGHT_TOKEN")
-	if f.tokenFile != "" || token == "" {
-		path := f.tokenFile
+	if tokenFile != "" || token == "" {
+		path := tokenFile
 		if path == "" {
-			path = filepath.Join(f.dataDir, server.AdminTokenFile)
+			path = filepath.Join(dataDir, server.AdminTokenFile)
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("read API token (--token-file): %w", err)
+			return nil, fmt.Errorf("read API token (%s): %w", tokenFlag, err)
 		}
 		token = strings.TrimSpace(string(b))
 	}
 	return &apiClient{
-		base:  strings.TrimSuffix(f.server, "/"),
+		base:  strings.TrimSuffix(base, "/"),
 		token: token,
-		json:  f.output == "json",
 		http: &http.Client{Timeout: time.Minute, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}},
 	}, nil
@@ -100,22 +119,44 @@ func (c *apiClient) call(ctx context.Context, method, path string, body, out any
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	var env struct {
-		Status    string          `json:"status"`
-		Data      json.RawMessage `json:"data"`
-		ErrorType string          `json:"errorType"`
-		Error     string          `json:"error"`
-	}
+	var env apitypes.Response[json.RawMessage]
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&env); err != nil {
 		return fmt.Errorf("%s %s: %s: unreadable answer: %w", method, path, resp.Status, err)
 	}
-	if env.Status != "success" {
+	if env.Status != apitypes.StatusSuccess {
 		return fmt.Errorf("server refused: %s (%s)", env.Error, env.ErrorType)
 	}
 	if out != nil {
-		return json.Unmarshal(env.Data, out)
+		if err := json.Unmarshal(env.Data, out); err != nil {
+			return fmt.Errorf("%s %s: unreadable answer: %w", method, path, err)
+		}
 	}
 	return nil
+}
+
+// certificatesPerRequest is how many certificates RegisterCertificates sends in one request,
+// half of what the API takes.
+const certificatesPerRequest = apitypes.MaxCertificatesPerRequest / 2
+
+// RegisterCertificates records device certificates in the server's registry through
+// POST /api/v1/certificates, in requests of certificatesPerRequest, and returns how many were
+// newly recorded. The requests before a failing one stay recorded; sending the same
+// certificates again is harmless.
+func (c *apiClient) RegisterCertificates(ctx context.Context, certs []*x509.Certificate) (int, error) {
+	added := 0
+	for start := 0; start < len(certs); start += certificatesPerRequest {
+		chunk := certs[start:min(start+certificatesPerRequest, len(certs))]
+		req := apitypes.CertificatesRequest{Certificates: make([]string, len(chunk))}
+		for i, cert := range chunk {
+			req.Certificates[i] = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
+		}
+		var out apitypes.CertificatesRegistered
+		if err := c.call(ctx, http.MethodPost, "/api/v1/certificates", req, &out); err != nil {
+			return added, fmt.Errorf("register certificates: %w", err)
+		}
+		added += out.Registered
+	}
+	return added, nil
 }
 
 // print writes v as indented JSON.

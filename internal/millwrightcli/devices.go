@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/millwright/millwright/internal/registry"
+	"github.com/millwright/millwright/internal/api/apitypes"
 )
 
 func newDevicesCmd() *cobra.Command {
@@ -44,12 +44,9 @@ func newDevicesCmd() *cobra.Command {
 				q.Add("tag", t)
 			}
 			q.Set("limit", strconv.Itoa(limit))
-			var devs []registry.Device
+			var devs []apitypes.Device
 			for {
-				var page struct {
-					Devices []registry.Device `json:"devices"`
-					Next    string            `json:"next"`
-				}
+				var page apitypes.DeviceList
 				if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/devices?"+q.Encode(), nil, &page); err != nil {
 					return err
 				}
@@ -92,7 +89,7 @@ func newDevicesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var d registry.Device
+			var d apitypes.Device
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/devices/"+url.PathEscape(args[0]), nil, &d); err != nil {
 				return err
 			}
@@ -117,7 +114,7 @@ func newDevicesCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				var d registry.Device
+				var d apitypes.Device
 				if err := c.call(cmd.Context(), http.MethodPost, "/api/v1/devices/"+url.PathEscape(args[0])+"/"+action.name, nil, &d); err != nil {
 					return err
 				}
@@ -138,7 +135,7 @@ func newDevicesCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return deviceUpdate(cmd, &tf, args[0], "tags", map[string]any{"set": set})
+			return deviceUpdate(cmd, &tf, args[0], "tags", apitypes.TagsRequest{Set: set})
 		},
 	}
 	tf.add(tag)
@@ -148,7 +145,7 @@ func newDevicesCmd() *cobra.Command {
 		Short: "Remove tags from a device",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return deviceUpdate(cmd, &uf, args[0], "tags", map[string]any{"remove": args[1:]})
+			return deviceUpdate(cmd, &uf, args[0], "tags", apitypes.TagsRequest{Remove: args[1:]})
 		},
 	}
 	uf.add(untag)
@@ -159,11 +156,11 @@ func newDevicesCmd() *cobra.Command {
 		Short: "Add a device to groups (or remove it with --remove)",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			key := "add"
+			body := apitypes.GroupsRequest{Add: args[1:]}
 			if remove {
-				key = "remove"
+				body = apitypes.GroupsRequest{Remove: args[1:]}
 			}
-			return deviceUpdate(cmd, &gf, args[0], "groups", map[string]any{key: args[1:]})
+			return deviceUpdate(cmd, &gf, args[0], "groups", body)
 		},
 	}
 	gf.add(group)
@@ -177,14 +174,14 @@ func deviceUpdate(cmd *cobra.Command, cf *clientFlags, id, what string, body any
 	if err != nil {
 		return err
 	}
-	var d registry.Device
+	var d apitypes.Device
 	if err := c.call(cmd.Context(), http.MethodPost, "/api/v1/devices/"+url.PathEscape(id)+"/"+what, body, &d); err != nil {
 		return err
 	}
 	return printDevice(cmd, c, d)
 }
 
-func printDevice(cmd *cobra.Command, c *apiClient, d registry.Device) error {
+func printDevice(cmd *cobra.Command, c *apiClient, d apitypes.Device) error {
 	if c.json {
 		return printJSON(cmd.OutOrStdout(), d)
 	}

@@ -91,7 +91,7 @@ func TestDiskFullLosesNothingAcknowledged(t *testing.T) {
 	for i := range 2 {
 		id := fmt.Sprintf("full-%d", i)
 		certDir := t.TempDir()
-		code, _, stderr := run("dev", "cert", "--data", dir, "--device", id, "--out", certDir)
+		code, _, stderr := run("dev", "cert", "--data", dir, "--server", "https://"+httpAddr, "--device", id, "--out", certDir)
 		require.Zero(t, code, stderr)
 		pair, err := tls.LoadX509KeyPair(filepath.Join(certDir, id+".crt"), filepath.Join(certDir, id+".key"))
 		require.NoError(t, err)

@@ -176,7 +176,7 @@ func TestDurabilityUnderSIGKILL(t *testing.T) {
 		id := fmt.Sprintf("dur-%d", i)
 		// The CLI registers the device, as enrollment would.
 		certDir := t.TempDir()
-		code, _, stderr := run("dev", "cert", "--data", dir, "--device", id, "--out", certDir)
+		code, _, stderr := run("dev", "cert", "--data", dir, "--server", "https://"+httpAddr, "--device", id, "--out", certDir)
 		require.Zero(t, code, stderr)
 		pair, err := tls.LoadX509KeyPair(filepath.Join(certDir, id+".crt"), filepath.Join(certDir, id+".key"))
 		require.NoError(t, err)

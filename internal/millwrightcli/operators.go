@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/millwright/millwright/internal/registry"
+	"github.com/millwright/millwright/internal/api/apitypes"
 )
 
 func newOperatorsCmd() *cobra.Command {
@@ -25,11 +25,9 @@ func newOperatorsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Operator registry.Operator `json:"operator"`
-				Token    string            `json:"token"`
-			}
-			if err := c.call(cmd.Context(), http.MethodPost, "/api/v1/operators", map[string]string{"name": args[0], "role": role}, &out); err != nil {
+			var out apitypes.OperatorCreated
+			body := apitypes.OperatorRequest{Name: args[0], Role: apitypes.Role(role)}
+			if err := c.call(cmd.Context(), http.MethodPost, "/api/v1/operators", body, &out); err != nil {
 				return err
 			}
 			if c.json {
@@ -52,7 +50,7 @@ func newOperatorsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ops []registry.Operator
+			var ops []apitypes.Operator
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/operators", nil, &ops); err != nil {
 				return err
 			}
@@ -79,10 +77,11 @@ func newOperatorsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.call(cmd.Context(), http.MethodDelete, "/api/v1/operators/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			var out apitypes.OperatorRevoked
+			if err := c.call(cmd.Context(), http.MethodDelete, "/api/v1/operators/"+url.PathEscape(args[0]), nil, &out); err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "revoked", args[0])
+			fmt.Fprintln(cmd.OutOrStdout(), "revoked", out.Revoked)
 			return nil
 		},
 	}

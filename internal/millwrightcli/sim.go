@@ -1,8 +1,11 @@
 package millwrightcli
 
 import (
+	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"time"
 
@@ -18,7 +21,8 @@ func newSimCmd() *cobra.Command {
 		profile, spoolSync, backoffJitter string
 		logLevel, agentLogLevel           string
 		jitter, keepalive                 time.Duration
-		asJSON                            bool
+		asJSON, register                  bool
+		api                               clientFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -28,8 +32,10 @@ as millwright-agent), each with its own certificate, durable spool, send schedul
 simulated sensors, over a simulated network.
 
 With --data (default ./data) the devices get certificates from that server data
-directory's development CA and are registered in its registry; with --token-file (one
-enrollment token per line, the n-th for device n) and --ca they enroll over EST instead.
+directory's development CA and are registered through the API of the running server
+(--api-server, with the admin token of --data or --api-token-file; --register=false
+leaves that out); with --token-file (one enrollment token per line, the n-th for device
+n) and --ca they enroll over EST instead.
 Credentials are kept (<data>/sim/<id-prefix>.pem, or --creds-dir), so a second run
 reuses the same devices. Profiles (--profile FILE) set hardware model, network operator,
 firmware, metric set, schedule, network faults and faulty firmware; docs/sim.md
@@ -71,8 +77,29 @@ at most --drain-timeout, and a summary is printed (--json for a machine-readable
 					return usageError{err}
 				}
 			}
+			if err := removedDatabaseFlag(cmd); err != nil {
+				return err
+			}
 			if !f.Changed("data") && (cfg.Token != "" || cfg.TokenFile != "") {
 				cfg.DataDir = ""
+			}
+			if register && cfg.Token == "" && cfg.TokenFile == "" && cfg.DataDir != "" {
+				if api.server == "" {
+					api.server = defaultHTTPS(cfg.Server)
+				}
+				dataDir, caFile := cfg.DataDir, cfg.CAFile
+				// The client is made when the devices are registered, after the simulation's
+				// own checks: a wrong flag is named before a missing token file.
+				cfg.Registrar = registrarFunc(func(ctx context.Context, certs []*x509.Certificate) (int, error) {
+					c, err := newAPIClient(api.server, dataDir, caFile, api.tokenFile, "--api-token-file")
+					if err == nil {
+						var n int
+						if n, err = c.RegisterCertificates(ctx, certs); err == nil {
+							return n, nil
+						}
+					}
+					return 0, fmt.Errorf("%w (the simulator registers its devices through the API of the running server, --api-server %s; --register=false leaves that out)", err, api.server)
+				})
 			}
 			progress := cmd.OutOrStdout()
 			if asJSON {
@@ -98,11 +125,14 @@ at most --drain-timeout, and a summary is printed (--json for a machine-readable
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Server, "server", sim.DefaultServer, "the server's MQTT/TLS address host:port (host is also the name its certificate must carry)")
-	f.StringVar(&cfg.DataDir, "data", "data", "the server's data directory: its development CA issues the devices' certificates, its registry records them")
-	f.StringVar(&cfg.Database, "database", "", "registry database, as given to the server (empty: SQLite in --data)")
+	f.StringVar(&cfg.DataDir, "data", "data", "the server's data directory: its development CA issues the devices' certificates, its ca.pem and admin.token reach the API")
+	f.StringVar(&api.server, "api-server", "", "the server's HTTPS API, where devices issued from the development CA are registered (default https://<server host>:8443)")
+	f.StringVar(&api.tokenFile, "api-token-file", "", "file holding the API token that registers the devices (default $MILLWRIGHT_TOKEN, else <data>/admin.token)")
+	f.BoolVar(&register, "register", true, "register the devices issued from the development CA through the API (false: the server knows them already, or is another broker)")
+	addRemovedDatabaseFlag(cmd)
 	f.StringVar(&cfg.TokenFile, "token-file", "", "enroll over EST instead, with one one-time token per line (the n-th for device n; blank and # lines skipped)")
 	f.StringVar(&cfg.Token, "token", "", "enroll one device (--devices 1) over EST with this token")
-	f.StringVar(&cfg.CAFile, "ca", "", "CA certificate that verifies the server (required with tokens)")
+	f.StringVar(&cfg.CAFile, "ca", "", "CA certificate that verifies the server (required with tokens; otherwise default <data>/ca.pem, for the API)")
 	f.StringVar(&cfg.ESTServer, "est-server", "", "the server's HTTPS base URL for enrollment (default https://<server host>:8443)")
 	f.StringVar(&cfg.CredsDir, "creds-dir", "", "where the devices' credentials are kept (default <data>/sim, or ./sim-credentials with tokens)")
 	f.IntVar(&cfg.Devices, "devices", 10, "number of devices")
@@ -133,6 +163,31 @@ at most --drain-timeout, and a summary is printed (--json for a machine-readable
 	f.StringVar(&logLevel, "log-level", "info", "simulator log level: debug, info, warn, error")
 	f.StringVar(&agentLogLevel, "agent-log-level", "warn", "the agents' log level: debug, info, warn, error")
 	return cmd
+}
+
+// defaultHTTPS is the server's HTTPS base URL on the host of its MQTT address, at the default
+// port; "" when the address is not host:port (the simulator then names the flag at fault).
+func defaultHTTPS(mqttAddr string) string {
+	if mqttAddr == "" {
+		mqttAddr = sim.DefaultServer
+	}
+	host, _, err := net.SplitHostPort(mqttAddr)
+	if err != nil || host == "" {
+		return ""
+	}
+	return "https://" + net.JoinHostPort(host, "8443")
+}
+
+var (
+	_ sim.Registrar = (*apiClient)(nil)
+	_ sim.Registrar = registrarFunc(nil)
+)
+
+// registrarFunc is a function that is a sim.Registrar.
+type registrarFunc func(ctx context.Context, certs []*x509.Certificate) (int, error)
+
+func (f registrarFunc) RegisterCertificates(ctx context.Context, certs []*x509.Certificate) (int, error) {
+	return f(ctx, certs)
 }
 
 // isTerminal reports whether w is a terminal.

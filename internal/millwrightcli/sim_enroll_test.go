@@ -192,15 +192,16 @@ func TestSimEnrollTokens(t *testing.T) {
 	require.Contains(t, stderr, "device est-2 needs an enrollment token, but "+unknown+" holds only 1")
 }
 
-// TestSimPostgresRegistry runs the server and the simulator on a PostgreSQL registry, in a
-// schema of its own: the simulator registers the devices there, they connect (the server
-// admits only registered devices) and their data arrives.
+// TestSimPostgresRegistry runs the server on a PostgreSQL registry, in a schema of its own:
+// the simulator registers the devices through the server's API, which records them there
+// (the simulator is not told where the registry is), they connect (the server admits only
+// registered devices) and their data arrives.
 func TestSimPostgresRegistry(t *testing.T) {
 	t.Parallel()
 	dbURL := simSchemaURL(t)
 	s := startSimServerWith(t, func(o *server.Options) { o.Database = dbURL })
 	const n = 30
-	sm := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--database", dbURL, "--devices", fmt.Sprint(n),
+	sm := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--api-server", s.api(), "--devices", fmt.Sprint(n),
 		"--id-prefix", "pg", "--interval", "1s", "--jitter", "1s", "--sample-interval", "1s", "--duration", "4s")
 	end := sm.Started.Add(time.Duration((sm.RunSeconds + sm.DrainSeconds + 1) * float64(time.Second)))
 	t.Logf("%d devices registered in %.2f s; %d sampled, %d acknowledged", sm.Provisioning.Registered,
@@ -230,6 +231,19 @@ func TestSimPostgresRegistry(t *testing.T) {
 		want = append(want, fmt.Sprintf("pg-%d", i+1))
 	}
 	require.ElementsMatch(t, want, ids)
+	// Registered through the API: each certificate's audit entry names the admin token's
+	// holder and where the request came from.
+	audit, err := reg.ListAudit(context.Background(), 1000, 0)
+	require.NoError(t, err)
+	added := 0
+	for _, e := range audit {
+		if e.Action == registry.ActionCertificateAdd {
+			added++
+			require.Equal(t, "admin", e.Actor)
+			require.NotEmpty(t, e.Remote)
+		}
+	}
+	require.Equal(t, n, added)
 	_, err = os.Stat(filepath.Join(s.dir, registry.SQLiteFile))
 	require.ErrorIs(t, err, os.ErrNotExist, "no SQLite registry beside it")
 
@@ -239,7 +253,7 @@ func TestSimPostgresRegistry(t *testing.T) {
 	require.Equal(t, want, got)
 	require.Equal(t, int(sm.Measurements.Acknowledged), samples)
 
-	again := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--database", dbURL, "--devices", fmt.Sprint(n),
+	again := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--api-server", s.api(), "--devices", fmt.Sprint(n),
 		"--id-prefix", "pg", "--metrics", "idle", "--duration", "5s") // time to connect on loaded CI cores
 	require.Equal(t, n, again.Provisioning.Reused)
 	require.Zero(t, again.Provisioning.Registered)

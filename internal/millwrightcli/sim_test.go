@@ -34,6 +34,9 @@ func startSimServerWith(t *testing.T, mutate func(*server.Options)) *simServer {
 	return &simServer{srv: srv, dir: srv.DataDir()}
 }
 
+// api is the server's HTTPS API, where the simulator registers the devices it issues.
+func (s *simServer) api() string { return "https://" + s.srv.HTTPAddr().String() }
+
 // query runs a PromQL instant query through the server's API and returns the result vector.
 func (s *simServer) query(t *testing.T, q string, at time.Time) []struct {
 	Metric map[string]string `json:"metric"`
@@ -112,7 +115,7 @@ func (s *simServer) arrivalPeakToMean(t *testing.T, prefix string, from, to time
 // fleet arrive in bursts.
 func TestSimAgainstServer(t *testing.T) {
 	s := startSimServer(t)
-	common := []string{"--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--devices", "200",
+	common := []string{"--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--api-server", s.api(), "--devices", "200",
 		"--interval", "2s", "--sample-interval", "1s", "--keepalive", "30s"}
 
 	sc := runSim(t, append(common, "--id-prefix", "acc", "--jitter", "2s", "--duration", "10s")...)
@@ -156,9 +159,10 @@ func TestSimAgainstServer(t *testing.T) {
 	require.Positive(t, n)
 	require.Greater(t, syncRatio, 3*scatterRatio, "without scatter the arrivals are much peakier")
 
-	// A second run with the same data directory reuses the devices.
-	again := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--devices", "200", "--id-prefix", "acc",
-		"--metrics", "idle", "--duration", "1s")
+	// A second run with the same data directory reuses the devices. With --register=false it
+	// leaves the API alone (nothing listens at this --api-server): the server knows them.
+	again := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--api-server", "https://"+freeAddr(t),
+		"--register=false", "--devices", "200", "--id-prefix", "acc", "--metrics", "idle", "--duration", "1s")
 	require.Equal(t, 200, again.Provisioning.Reused)
 	require.Zero(t, again.Provisioning.Issued)
 	require.Zero(t, again.Provisioning.Registered)
@@ -177,7 +181,7 @@ profiles:
 firmware:
   - {version: 2.1.0, drop_interval: 2s}
 `), 0o644))
-	sm := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--devices", "40", "--id-prefix", "fw",
+	sm := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--api-server", s.api(), "--devices", "40", "--id-prefix", "fw",
 		"--profile", profile, "--metrics", "idle", "--backoff-base", "100ms", "--duration", "8s")
 	require.Len(t, sm.Profiles, 2)
 	stable, canary := sm.Profiles[0], sm.Profiles[1]

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/millwright/millwright/internal/api/apitypes"
 )
 
 func newTokensCmd() *cobra.Command {
@@ -24,8 +26,8 @@ func newTokensCmd() *cobra.Command {
 		Short: "Create one-time enrollment tokens; prints one token per line",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if count < 1 || count > 10000 {
-				return usageError{fmt.Errorf("invalid --count %d: want 1 to 10000", count)}
+			if count < 1 || count > apitypes.MaxTokensPerRequest {
+				return usageError{fmt.Errorf("invalid --count %d: want 1 to %d", count, apitypes.MaxTokensPerRequest)}
 			}
 			if expires <= 0 {
 				return usageError{fmt.Errorf("invalid --expires %s: must be positive", expires)}
@@ -38,10 +40,8 @@ func newTokensCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Tokens []string `json:"tokens"`
-			}
-			body := map[string]any{"count": count, "expires": expires.String(), "model": model, "tags": tagMap, "device_id": deviceID}
+			var out apitypes.TokensCreated
+			body := apitypes.TokensRequest{Count: count, Expires: expires.String(), Model: model, Tags: tagMap, DeviceID: deviceID}
 			if err := c.call(cmd.Context(), http.MethodPost, "/api/v1/enrollment-tokens", body, &out); err != nil {
 				return err
 			}

@@ -22,14 +22,18 @@ const bulkChunk = 500
 // AddCertificates records many certificates issued outside enrollment (development
 // certificates, simulated fleets) in a few transactions, as AddCertificate would one by one
 // with create set: a missing device is created active, and each new certificate gets its
-// audit entry. A certificate the registry already holds for the same device is skipped, so
+// audit entry, written by actor from remote (as the other mutations made on an operator's
+// behalf). A certificate the registry already holds for the same device is skipped, so
 // calling it again with the same certificates is harmless. It returns how many certificates
 // were newly recorded.
 //
 // Errors: ErrInvalid (a bad device ID, no certificate, or a revoked device), ErrExists (the
 // serial belongs to another device). Transactions are committed chunk by chunk: on an error,
 // the chunks before the failing one stay recorded.
-func (r *Registry) AddCertificates(ctx context.Context, certs []DeviceCertificate) (int, error) {
+func (r *Registry) AddCertificates(ctx context.Context, certs []DeviceCertificate, actor, remote string) (int, error) {
+	if actor == "" {
+		return 0, fmt.Errorf("add certificates: %w: an actor is required", ErrInvalid)
+	}
 	for _, dc := range certs {
 		if err := validateDeviceID(dc.DeviceID); err != nil {
 			return 0, fmt.Errorf("add certificates: %w", err)
@@ -57,7 +61,7 @@ func (r *Registry) AddCertificates(ctx context.Context, certs []DeviceCertificat
 				case !errors.Is(err, sql.ErrNoRows):
 					return fmt.Errorf("read certificate %s: %w", serial, err)
 				}
-				if err := r.addCertificateTx(ctx, tx, now, dc.DeviceID, dc.Cert, true); err != nil {
+				if err := r.addCertificateTx(ctx, tx, now, dc.DeviceID, dc.Cert, true, actor, remote); err != nil {
 					return err
 				}
 				n++

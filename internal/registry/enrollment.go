@@ -345,7 +345,7 @@ func (r *Registry) AddCertificate(ctx context.Context, deviceID string, cert *x5
 		return fmt.Errorf("add certificate for %s: %w: no certificate", deviceID, ErrInvalid)
 	}
 	err := r.write(ctx, func(tx *sql.Tx) error {
-		return r.addCertificateTx(ctx, tx, r.now(), deviceID, cert, create)
+		return r.addCertificateTx(ctx, tx, r.now(), deviceID, cert, create, systemActor, "")
 	})
 	if err != nil {
 		return fmt.Errorf("add certificate for %s: %w", deviceID, err)
@@ -353,8 +353,9 @@ func (r *Registry) AddCertificate(ctx context.Context, deviceID string, cert *x5
 	return nil
 }
 
-// addCertificateTx is AddCertificate (and one certificate of AddCertificates) inside tx.
-func (r *Registry) addCertificateTx(ctx context.Context, tx *sql.Tx, now time.Time, deviceID string, cert *x509.Certificate, create bool) error {
+// addCertificateTx is AddCertificate (and one certificate of AddCertificates) inside tx; its
+// audit entry names actor and remote.
+func (r *Registry) addCertificateTx(ctx context.Context, tx *sql.Tx, now time.Time, deviceID string, cert *x509.Certificate, create bool, actor, remote string) error {
 	detail := "certificate " + SerialHex(cert)
 	s, err := r.lockDevice(ctx, tx, deviceID)
 	switch {
@@ -373,7 +374,7 @@ func (r *Registry) addCertificateTx(ctx context.Context, tx *sql.Tx, now time.Ti
 	if err := insertCertificate(ctx, tx, deviceID, cert, now); err != nil {
 		return err
 	}
-	return r.audit(ctx, tx, now, systemActor, ActionCertificateAdd, deviceID, detail, "")
+	return r.audit(ctx, tx, now, actor, ActionCertificateAdd, deviceID, detail, remote)
 }
 
 func insertCertificate(ctx context.Context, tx *sql.Tx, deviceID string, c *x509.Certificate, now time.Time) error {

@@ -129,6 +129,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Events:        s.events,
 		Registry:      s.registry,
 		DeviceChanged: s.deviceChanged,
+		DeviceRoots:   tlsCfg.ClientCAs,
 		Metrics:       promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}),
 		Logger:        s.log.With("component", "api"),
 		Now:           s.clk.Now,

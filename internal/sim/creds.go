@@ -17,7 +17,6 @@ import (
 	"github.com/millwright/millwright/agent/estclient"
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/internal/pki"
-	"github.com/millwright/millwright/internal/registry"
 )
 
 // credsHeader is the PEM header naming the simulated device a block belongs to.
@@ -145,9 +144,9 @@ type provision struct {
 const devCertValidity = 365 * 24 * time.Hour
 
 // provisionDev issues certificates from the development CA for the devices that have no
-// usable one in the credentials file, stores them, and registers every device and
-// certificate in the registry in bulk. It returns the certificates in the order of names.
-func provisionDev(ctx context.Context, ca *pki.CA, reg *registry.Registry, path string, names []string, until time.Time) ([]tls.Certificate, provision, error) {
+// usable one in the credentials file, stores them, and registers every device's certificate
+// with reg (none when reg is nil). It returns the certificates in the order of names.
+func provisionDev(ctx context.Context, ca *pki.CA, reg Registrar, path string, names []string, until time.Time) ([]tls.Certificate, provision, error) {
 	start := time.Now()
 	var p provision
 	creds, err := loadCreds(path)
@@ -183,13 +182,15 @@ func provisionDev(ctx context.Context, ca *pki.CA, reg *registry.Registry, path 
 		}
 	}
 	out := make([]tls.Certificate, len(names))
-	dcs := make([]registry.DeviceCertificate, len(names))
+	leaves := make([]*x509.Certificate, len(names))
 	for i, n := range names {
 		out[i] = creds[n]
-		dcs[i] = registry.DeviceCertificate{DeviceID: n, Cert: out[i].Leaf}
+		leaves[i] = out[i].Leaf
 	}
-	if p.Registered, err = reg.AddCertificates(ctx, dcs); err != nil {
-		return nil, p, fmt.Errorf("register devices: %w", err)
+	if reg != nil {
+		if p.Registered, err = reg.RegisterCertificates(ctx, leaves); err != nil {
+			return nil, p, fmt.Errorf("register devices: %w", err)
+		}
 	}
 	p.Took = time.Since(start)
 	return out, p, nil

@@ -6,9 +6,10 @@
 //
 // Devices are drawn from profiles (hardware model, network operator, firmware version,
 // metric set, schedule, network), read from a YAML file or made from flags. Their credentials
-// come either from the server's development CA (the simulator issues them and registers the
-// devices in the registry in bulk) or from EST enrollment with one-time tokens; either way
-// they are stored, so a second run reuses them. Run reports live progress and ends with a
+// come either from the server's development CA (the simulator issues them, and a Registrar —
+// the command line's API client — registers them with the server in bulk) or from EST
+// enrollment with one-time tokens; either way they are stored, so a second run reuses them.
+// The simulator never opens the server's registry. Run reports live progress and ends with a
 // Summary built from the agents' own counters.
 package sim
 
@@ -37,9 +38,16 @@ import (
 	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/pki"
-	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/protocol"
 )
+
+// Registrar records device certificates with the server, so that it admits their devices:
+// the command line passes its client of the server's API (POST /api/v1/certificates).
+type Registrar interface {
+	// RegisterCertificates records certs (a certificate already recorded for its device is
+	// skipped) and returns how many were newly recorded.
+	RegisterCertificates(ctx context.Context, certs []*x509.Certificate) (int, error)
+}
 
 // ErrConfig is wrapped by errors in a Config; the message names the flag.
 var ErrConfig = errors.New("invalid simulation")
@@ -50,11 +58,14 @@ type Config struct {
 	// server's certificate must carry.
 	Server string
 	// DataDir is the server's data directory: its development CA issues the devices'
-	// certificates and its registry (or Database) records the devices. Used unless Token or
-	// TokenFile is set.
+	// certificates. Used unless Token or TokenFile is set.
 	DataDir string
-	// Database is the registry URL when it is not SQLite in DataDir (postgres://…).
-	Database string
+	// Registrar registers the devices issued from the development CA with the server; every
+	// device's certificate is offered again on each run, so a server with a fresh registry
+	// gets the whole fleet. Nil leaves registration out: the server knows the devices already,
+	// or is not Millwright (another broker trusting the same CA). Unused with tokens: the
+	// server registers the devices it enrolls.
+	Registrar Registrar
 	// TokenFile holds one-time enrollment tokens, one per line, the i-th for device i (blank
 	// and # lines skipped); Token is a single token (one device). With either, devices enroll
 	// over EST, stating their profile's hardware model, and get the IDs the server assigns.
@@ -353,12 +364,8 @@ func credentials(ctx context.Context, cfg *Config, names, models []string, until
 		if err != nil {
 			return nil, nil, provision{}, fmt.Errorf("%w (start the server once with --data %s, or give enrollment tokens)", err, cfg.DataDir)
 		}
-		reg, err := registry.Open(ctx, cfg.Database, cfg.DataDir, nil)
-		if err != nil {
-			return nil, nil, provision{}, err
-		}
-		certs, p, err := provisionDev(ctx, ca, reg, path, names, until)
-		return certs, ca.Pool(), p, errors.Join(err, reg.Close())
+		certs, p, err := provisionDev(ctx, ca, cfg.Registrar, path, names, until)
+		return certs, ca.Pool(), p, err
 	}
 	caPEM, err := os.ReadFile(cfg.CAFile)
 	if err != nil {

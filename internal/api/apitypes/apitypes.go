@@ -1,0 +1,190 @@
+// Package apitypes is the wire contract of Millwright's operator API: the envelope every
+// answer comes in, its error types, and the bodies of the device, enrollment-token, operator,
+// certificate and audit routes. The server (package api) encodes these types and clients —
+// the millwright command line, the fleet simulator through it — decode them. It imports
+// nothing of the server, so a client that uses it links neither the registry nor its SQL
+// drivers; internal/api/openapi.json describes the same bodies for other clients.
+//
+// The PromQL routes answer in Prometheus's own formats, which are not repeated here.
+package apitypes
+
+import "time"
+
+// Response is the envelope of every answer: Status is StatusSuccess with Data, or
+// StatusError with ErrorType and Error. The server encodes Response[any]; a client decodes
+// Response[json.RawMessage] and then Data into the type of the route.
+type Response[T any] struct {
+	Status    string    `json:"status"`
+	Data      T         `json:"data,omitempty"`
+	ErrorType ErrorType `json:"errorType,omitempty"`
+	Error     string    `json:"error,omitempty"`
+}
+
+// Envelope statuses.
+const (
+	StatusSuccess = "success"
+	StatusError   = "error"
+)
+
+// ErrorType is the stable, machine-readable kind of an error answer; the message beside it
+// is for people and may change.
+type ErrorType string
+
+// Error types. The first seven are Prometheus's, with the meanings Prometheus gives them.
+const (
+	ErrorBadData      ErrorType = "bad_data"     // 400: a parameter or body is invalid
+	ErrorExecution    ErrorType = "execution"    // 422: a query failed to evaluate
+	ErrorTimeout      ErrorType = "timeout"      // 503: a query's timeout ended
+	ErrorCanceled     ErrorType = "canceled"     // 503: the request ended first
+	ErrorInternal     ErrorType = "internal"     // 500
+	ErrorNotFound     ErrorType = "not_found"    // 404: no such route or object
+	ErrorUnavailable  ErrorType = "unavailable"  // 503
+	ErrorUnauthorized ErrorType = "unauthorized" // 401: no token, or not a valid one
+	ErrorForbidden    ErrorType = "forbidden"    // 403: the token's role is too low
+	ErrorConflict     ErrorType = "conflict"     // 409: the object exists already
+)
+
+// DeviceStatus is a device's lifecycle state.
+type DeviceStatus string
+
+// Device statuses.
+const (
+	DevicePending   DeviceStatus = "pending"   // created, not enrolled yet
+	DeviceActive    DeviceStatus = "active"    // admitted at connect
+	DeviceSuspended DeviceStatus = "suspended" // refused at connect until resumed
+	DeviceRevoked   DeviceStatus = "revoked"   // refused for good, its certificates revoked
+)
+
+// Device is a device of the fleet (GET /api/v1/devices/{id}, and the answer of every device
+// mutation).
+type Device struct {
+	ID     string       `json:"id"`
+	Status DeviceStatus `json:"status"`
+	// HardwareModel, NetworkOperator and FirmwareVersion are what the device last reported
+	// (the model also at enrollment); "" when never reported.
+	HardwareModel   string `json:"hardware_model"`
+	NetworkOperator string `json:"network_operator"`
+	FirmwareVersion string `json:"firmware_version"`
+	// Tags are operator-assigned key/value labels; never nil.
+	Tags map[string]string `json:"tags"`
+	// Groups are the names of the groups the device belongs to, sorted; never nil.
+	Groups    []string  `json:"groups"`
+	CreatedAt time.Time `json:"created_at"`
+	// EnrolledAt and LastSeenAt are zero when the device has never enrolled or connected.
+	EnrolledAt time.Time `json:"enrolled_at"`
+	LastSeenAt time.Time `json:"last_seen_at"`
+}
+
+// DeviceList is one page of GET /api/v1/devices.
+type DeviceList struct {
+	Devices []Device `json:"devices"`
+	// Next continues the listing as the "after" parameter; "" on the last page.
+	Next string `json:"next"`
+}
+
+// TagsRequest is the body of POST /api/v1/devices/{id}/tags.
+type TagsRequest struct {
+	Set    map[string]string `json:"set,omitempty"`
+	Remove []string          `json:"remove,omitempty"`
+}
+
+// GroupsRequest is the body of POST /api/v1/devices/{id}/groups.
+type GroupsRequest struct {
+	Add    []string `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
+// MaxTokensPerRequest bounds TokensRequest.Count.
+const MaxTokensPerRequest = 10000
+
+// TokensRequest is the body of POST /api/v1/enrollment-tokens.
+type TokensRequest struct {
+	// Count is how many tokens, 1 to MaxTokensPerRequest; 0 means 1.
+	Count int `json:"count,omitempty"`
+	// Expires is how long the tokens stay usable, a duration ("36h", "90d"); "" means 24h.
+	Expires string `json:"expires,omitempty"`
+	// Model is the hardware model an enrolling device must state; "" for any.
+	Model string `json:"model,omitempty"`
+	// Tags are given to the enrolled device.
+	Tags map[string]string `json:"tags,omitempty"`
+	// DeviceID binds the token to a device ID (Count 1); "" lets the server assign one.
+	DeviceID string `json:"device_id,omitempty"`
+}
+
+// TokensCreated answers POST /api/v1/enrollment-tokens: the tokens in plaintext, the only
+// time they exist so (the server keeps their hashes).
+type TokensCreated struct {
+	Tokens    []string `json:"tokens"`
+	ExpiresIn string   `json:"expires_in"`
+}
+
+// Role is an operator's role: a role may do what every lower role may.
+type Role string
+
+// Roles, from most to least powerful.
+const (
+	RoleAdmin    Role = "admin"    // everything, including managing operators
+	RoleOperator Role = "operator" // manage devices, tokens and certificates
+	RoleViewer   Role = "viewer"   // read only
+)
+
+// Operator is a person or program holding an API token.
+type Operator struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      Role      `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+	RevokedAt time.Time `json:"revoked_at"` // zero while the token is valid
+}
+
+// OperatorRequest is the body of POST /api/v1/operators.
+type OperatorRequest struct {
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+}
+
+// OperatorCreated answers POST /api/v1/operators: the operator and its API token in
+// plaintext, the only time it exists so.
+type OperatorCreated struct {
+	Operator Operator `json:"operator"`
+	Token    string   `json:"token"`
+}
+
+// OperatorRevoked answers DELETE /api/v1/operators/{id}.
+type OperatorRevoked struct {
+	Revoked string `json:"revoked"`
+}
+
+// MaxCertificatesPerRequest bounds CertificatesRequest.Certificates; a client registers more
+// in several requests.
+const MaxCertificatesPerRequest = 1000
+
+// CertificatesRequest is the body of POST /api/v1/certificates, which records device
+// certificates issued outside enrollment (development certificates, simulated fleets,
+// certificates from the operator's own issuing process) so that the gateway admits their
+// devices, as enrollment would.
+type CertificatesRequest struct {
+	// Certificates are PEM "CERTIFICATE" blocks, one device certificate each, 1 to
+	// MaxCertificatesPerRequest. Each must verify against the server's CA for client
+	// authentication; its common name is the device ID. A missing device is created active.
+	Certificates []string `json:"certificates"`
+}
+
+// CertificatesRegistered answers POST /api/v1/certificates.
+type CertificatesRegistered struct {
+	// Registered is how many certificates were newly recorded; the others were recorded for
+	// their devices already.
+	Registered int `json:"registered"`
+}
+
+// AuditEntry is one line of the audit log (GET /api/v1/audit): who did what to which object,
+// when and from where.
+type AuditEntry struct {
+	ID     int64     `json:"id"`     // increasing; newer entries have larger IDs
+	At     time.Time `json:"at"`     // UTC, millisecond precision
+	Actor  string    `json:"actor"`  // "admin", "operator:<name>", "enroll:<token ID>", "device:<device ID>" or "system"
+	Action string    `json:"action"` // e.g. "device.status"
+	Target string    `json:"target"` // the object acted on: a device, operator or token ID
+	Detail string    `json:"detail"` // human-readable specifics, e.g. "active -> suspended"
+	Remote string    `json:"remote"` // the client's address, "" when not known
+}
