@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +29,7 @@ import (
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/gcpace"
 	"github.com/millwright/millwright/internal/ingest"
+	"github.com/millwright/millwright/internal/lifecycle"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/tsdb"
@@ -63,6 +63,13 @@ type Options struct {
 	HTTP HTTPOptions `yaml:"http"`
 	// API bounds the API's work: the PromQL queries evaluated at once.
 	API api.Options `yaml:"api"`
+	// ShutdownTimeout bounds how long each part of the server may take to stop at shutdown,
+	// one after the other: the MQTT listeners and their sessions, the HTTPS listener and its
+	// requests, the pipeline storing what it accepted, then each store. Default 10 s. A part
+	// that takes longer is reported and the next is stopped all the same; storage refuses
+	// writes once closed, so a batch still in flight then is answered "retry", never
+	// acknowledged.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
 // DefaultOptions returns the defaults.
@@ -77,10 +84,12 @@ func DefaultOptions() Options {
 		Ingest:     ingest.DefaultOptions(),
 		HTTP:       DefaultHTTPOptions(),
 		API:        api.DefaultOptions(),
+
+		ShutdownTimeout: 10 * time.Second,
 	}
 }
 
-// Server is a running Millwright server.
+// Server is a Millwright server: made by New, served by Run, or released unrun by Close.
 type Server struct {
 	opts     Options
 	log      *slog.Logger
@@ -97,11 +106,17 @@ type Server struct {
 	mqtt     *gateway.MQTT
 	httpLn   net.Listener
 	http     *http.Server
+	pacer    *gcpace.Pacer
+	group    *lifecycle.Group
 }
 
-// New prepares the data directory (CA, admin token, server certificate on first start), opens
-// storage and binds the listeners. Run serves.
+// New validates opts, prepares the data directory (CA, admin token, server certificate on
+// first start), opens storage and binds the listeners. Run serves; Close releases a server
+// that will not run.
 func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -111,7 +126,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	s := &Server{opts: opts, log: logger, clk: clk, reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
-			err = errors.Join(err, s.closeStorage())
+			err = errors.Join(err, s.parts().Close())
 		}
 	}()
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -164,9 +179,81 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	}
 
 	if err := s.listenHTTP(tlsCfg); err != nil {
-		return nil, errors.Join(err, s.mqtt.Close())
+		return nil, err
 	}
+	// Keep the collector's headroom to the live heap: idle device connections hold as much
+	// goroutine stack as heap, and the stacks would otherwise double the garbage allowed. The
+	// collector runs on the process's real time, whatever clock the server's logic is given.
+	s.pacer = gcpace.New(clock.Real(), s.reg)
+	s.group = s.parts()
 	return s, nil
+}
+
+// parts composes the server's parts, those New has made so far, into one lifecycle. They
+// start in this order and stop in reverse, which is what keeps every acknowledged batch:
+// the listeners stop first, closing their sessions and finishing their requests while the
+// pipeline still answers them; then the pipeline stores what it accepted; then storage
+// closes. A part that is not stopped within Options.ShutdownTimeout is reported, and the
+// next is stopped all the same.
+func (s *Server) parts() *lifecycle.Group {
+	// Shutdown is bounded in the process's real time, like systemd's stop timeout.
+	g := lifecycle.New(clock.Real(), s.opts.ShutdownTimeout, s.log)
+	closer := func(close func() error) func(context.Context) error {
+		return func(context.Context) error { return close() }
+	}
+	if s.registry != nil {
+		g.Add(lifecycle.Part{Name: "registry", Stop: closer(s.registry.Close)})
+	}
+	if s.store != nil {
+		g.Add(lifecycle.Part{Name: "tsdb", Stop: closer(s.store.Close)})
+	}
+	if s.events != nil {
+		g.Add(lifecycle.Part{Name: "event log", Stop: closer(s.events.Close)})
+	}
+	if s.pacer != nil {
+		g.Add(lifecycle.Part{Name: "gc pacer", Run: func(ctx context.Context) error { s.pacer.Run(ctx); return nil }})
+	}
+	if s.pipeline != nil {
+		// Run returns once the context ends and it has stored every batch it accepted.
+		g.Add(lifecycle.Part{Name: "ingest", Run: s.pipeline.Run})
+	}
+	if s.http != nil {
+		g.Add(lifecycle.Part{
+			Name: "https",
+			Run: func(context.Context) error {
+				if err := s.http.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
+					return fmt.Errorf("serve HTTPS: %w", err)
+				}
+				return nil
+			},
+			// Shutdown closes the listener and waits for the requests in progress, and past
+			// the deadline the connections still open are closed; the listener is closed
+			// here too for a server that never served.
+			Stop: func(ctx context.Context) error {
+				if err := s.http.Shutdown(ctx); err != nil {
+					return errors.Join(err, s.http.Close())
+				}
+				return ignoreNetClosed(s.httpLn.Close())
+			},
+		})
+	}
+	if s.mqtt != nil {
+		g.Add(lifecycle.Part{
+			Name: "mqtt",
+			Start: func() error {
+				if err := s.mqtt.Start(); err != nil {
+					return err
+				}
+				s.log.Info("millwright server running",
+					"mqtt", s.MQTTAddr().String(), "https", s.HTTPAddr().String(), "data", s.opts.DataDir)
+				return nil
+			},
+			// Close waits until every session has ended: each publish in progress has had its
+			// answer from the pipeline.
+			Stop: closer(s.mqtt.Close),
+		})
+	}
+	return g
 }
 
 // deviceChanged applies a status change at once: the gateway forgets its cached answer, a
@@ -211,65 +298,19 @@ func (s *Server) CA() *pki.CA { return s.ca }
 // AdminToken is the admin API token.
 func (s *Server) AdminToken() string { return s.token }
 
-// Run serves until ctx ends, then shuts down: listeners first, then the pipeline (which stores
-// what it already accepted), then storage.
-func (s *Server) Run(ctx context.Context) error {
-	pctx, stopPipeline := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = s.pipeline.Run(pctx) })
-	// Keep the collector's headroom to the live heap: idle device connections hold as much
-	// goroutine stack as heap, and the stacks would otherwise double the garbage allowed. The
-	// collector runs on the process's real time, whatever clock the server's logic is given.
-	pacer := gcpace.New(clock.Real(), s.reg)
-	wg.Go(func() { pacer.Run(pctx) })
+// Run serves until ctx ends, a part fails or Close is called, then shuts down: the listeners
+// first, then the pipeline (which stores what it already accepted), then storage (see
+// parts). Run may be called once.
+func (s *Server) Run(ctx context.Context) error { return s.group.Run(ctx) }
 
-	httpErr := make(chan error, 1)
-	go func() { httpErr <- s.http.Serve(s.httpLn) }()
-	if err := s.mqtt.Start(); err != nil {
-		stopPipeline()
-		wg.Wait()
-		return errors.Join(err, s.http.Close(), s.closeStorage())
-	}
-	s.log.Info("millwright server running",
-		"mqtt", s.MQTTAddr().String(), "https", s.HTTPAddr().String(), "data", s.opts.DataDir)
+// Close releases what New opened, for a server that will not run: the listeners, the
+// pipeline, storage. On a running server it shuts down as the end of Run's context would,
+// and returns once Run has. Closing again does nothing.
+func (s *Server) Close() error { return s.group.Close() }
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case err := <-httpErr:
-		if !errors.Is(err, http.ErrServerClosed) {
-			runErr = fmt.Errorf("serve HTTPS: %w", err)
-		}
-	}
-	s.log.Info("shutting down")
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := errors.Join(runErr, s.mqtt.Close(), ignoreClosed(s.http.Shutdown(shutCtx)))
-	stopPipeline()
-	wg.Wait()
-	return errors.Join(err, s.closeStorage())
-}
-
-func ignoreClosed(err error) error {
-	if errors.Is(err, http.ErrServerClosed) {
+func ignoreNetClosed(err error) error {
+	if errors.Is(err, net.ErrClosed) {
 		return nil
-	}
-	return err
-}
-
-func (s *Server) closeStorage() error {
-	var err error
-	if s.events != nil {
-		err = errors.Join(err, s.events.Close())
-		s.events = nil
-	}
-	if s.store != nil {
-		err = errors.Join(err, s.store.Close())
-		s.store = nil
-	}
-	if s.registry != nil {
-		err = errors.Join(err, s.registry.Close())
-		s.registry = nil
 	}
 	return err
 }
@@ -296,10 +337,7 @@ func checkInsecureListen(opts Options, ca *pki.CA) error {
 // devices and tools, or else the development CA of the data directory, creating it on first
 // start.
 func loadCA(opts Options, clk clock.Clock, logger *slog.Logger) (*pki.CA, error) {
-	if (opts.CACert == "") != (opts.CAKey == "") {
-		return nil, errors.New("an operator-supplied CA needs both a certificate and a key file")
-	}
-	if opts.CACert != "" {
+	if opts.CACert != "" { // Validate saw that CAKey is given too
 		ca, err := pki.LoadCAFiles(opts.CACert, opts.CAKey)
 		if err != nil {
 			return nil, err
