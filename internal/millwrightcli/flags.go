@@ -1,7 +1,7 @@
 package millwrightcli
 
 import (
-	"fmt"
+	"errors"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -14,20 +14,29 @@ func (f durationFlag) String() string {
 	if f.d == nil {
 		return "0s"
 	}
-	return model.Duration(*f.d).String()
+	return formatDuration(*f.d)
 }
 
 func (f durationFlag) Set(s string) error {
-	if d, err := time.ParseDuration(s); err == nil {
-		*f.d = d
-		return nil
-	}
-	d, err := model.ParseDurationAllowNegative(s)
+	d, err := parseDuration(s)
 	if err != nil {
-		return fmt.Errorf("not a duration (examples: 90s, 15m, 36h, 90d, 2w)")
+		return errors.New("not a duration (examples: 90s, 15m, 36h, 90d, 2w)")
 	}
-	*f.d = time.Duration(d)
+	*f.d = d
 	return nil
 }
 
 func (f durationFlag) Type() string { return "duration" }
+
+// parseDuration reads a Go duration ("1h30m", "500ms") or a Prometheus one, which also has
+// days, weeks and years ("90d", "2w", "1y"); either may be negative, for Validate to name.
+func parseDuration(s string) (time.Duration, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		return d, nil
+	}
+	d, err := model.ParseDurationAllowNegative(s)
+	return time.Duration(d), err
+}
+
+// formatDuration writes a duration the way the flags take it ("90d", "1h30m", "-5s").
+func formatDuration(d time.Duration) string { return model.Duration(d).String() }

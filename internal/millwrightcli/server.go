@@ -1,58 +1,55 @@
 package millwrightcli
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/spf13/cobra"
 
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/server"
-	"github.com/millwright/millwright/internal/tsdb"
 )
 
-func newServerCmd() *cobra.Command {
-	opts := server.DefaultOptions()
-	var (
-		fsync    string
-		logLevel string
-	)
-	cmd := &cobra.Command{
+func newServerCmd() *cobra.Command { return newServerCommand().cmd }
+
+// serverCommand is millwright server: its flags set the options of a serverConfig, laid over
+// the configuration file given with --config.
+type serverCommand struct {
+	cmd        *cobra.Command
+	cfg        serverConfig
+	configFile string
+}
+
+func newServerCommand() *serverCommand {
+	c := &serverCommand{cfg: defaultServerConfig()}
+	c.cmd = &cobra.Command{
 		Use:   "server",
 		Short: "Run the Millwright server (MQTT/TLS, HTTPS API, telemetry store)",
 		Long: `Run the Millwright server.
 
 With no flags it makes ./data with a development CA (ca.pem), an admin API token
 (admin.token), and a server certificate, then serves MQTT over TLS on :8883 and the
-HTTPS API on :8443.`,
+HTTPS API on :8443.
+
+--config reads a YAML file with a key for every flag (docs/operations.md); flags given
+on the command line override the file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := newLogger(cmd.ErrOrStderr(), logLevel)
+			cfg, err := c.resolve()
 			if err != nil {
 				return err
 			}
-			p, err := tsdb.ParseSyncPolicy(fsync)
+			logger, err := newLogger(cmd.ErrOrStderr(), cfg.LogLevel)
 			if err != nil {
-				return usageError{fmt.Errorf("invalid --fsync: %w", err)}
+				return err
 			}
-			opts.TSDB.Sync = p
-			if opts.TSDB.Retention <= 0 {
-				return usageError{fmt.Errorf("invalid --retention %s: must be positive", opts.TSDB.Retention)}
-			}
-			if opts.TSDB.OutOfOrderWindow <= 0 {
-				return usageError{fmt.Errorf("invalid --out-of-order-window %s: must be positive", opts.TSDB.OutOfOrderWindow)}
-			}
-			if err := checkServerLimits(opts); err != nil {
-				return usageError{err}
-			}
-			srv, err := server.New(opts, clock.Real(), logger)
+			srv, err := server.New(cfg.Options, clock.Real(), logger)
 			if err != nil {
 				return err
 			}
 			return srv.Run(cmd.Context())
 		},
 	}
-	f := cmd.Flags()
+	opts := &c.cfg.Options
+	f := c.cmd.Flags()
+	f.StringVar(&c.configFile, "config", "", "configuration file (YAML, a key for every flag); flags given here override it")
 	f.StringVar(&opts.DataDir, "data", opts.DataDir, "data directory (CA, admin token, telemetry)")
 	f.StringVar(&opts.MQTT.Listen, "mqtt-listen", opts.MQTT.Listen, "MQTT over TLS listen address")
 	f.StringVar(&opts.MQTT.InsecureListen, "insecure-mqtt-listen", "", "plain MQTT listen address, where the client ID alone names the device (development only)")
@@ -65,8 +62,9 @@ HTTPS API on :8443.`,
 	f.StringSliceVar(&opts.ServerNames, "server-name", nil, "extra DNS name or IP address for the server certificate (repeatable)")
 	f.Var(durationFlag{&opts.TSDB.Retention}, "retention", "how long telemetry is kept")
 	f.Var(durationFlag{&opts.TSDB.OutOfOrderWindow}, "out-of-order-window", "how late a sample may arrive and still be stored")
-	f.StringVar(&fsync, "fsync", string(opts.TSDB.Sync), "durability before an acknowledgement: always (fsync every group commit; survives power loss) or never (survives a process crash only)")
-	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar((*string)(&opts.TSDB.Sync), "fsync", string(opts.TSDB.Sync), "durability before an acknowledgement: always (fsync every group commit; survives power loss) or never (survives a process crash only)")
+	f.StringVar(&c.cfg.LogLevel, "log-level", c.cfg.LogLevel, "log level: debug, info, warn, error")
+	f.Var(durationFlag{&opts.ShutdownTimeout}, "shutdown-timeout", "longest each part of the server (MQTT, HTTPS, the pipeline, each store) may take to stop at shutdown")
 	f.IntVar(&opts.Ingest.MaxSeriesPerDevice, "max-series-per-device", opts.Ingest.MaxSeriesPerDevice, "series one device may write; values of further series are refused (series_limit)")
 	f.IntVar(&opts.Ingest.MaxEventBytesPerHour, "max-event-bytes-per-hour", opts.Ingest.MaxEventBytesPerHour, "bytes of string and data values one device may add to the event log per hour; beyond, they are refused (event_quota)")
 	f.IntVar(&opts.Ingest.MaxNameLength, "max-name-length", opts.Ingest.MaxNameLength, "longest measurement name, in bytes; a batch with a longer one is refused as invalid")
@@ -86,41 +84,44 @@ HTTPS API on :8443.`,
 	f.IntVar(&opts.MQTT.MaxHandshakesPerSource, "mqtt-max-handshakes-per-source", opts.MQTT.MaxHandshakesPerSource, "MQTT/TLS handshakes one source address (IPv6: /64) may have in progress or waiting at once; 0 is half of --mqtt-max-handshakes. Raise it for many devices behind one NAT")
 	f.Uint16Var(&opts.MQTT.ReceiveMaximum, "mqtt-receive-maximum", opts.MQTT.ReceiveMaximum, "QoS 2 publishes a device may have unreleased on one connection (MQTT 5 Receive Maximum); beyond, it is disconnected (0x93)")
 	f.Uint16Var(&opts.MQTT.MaxKeepAlive, "mqtt-max-keepalive", opts.MQTT.MaxKeepAlive, "longest MQTT keep-alive, in seconds; a device asking for none or more is held to it")
-	return cmd
+	return c
 }
 
-// checkServerLimits refuses limits that would turn a bound off by accident: a zero or negative
-// query bound or HTTPS deadline, a zero connection bound (a negative one is no bound).
-func checkServerLimits(opts server.Options) error {
-	for _, c := range []struct {
-		flag string
-		ok   bool
-		val  any
-	}{
-		{"--query-max-concurrency", opts.API.QueryMaxConcurrency > 0, opts.API.QueryMaxConcurrency},
-		{"--query-timeout", opts.TSDB.QueryTimeout > 0, opts.TSDB.QueryTimeout},
-		{"--query-max-samples", opts.TSDB.QueryMaxSamples > 0, opts.TSDB.QueryMaxSamples},
-		{"--http-body-timeout", opts.HTTP.BodyTimeout > 0, opts.HTTP.BodyTimeout},
-		{"--http-upload-timeout", opts.HTTP.UploadTimeout > 0, opts.HTTP.UploadTimeout},
-		{"--max-series-per-device", opts.Ingest.MaxSeriesPerDevice > 0, opts.Ingest.MaxSeriesPerDevice},
-		{"--max-event-bytes-per-hour", opts.Ingest.MaxEventBytesPerHour > 0, opts.Ingest.MaxEventBytesPerHour},
-		{"--max-name-length", opts.Ingest.MaxNameLength > 0, opts.Ingest.MaxNameLength},
-		{"--max-unit-length", opts.Ingest.MaxUnitLength > 0, opts.Ingest.MaxUnitLength},
-		{"--max-string-length", opts.Ingest.MaxStringLength > 0, opts.Ingest.MaxStringLength},
-		{"--mqtt-hello-timeout", opts.MQTT.HelloTimeout > 0, opts.MQTT.HelloTimeout},
-		{"--mqtt-handshake-timeout", opts.MQTT.HandshakeTimeout > 0, opts.MQTT.HandshakeTimeout},
-		{"--mqtt-connect-timeout", opts.MQTT.ConnectTimeout > 0, opts.MQTT.ConnectTimeout},
-		{"--mqtt-max-handshakes", opts.MQTT.MaxConcurrentHandshakes > 0, opts.MQTT.MaxConcurrentHandshakes},
-		{"--mqtt-max-handshakes-per-source", opts.MQTT.MaxHandshakesPerSource >= 0, opts.MQTT.MaxHandshakesPerSource},
-		{"--mqtt-receive-maximum", opts.MQTT.ReceiveMaximum > 0, opts.MQTT.ReceiveMaximum},
-		{"--mqtt-max-keepalive", opts.MQTT.MaxKeepAlive > 0, opts.MQTT.MaxKeepAlive},
-	} {
-		if !c.ok {
-			return fmt.Errorf("invalid %s %v: must be positive", c.flag, c.val)
-		}
-	}
-	if opts.HTTP.MaxConnections == 0 || opts.HTTP.MaxConnectionsPerSource == 0 {
-		return errors.New("invalid --http-max-connections or --http-max-connections-per-source 0: give a bound, or a negative value for none")
-	}
-	return nil
+// serverFlagKeys names, for each flag of millwright server but --config, the key of the
+// configuration file that the flag overrides.
+var serverFlagKeys = map[string]string{
+	"data":                            "data",
+	"mqtt-listen":                     "mqtt.listen",
+	"insecure-mqtt-listen":            "mqtt.insecure_listen",
+	"http-listen":                     "http_listen",
+	"database":                        "database",
+	"cert-validity":                   "enroll.cert_validity",
+	"ca-cert":                         "ca_cert",
+	"ca-key":                          "ca_key",
+	"zone":                            "zone",
+	"server-name":                     "server_names",
+	"retention":                       "tsdb.retention",
+	"out-of-order-window":             "tsdb.out_of_order_window",
+	"fsync":                           "tsdb.fsync",
+	"log-level":                       "log_level",
+	"shutdown-timeout":                "shutdown_timeout",
+	"max-series-per-device":           "ingest.max_series_per_device",
+	"max-event-bytes-per-hour":        "ingest.max_event_bytes_per_hour",
+	"max-name-length":                 "ingest.max_name_length",
+	"max-unit-length":                 "ingest.max_unit_length",
+	"max-string-length":               "ingest.max_string_length",
+	"query-max-concurrency":           "api.query_max_concurrency",
+	"query-timeout":                   "tsdb.query_timeout",
+	"query-max-samples":               "tsdb.query_max_samples",
+	"http-body-timeout":               "http.body_timeout",
+	"http-upload-timeout":             "http.upload_timeout",
+	"http-max-connections":            "http.max_connections",
+	"http-max-connections-per-source": "http.max_connections_per_source",
+	"mqtt-hello-timeout":              "mqtt.hello_timeout",
+	"mqtt-handshake-timeout":          "mqtt.handshake_timeout",
+	"mqtt-connect-timeout":            "mqtt.connect_timeout",
+	"mqtt-max-handshakes":             "mqtt.max_concurrent_handshakes",
+	"mqtt-max-handshakes-per-source":  "mqtt.max_handshakes_per_source",
+	"mqtt-receive-maximum":            "mqtt.receive_maximum",
+	"mqtt-max-keepalive":              "mqtt.max_keepalive",
 }
