@@ -26,7 +26,7 @@ func TestBackPressure(t *testing.T) {
 	now, ca, reg, p := r.now, r.ca, r.reg, r.pipeline
 
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"},
-		r.serverTLS, p, nil, nil, nil, reg)
+		r.serverTLS, r.ing, nil, nil, nil, reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	defer m.Close()

@@ -3,10 +3,10 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"os"
 	"strings"
@@ -62,10 +62,9 @@ type conn struct {
 	sess        *session
 	attached    bool // counted as connected; guarded by the MQTT's mutex after CONNECT
 
-	// On the TLS listener, the certificate's authorization, decided after the handshake and
-	// before the CONNECT is read; a refusal is answered at CONNECT.
-	authErr  error
-	authCode packets.Code
+	// On the TLS listener, the certificate's device and its authorization, decided after the
+	// handshake and before the CONNECT is read; a refusal is answered at CONNECT.
+	cert certIdentity
 
 	qos2Open map[uint16]struct{} // QoS 2 publishes received on this connection and not yet released
 
@@ -155,7 +154,7 @@ func (c *conn) kick(code packets.Code) {
 		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ReasonCode: code.Code}
 		pk.Properties.ReasonString = code.Reason
 		if b, err := c.encodeFor(&pk); err == nil {
-			_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = c.nc.SetWriteDeadline(time.Now().Add(c.m.opts.DisconnectTimeout))
 			_, _ = c.nc.Write(b)
 		}
 	}
@@ -219,25 +218,37 @@ func (c *conn) sendPublish(topic string, payload []byte, qos byte, id uint16, du
 	_ = c.writeLocked(b)
 }
 
-// authorizeCertificate asks the registry, right after the TLS handshake and before any of the
+// authorizeCertificate asks the Authorizer, right after the TLS handshake and before any of the
 // CONNECT is read, whether the certificate's device may connect: a revoked or suspended device
 // costs no more than its CONNECT (within MQTTOptions.MaxConnectSize), which is answered with
-// the refusal. The answer is cached (RegistryAuthorizer), so a reconnect storm asks once.
+// the refusal. The Authorizer answers from a cache, so a reconnect storm asks the registry once.
 func (c *conn) authorizeCertificate() {
-	c.authCode = packets.ErrNotAuthorized
-	device, cert, err := certificateIdentity(c)
-	if err == nil {
-		err = protocol.ValidateDeviceID(device)
+	var id certIdentity
+	id.device, id.cert, id.err = certificateIdentity(c)
+	if id.err != nil {
+		id.auth = Refuse(id.err)
+	} else if err := protocol.ValidateDeviceID(id.device); err != nil {
+		id.auth = Refuse(err)
+	} else if c.m.authz != nil {
+		id.auth = c.authorize(id.device, id.cert)
 	}
-	if err == nil && c.m.authz != nil {
-		ctx, cancel := context.WithTimeout(c.m.ctx, 5*time.Second)
-		err = c.m.authz.Authorize(ctx, device, cert)
-		cancel()
-		if err != nil && !errors.Is(err, ErrDeviceRefused) {
-			c.authCode = packets.ErrServerUnavailable // the registry failed: the device comes back later
-		}
+	c.cert = id
+}
+
+// authorize asks the Authorizer whether device may connect, within
+// MQTTOptions.AuthorizeTimeout.
+func (c *conn) authorize(device string, cert *x509.Certificate) Decision {
+	ctx, cancel := context.WithTimeout(c.m.ctx, c.m.opts.AuthorizeTimeout)
+	defer cancel()
+	return c.m.authz.Authorize(ctx, device, cert)
+}
+
+// listener is the listener c came in on.
+func (c *conn) listener() listenerKind {
+	if c.secure {
+		return tlsListener
 	}
-	c.authErr = err
+	return plainListener
 }
 
 // connect reads and answers the CONNECT packet, which must come first, in time
@@ -261,97 +272,42 @@ func (c *conn) connect() error {
 	return c.handleConnect(fh, body)
 }
 
+// handleConnect answers a CONNECT: the CONNECT check decides (checkConnect), the development
+// listener asks the Authorizer, and the connection either gets its session and the CONNACK that
+// says so, or the refusal.
 func (c *conn) handleConnect(fh packets.FixedHeader, body []byte) error {
 	pk := packets.Packet{FixedHeader: fh}
 	err := decode(&pk, body)
-	c.version = pk.ProtocolVersion
-	c.problemInfo = true
-	if c.version != 4 && c.version != 5 {
-		// MQTT 3.1 and unknown levels: 3.1.1's answer (§3.1.2.2), which 3.1 clients read too.
-		c.version = 4
-		return c.refuse(packets.ErrUnsupportedProtocolVersion, fmt.Errorf("protocol level %d: %w", pk.ProtocolVersion, packets.ErrUnsupportedProtocolVersion))
+	d := checkConnect(connectInput{pk: &pk, decodeErr: err, listener: c.listener(), cert: c.cert}, &c.m.opts)
+	if d.authorize && c.m.authz != nil {
+		d = d.authorized(c.authorize(d.device, nil))
 	}
-	if err != nil {
-		return c.refuse(asCode(err), err)
-	}
-	props := &pk.Properties
-	if c.version == 5 {
-		c.problemInfo = !props.RequestProblemInfoFlag || props.RequestProblemInfo != 0
-		c.maxOut = props.MaximumPacketSize
-	}
-	if props.AuthenticationMethod != "" {
-		return c.refuse(packets.ErrBadAuthenticationMethod, fmt.Errorf("authentication method %q: %w", props.AuthenticationMethod, packets.ErrBadAuthenticationMethod))
-	}
-	clientID := strings.Clone(pk.Connect.ClientIdentifier)
-	device, cert, err := deviceIdentity(c, clientID)
-	code := packets.ErrNotAuthorized
-	switch {
-	case err != nil: // the client ID, or the certificate, names no device it may be
-	case c.secure:
-		err, code = c.authErr, c.authCode // decided after the handshake
-	case c.m.authz != nil:
-		ctx, cancel := context.WithTimeout(c.m.ctx, 5*time.Second)
-		err = c.m.authz.Authorize(ctx, device, cert)
-		cancel()
-		if err != nil && !errors.Is(err, ErrDeviceRefused) {
-			code = packets.ErrServerUnavailable // the registry failed: the device comes back later
+	c.version, c.problemInfo, c.maxOut = d.version, d.problemInfo, d.maxOut
+	if d.refused {
+		if d.denied {
+			c.m.met.connects.WithLabelValues("refused").Inc()
+			c.m.log.Info("MQTT connection refused", "client", d.clientID, "remote", c.nc.RemoteAddr().String(), "error", d.err)
 		}
+		return c.refuse(d.code, d.err)
 	}
-	if err != nil {
-		c.m.met.connects.WithLabelValues("refused").Inc()
-		c.m.log.Info("MQTT connection refused", "client", clientID, "remote", c.nc.RemoteAddr().String(), "error", err)
-		return c.refuse(code, err)
-	}
-	c.device = device
-	// A keep-alive of none, or above the maximum, is held to the maximum (MQTT 5 devices are
-	// told in the CONNACK; docs/protocol.md says why MQTT 3.1.1 ones are not refused).
-	keepalive, clamped := pk.Connect.Keepalive, false
-	if keepalive == 0 || keepalive > c.m.opts.MaxKeepAlive {
-		keepalive, clamped = c.m.opts.MaxKeepAlive, true
+	return c.accept(&pk, d)
+}
+
+// accept gives the device its session and writes the CONNACK, before anything else is
+// written to the connection: a message to the device waits for wmu.
+func (c *conn) accept(pk *packets.Packet, d connectDecision) error {
+	c.device = d.device
+	c.keepalive = time.Duration(d.keepalive) * time.Second
+	if d.clamped {
 		c.m.met.keepalive.Inc()
 	}
-	c.keepalive = time.Duration(keepalive) * time.Second
-	max := time.Duration(c.m.opts.MaxSessionExpiry) * time.Second
-	var expiry time.Duration
-	switch {
-	case c.version == 5 && props.SessionExpiryIntervalFlag:
-		expiry = min(time.Duration(props.SessionExpiryInterval)*time.Second, max)
-	case c.version == 4 && !pk.Connect.Clean:
-		expiry = max // 3.1.1 persistent sessions have no interval of their own
-	}
-	quota := math.MaxUint16
-	if c.version == 5 && props.ReceiveMaximum > 0 {
-		quota = int(props.ReceiveMaximum)
-	}
-
-	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}}
-	if c.version == 5 {
-		ack.Properties = packets.Properties{
-			TopicAliasMaximum: topicAliasMaximum,
-			ReceiveMaximum:    c.m.opts.ReceiveMaximum,
-			MaximumPacketSize: c.m.opts.MaxPacketSize,
-			// No retained messages, subscription identifiers or shared subscriptions: a
-			// device's topic root has one client, the device.
-			RetainAvailable: 0, RetainAvailableFlag: true,
-			SubIDAvailable: 0, SubIDAvailableFlag: true,
-			SharedSubAvailable: 0, SharedSubAvailableFlag: true,
-		}
-		if props.SessionExpiryIntervalFlag && props.SessionExpiryInterval > c.m.opts.MaxSessionExpiry {
-			ack.Properties.SessionExpiryInterval, ack.Properties.SessionExpiryIntervalFlag = c.m.opts.MaxSessionExpiry, true
-		}
-		if clamped {
-			ack.Properties.ServerKeepAlive, ack.Properties.ServerKeepAliveFlag = keepalive, true // §3.2.2.3.14
-		}
-	}
-	// The CONNACK goes out before anything else is written to the connection: a message to
-	// the device waits for wmu.
 	c.wmu.Lock()
-	present, err := c.m.attach(c, pk.Connect.Clean, expiry, quota)
+	present, err := c.m.attach(c, d.clean, d.expiry, d.quota)
 	if err != nil {
 		c.wmu.Unlock()
 		return c.refuse(asCode(err), err)
 	}
-	ack.SessionPresent = present
+	ack := connack(d, present, &c.m.opts)
 	b, err := c.encodeFor(&ack)
 	if err == nil {
 		err = c.writeLocked(b)
@@ -363,23 +319,18 @@ func (c *conn) handleConnect(fh packets.FixedHeader, body []byte) error {
 	}
 	c.m.met.connects.WithLabelValues("accepted").Inc()
 	if c.m.facts != nil {
-		c.m.facts.report(device, connectFacts(&pk))
+		c.m.facts.Connected(c.device, connectFacts(pk, c.m.opts.Clock.Now()))
 	}
-	c.m.log.Debug("device connected", "device", device, "remote", c.nc.RemoteAddr().String(), "mqtt", c.version, "session_present", present)
+	c.m.log.Debug("device connected", "device", c.device, "remote", c.nc.RemoteAddr().String(), "mqtt", c.version, "session_present", present)
 	if present {
-		c.m.resend(c)
+		c.resend()
 	}
 	return nil
 }
 
 // refuse answers a CONNECT with an error CONNACK, and returns err to end the connection.
 func (c *conn) refuse(code packets.Code, err error) error {
-	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: code.Code}
-	if c.version == 5 {
-		ack.Properties.ReasonString = code.Reason
-	} else {
-		ack.ReasonCode = connackV3Code(code)
-	}
+	ack := refusal(c.version, code)
 	_ = c.send(&ack)
 	return fmt.Errorf("connect refused: %w", err)
 }
@@ -394,7 +345,7 @@ func (c *conn) handle(fh packets.FixedHeader, body []byte) error {
 	case packets.Publish:
 		return c.handlePublish(&pk)
 	case packets.Puback:
-		c.m.acked(c.sess, pk.PacketID)
+		c.sess.acked(pk.PacketID)
 		return nil
 	case packets.Pubrel:
 		code := packets.CodeSuccess.Code
@@ -407,7 +358,7 @@ func (c *conn) handle(fh packets.FixedHeader, body []byte) error {
 	case packets.Unsubscribe:
 		codes := make([]byte, len(pk.Filters))
 		for i, f := range pk.Filters {
-			if !c.m.unsubscribe(c.sess, f.Filter) {
+			if !c.sess.unsubscribe(f.Filter) {
 				codes[i] = packets.CodeNoSubscriptionExisted.Code
 			}
 		}
@@ -417,7 +368,7 @@ func (c *conn) handle(fh packets.FixedHeader, body []byte) error {
 	case packets.Disconnect:
 		if c.version == 5 && pk.Properties.SessionExpiryIntervalFlag {
 			d := min(time.Duration(pk.Properties.SessionExpiryInterval), time.Duration(c.m.opts.MaxSessionExpiry)) * time.Second
-			if err := c.m.setExpiry(c.sess, d); err != nil {
+			if err := c.sess.setExpiry(d); err != nil {
 				return err
 			}
 		}
@@ -465,7 +416,7 @@ func (c *conn) handlePublish(pk *packets.Packet) error {
 			c.qos2Open = map[uint16]struct{}{}
 		}
 		c.qos2Open[pk.PacketID] = struct{}{}
-		if !c.m.qos2Received(c.sess, pk.PacketID) {
+		if !c.sess.qos2Received(pk.PacketID) {
 			return c.ackPublish(pk, packets.CodeSuccess.Code, "") // stored already; the device missed the PUBREC
 		}
 	}
@@ -521,7 +472,7 @@ func (c *conn) receiveQuota(pk *packets.Packet) error {
 // reports whether the session knew it.
 func (c *conn) release2(id uint16) bool {
 	delete(c.qos2Open, id)
-	return c.m.qos2Released(c.sess, id)
+	return c.sess.qos2Released(id)
 }
 
 // resolveAlias returns the PUBLISH's topic: its topic name, or the topic its alias stands for
@@ -589,7 +540,7 @@ func (c *conn) handleSubscribe(pk *packets.Packet) error {
 			codes[i] = packets.ErrNotAuthorized.Code
 		default:
 			f.Filter = strings.Clone(f.Filter)
-			codes[i] = c.m.subscribe(c.sess, f)
+			codes[i] = c.sess.subscribe(f)
 		}
 		if c.version == 4 && codes[i] >= packets.ErrUnspecifiedError.Code {
 			codes[i] = packets.ErrUnspecifiedError.Code // 3.1.1 has one failure code (§3.9.3)

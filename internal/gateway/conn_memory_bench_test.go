@@ -89,9 +89,9 @@ func holdIdle(addr, caDir, count string) error {
 //	go test ./internal/gateway -run '^$' -bench IdleConnectionMemory -benchtime 2000x
 func BenchmarkIdleConnectionMemory(b *testing.B) {
 	r := newRig(b, ingest.DefaultOptions())
-	reg, p := r.reg, r.pipeline
+	reg := r.reg
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"},
-		r.serverTLS, p, nil, nil, nil, reg)
+		r.serverTLS, r.ing, nil, nil, nil, reg)
 	require.NoError(b, err)
 	require.NoError(b, m.Start())
 	defer m.Close()

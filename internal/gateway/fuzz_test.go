@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/internal/ingest"
 	"github.com/millwright/millwright/protocol"
 )
 
@@ -24,11 +23,11 @@ import (
 // the pipeline's queue.
 type decodingIngester struct{}
 
-func (decodingIngester) Ingest(_ context.Context, _ string, payload []byte) ingest.Result {
+func (decodingIngester) Ingest(_ context.Context, _ string, payload []byte) IngestResult {
 	if _, _, err := protocol.Decode(payload, time.Now(), protocol.DefaultLimits()); err != nil {
-		return ingest.Result{Reason: protocol.ReasonMalformed, Detail: err.Error()}
+		return IngestResult{Reason: protocol.ReasonMalformed, Detail: err.Error()}
 	}
-	return ingest.Result{}
+	return IngestResult{}
 }
 
 // wire encodes packets for a seed or a test.
@@ -52,7 +51,7 @@ func sessionSeeds(tb testing.TB) map[string][]byte {
 		connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: v,
 			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), ClientIdentifier: "dev-1", Keepalive: 30, Clean: true}}
 		if v == 5 {
-			connect.Properties.User = []packets.UserProperty{{Key: PropFirmwareVersion, Val: "2.1.0"}}
+			connect.Properties.User = []packets.UserProperty{{Key: protocol.PropFirmwareVersion, Val: "2.1.0"}}
 			connect.Properties.SessionExpiryInterval, connect.Properties.SessionExpiryIntervalFlag = 60, true
 		}
 		pub := func(topic string, qos byte, id uint16, payload []byte) packets.Packet {

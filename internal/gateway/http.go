@@ -17,9 +17,6 @@ import (
 	"github.com/millwright/millwright/protocol"
 )
 
-// BatchPath is where a device POSTs a telemetry batch over HTTPS with its client certificate.
-const BatchPath = "/ingest/v1/batch"
-
 // Retry-After values, in seconds, sent with 429 and 503.
 const (
 	retryAfterBusy        = 2
@@ -47,7 +44,7 @@ type HTTPIngestOptions struct {
 	WriteTimeout time.Duration
 }
 
-// HTTPIngest is the HTTPS batch endpoint. The device is the verified client certificate's
+// HTTPIngest is the HTTPS batch endpoint, to be served at protocol.BatchPath. The device is the verified client certificate's
 // common name, and authz (never nil) decides whether it may send, with the same cached
 // registry answer as an MQTT connect; the body is a batch in any encoding the protocol accepts. Nothing of the
 // body is read before the device is authorized. Answers: 202 when durable, 400/413 with a
@@ -82,9 +79,9 @@ func HTTPIngest(ing Ingester, authz Authorizer, opts HTTPIngestOptions, reg prom
 			refuse(http.StatusUnauthorized, BatchResponse{Reason: protocol.ReasonNotAuthorized.String(), Detail: err.Error()})
 			return
 		}
-		if err := authz.Authorize(r.Context(), device, r.TLS.PeerCertificates[0]); err != nil {
-			if errors.Is(err, ErrDeviceRefused) {
-				refuse(http.StatusForbidden, BatchResponse{Reason: protocol.ReasonNotAuthorized.String(), Detail: err.Error()})
+		if d := authz.Authorize(r.Context(), device, r.TLS.PeerCertificates[0]); !d.Admitted() {
+			if d.Verdict == Refused {
+				refuse(http.StatusForbidden, BatchResponse{Reason: protocol.ReasonNotAuthorized.String(), Detail: d.reason().Error()})
 				return
 			}
 			w.Header().Set("Retry-After", strconv.Itoa(retryAfterUnavailable))

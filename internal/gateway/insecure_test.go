@@ -54,7 +54,7 @@ func TestPlainListenerCannotTakeOverTLSSession(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, ingest.DefaultOptions())
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", InsecureListen: "127.0.0.1:0"},
-		r.serverTLS, r.pipeline, nil, nil, nil, r.reg)
+		r.serverTLS, r.ing, nil, nil, nil, r.reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	t.Cleanup(func() { _ = m.Close() })

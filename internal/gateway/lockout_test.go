@@ -134,7 +134,7 @@ func TestIdleSocketsDoNotLockOut(t *testing.T) {
 			// 16 handshake slots: the default on two cores, fixed here so that 50 sockets
 			// outnumber them on any machine.
 			m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", MaxConcurrentHandshakes: 16},
-				r.serverTLS, r.pipeline, nil, nil, nil, r.reg)
+				r.serverTLS, r.ing, nil, nil, nil, r.reg)
 			require.NoError(t, err)
 			require.NoError(t, m.Start())
 			t.Cleanup(func() { _ = m.Close() })

@@ -1,11 +1,17 @@
 // Package gateway holds the device-facing listeners: MQTT 5 and 3.1.1 over TLS with client
 // certificates, and the HTTPS batch endpoint. Both authenticate the device from its
-// certificate, confine it to its own topic root, and hand telemetry batches to the ingest
-// pipeline, acknowledging only what the pipeline made durable.
+// certificate, confine it to its own topic root, and hand telemetry batches to an Ingester,
+// acknowledging only what it made durable.
 //
 // The MQTT side serves device sessions itself, one goroutine per connection, over
 // mochi-mqtt's packet codec; docs/design.md ("Device sessions") says why it is not a
 // general-purpose broker.
+//
+// The gateway is transport and sessions only. What it needs of the rest of the server it asks
+// through small interfaces in its own types (policy.go): whether a device may connect
+// (Authorizer), to store a batch (Ingester), to take what a device reports at connect
+// (ConnectReporter). The registry-backed answers are in package devicepolicy; the gateway
+// links neither the registry's SQL drivers nor the TSDB.
 package gateway
 
 import (
@@ -26,16 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/millwright/millwright/clock"
-	"github.com/millwright/millwright/internal/ingest"
-	"github.com/millwright/millwright/protocol"
 )
-
-// Ingester stores a batch from a device and says how it went.
-type Ingester interface {
-	Ingest(ctx context.Context, device string, payload []byte) ingest.Result
-}
-
-var _ Ingester = (*ingest.Pipeline)(nil)
 
 // MQTTOptions configure the MQTT listeners and device sessions.
 type MQTTOptions struct {
@@ -105,8 +102,18 @@ type MQTTOptions struct {
 	// WriteTimeout bounds one write to a device; a device that does not read for that long is
 	// disconnected. Default 30 s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// DisconnectTimeout bounds the write of the DISCONNECT that tells an MQTT 5 device why its
+	// connection ends (a protocol error, a takeover, a revocation, shutdown) before the
+	// connection is closed anyway. Default 1 s: shutdown tells every device in turn.
+	DisconnectTimeout time.Duration `yaml:"disconnect_timeout"`
+	// AuthorizeTimeout bounds the Authorizer's answer for one connection (on the TLS listener
+	// after the handshake, on the development listener at CONNECT). A device without an
+	// answer in time gets CONNACK 0x88 "server unavailable" (MQTT 3.1.1: return code 3) and
+	// comes back later. Default 5 s.
+	AuthorizeTimeout time.Duration `yaml:"authorize_timeout"`
 
-	// Clock times session expiry. Nil means the real clock.
+	// Clock times session expiry and stamps the connect time given to the ConnectReporter.
+	// Nil means the real clock.
 	Clock clock.Clock `yaml:"-"`
 }
 
@@ -116,7 +123,7 @@ func DefaultMQTTOptions() MQTTOptions {
 		MaxConnectSize: 64 << 10, HelloTimeout: 10 * time.Second, HandshakeTimeout: 20 * time.Second,
 		ConnectTimeout: 10 * time.Second, MaxConcurrentHandshakes: 8 * runtime.GOMAXPROCS(0),
 		ReceiveMaximum: 64, MaxKeepAlive: 1200,
-		WriteTimeout: 30 * time.Second}
+		WriteTimeout: 30 * time.Second, DisconnectTimeout: time.Second, AuthorizeTimeout: 5 * time.Second}
 }
 
 // withDefaults fills the zero fields of o from DefaultMQTTOptions.
@@ -162,6 +169,12 @@ func (o MQTTOptions) withDefaults() MQTTOptions {
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = d.WriteTimeout
 	}
+	if o.DisconnectTimeout <= 0 {
+		o.DisconnectTimeout = d.DisconnectTimeout
+	}
+	if o.AuthorizeTimeout <= 0 {
+		o.AuthorizeTimeout = d.AuthorizeTimeout
+	}
 	if o.Clock == nil {
 		o.Clock = clock.Real()
 	}
@@ -169,14 +182,14 @@ func (o MQTTOptions) withDefaults() MQTTOptions {
 }
 
 // MQTT serves devices over MQTT: it accepts connections, authenticates each device, keeps its
-// session and hands its batches to the ingest pipeline.
+// session and hands its batches to the Ingester.
 type MQTT struct {
 	opts    MQTTOptions
 	tlsLn   *handshakeListener
 	plainLn net.Listener
 	ing     Ingester
 	authz   Authorizer
-	facts   *factQueue
+	facts   ConnectReporter
 	log     *slog.Logger
 	met     *mqttMetrics
 
@@ -184,6 +197,10 @@ type MQTT struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // accept loops and connections
 
+	// mu guards the set of sessions and of connections, not what is in a session (each has
+	// its own lock, session.mu, taken after mu when both are): one device's acknowledgements,
+	// subscriptions and messages do not wait for another's. A connect, a disconnect and a
+	// session's expiry take mu to find or change a device's session.
 	mu       sync.Mutex
 	sessions map[string]*session // by device ID: live ones and expiring ones
 	conns    map[*conn]struct{}  // every connection being served, before and after CONNECT
@@ -266,15 +283,16 @@ func newMQTTMetrics(reg prometheus.Registerer) *mqttMetrics {
 // certificate; NewMQTT sets client-certificate verification against clientCAs and the TLS 1.2
 // minimum.
 //
-// authz, when not nil, is asked at every connect whether the device may connect; facts, when
-// not nil, receives what the device reports about itself in its CONNECT user properties.
-func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Authorizer, facts FactReporter, logger *slog.Logger, reg prometheus.Registerer) (*MQTT, error) {
+// ing stores the batches. authz, when not nil, is asked at every connect whether the device
+// may connect; facts, when not nil, receives what the device reports about itself in its
+// CONNECT user properties, and is closed by Close (not by NewMQTT when it fails).
+func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Authorizer, facts ConnectReporter, logger *slog.Logger, reg prometheus.Registerer) (*MQTT, error) {
 	opts = opts.withDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "mqtt")
-	m := &MQTT{opts: opts, ing: ing, authz: authz, log: logger, met: newMQTTMetrics(reg),
+	m := &MQTT{opts: opts, ing: ing, authz: authz, facts: facts, log: logger, met: newMQTTMetrics(reg),
 		sessions: map[string]*session{}, conns: map[*conn]struct{}{}}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
@@ -320,9 +338,6 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 		Name: "millwright_mqtt_tls_handshakes_queued",
 		Help: "TLS handshakes on the MQTT listener whose ClientHello arrived, waiting now for a handshake slot or behind others from their source address.",
 	}, func() float64 { return float64(m.tlsLn.queued.Load()) })
-	if facts != nil {
-		m.facts = newFactQueue(facts, logger, reg)
-	}
 	return m, nil
 }
 
@@ -403,12 +418,14 @@ func (m *MQTT) Close() error {
 	m.wg.Wait()
 	m.mu.Lock()
 	for _, s := range m.sessions {
-		s.stopExpiry()
+		s.mu.Lock()
+		s.end()
+		s.mu.Unlock()
 	}
 	m.sessions = map[string]*session{}
 	m.mu.Unlock()
 	if m.facts != nil {
-		m.facts.close()
+		err = errors.Join(err, m.facts.Close())
 	}
 	return err
 }
@@ -427,10 +444,12 @@ func (m *MQTT) DisconnectDevice(id string) bool {
 	s := m.sessions[id]
 	var c *conn
 	if s != nil {
+		delete(m.sessions, id)
+		s.mu.Lock()
 		c = s.conn
 		s.conn = nil
-		s.stopExpiry()
-		delete(m.sessions, id)
+		s.end()
+		s.mu.Unlock()
 	}
 	m.mu.Unlock()
 	if c == nil {
@@ -438,26 +457,6 @@ func (m *MQTT) DisconnectDevice(id string) bool {
 	}
 	c.kick(packets.ErrNotAuthorized)
 	return true
-}
-
-// deviceIdentity is the device a CONNECT speaks for: on the TLS listener the verified
-// certificate's common name, which must equal the client ID; on the development listener the
-// client ID alone.
-func deviceIdentity(c *conn, clientID string) (string, *x509.Certificate, error) {
-	if err := protocol.ValidateDeviceID(clientID); err != nil {
-		return "", nil, fmt.Errorf("client ID: %w", err)
-	}
-	if !c.secure {
-		return clientID, nil, nil
-	}
-	device, cert, err := certificateIdentity(c)
-	if err != nil {
-		return "", nil, err
-	}
-	if device != clientID {
-		return "", nil, fmt.Errorf("client ID %q differs from the certificate's device ID %q", clientID, device)
-	}
-	return clientID, cert, nil
 }
 
 // certificateIdentity is the device a TLS connection's verified client certificate names.

@@ -28,9 +28,9 @@ import (
 // counts the questions.
 type revokedAuthorizer struct{ calls atomic.Int64 }
 
-func (a *revokedAuthorizer) Authorize(context.Context, string, *x509.Certificate) error {
+func (a *revokedAuthorizer) Authorize(context.Context, string, *x509.Certificate) gateway.Decision {
 	a.calls.Add(1)
-	return fmt.Errorf("%w: certificate revoked", gateway.ErrDeviceRefused)
+	return gateway.Refuse(errors.New("certificate revoked"))
 }
 
 // heapInUse is the live heap after a collection.
@@ -87,11 +87,11 @@ func TestDeclaredLengthNotAllocated(t *testing.T) {
 	r := newRig(t, ingest.DefaultOptions())
 	authz := &revokedAuthorizer{}
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", InsecureListen: "127.0.0.1:0"},
-		r.serverTLS, r.pipeline, nil, nil, nil, r.reg)
+		r.serverTLS, r.ing, nil, nil, nil, r.reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	t.Cleanup(func() { _ = m.Close() })
-	revoked, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"}, r.serverTLS, r.pipeline, authz, nil, nil, prometheus.NewRegistry())
+	revoked, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"}, r.serverTLS, r.ing, authz, nil, nil, prometheus.NewRegistry())
 	require.NoError(t, err)
 	require.NoError(t, revoked.Start())
 	t.Cleanup(func() { _ = revoked.Close() })
@@ -159,7 +159,7 @@ func TestRevokedBeforeConnect(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, ingest.DefaultOptions())
 	authz := &revokedAuthorizer{}
-	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"}, r.serverTLS, r.pipeline, authz, nil, nil, r.reg)
+	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"}, r.serverTLS, r.ing, authz, nil, nil, r.reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	t.Cleanup(func() { _ = m.Close() })

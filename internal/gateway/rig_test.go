@@ -9,7 +9,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/devicepolicy"
 	"github.com/millwright/millwright/internal/eventlog"
+	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/ingest"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/tsdb"
@@ -18,7 +20,8 @@ import (
 // rig is what a gateway test needs around the MQTT side: a development CA, a
 // server certificate for localhost, a metrics registry and a real ingest
 // pipeline over a TSDB and an event log in temporary directories (closed
-// when the test ends).
+// when the test ends), with the server's adapter that makes it the gateway's
+// Ingester.
 type rig struct {
 	dir       string // the CA's directory
 	now       time.Time
@@ -26,6 +29,7 @@ type rig struct {
 	serverTLS *tls.Config
 	reg       *prometheus.Registry
 	pipeline  *ingest.Pipeline
+	ing       gateway.Ingester // the pipeline
 }
 
 func newRig(tb testing.TB, opts ingest.Options) *rig {
@@ -46,5 +50,6 @@ func newRig(tb testing.TB, opts ingest.Options) *rig {
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = events.Close() })
 	r.pipeline = ingest.New(store, events, clock.Real(), opts, nil, r.reg)
+	r.ing = devicepolicy.Ingester(r.pipeline)
 	return r
 }

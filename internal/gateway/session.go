@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -17,10 +18,15 @@ var ErrInflightFull = errors.New("too many messages to the device not yet acknow
 // session is what the gateway keeps of a device across its connections (MQTT 5.0 §4.1): its
 // subscriptions, the QoS 1 messages sent to it and not yet acknowledged, and the QoS 2
 // packet IDs it sent and has not yet released. A device that connects with Clean Start (all
-// Millwright agents do) gets a new, empty session that ends with its connection. Every field
-// is guarded by the MQTT's mutex.
+// Millwright agents do) gets a new, empty session that ends with its connection.
+//
+// Each session has its own lock, so that one device's acknowledgements, subscriptions and
+// messages never wait for another's; the MQTT's mutex guards only which session is a device's.
+// Where both are taken, the MQTT's comes first.
 type session struct {
-	device   string
+	device string // set at creation, never changed
+
+	mu       sync.Mutex    // guards the fields below
 	conn     *conn         // the live connection; nil while the device is away
 	expiry   time.Duration // how long the session outlives a connection
 	timer    clock.Timer   // ends the session once expired; nil while connected
@@ -30,6 +36,7 @@ type session struct {
 	quota    int                 // the most messages in flight at once
 	qos2     map[uint16]struct{} // QoS 2 publishes stored, awaiting PUBREL
 	secure   bool                // held by a connection on the TLS listener, now or last
+	ended    bool                // no longer the device's session: a message to it goes nowhere
 }
 
 // Subscription options kept per filter, beside the granted QoS in the low two bits.
@@ -43,6 +50,7 @@ type outbound struct {
 	sent    bool // written to a connection once: sent again with DUP set
 }
 
+// stopExpiry stops the expiry timer; s.mu is held.
 func (s *session) stopExpiry() {
 	if s.timer != nil {
 		s.timer.Stop()
@@ -50,8 +58,15 @@ func (s *session) stopExpiry() {
 	}
 }
 
+// end marks s as no longer the device's session; s.mu is held, and the MQTT's mutex, under
+// which s leaves the sessions.
+func (s *session) end() {
+	s.stopExpiry()
+	s.ended = true
+}
+
 // match is the highest QoS of the subscriptions matching topic, skipping No Local ones for a
-// message the device published itself.
+// message the device published itself; s.mu is held.
 func (s *session) match(topic string, local bool) (byte, bool) {
 	var qos byte
 	found := false
@@ -65,7 +80,7 @@ func (s *session) match(topic string, local bool) (byte, bool) {
 	return qos, found
 }
 
-// allocID returns a packet identifier not in use by a message in flight.
+// allocID returns a packet identifier not in use by a message in flight; s.mu is held.
 func (s *session) allocID() uint16 {
 	for {
 		s.nextID++
@@ -100,31 +115,38 @@ func (m *MQTT) attach(c *conn, clean bool, expiry time.Duration, quota int) (boo
 		return false, packets.ErrServerShuttingDown
 	}
 	s := m.sessions[c.device]
-	if s != nil && s.secure && !c.secure {
-		live := s.conn != nil
-		m.mu.Unlock()
-		m.met.insecureRefused.Inc()
-		m.log.Warn("plain MQTT connection refused: the device's session belongs to the TLS listener",
-			"device", c.device, "remote", c.nc.RemoteAddr().String(), "connected", live)
-		return false, fmt.Errorf("plain connection for %q, whose session is on the TLS listener: %w", c.device, packets.ErrNotAuthorized)
-	}
 	var old *conn
 	if s != nil {
+		s.mu.Lock()
+		if s.secure && !c.secure {
+			live := s.conn != nil
+			s.mu.Unlock()
+			m.mu.Unlock()
+			m.met.insecureRefused.Inc()
+			m.log.Warn("plain MQTT connection refused: the device's session belongs to the TLS listener",
+				"device", c.device, "remote", c.nc.RemoteAddr().String(), "connected", live)
+			return false, fmt.Errorf("plain connection for %q, whose session is on the TLS listener: %w", c.device, packets.ErrNotAuthorized)
+		}
 		old = s.conn
 		s.stopExpiry()
-	}
-	present := s != nil && !clean
-	if !present {
-		if s != nil {
+		if clean {
 			s.conn = nil
+			s.end()
+			s.mu.Unlock()
+			s = nil
 		}
+	}
+	present := s != nil
+	if s == nil {
 		s = &session{device: c.device}
+		s.mu.Lock()
 		m.sessions[c.device] = s
 	}
 	s.conn = c
 	s.secure = c.secure
 	s.expiry = expiry
 	s.quota = min(quota, m.opts.MaxInflight)
+	s.mu.Unlock()
 	c.sess = s
 	c.attached = true
 	m.connected.Add(1)
@@ -145,6 +167,8 @@ func (m *MQTT) detach(c *conn) {
 	}
 	m.connected.Add(-1)
 	s := c.sess
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.conn != c {
 		return // taken over, or ended by DisconnectDevice
 	}
@@ -153,6 +177,7 @@ func (m *MQTT) detach(c *conn) {
 		if m.sessions[s.device] == s {
 			delete(m.sessions, s.device)
 		}
+		s.end()
 		return
 	}
 	s.timer = m.opts.Clock.AfterFunc(s.expiry, func() { m.expire(s) })
@@ -162,8 +187,11 @@ func (m *MQTT) detach(c *conn) {
 func (m *MQTT) expire(s *session) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.conn == nil && s.timer != nil && m.sessions[s.device] == s {
 		s.timer = nil
+		s.end()
 		delete(m.sessions, s.device)
 	}
 }
@@ -180,20 +208,21 @@ func (m *MQTT) Publish(device, topic string, payload []byte, qos byte) (bool, er
 func (m *MQTT) publish(device, topic string, payload []byte, qos byte, local bool) (bool, error) {
 	m.mu.Lock()
 	s := m.sessions[device]
+	m.mu.Unlock()
 	if s == nil {
-		m.mu.Unlock()
 		return false, nil
 	}
+	s.mu.Lock()
 	q, ok := s.match(topic, local)
-	if !ok {
-		m.mu.Unlock()
+	if !ok || s.ended {
+		s.mu.Unlock()
 		return false, nil
 	}
 	q = min(q, qos)
 	var id uint16
 	if q > 0 {
 		if len(s.inflight) >= s.quota {
-			m.mu.Unlock()
+			s.mu.Unlock()
 			m.met.dropped.Inc()
 			return true, ErrInflightFull
 		}
@@ -201,7 +230,7 @@ func (m *MQTT) publish(device, topic string, payload []byte, qos byte, local boo
 		s.inflight = append(s.inflight, outbound{id: id, topic: topic, payload: payload, sent: s.conn != nil})
 	}
 	c := s.conn
-	m.mu.Unlock()
+	s.mu.Unlock()
 	if c != nil {
 		c.sendPublish(topic, payload, q, id, false)
 	}
@@ -209,9 +238,9 @@ func (m *MQTT) publish(device, topic string, payload []byte, qos byte, local boo
 }
 
 // acked removes the message the device acknowledged.
-func (m *MQTT) acked(s *session, id uint16) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (s *session) acked(id uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for i, o := range s.inflight {
 		if o.id == id {
 			s.inflight = append(s.inflight[:i], s.inflight[i+1:]...)
@@ -222,27 +251,28 @@ func (m *MQTT) acked(s *session, id uint16) {
 
 // resend sends a returning device the messages it has not acknowledged, in order, those sent
 // before flagged as duplicates (§4.4).
-func (m *MQTT) resend(c *conn) {
-	m.mu.Lock()
-	pending := append([]outbound(nil), c.sess.inflight...)
-	for i := range c.sess.inflight {
-		c.sess.inflight[i].sent = true
+func (c *conn) resend() {
+	s := c.sess
+	s.mu.Lock()
+	pending := append([]outbound(nil), s.inflight...)
+	for i := range s.inflight {
+		s.inflight[i].sent = true
 	}
-	m.mu.Unlock()
+	s.mu.Unlock()
 	for _, o := range pending {
 		c.sendPublish(o.topic, o.payload, 1, o.id, o.sent)
 	}
 }
 
 // subscribe records a subscription and returns the QoS granted (at most 1).
-func (m *MQTT) subscribe(s *session, sub packets.Subscription) byte {
+func (s *session) subscribe(sub packets.Subscription) byte {
 	q := min(sub.Qos, 1)
 	opts := q
 	if sub.NoLocal {
 		opts |= subNoLocal
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.subs == nil {
 		s.subs = map[string]byte{}
 	}
@@ -251,17 +281,17 @@ func (m *MQTT) subscribe(s *session, sub packets.Subscription) byte {
 }
 
 // unsubscribe removes a subscription and reports whether it existed.
-func (m *MQTT) unsubscribe(s *session, filter string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (s *session) unsubscribe(filter string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return remove(s.subs, filter)
 }
 
 // qos2Received records an inbound QoS 2 packet ID and reports whether it was new: a PUBLISH
 // sent again before its PUBREL is acknowledged again but not stored twice (§4.3.3).
-func (m *MQTT) qos2Received(s *session, id uint16) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (s *session) qos2Received(id uint16) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, dup := s.qos2[id]; dup {
 		return false
 	}
@@ -273,9 +303,9 @@ func (m *MQTT) qos2Received(s *session, id uint16) bool {
 }
 
 // qos2Released forgets an inbound QoS 2 packet ID and reports whether it was known.
-func (m *MQTT) qos2Released(s *session, id uint16) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (s *session) qos2Released(id uint16) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return remove(s.qos2, id)
 }
 
@@ -288,9 +318,9 @@ func remove[K comparable, V any](m map[K]V, k K) bool {
 
 // setExpiry changes the session's expiry from a DISCONNECT (MQTT 5.0 §3.14.2.2.2): a session
 // that was to end with the connection may not be given one.
-func (m *MQTT) setExpiry(s *session, d time.Duration) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+func (s *session) setExpiry(d time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.expiry == 0 && d > 0 {
 		return packets.ErrProtocolViolationZeroNonZeroExpiry
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millwright/millwright/clock"
-	"github.com/millwright/millwright/internal/ingest"
 	"github.com/millwright/millwright/protocol"
 )
 
@@ -31,7 +30,7 @@ import (
 // countingIngester decodes each batch with the real decoder and counts the ones it took.
 type countingIngester struct{ n atomic.Int64 }
 
-func (ci *countingIngester) Ingest(ctx context.Context, device string, payload []byte) ingest.Result {
+func (ci *countingIngester) Ingest(ctx context.Context, device string, payload []byte) IngestResult {
 	res := decodingIngester{}.Ingest(ctx, device, payload)
 	if res.Reason == protocol.ReasonNone {
 		ci.n.Add(1)
@@ -156,7 +155,7 @@ func TestConnectRefusals(t *testing.T) {
 	c := r.dial(t, 4)
 	old := connectPacket(3, "dev-1", true)
 	old.Connect.ProtocolName = []byte("MQIsdp")
-	require.EqualValues(t, connackV3BadProtocolVersion, c.connect(old).ReasonCode)
+	require.EqualValues(t, protocol.MQTT3UnacceptableVersion, c.connect(old).ReasonCode)
 	require.Zero(t, c.closed())
 
 	for _, tc := range []struct {
@@ -166,7 +165,7 @@ func TestConnectRefusals(t *testing.T) {
 		method  string
 		code    byte
 	}{
-		{"3.1.1, a client ID that is no device ID", 4, "Not_A_Device", "", connackV3NotAuthorized},
+		{"3.1.1, a client ID that is no device ID", 4, "Not_A_Device", "", protocol.MQTT3NotAuthorized},
 		{"5, a client ID that is no device ID", 5, "", "", packets.ErrNotAuthorized.Code},
 		{"5, enhanced authentication", 5, "dev-1", "SCRAM-SHA-1", packets.ErrBadAuthenticationMethod.Code},
 	} {
@@ -437,8 +436,8 @@ func TestMatchTopic(t *testing.T) {
 // failingRegistry is an Authorizer whose registry cannot answer.
 type failingRegistry struct{}
 
-func (failingRegistry) Authorize(context.Context, string, *x509.Certificate) error {
-	return errors.New("registry: connection refused")
+func (failingRegistry) Authorize(context.Context, string, *x509.Certificate) Decision {
+	return Undecided(errors.New("registry: connection refused"))
 }
 
 // TestConnectRegistryDown: when the registry cannot answer, a device is told to come back
@@ -447,7 +446,7 @@ func TestConnectRegistryDown(t *testing.T) {
 	t.Parallel()
 	r := newSessionRig(t, nil)
 	r.m.authz = failingRegistry{} // before any connection
-	for version, code := range map[byte]byte{4: connackV3ServerUnavailable, 5: packets.ErrServerUnavailable.Code} {
+	for version, code := range map[byte]byte{4: protocol.MQTT3ServerUnavailable, 5: packets.ErrServerUnavailable.Code} {
 		c := r.dial(t, version)
 		require.Equal(t, code, c.connect(connectPacket(version, "dev-1", true)).ReasonCode, "MQTT level %d", version)
 		require.Zero(t, c.closed())
@@ -534,4 +533,46 @@ func TestKeepAliveBound(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() { require.Equal(t, 4.0, testutil.ToFloat64(r.m.met.keepalive)) })
+}
+
+// TestSessionOperationsApart: a connected device's session operations take its own session's
+// lock only. While the gateway's mutex is held (as a connect storm's attaches and detaches
+// hold it) and another device's session is locked, the device still gets its SUBACK, its QoS 2
+// exchange and its PINGRESP.
+func TestSessionOperationsApart(t *testing.T) {
+	t.Parallel()
+	r := newSessionRig(t, nil)
+	c1 := r.dial(t, 5)
+	require.Zero(t, c1.connect(connectPacket(5, "dev-1", true)).ReasonCode)
+	c2 := r.dial(t, 5)
+	require.Zero(t, c2.connect(connectPacket(5, "dev-2", true)).ReasonCode)
+
+	r.m.mu.Lock()
+	other := r.m.sessions["dev-2"]
+	other.mu.Lock()
+	locked := true
+	unlock := func() {
+		if locked {
+			other.mu.Unlock()
+			r.m.mu.Unlock()
+			locked = false
+		}
+	}
+	defer unlock()
+
+	c1.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "mw/v1/dev-1/cmd/#", Qos: 1}}})
+	require.Equal(t, []byte{1}, c1.read().ReasonCodes)
+	c1.send(publishPacket(protocol.BatchTopic("dev-1"), 2, 9, batchPayload(t, 1)))
+	require.Equal(t, packets.Pubrec, c1.read().FixedHeader.Type)
+	c1.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: 9})
+	require.Equal(t, packets.Pubcomp, c1.read().FixedHeader.Type)
+	c1.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+	require.Equal(t, packets.Pingresp, c1.read().FixedHeader.Type)
+	unlock()
+
+	ok, err := r.m.Publish("dev-1", "mw/v1/dev-1/cmd/x", []byte("y"), 1)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "mw/v1/dev-1/cmd/x", c1.read().TopicName)
 }

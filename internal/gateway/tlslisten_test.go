@@ -32,7 +32,7 @@ func TestHandshakeTimeout(t *testing.T) {
 
 	const timeout = 300 * time.Millisecond
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HelloTimeout: timeout},
-		r.serverTLS, p, nil, nil, nil, reg)
+		r.serverTLS, r.ing, nil, nil, nil, reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	defer m.Close()
@@ -133,7 +133,7 @@ func TestHandshakeSlots(t *testing.T) {
 
 	const timeout = 5 * time.Second
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout, MaxConcurrentHandshakes: 1},
-		r.serverTLS, r.pipeline, nil, nil, nil, reg)
+		r.serverTLS, r.ing, nil, nil, nil, reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	defer m.Close()
@@ -172,7 +172,7 @@ func TestHandshakesPerSource(t *testing.T) {
 	r := newRig(t, ingest.DefaultOptions())
 	const timeout = time.Second
 	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0", HandshakeTimeout: timeout,
-		MaxConcurrentHandshakes: 2, MaxHandshakesPerSource: 1}, r.serverTLS, r.pipeline, nil, nil, nil, r.reg)
+		MaxConcurrentHandshakes: 2, MaxHandshakesPerSource: 1}, r.serverTLS, r.ing, nil, nil, nil, r.reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	defer m.Close()
@@ -207,7 +207,7 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 func TestResumptionCounted(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, ingest.DefaultOptions())
-	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"}, r.serverTLS, r.pipeline, nil, nil, nil, r.reg)
+	m, err := gateway.NewMQTT(gateway.MQTTOptions{Listen: "127.0.0.1:0"}, r.serverTLS, r.ing, nil, nil, nil, r.reg)
 	require.NoError(t, err)
 	require.NoError(t, m.Start())
 	defer m.Close()

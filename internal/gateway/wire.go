@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/millwright/millwright/protocol"
 )
 
 // The packet layer: framing on the connection, and decoding with mochi-mqtt's packet codec
@@ -238,28 +240,19 @@ func asCode(err error) packets.Code {
 	return packets.ErrMalformedPacket
 }
 
-// MQTT 3.1.1 CONNACK return codes (§3.2.2.3); MQTT 5 uses the reason codes of packets.Code.
-const (
-	connackV3Accepted           = 0x00
-	connackV3BadProtocolVersion = 0x01
-	connackV3IdentifierRejected = 0x02
-	connackV3ServerUnavailable  = 0x03
-	connackV3NotAuthorized      = 0x05
-)
-
-// connackV3Code maps an MQTT 5 CONNACK reason to the nearest MQTT 3.1.1 return code.
+// connackV3Code maps an MQTT 5 CONNACK reason to the nearest MQTT 3.1.1 return code (§3.2.2.3).
 func connackV3Code(c packets.Code) byte {
 	switch c.Code {
 	case packets.CodeSuccess.Code:
-		return connackV3Accepted
+		return protocol.MQTT3Accepted
 	case packets.ErrUnsupportedProtocolVersion.Code, packets.ErrProtocolViolationProtocolVersion.Code:
-		return connackV3BadProtocolVersion
+		return protocol.MQTT3UnacceptableVersion
 	case packets.ErrClientIdentifierNotValid.Code:
-		return connackV3IdentifierRejected
+		return protocol.MQTT3IdentifierRejected
 	case packets.ErrServerUnavailable.Code, packets.ErrServerBusy.Code, packets.ErrServerShuttingDown.Code:
-		return connackV3ServerUnavailable
+		return protocol.MQTT3ServerUnavailable
 	default:
-		return connackV3NotAuthorized
+		return protocol.MQTT3NotAuthorized
 	}
 }
 

@@ -13,8 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/millwright/millwright/internal/api"
+	"github.com/millwright/millwright/internal/devicepolicy"
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/netlimit"
+	"github.com/millwright/millwright/protocol"
 )
 
 // HTTPOptions bound the HTTPS listener (API, metrics, enrollment, batch POSTs): how long a
@@ -116,7 +118,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 	s.httpLn = tls.NewListener(netlimit.NewListener(ln, lim), httpCfg)
 
 	mux := http.NewServeMux()
-	mux.Handle(gateway.BatchPath, gateway.HTTPIngest(s.pipeline, s.authz, gateway.HTTPIngestOptions{
+	mux.Handle(protocol.BatchPath, gateway.HTTPIngest(devicepolicy.Ingester(s.pipeline), s.authz, gateway.HTTPIngestOptions{
 		MaxPayload:   s.pipelineMaxPayload(),
 		BodyTimeout:  o.UploadTimeout,
 		WriteTimeout: o.WriteTimeout,

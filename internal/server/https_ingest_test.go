@@ -15,7 +15,7 @@ import (
 // postBatch posts one batch over HTTPS with client and decodes the answer.
 func (s *testServer) postBatch(t *testing.T, client *http.Client, body []byte) (int, gateway.BatchResponse) {
 	t.Helper()
-	resp, err := client.Post(s.url(gateway.BatchPath), "application/cbor", bytes.NewReader(body))
+	resp, err := client.Post(s.url(protocol.BatchPath), "application/cbor", bytes.NewReader(body))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var br gateway.BatchResponse

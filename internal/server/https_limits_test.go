@@ -21,7 +21,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
-	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/server"
 	"github.com/millwright/millwright/protocol"
 	"github.com/millwright/millwright/protocol/est"
@@ -121,7 +120,7 @@ func TestSlowBodiesAreClosed(t *testing.T) {
 	})
 	pair := s.device(t, "dev-slow")
 	kinds := []slowBody{
-		{path: gateway.BatchPath, status: http.StatusUnauthorized, atOnce: true},
+		{path: protocol.BatchPath, status: http.StatusUnauthorized, atOnce: true},
 		{path: est.PathEnroll, auth: "Bearer mwe_" + strings.Repeat("A", 43), status: http.StatusForbidden, atOnce: true},
 		{path: est.PathEnroll, status: http.StatusUnauthorized, atOnce: true},
 		{path: est.PathReenroll, status: http.StatusUnauthorized, atOnce: true},
@@ -304,12 +303,12 @@ func TestSlowBatchUpload(t *testing.T) {
 	batch := encode(t, protocol.Pack{{Name: "level", Value: ptr(3.5)}}, protocol.Encoding{Format: protocol.FormatJSON})
 	trickle := 2 * bodyTimeout / time.Duration(len(batch)) // the whole batch takes twice the body timeout
 
-	r := sendSlowBody(s.HTTPAddr().String(), cfg, slowBody{path: gateway.BatchPath, body: batch}, trickle, uploadTimeout)
+	r := sendSlowBody(s.HTTPAddr().String(), cfg, slowBody{path: protocol.BatchPath, body: batch}, trickle, uploadTimeout)
 	require.NoError(t, r.err)
 	require.Equal(t, http.StatusAccepted, r.status, "%s", r.body)
 	require.Equal(t, 3.5, s.scalar(t, `level{device="dev-trickle"}`, time.Now()))
 
-	r = sendSlowBody(s.HTTPAddr().String(), cfg, slowBody{path: gateway.BatchPath}, 100*time.Millisecond, uploadTimeout+2*time.Second)
+	r = sendSlowBody(s.HTTPAddr().String(), cfg, slowBody{path: protocol.BatchPath}, 100*time.Millisecond, uploadTimeout+2*time.Second)
 	require.NoError(t, r.err)
 	require.Equal(t, http.StatusRequestTimeout, r.status, "%s", r.body)
 	require.NotZero(t, r.closed, "the connection stays open after 408")
@@ -337,7 +336,7 @@ func TestHTTP2Deadlines(t *testing.T) {
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		if method == http.MethodPost && path != gateway.BatchPath {
+		if method == http.MethodPost && path != protocol.BatchPath {
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		}
 		resp, err := c.Do(req)
@@ -348,8 +347,8 @@ func TestHTTP2Deadlines(t *testing.T) {
 		return resp
 	}
 	batch := encode(t, protocol.Pack{{Name: "h2", Value: ptr(2.0)}}, cborZstd)
-	require.Equal(t, http.StatusAccepted, do(dev, http.MethodPost, gateway.BatchPath, "", batch).StatusCode)
-	require.Equal(t, http.StatusUnauthorized, do(anon, http.MethodPost, gateway.BatchPath, "", batch).StatusCode)
+	require.Equal(t, http.StatusAccepted, do(dev, http.MethodPost, protocol.BatchPath, "", batch).StatusCode)
+	require.Equal(t, http.StatusUnauthorized, do(anon, http.MethodPost, protocol.BatchPath, "", batch).StatusCode)
 	require.Equal(t, http.StatusUnauthorized, do(anon, http.MethodPost, "/api/v1/query", "", []byte("query=h2")).StatusCode)
 	require.Equal(t, http.StatusOK, do(anon, http.MethodPost, "/api/v1/query", s.AdminToken(), []byte("query=h2")).StatusCode)
 	require.Equal(t, http.StatusOK, do(anon, http.MethodGet, "/api/v1/query?query=h2", s.AdminToken(), nil).StatusCode)

@@ -324,7 +324,7 @@ func TestSequenceAccounting(t *testing.T) {
 func TestHTTPSIngest(t *testing.T) {
 	s := startServer(t, nil)
 	post := func(client *http.Client, body []byte) (*http.Response, gateway.BatchResponse) {
-		resp, err := client.Post(s.url(gateway.BatchPath), "application/cbor", bytes.NewReader(body))
+		resp, err := client.Post(s.url(protocol.BatchPath), "application/cbor", bytes.NewReader(body))
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		var br gateway.BatchResponse

@@ -24,6 +24,7 @@ import (
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/api"
+	"github.com/millwright/millwright/internal/devicepolicy"
 	"github.com/millwright/millwright/internal/estserver"
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/gateway"
@@ -98,7 +99,7 @@ type Server struct {
 	token    string
 	reg      *prometheus.Registry
 	registry *registry.Registry
-	authz    *gateway.RegistryAuthorizer
+	authz    *devicepolicy.RegistryAuthorizer
 	enroll   *estserver.Server
 	store    *tsdb.Store
 	events   *eventlog.Log
@@ -156,7 +157,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	if s.registry, err = registry.Open(context.Background(), opts.Database, dir, clk); err != nil {
 		return nil, err
 	}
-	s.authz = gateway.NewRegistryAuthorizer(s.registry, 30*time.Second, clk)
+	s.authz = devicepolicy.NewRegistryAuthorizer(s.registry, devicepolicy.DefaultAuthorizationTTL, clk)
 	s.enroll = estserver.New(ca, s.registry, clk, opts.Enroll, logger.With("component", "enroll"), s.reg)
 	if s.store, err = tsdb.Open(filepath.Join(dir, "tsdb"), opts.TSDB, logger, s.reg); err != nil {
 		return nil, err
@@ -174,7 +175,9 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		ClientCAs:    ca.Pool(),
 		MinVersion:   tls.VersionTLS12,
 	}
-	if s.mqtt, err = gateway.NewMQTT(opts.MQTT, tlsCfg, s.pipeline, s.authz, s.registry, logger, s.reg); err != nil {
+	facts := devicepolicy.NewFactRecorder(s.registry, devicepolicy.DefaultFactOptions(), logger.With("component", "mqtt"), s.reg)
+	if s.mqtt, err = gateway.NewMQTT(opts.MQTT, tlsCfg, devicepolicy.Ingester(s.pipeline), s.authz, facts, logger, s.reg); err != nil {
+		_ = facts.Close()
 		return nil, err
 	}
 

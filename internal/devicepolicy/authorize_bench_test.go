@@ -1,4 +1,4 @@
-package gateway_test
+package devicepolicy_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millwright/millwright/clock"
-	"github.com/millwright/millwright/internal/gateway"
+	"github.com/millwright/millwright/internal/devicepolicy"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
 )
@@ -39,9 +39,9 @@ func BenchmarkAuthorize(b *testing.B) {
 		ttl  time.Duration
 	}{{"cold", time.Nanosecond}, {"cached", time.Hour}} {
 		b.Run(tc.name, func(b *testing.B) {
-			a := gateway.NewRegistryAuthorizer(reg, tc.ttl, nil)
+			a := devicepolicy.NewRegistryAuthorizer(reg, tc.ttl, nil)
 			for i := range devices {
-				require.NoError(b, a.Authorize(ctx, fmt.Sprintf("dev-%04d", i), certs[i]))
+				require.True(b, a.Authorize(ctx, fmt.Sprintf("dev-%04d", i), certs[i]).Admitted())
 			}
 			ids := make([]string, devices)
 			for i := range ids {
@@ -49,8 +49,8 @@ func BenchmarkAuthorize(b *testing.B) {
 			}
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
-				if err := a.Authorize(ctx, ids[i%devices], certs[i%devices]); err != nil {
-					b.Fatal(err)
+				if d := a.Authorize(ctx, ids[i%devices], certs[i%devices]); !d.Admitted() {
+					b.Fatal(d.Err)
 				}
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "connects/s")

@@ -1,4 +1,4 @@
-package gateway
+package devicepolicy
 
 import (
 	"context"
@@ -9,14 +9,12 @@ import (
 	"time"
 
 	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/registry"
 )
 
-// Authorizer decides at connect time whether a device may connect with a certificate (nil for
-// the development listener, where no certificate is presented).
-type Authorizer interface {
-	Authorize(ctx context.Context, device string, cert *x509.Certificate) error
-}
+// DefaultAuthorizationTTL is how long a RegistryAuthorizer reuses an answer by default.
+const DefaultAuthorizationTTL = 30 * time.Second
 
 // DeviceLookup is what authorization needs of the registry.
 type DeviceLookup interface {
@@ -24,7 +22,8 @@ type DeviceLookup interface {
 	Certificate(ctx context.Context, serial string) (*registry.Certificate, error)
 }
 
-// ErrDeviceRefused wraps every authorization refusal.
+// ErrDeviceRefused wraps every authorization refusal: the device may not connect. Any other
+// error is the registry's, and leaves the question open.
 var ErrDeviceRefused = errors.New("device refused")
 
 // RegistryAuthorizer admits active devices with a known, unrevoked certificate. Answers are
@@ -32,6 +31,8 @@ var ErrDeviceRefused = errors.New("device refused")
 // device's cached answer at once when its status changes. Expired answers are swept (within two
 // TTLs of being cached), so that the cache holds the devices that connected recently, not every
 // device ever seen: an idle fleet costs it nothing.
+//
+// It is the gateway's Authorizer, for MQTT connects and HTTPS batch POSTs alike.
 type RegistryAuthorizer struct {
 	reg DeviceLookup
 	ttl time.Duration
@@ -48,11 +49,13 @@ type authzEntry struct {
 	at     time.Time
 }
 
-// NewRegistryAuthorizer caches answers for ttl (default 30 s when zero) on clk (the real clock
-// when nil).
+var _ gateway.Authorizer = (*RegistryAuthorizer)(nil)
+
+// NewRegistryAuthorizer caches answers for ttl (DefaultAuthorizationTTL, 30 s, when zero) on clk
+// (the real clock when nil).
 func NewRegistryAuthorizer(reg DeviceLookup, ttl time.Duration, clk clock.Clock) *RegistryAuthorizer {
 	if ttl <= 0 {
-		ttl = 30 * time.Second
+		ttl = DefaultAuthorizationTTL
 	}
 	if clk == nil {
 		clk = clock.Real()
@@ -60,8 +63,25 @@ func NewRegistryAuthorizer(reg DeviceLookup, ttl time.Duration, clk clock.Clock)
 	return &RegistryAuthorizer{reg: reg, ttl: ttl, clk: clk, cache: map[string]authzEntry{}}
 }
 
-// Authorize implements Authorizer.
-func (a *RegistryAuthorizer) Authorize(ctx context.Context, device string, cert *x509.Certificate) error {
+// Authorize implements gateway.Authorizer: an active device with its own registered, unrevoked
+// certificate (none on the development listener) is admitted; a refusal wraps
+// ErrDeviceRefused; a registry failure leaves the device to come back later, and is not
+// cached.
+func (a *RegistryAuthorizer) Authorize(ctx context.Context, device string, cert *x509.Certificate) gateway.Decision {
+	err := a.authorize(ctx, device, cert)
+	switch {
+	case err == nil:
+		return gateway.Admit()
+	case errors.Is(err, ErrDeviceRefused):
+		return gateway.Refuse(err)
+	default:
+		return gateway.Undecided(err)
+	}
+}
+
+// authorize answers from the cache, or asks the registry: nil, a refusal wrapping
+// ErrDeviceRefused, or the registry's error.
+func (a *RegistryAuthorizer) authorize(ctx context.Context, device string, cert *x509.Certificate) error {
 	serial := ""
 	if cert != nil {
 		serial = cert.SerialNumber.Text(16)
