@@ -83,8 +83,14 @@ func New(clk clock.Clock, stopTimeout time.Duration, logger *slog.Logger) *Group
 // parts before calling Run or Close.
 func (g *Group) Add(p Part) { g.parts = append(g.parts, p) }
 
-// Len is the number of parts added.
-func (g *Group) Len() int { return len(g.parts) }
+// Names lists the parts' names in the order they start.
+func (g *Group) Names() []string {
+	names := make([]string, len(g.parts))
+	for i, p := range g.parts {
+		names[i] = p.Name
+	}
+	return names
+}
 
 // run is a part's Run in progress.
 type run struct {

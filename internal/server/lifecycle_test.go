@@ -2,9 +2,12 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/millwright/millwright/internal/lifecycle"
 	"github.com/millwright/millwright/internal/optcheck"
 	"github.com/millwright/millwright/internal/server"
+	"github.com/millwright/millwright/protocol"
 )
 
 func lifecycleOptions(t *testing.T) server.Options {
@@ -73,8 +77,8 @@ func TestCloseRunning(t *testing.T) {
 	select {
 	case err := <-done:
 		require.NoError(t, err)
-	default:
-		t.Fatal("Close returned before Run")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
 	}
 	released(t, mqttAddr, httpAddr)
 }
@@ -106,5 +110,67 @@ func TestNewValidates(t *testing.T) {
 			_, err = os.Stat(opts.DataDir)
 			require.ErrorIs(t, err, os.ErrNotExist)
 		})
+	}
+}
+
+// TestShutdownKeepsAcknowledged: devices publish batches without pause while the server shuts
+// down; every batch acknowledged before the shutdown is in the store when it starts again.
+func TestShutdownKeepsAcknowledged(t *testing.T) {
+	opts := lifecycleOptions(t)
+	srv, err := server.New(opts, clock.Real(), nil)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(context.Background()) }()
+	s := &testServer{Server: srv, dir: opts.DataDir}
+
+	const devices, before = 4, 50
+	base := time.Now().Add(-10 * time.Minute).Truncate(time.Second)
+	acked := make([]atomic.Int64, devices)
+	// Ended once the server has shut down: a publish still waiting then had no answer.
+	pubCtx, stopPublishing := context.WithTimeout(context.Background(), time.Minute)
+	defer stopPublishing()
+	var wg sync.WaitGroup
+	for d := range devices {
+		id := fmt.Sprintf("shut-%d", d)
+		c := mustConnect(t, s, id)
+		wg.Go(func() {
+			for b := 0; ; b++ {
+				pack := protocol.Pack{{Name: "shutdown_probe", Value: ptr(float64(b)),
+					BaseTime: float64(base.UnixMilli()+int64(b)) / 1000}}
+				resp, err := publish(pubCtx, c, id, encode(t, pack, cborZstd))
+				if err != nil || resp.ReasonCode >= 0x80 {
+					return // the session ended, or the server answered "retry": not acknowledged
+				}
+				acked[d].Add(1)
+			}
+		})
+	}
+	require.Eventually(t, func() bool {
+		for d := range devices {
+			if acked[d].Load() < before {
+				return false
+			}
+		}
+		return true
+	}, time.Minute, 10*time.Millisecond)
+	require.NoError(t, srv.Close())
+	require.NoError(t, <-done)
+	stopPublishing()
+	wg.Wait()
+
+	opts.MQTT.Listen, opts.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
+	again, err := server.New(opts, clock.Real(), nil)
+	require.NoError(t, err)
+	go func() { done <- again.Run(context.Background()) }()
+	defer func() {
+		require.NoError(t, again.Close())
+		require.NoError(t, <-done)
+	}()
+	s = &testServer{Server: again, dir: opts.DataDir}
+	for d := range devices {
+		n := acked[d].Load()
+		stored := s.scalar(t, fmt.Sprintf(`count_over_time(shutdown_probe{device="shut-%d"}[1h])`, d), base.Add(time.Minute))
+		require.GreaterOrEqual(t, stored, float64(n), "device shut-%d: %d batches acknowledged, %v stored", d, n, stored)
+		t.Logf("shut-%d: %d acknowledged, %v stored", d, n, stored)
 	}
 }

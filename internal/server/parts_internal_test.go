@@ -1,0 +1,22 @@
+package server
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/millwright/millwright/clock"
+)
+
+// TestPartsOrder: the parts start storage first and the listeners last, so that they stop
+// the other way round — the listeners, then the pipeline with what it accepted, then storage —
+// and nothing acknowledged is lost.
+func TestPartsOrder(t *testing.T) {
+	opts := DefaultOptions()
+	opts.DataDir = t.TempDir()
+	opts.MQTT.Listen, opts.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
+	s, err := New(opts, clock.Real(), nil)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Close()) }()
+	require.Equal(t, []string{"registry", "tsdb", "event log", "gc pacer", "ingest", "https", "mqtt"}, s.group.Names())
+}
