@@ -23,35 +23,33 @@ import (
 // request may take at each stage, and how many connections may be open. A request is refused
 // for its credentials before any of its body is read, so the body timeouts are what a client
 // with credentials gets; one without gets an answer at once and the connection closes.
+// Validate refuses a deadline of zero or less and a connection bound of zero.
 type HTTPOptions struct {
-	// HeaderTimeout bounds the TLS handshake, and reading one request's headers. Default 10 s;
-	// zero means the default.
+	// HeaderTimeout bounds the TLS handshake, and reading one request's headers. Default 10 s.
 	HeaderTimeout time.Duration `yaml:"header_timeout"`
 	// BodyTimeout bounds reading a whole request, its headers and body, counted from its
 	// first byte, on every route but batch uploads: API calls, enrollment, metrics. Default
-	// 30 s; zero means the default.
+	// 30 s.
 	BodyTimeout time.Duration `yaml:"body_timeout"`
 	// UploadTimeout bounds reading a batch POST's body, counted from the moment its device was
 	// authorized; a slower batch gets 408 and the device sends it again. Default 2 min: a
-	// 1 MiB batch at 9 KiB/s. Zero means the default.
+	// 1 MiB batch at 9 KiB/s.
 	UploadTimeout time.Duration `yaml:"upload_timeout"`
 	// WriteTimeout bounds handling a request and writing its answer, counted from the end of
 	// its headers; a query gets the query timeout more (from the end of its body), a batch
-	// upload the upload timeout more (from its authorization). Default 1 min; zero means the
-	// default.
+	// upload the upload timeout more (from its authorization). Default 1 min.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// IdleTimeout closes a keep-alive connection that has waited this long for its next
-	// request. Default 2 min; zero means the default.
+	// request. Default 2 min.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxConnections bounds the HTTPS connections open at once; one more is closed as soon as
 	// it is accepted. Default 4,096, a fifth of the server's 20,000 file descriptors, the rest
-	// being the devices' MQTT connections and storage. Zero means the default, a negative
-	// value no bound.
+	// being the devices' MQTT connections and storage. A negative value means no bound.
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerSource bounds the HTTPS connections one source address (an IPv4
 	// address, an IPv6 /64) has open at once. Default 256; devices that post batches over
-	// HTTPS from behind one NAT address need it raised to their number. Zero means the
-	// default, a negative value no bound.
+	// HTTPS from behind one NAT address need it raised to their number. A negative value
+	// means no bound.
 	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
 }
 

@@ -18,8 +18,8 @@ import (
 
 // Start runs a server with the default options, changed by mutate (nil for none), and
 // returns once its HTTPS listener accepts connections. It logs warnings and errors to
-// standard error. The test fails if the server does not stop cleanly within 30 s of the
-// test's end.
+// standard error. The server is closed when the test ends; the test fails if it does not stop
+// cleanly within 30 s.
 func Start(t testing.TB, mutate func(*server.Options)) *server.Server {
 	t.Helper()
 	opts := server.DefaultOptions()
@@ -32,14 +32,15 @@ func Start(t testing.TB, mutate func(*server.Options)) *server.Server {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := server.New(opts, clock.Real(), logger)
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
+	go func() { done <- srv.Run(context.Background()) }()
 	t.Cleanup(func() {
-		cancel()
+		closed := make(chan error, 1)
+		go func() { closed <- srv.Close() }()
 		select {
 		case err := <-done:
 			require.NoError(t, err)
+			require.NoError(t, <-closed)
 		case <-time.After(30 * time.Second):
 			t.Error("server did not stop within 30s")
 		}
