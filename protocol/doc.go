@@ -8,7 +8,13 @@
 //
 //   - Topics: every device owns the MQTT topic tree DeviceRoot(id),
 //     "mw/v1/<device-id>/", and publishes telemetry to BatchTopic(id). A
-//     device ID is a DNS label (ValidateDeviceID).
+//     device ID is a DNS label (ValidateDeviceID). The topics of the device
+//     channel (CommandTopic, ConfigTopic, ConfigReportedTopic, StateTopic,
+//     ReplyTopic) are reserved for it.
+//   - Transports: MQTT 5 over TLS, where a device reports what it is in
+//     CONNECT user properties (PropHardwareModel, PropNetworkOperator,
+//     PropFirmwareVersion) and the server answers with the reason codes named
+//     MQTT*; or HTTPS POSTs to BatchPath.
 //   - Telemetry: a batch is one SenML pack (RFC 8428, type Pack) encoded as
 //     CBOR with integer labels or as JSON, optionally zstd-compressed; the
 //     first bytes tell which (Sniff). The first record may carry the
