@@ -24,5 +24,7 @@ func (o MQTTOptions) Validate() error {
 		optcheck.Positive("receive_maximum", o.ReceiveMaximum),
 		optcheck.Positive("max_keepalive", o.MaxKeepAlive),
 		optcheck.Positive("write_timeout", o.WriteTimeout),
+		optcheck.Positive("disconnect_timeout", o.DisconnectTimeout),
+		optcheck.Positive("authorize_timeout", o.AuthorizeTimeout),
 	)
 }

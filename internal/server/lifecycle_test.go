@@ -91,6 +91,7 @@ func TestNewValidates(t *testing.T) {
 		key    string
 	}{
 		{func(o *server.Options) { o.MQTT.MaxKeepAlive = 0 }, "mqtt.max_keepalive"},
+		{func(o *server.Options) { o.MQTT.AuthorizeTimeout = -time.Second }, "mqtt.authorize_timeout"},
 		{func(o *server.Options) { o.TSDB.Retention = -time.Hour }, "tsdb.retention"},
 		{func(o *server.Options) { o.HTTP.MaxConnections = 0 }, "http.max_connections"},
 		{func(o *server.Options) { o.Ingest.Limits.MaxRecords = 0 }, "ingest.limits.max_records"},
