@@ -76,6 +76,7 @@ on the command line override the file.`,
 	f.Var(durationFlag{&opts.HTTP.BodyTimeout}, "http-body-timeout", "longest an HTTPS request, headers and body, may take to arrive (batch uploads excepted)")
 	f.Var(durationFlag{&opts.HTTP.UploadTimeout}, "http-upload-timeout", "longest a batch POST's body may take to arrive once its device is authorized")
 	f.IntVar(&opts.HTTP.MaxConnections, "http-max-connections", opts.HTTP.MaxConnections, "HTTPS connections open at once (negative: no bound)")
+	f.BoolVar(&opts.HTTP.HTTP2, "http2", opts.HTTP.HTTP2, "offer HTTP/2 on the HTTPS listener (off: the Go it is built with has HTTP/2 vulnerabilities, docs/security.md)")
 	f.IntVar(&opts.HTTP.MaxConnectionsPerSource, "http-max-connections-per-source", opts.HTTP.MaxConnectionsPerSource, "HTTPS connections one source address (IPv6: /64) may have open at once (negative: no bound)")
 	f.Var(durationFlag{&opts.MQTT.HelloTimeout}, "mqtt-hello-timeout", "longest an MQTT/TLS connection may take, from accept, to send its TLS ClientHello")
 	f.Var(durationFlag{&opts.MQTT.HandshakeTimeout}, "mqtt-handshake-timeout", "longest an MQTT/TLS handshake may take from its ClientHello, the wait for a handshake slot included")
@@ -117,6 +118,7 @@ var serverFlagKeys = map[string]string{
 	"http-upload-timeout":             "http.upload_timeout",
 	"http-max-connections":            "http.max_connections",
 	"http-max-connections-per-source": "http.max_connections_per_source",
+	"http2":                           "http.http2",
 	"mqtt-hello-timeout":              "mqtt.hello_timeout",
 	"mqtt-handshake-timeout":          "mqtt.handshake_timeout",
 	"mqtt-connect-timeout":            "mqtt.connect_timeout",

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -153,6 +154,8 @@ func sampleFlagValue(f *pflag.Flag) string {
 		return "7"
 	case "stringSlice":
 		return "x.example.com"
+	case "bool":
+		return strconv.FormatBool(f.DefValue != "true")
 	}
 	if f.Name == "fsync" {
 		return "never"

@@ -51,6 +51,11 @@ type HTTPOptions struct {
 	// HTTPS from behind one NAT address need it raised to their number. A negative value
 	// means no bound.
 	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
+	// HTTP2 offers HTTP/2 on the listener besides HTTP/1.1. Default off: the Go 1.26.8 the
+	// server is built with has HTTP/2 server vulnerabilities an outsider can reach without
+	// credentials (docs/security.md, "Known vulnerabilities"); turn it on once the binary is
+	// built with a Go that fixes them.
+	HTTP2 bool `yaml:"http2"`
 }
 
 // DefaultHTTPOptions returns the defaults.
@@ -91,7 +96,10 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 	o := s.opts.HTTP.withDefaults()
 	httpCfg := tlsCfg.Clone()
 	httpCfg.ClientAuth = tls.VerifyClientCertIfGiven
-	httpCfg.NextProtos = []string{"h2", "http/1.1"}
+	httpCfg.NextProtos = []string{"http/1.1"}
+	if o.HTTP2 {
+		httpCfg.NextProtos = []string{"h2", "http/1.1"}
+	}
 	ln, err := net.Listen("tcp", s.opts.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("listen HTTPS on %s: %w", s.opts.HTTPListen, err)

@@ -320,7 +320,7 @@ func TestSlowBatchUpload(t *testing.T) {
 // they are the stream's: a query, a batch upload, and refusals for credentials, which leave
 // the connection to the requests after them.
 func TestHTTP2Deadlines(t *testing.T) {
-	s := startServer(t, func(o *server.Options) { o.HTTP.BodyTimeout = 2 * time.Second })
+	s := startServer(t, func(o *server.Options) { o.HTTP.BodyTimeout = 2 * time.Second; o.HTTP.HTTP2 = true })
 	h2 := func(certs ...tls.Certificate) *http.Client {
 		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 			TLSClientConfig: clientTLS(s.CA().Pool(), certs...), ForceAttemptHTTP2: true,
@@ -353,4 +353,23 @@ func TestHTTP2Deadlines(t *testing.T) {
 	require.Equal(t, http.StatusOK, do(anon, http.MethodPost, "/api/v1/query", s.AdminToken(), []byte("query=h2")).StatusCode)
 	require.Equal(t, http.StatusOK, do(anon, http.MethodGet, "/api/v1/query?query=h2", s.AdminToken(), nil).StatusCode)
 	require.Equal(t, 2.0, s.scalar(t, `h2{device="dev-h2"}`, time.Now()))
+}
+
+// TestHTTP2OffByDefault: the HTTPS listener offers HTTP/1.1 only unless HTTP/2 is turned on,
+// since the Go it is built with has HTTP/2 server vulnerabilities (docs/security.md).
+func TestHTTP2OffByDefault(t *testing.T) {
+	s := startServer(t, nil)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: clientTLS(s.CA().Pool()), ForceAttemptHTTP2: true,
+	}}
+	defer c.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodGet, s.url("/api/v1/query?query=up"), nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+s.AdminToken())
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, 1, resp.ProtoMajor, "HTTP/2 is off unless turned on")
 }
