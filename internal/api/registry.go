@@ -224,6 +224,18 @@ func (d *registryAPI) addCertificates(r *http.Request) (any, *apiError) {
 	if err != nil {
 		return nil, registryError(err)
 	}
+	// A device that tried to connect before it was registered may have a refusal cached by
+	// the gateway: drop it, so that the device is admitted at its next attempt. No status
+	// changed (a revoked device fails the request above), so nothing is disconnected.
+	if d.changed != nil {
+		seen := map[string]bool{}
+		for _, c := range certs {
+			if !seen[c.DeviceID] {
+				seen[c.DeviceID] = true
+				d.changed(c.DeviceID, registry.StatusActive)
+			}
+		}
+	}
 	return apitypes.CertificatesRegistered{Registered: n}, nil
 }
 
