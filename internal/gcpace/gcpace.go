@@ -80,10 +80,13 @@ func newPacer(base int, pace bool, clk clock.Clock, reg prometheus.Registerer) *
 	return p
 }
 
-// Run adjusts the GC percent every Interval until ctx ends, then restores the base.
+// Run adjusts the GC percent every Interval until ctx ends, then restores the base. With GOGC
+// set by the operator there is nothing to pace, and Run only waits for ctx: it is a part of the
+// server's run group all the same, and a part that ended by itself would stop the server.
 func (p *Pacer) Run(ctx context.Context) {
 	if !p.pace {
-		return // GOGC set by the operator: nothing to pace
+		<-ctx.Done()
+		return
 	}
 	defer debug.SetGCPercent(p.base)
 	for clock.Sleep(ctx, p.clk, Interval) {

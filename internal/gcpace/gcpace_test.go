@@ -142,6 +142,16 @@ func TestPacerOff(t *testing.T) {
 	p := newPacer(70, false, clock.Real(), prometheus.NewRegistry())
 	require.Equal(t, 70, p.Step())
 	require.InDelta(t, 70, testutil.ToFloat64(p.gauge), 0)
-	p.Run(context.Background()) // returns at once
+	// Run changes nothing and returns only when its context ends.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("Run returned before its context ended")
+	case <-time.After(20 * time.Millisecond):
+	}
+	cancel()
+	<-done
 	require.Equal(t, 70, debug.SetGCPercent(70))
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -61,4 +63,14 @@ func TestInsecureListenerOnlyForDevelopment(t *testing.T) {
 			require.Contains(t, logs.String(), "INSECURE development listener")
 		})
 	}
+}
+
+// TestServerRunsWithOperatorGOGC: with GOGC set by the operator the collector is not paced, and
+// the server runs all the same (its pacer part waits instead of ending and stopping the rest).
+func TestServerRunsWithOperatorGOGC(t *testing.T) {
+	t.Setenv("GOGC", "100")
+	s := startServer(t, nil)
+	mustConnect(t, s, "gogc-1")
+	code, _ := s.get(t, "/api/v1/query", url.Values{"query": {"up"}})
+	require.Equal(t, http.StatusOK, code)
 }
