@@ -2,8 +2,6 @@ package millwrightcli
 
 import (
 	"bytes"
-	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,15 +9,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/millwright/millwright/internal/pki"
 )
 
 // mountTmpfs mounts a tmpfs of size bytes on a new directory for the test: a small filesystem
@@ -63,52 +57,15 @@ func fillDisk(t *testing.T, dir string) string {
 // repaired by cutting it at the torn record.
 func TestDiskFullLosesNothingAcknowledged(t *testing.T) {
 	dir := mountTmpfs(t, 64<<20)
-	mqttAddr, httpAddr := freeAddr(t), freeAddr(t)
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	logw := writerFunc(func(b []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return logs.Write(b) })
-	args := []string{"server", "--data", dir, "--mqtt-listen", mqttAddr, "--http-listen", httpAddr, "--log-level", "warn"}
-	defer func() {
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("server logs:\n%s", logs.String())
-			logMu.Unlock()
-		}
-	}()
-	cmd := startChild(t, logw, args...)
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			_ = cmd.Wait()
-		}
-	}()
-	waitListening(t, mqttAddr)
-	ca, err := pki.LoadCA(dir)
-	require.NoError(t, err)
-	base := time.Now().Add(-time.Hour).UnixMilli()
-	var pubs []*publisher
-	for i := range 2 {
-		id := fmt.Sprintf("full-%d", i)
-		certDir := t.TempDir()
-		code, _, stderr := run("dev", "cert", "--data", dir, "--server", "https://"+httpAddr, "--device", id, "--out", certDir)
-		require.Zero(t, code, stderr)
-		pair, err := tls.LoadX509KeyPair(filepath.Join(certDir, id+".crt"), filepath.Join(certDir, id+".key"))
-		require.NoError(t, err)
-		cfg := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"}
-		pubs = append(pubs, &publisher{device: id, tls: cfg, addr: mqttAddr, base: base, per: 50, events: true})
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, p := range pubs {
-		wg.Go(func() { p.run(ctx) })
-	}
-	defer func() { cancel(); wg.Wait() }()
-	waitCounts := func(what string, ok func(acked, refused int) bool) {
+	srv := startServerProcess(t, dir)
+	pubs := srv.publishers("full", 2, 50, true)
+	stop := runPublishers(pubs)
+	defer stop()
+	waitCounts := func(what string, ok func(p *publisher, acked, refused int) bool) {
 		t.Helper()
 		require.Eventually(t, func() bool {
 			for _, p := range pubs {
-				if !ok(p.counts()) {
+				if acked, refused := p.counts(); !ok(p, acked, refused) {
 					return false
 				}
 			}
@@ -116,45 +73,25 @@ func TestDiskFullLosesNothingAcknowledged(t *testing.T) {
 		}, 60*time.Second, 10*time.Millisecond, "waiting for %s", what)
 	}
 
-	waitCounts("acknowledgements before the disk fills", func(acked, _ int) bool { return acked >= 50 })
+	waitCounts("acknowledgements before the disk fills", func(_ *publisher, acked, _ int) bool { return acked >= 50 })
 	ballast := fillDisk(t, dir)
-	waitCounts("refusals on the full disk", func(_, refused int) bool { return refused >= 20 })
+	waitCounts("refusals on the full disk", func(_ *publisher, _, refused int) bool { return refused >= 20 })
 	before := map[*publisher]int{}
 	for _, p := range pubs {
 		before[p], _ = p.counts()
 	}
 	require.NoError(t, os.Remove(ballast))
-	require.Eventually(t, func() bool {
-		for _, p := range pubs {
-			if acked, _ := p.counts(); acked < before[p]+200 {
-				return false
-			}
-		}
-		return true
-	}, 60*time.Second, 10*time.Millisecond, "waiting for acknowledgements after space returned")
-	cancel()
-	wg.Wait()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	_ = cmd.Wait()
-	killed = true
+	waitCounts("acknowledgements after space returned", func(p *publisher, acked, _ int) bool { return acked >= before[p]+200 })
+	stop()
+	srv.kill()
 
-	cmd = startChild(t, logw, args...)
-	killed = false
-	waitListening(t, httpAddr)
-	token, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	require.NoError(t, err)
-	tok := strings.TrimSpace(string(token))
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}}}
+	srv.start()
+	client, token := srv.apiClient()
 	for _, p := range pubs {
-		stored := storedValues(t, client, httpAddr, tok, p.device)
-		notes := storedNotes(t, client, httpAddr, tok, p.device)
-		missing, missingNotes := 0, 0
+		missing := p.missingSamples(storedValues(t, client, srv.httpAddr, token, p.device))
+		notes := storedNotes(t, client, srv.httpAddr, token, p.device)
+		missingNotes := 0
 		for _, n := range p.acked {
-			for k := range p.per {
-				if !stored[float64(int(n)*p.per+k)] {
-					missing++
-				}
-			}
 			if !notes[fmt.Sprintf("n%d", n)] {
 				missingNotes++
 			}

@@ -146,83 +146,134 @@ func (p *publisher) run(ctx context.Context) {
 	}
 }
 
-// TestDurabilityUnderSIGKILL runs the server as a separate process, publishes QoS 1 batches
-// from two devices, SIGKILLs the server at random moments and restarts it, 20 times; every
-// batch that got a PUBACK must then be queryable.
-func TestDurabilityUnderSIGKILL(t *testing.T) {
-	dir := t.TempDir()
-	mqttAddr, httpAddr := freeAddr(t), freeAddr(t)
+// serverProcess is `millwright server` run as a child process on free loopback ports, its log
+// kept and shown when the test fails; it is SIGKILLed at the end if still running.
+type serverProcess struct {
+	t                  *testing.T
+	dir                string
+	mqttAddr, httpAddr string
+	args               []string
+	logw               io.Writer
+	cmd                *exec.Cmd
+	ca                 *pki.CA
+}
+
+func startServerProcess(t *testing.T, dir string) *serverProcess {
+	t.Helper()
+	s := &serverProcess{t: t, dir: dir, mqttAddr: freeAddr(t), httpAddr: freeAddr(t)}
 	var logs bytes.Buffer
 	var logMu sync.Mutex
-	logw := writerFunc(func(b []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return logs.Write(b) })
-	args := []string{"server", "--data", dir, "--mqtt-listen", mqttAddr, "--http-listen", httpAddr, "--log-level", "warn"}
-	defer func() {
+	s.logw = writerFunc(func(b []byte) (int, error) { logMu.Lock(); defer logMu.Unlock(); return logs.Write(b) })
+	s.args = []string{"server", "--data", dir, "--mqtt-listen", s.mqttAddr, "--http-listen", s.httpAddr, "--log-level", "warn"}
+	t.Cleanup(func() {
+		s.kill()
 		if t.Failed() {
 			logMu.Lock()
 			t.Logf("server logs:\n%s", logs.String())
 			logMu.Unlock()
 		}
-	}()
-
+	})
+	s.start()
 	// The first start makes the CA; devices get certificates from it.
-	cmd := startChild(t, logw, args...)
-	waitListening(t, mqttAddr)
 	ca, err := pki.LoadCA(dir)
 	require.NoError(t, err)
-	now := time.Now()
-	base := now.Add(-time.Hour).UnixMilli()
-	var pubs []*publisher
-	for i := range 2 {
-		id := fmt.Sprintf("dur-%d", i)
-		// The CLI registers the device, as enrollment would.
-		certDir := t.TempDir()
-		code, _, stderr := run("dev", "cert", "--data", dir, "--server", "https://"+httpAddr, "--device", id, "--out", certDir)
-		require.Zero(t, code, stderr)
-		pair, err := tls.LoadX509KeyPair(filepath.Join(certDir, id+".crt"), filepath.Join(certDir, id+".key"))
-		require.NoError(t, err)
-		cfg := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"}
-		pubs = append(pubs, &publisher{device: id, tls: cfg, addr: mqttAddr, base: base, per: 20})
+	s.ca = ca
+	return s
+}
+
+// start starts the server and waits until both listeners accept.
+func (s *serverProcess) start() {
+	s.t.Helper()
+	s.cmd = startChild(s.t, s.logw, s.args...)
+	waitListening(s.t, s.mqttAddr)
+	waitListening(s.t, s.httpAddr)
+}
+
+// kill SIGKILLs the server, if it runs, and waits for it.
+func (s *serverProcess) kill() {
+	if s.cmd == nil {
+		return
 	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// publishers registers n devices prefix-0 … through the CLI (as enrollment would) and returns
+// a publisher for each, sending per samples a batch from an hour ago on.
+func (s *serverProcess) publishers(prefix string, n, per int, events bool) []*publisher {
+	s.t.Helper()
+	base := time.Now().Add(-time.Hour).UnixMilli()
+	var pubs []*publisher
+	for i := range n {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		certDir := s.t.TempDir()
+		code, _, stderr := run("dev", "cert", "--data", s.dir, "--server", "https://"+s.httpAddr, "--device", id, "--out", certDir)
+		require.Zero(s.t, code, stderr)
+		pair, err := tls.LoadX509KeyPair(filepath.Join(certDir, id+".crt"), filepath.Join(certDir, id+".key"))
+		require.NoError(s.t, err)
+		cfg := &tls.Config{RootCAs: s.ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"}
+		pubs = append(pubs, &publisher{device: id, tls: cfg, addr: s.mqttAddr, base: base, per: per, events: events})
+	}
+	return pubs
+}
+
+// runPublishers runs pubs until the returned stop is called; stop waits for them.
+func runPublishers(pubs []*publisher) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, p := range pubs {
 		wg.Go(func() { p.run(ctx) })
 	}
+	return func() { cancel(); wg.Wait() }
+}
 
-	const rounds = 20
-	for round := range rounds {
-		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond)
-		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-		_ = cmd.Wait()
-		if round < rounds-1 {
-			cmd = startChild(t, logw, args...)
-			waitListening(t, mqttAddr)
-		}
-	}
-	cancel()
-	wg.Wait()
+// apiClient returns an HTTPS client of the server's API and the admin token.
+func (s *serverProcess) apiClient() (*http.Client, string) {
+	s.t.Helper()
+	token, err := os.ReadFile(filepath.Join(s.dir, "admin.token"))
+	require.NoError(s.t, err)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.ca.Pool(), ServerName: "localhost"}}}
+	return client, strings.TrimSpace(string(token))
+}
 
-	// A clean start answers the queries.
-	cmd = startChild(t, logw, args...)
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}()
-	waitListening(t, httpAddr)
-	token, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	require.NoError(t, err)
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}}}
-	for _, p := range pubs {
-		require.NotEmpty(t, p.acked, "device %s got no acknowledgement at all", p.device)
-		stored := storedValues(t, client, httpAddr, strings.TrimSpace(string(token)), p.device)
-		missing := 0
-		for _, n := range p.acked {
-			for k := range p.per {
-				if !stored[float64(int(n)*p.per+k)] {
-					missing++
-				}
+// missingSamples counts the samples of p's acknowledged batches that stored does not hold.
+func (p *publisher) missingSamples(stored map[float64]bool) int {
+	missing := 0
+	for _, n := range p.acked {
+		for k := range p.per {
+			if !stored[float64(int(n)*p.per+k)] {
+				missing++
 			}
 		}
+	}
+	return missing
+}
+
+// TestDurabilityUnderSIGKILL runs the server as a separate process, publishes QoS 1 batches
+// from two devices, SIGKILLs the server at random moments and restarts it, 20 times; every
+// batch that got a PUBACK must then be queryable.
+func TestDurabilityUnderSIGKILL(t *testing.T) {
+	srv := startServerProcess(t, t.TempDir())
+	pubs := srv.publishers("dur", 2, 20, false)
+	stop := runPublishers(pubs)
+	const rounds = 20
+	for round := range rounds {
+		time.Sleep(time.Duration(200+rand.IntN(800)) * time.Millisecond) // a random moment
+		srv.kill()
+		if round < rounds-1 {
+			srv.start()
+		}
+	}
+	stop()
+
+	// A clean start answers the queries.
+	srv.start()
+	client, token := srv.apiClient()
+	for _, p := range pubs {
+		require.NotEmpty(t, p.acked, "device %s got no acknowledgement at all", p.device)
+		stored := storedValues(t, client, srv.httpAddr, token, p.device)
+		missing := p.missingSamples(stored)
 		t.Logf("%s: %d batches acknowledged over %d kills, %d samples stored, %d acknowledged samples missing",
 			p.device, len(p.acked), rounds, len(stored), missing)
 		require.Zero(t, missing)
