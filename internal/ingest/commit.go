@@ -15,18 +15,13 @@ import (
 	"github.com/millwright/millwright/protocol"
 )
 
-// Names of the series the pipeline writes about each device's batches. Device metric names
-// beginning with "millwright_" are reserved for these.
+// Names of the series the pipeline writes about each device (seq.go has the batch-sequence
+// ones). Device metric names beginning with "millwright_" are reserved for these.
 const (
-	SeriesBatchSeq   = "millwright_device_batch_seq"
-	SeriesSeqGaps    = "millwright_device_batch_seq_gaps_total"
-	SeriesSeqLate    = "millwright_device_batch_seq_late_total"
-	SeriesSeqRepeats = "millwright_device_batch_seq_repeats_total"
 	// SeriesRefused counts, per device and reason, the values refused by a per-device limit
 	// (series_limit, event_quota).
 	SeriesRefused   = "millwright_device_refused_values_total"
 	labelReason     = "reason"
-	seqWindow       = 64 // sequence numbers remembered below the highest, per device
 	labelDevice     = "device"
 	labelUnit       = "unit"
 	sumSuffix       = "_sum"
@@ -52,13 +47,7 @@ type seriesEntry struct {
 type deviceState struct {
 	series map[seriesKey]*seriesEntry
 
-	seqKnown                bool
-	highest                 uint64
-	window                  uint64 // bit i set: highest-i was seen
-	seqTime                 int64  // timestamp of the last batch-seq sample
-	gaps, late, repeats     float64
-	seqRef                  storage.SeriesRef
-	gapRef, lateRef, repRef storage.SeriesRef
+	seq seqSeries
 
 	eventWindow  int64 // start (ms) of the hour that eventBytes counts
 	eventBytes   int
@@ -129,7 +118,7 @@ func (p *Pipeline) commit(group []*job) {
 			}
 		}
 		if j.batch.HasSeq {
-			p.trackSeq(app, j.device, dev, j.batch.Seq)
+			p.trackSeq(app, j.device, &dev.seq, j.batch.Seq)
 		}
 		if dev.refusedTouch {
 			p.writeRefused(app, j.device, dev, now)
@@ -276,78 +265,6 @@ func (p *Pipeline) writeRefused(app storage.Appender, device string, d *deviceSt
 		}
 		d.refusedRefs[i] = ref
 	}
-}
-
-// trackSeq counts gaps, late arrivals and repeats in a device's batch sequence numbers, and
-// writes the batch number and the counters as series of that device.
-func (p *Pipeline) trackSeq(app storage.Appender, device string, d *deviceState, seq uint64) {
-	now := p.clk.Now().UnixMilli()
-	t := max(now, d.seqTime+1)
-	if !d.seqKnown {
-		if last, ok := p.lastSeq(device); ok {
-			d.highest, d.window, d.seqKnown = last, 1, true
-		}
-	}
-	var gaps, late, repeats float64
-	switch {
-	case !d.seqKnown:
-		d.highest, d.window, d.seqKnown = seq, 1, true
-	case seq > d.highest:
-		gap := seq - d.highest - 1
-		gaps = float64(gap)
-		if seq-d.highest >= seqWindow {
-			d.window = 0
-		} else {
-			d.window <<= seq - d.highest
-		}
-		d.window |= 1
-		d.highest = seq
-	default:
-		back := d.highest - seq
-		if back >= seqWindow || d.window&(1<<back) != 0 {
-			repeats = 1
-		} else {
-			late = 1
-			d.window |= 1 << back
-		}
-	}
-	d.seqTime = t
-	d.seqRef = p.appendCounter(app, d.seqRef, SeriesBatchSeq, device, t, float64(d.highest))
-	if gaps > 0 {
-		d.gaps += gaps
-		p.m.seqGaps.Add(gaps)
-		d.gapRef = p.appendCounter(app, d.gapRef, SeriesSeqGaps, device, t, d.gaps)
-	}
-	if late > 0 {
-		d.late += late
-		p.m.seqLate.Add(late)
-		d.lateRef = p.appendCounter(app, d.lateRef, SeriesSeqLate, device, t, d.late)
-	}
-	if repeats > 0 {
-		d.repeats += repeats
-		p.m.seqRepeats.Add(repeats)
-		d.repRef = p.appendCounter(app, d.repRef, SeriesSeqRepeats, device, t, d.repeats)
-	}
-}
-
-func (p *Pipeline) appendCounter(app storage.Appender, ref storage.SeriesRef, name, device string, t int64, v float64) storage.SeriesRef {
-	newRef, err := app.Append(ref, labels.FromStrings(labels.MetricName, name, labelDevice, device), t, v)
-	if err != nil {
-		p.log.Warn("append batch sequence series", "device", device, "series", name, "error", err)
-		return 0
-	}
-	return newRef
-}
-
-// lastSeq reads the highest batch number stored for device, so counting goes on across a
-// restart of the server.
-func (p *Pipeline) lastSeq(device string) (uint64, bool) {
-	v, ok, err := p.store.MaxValue(context.Background(), SeriesBatchSeq, device)
-	if err != nil {
-		p.log.Warn("read the last batch number of a device; counting starts afresh", "device", device, "error", err)
-		return 0, false
-	}
-	return uint64(v), ok
 }
 
 // MetricName maps a resolved SenML name to a Prometheus metric name: characters outside
