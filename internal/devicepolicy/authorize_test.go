@@ -15,25 +15,32 @@ import (
 	"github.com/millwright/millwright/internal/registry"
 )
 
-// TestRegistryAuthorizerCache: answers come from the registry, are cached for the TTL (a status
-// change shows only after it, or at once with Invalidate), refusals are cached too, and
-// expired answers are swept so that the cache does not keep every device ever seen.
-func TestRegistryAuthorizerCache(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
+// authzFixture is a registry on SQLite and a CA on a fake clock; certOf issues a device
+// certificate from the CA.
+func authzFixture(t *testing.T) (*clock.Fake, *registry.Registry, func(id string) *x509.Certificate) {
+	t.Helper()
 	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	reg, err := registry.Open(ctx, "", t.TempDir(), clk)
+	reg, err := registry.Open(context.Background(), "", t.TempDir(), clk)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = reg.Close() })
 	ca, err := pki.NewCA("test", clk.Now())
 	require.NoError(t, err)
-	certOf := func(id string) *x509.Certificate {
+	return clk, reg, func(id string) *x509.Certificate {
 		pair, err := ca.DeviceKeyPair(id, clk.Now(), 24*time.Hour)
 		require.NoError(t, err)
 		c, err := x509.ParseCertificate(pair.Certificate[0])
 		require.NoError(t, err)
 		return c
 	}
+}
+
+// TestRegistryAuthorizerCache: answers come from the registry, are cached for the TTL (a status
+// change shows only after it, or at once with Invalidate), refusals are cached too, and
+// expired answers are swept so that the cache does not keep every device ever seen.
+func TestRegistryAuthorizerCache(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clk, reg, certOf := authzFixture(t)
 	a1, a2 := certOf("dev-1"), certOf("dev-2")
 	require.NoError(t, reg.AddCertificate(ctx, "dev-1", a1, true))
 	require.NoError(t, reg.AddCertificate(ctx, "dev-2", a2, true))
@@ -93,16 +100,8 @@ func (f *failingLookup) Certificate(context.Context, string) (*registry.Certific
 func TestAuthorizeDecision(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	clk := clock.NewFake(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
-	reg, err := registry.Open(ctx, "", t.TempDir(), clk)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = reg.Close() })
-	ca, err := pki.NewCA("test", clk.Now())
-	require.NoError(t, err)
-	pair, err := ca.DeviceKeyPair("dev-1", clk.Now(), 24*time.Hour)
-	require.NoError(t, err)
-	cert, err := x509.ParseCertificate(pair.Certificate[0])
-	require.NoError(t, err)
+	clk, reg, certOf := authzFixture(t)
+	cert := certOf("dev-1")
 	require.NoError(t, reg.AddCertificate(ctx, "dev-1", cert, true))
 	a := NewRegistryAuthorizer(reg, 0, clk)
 

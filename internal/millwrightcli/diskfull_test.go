@@ -2,10 +2,8 @@ package millwrightcli
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -86,10 +84,9 @@ func TestDiskFullLosesNothingAcknowledged(t *testing.T) {
 	srv.kill()
 
 	srv.start()
-	client, token := srv.apiClient()
 	for _, p := range pubs {
-		missing := p.missingSamples(storedValues(t, client, srv.httpAddr, token, p.device))
-		notes := storedNotes(t, client, srv.httpAddr, token, p.device)
+		missing := p.missingSamples(srv.storedValues(p.device))
+		notes := srv.storedNotes(p.device)
 		missingNotes := 0
 		for _, n := range p.acked {
 			if !notes[fmt.Sprintf("n%d", n)] {
@@ -104,23 +101,14 @@ func TestDiskFullLosesNothingAcknowledged(t *testing.T) {
 }
 
 // storedNotes reads every dur_note string value of the device from the event API.
-func storedNotes(t *testing.T, client *http.Client, addr, token, device string) map[string]bool {
-	t.Helper()
-	q := url.Values{"device": {device}, "name": {"dur_note"}, "limit": {"100000"}}
-	req, err := http.NewRequest(http.MethodGet, "https://"+addr+"/api/v1/events?"+q.Encode(), nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
+func (s *serverProcess) storedNotes(device string) map[string]bool {
+	s.t.Helper()
 	var body struct {
-		Status string `json:"status"`
-		Data   []struct {
+		Data []struct {
 			String *string `json:"vs"`
 		} `json:"data"`
 	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	require.Equal(t, "success", body.Status)
+	s.getAPI("/api/v1/events", url.Values{"device": {device}, "name": {"dur_note"}, "limit": {"100000"}}, &body)
 	out := map[string]bool{}
 	for _, e := range body.Data {
 		if e.String != nil {

@@ -228,13 +228,28 @@ func runPublishers(pubs []*publisher) (stop func()) {
 	return func() { cancel(); wg.Wait() }
 }
 
-// apiClient returns an HTTPS client of the server's API and the admin token.
-func (s *serverProcess) apiClient() (*http.Client, string) {
+// getAPI GETs path with the admin token and decodes the JSON answer into out, whose "status"
+// must be "success".
+func (s *serverProcess) getAPI(path string, q url.Values, out any) {
 	s.t.Helper()
 	token, err := os.ReadFile(filepath.Join(s.dir, "admin.token"))
 	require.NoError(s.t, err)
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.ca.Pool(), ServerName: "localhost"}}}
-	return client, strings.TrimSpace(string(token))
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequest(http.MethodGet, "https://"+s.httpAddr+path+"?"+q.Encode(), nil)
+	require.NoError(s.t, err)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	resp, err := client.Do(req)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(s.t, err)
+	var status struct {
+		Status string `json:"status"`
+	}
+	require.NoError(s.t, json.Unmarshal(body, &status), "%s", body)
+	require.Equal(s.t, "success", status.Status, "%s", body)
+	require.NoError(s.t, json.Unmarshal(body, out))
 }
 
 // missingSamples counts the samples of p's acknowledged batches that stored does not hold.
@@ -269,10 +284,9 @@ func TestDurabilityUnderSIGKILL(t *testing.T) {
 
 	// A clean start answers the queries.
 	srv.start()
-	client, token := srv.apiClient()
 	for _, p := range pubs {
 		require.NotEmpty(t, p.acked, "device %s got no acknowledgement at all", p.device)
-		stored := storedValues(t, client, srv.httpAddr, token, p.device)
+		stored := srv.storedValues(p.device)
 		missing := p.missingSamples(stored)
 		t.Logf("%s: %d batches acknowledged over %d kills, %d samples stored, %d acknowledged samples missing",
 			p.device, len(p.acked), rounds, len(stored), missing)
@@ -281,30 +295,21 @@ func TestDurabilityUnderSIGKILL(t *testing.T) {
 }
 
 // storedValues reads every value of the device's "dur" series.
-func storedValues(t *testing.T, client *http.Client, addr, token, device string) map[float64]bool {
-	t.Helper()
-	q := url.Values{"query": {fmt.Sprintf(`dur{device=%q}[3h]`, device)}, "time": {strconv.FormatInt(time.Now().Unix(), 10)}}
-	req, err := http.NewRequest(http.MethodGet, "https://"+addr+"/api/v1/query?"+q.Encode(), nil)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
+func (s *serverProcess) storedValues(device string) map[float64]bool {
+	s.t.Helper()
 	var body struct {
-		Status string `json:"status"`
-		Data   struct {
+		Data struct {
 			Result []struct {
 				Values [][2]any `json:"values"`
 			} `json:"result"`
 		} `json:"data"`
 	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	require.Equal(t, "success", body.Status)
+	s.getAPI("/api/v1/query", url.Values{"query": {fmt.Sprintf(`dur{device=%q}[3h]`, device)}, "time": {strconv.FormatInt(time.Now().Unix(), 10)}}, &body)
 	out := map[float64]bool{}
 	for _, r := range body.Data.Result {
 		for _, v := range r.Values {
 			f, err := strconv.ParseFloat(v[1].(string), 64)
-			require.NoError(t, err)
+			require.NoError(s.t, err)
 			out[f] = true
 		}
 	}
