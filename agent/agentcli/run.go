@@ -3,6 +3,7 @@ package agentcli
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -45,13 +46,14 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	singleProc()
-	logger := cfg.Log.NewLogger(stderr)
-	a, err := agent.New(cfg, agent.Options{Logger: logger})
+	logger, level := cfg.Log.NewLeveledLogger(stderr)
+	a, err := agent.New(cfg, agent.Options{Logger: logger, LogLevel: level})
 	if err != nil {
 		return err
 	}
 	logger.Info("millwright-agent starting", "version", Version(), "pid", os.Getpid(), "spool", cfg.Spool.Dir)
 	var rotErr chan error
+	stopRotator := func() {}
 	if cfg.TLS.ESTServer != "" {
 		rot, err := rotator(cfg, logger)
 		if err != nil {
@@ -61,8 +63,23 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		defer cancel()
 		rotErr = make(chan error, 1)
 		go func() { rotErr <- rot.Run(rctx) }()
+		stopRotator = func() {
+			cancel()
+			if err := <-rotErr; err != nil && !errors.Is(err, context.Canceled) {
+				logger.Error("certificate renewal stopped", "error", err)
+			}
+		}
 	}
-	if err := a.Run(ctx); err != nil {
+	err = a.Run(ctx)
+	if errors.Is(err, agent.ErrRestartRequested) {
+		// The agent answered the command and closed its spool: start afresh, as the same
+		// process (same PID, arguments and environment), so that a service manager sees no
+		// exit.
+		stopRotator()
+		logger.Info("millwright-agent restarting, as the server asked")
+		return reexec()
+	}
+	if err != nil {
 		return fmt.Errorf("stop agent: %w", err)
 	}
 	if rotErr != nil {
