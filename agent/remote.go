@@ -271,6 +271,7 @@ func (o *overlayWalk) attribute(err error) ([]string, string) {
 	}
 	if key == remoteSystem {
 		// The source's own error names its field: "system: interval 10ms is below …".
+		out = nil
 		for _, k := range active {
 			if f, ok := strings.CutPrefix(k, remoteSystem+"."); ok && strings.Contains(reason, f) {
 				out = append(out, k)
