@@ -361,6 +361,7 @@ type HealthResult struct {
 	LastRTTMs           float64           `json:"last_rtt_ms"`
 	WindowSeconds       float64           `json:"window_seconds"`
 	Seq                 uint64            `json:"seq"`
+	CommandsReceived    uint64            `json:"commands_received"`
 	Commands            map[string]uint64 `json:"commands"`
 	ConfigVersion       int64             `json:"config_version"`
 	ChannelMalformed    uint64            `json:"channel_malformed"`
@@ -375,7 +376,7 @@ func (a *Agent) diagHealth(context.Context, map[string]string) (any, error) {
 		BatchesSent: st.BatchesSent, RecordsSent: st.RecordsSent, BytesSent: st.BytesSent, RefusedForRetry: st.RefusedForRetry,
 		MeasurementsStored: st.MeasurementsStored, MeasurementsInvalid: st.MeasurementsInvalid,
 		LastRTTMs: millis(st.LastRTT), WindowSeconds: st.Window.Seconds(), Seq: st.Seq,
-		Commands: st.Commands, ConfigVersion: st.ConfigVersion, ChannelMalformed: st.ChannelMalformed,
+		CommandsReceived: st.CommandsReceived, Commands: st.Commands, ConfigVersion: st.ConfigVersion, ChannelMalformed: st.ChannelMalformed,
 		Spool: spoolResult(a.local.Spool.Dir, a.spoolMaxBytes(), st.Spool),
 	}, nil
 }
