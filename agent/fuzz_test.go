@@ -22,7 +22,7 @@ var updateFuzzCorpus = flag.Bool("update-fuzz-corpus", false, "rewrite testdata/
 // remoteConfigSeeds are desired configuration documents: the keys the agent takes, the
 // ones it refuses, and documents of the wrong shape.
 var remoteConfigSeeds = map[string]string{
-	"settable": `{"schedule":{"interval":"30s","jitter":"0s","max_batches_per_cycle":3},"batch":{"max_records":200,"max_bytes":8192,"min_window":"1s","max_window":"2m","slow_link":"5s"},"health":{"interval":"0s"},"log":{"level":"debug"},"uplink":{"keepalive":"25s"}}`,
+	"settable":   `{"schedule":{"interval":"30s","jitter":"0s","max_batches_per_cycle":3},"batch":{"max_records":200,"max_bytes":8192,"min_window":"1s","max_window":"2m","slow_link":"5s"},"health":{"interval":"0s"},"log":{"level":"debug"},"uplink":{"keepalive":"25s"}}`,
 	"local-only": `{"tls":{"cert_file":"/tmp/evil.crt"},"uplink":{"zone":"evil.example"},"spool":{"dir":"/"},"sources":{"exec":[{"name":"x","command":"/bin/sh"}],"system":{"proc_root":"/"}},"commands":{"allow_shell":true}}`,
 	"unknown":    `{"schedul":{"interval":"1s"},"schedule":{"intervall":"1s"},"firmware":"2.0"}`,
 	"bad-values": `{"schedule":{"interval":"soon","jitter":5,"max_batches_per_cycle":"many"},"log":{"level":"loud"},"uplink":{"keepalive":"1500ms"}}`,
@@ -159,4 +159,3 @@ func TestFuzzCorpusPresent(t *testing.T) {
 		require.NotEmpty(t, entries, target)
 	}
 }
-
