@@ -14,6 +14,7 @@ import (
 
 	"github.com/millwright/millwright/agent/aggregate"
 	"github.com/millwright/millwright/agent/backoff"
+	"github.com/millwright/millwright/agent/estclient"
 	"github.com/millwright/millwright/agent/source"
 	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
@@ -39,7 +40,8 @@ type Options struct {
 	// Sources run in addition to the configured ones.
 	Sources []source.Source
 	// Certificate is the device certificate with its key, used instead of
-	// tls.cert_file and tls.key_file.
+	// tls.cert_file and tls.key_file. Such a certificate is not renewed:
+	// renewal through tls.est_server writes the files.
 	Certificate *tls.Certificate
 	// RootCAs verify the server's certificate, used instead of tls.ca_file.
 	RootCAs *x509.CertPool
@@ -62,6 +64,7 @@ type Agent struct {
 	up      uplink
 	m       *counters
 	sources []source.Source
+	rot     *estclient.Rotator // nil without tls.est_server
 
 	// sender state, owned by the send loop (window also read by Stats)
 	winMu   sync.Mutex
@@ -97,6 +100,19 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	a.device = device
 	a.log = a.log.With("device", device)
+	if cfg.TLS.ESTServer != "" {
+		if opts.Certificate != nil {
+			a.log.Warn("tls.est_server is set, but the certificate passed in Options.Certificate is not renewed: renewal writes tls.cert_file and tls.key_file")
+		} else {
+			a.rot = &estclient.Rotator{
+				CertPath: cfg.TLS.CertFile,
+				KeyPath:  cfg.TLS.KeyFile,
+				Client:   &estclient.Client{Server: cfg.TLS.ESTServer, Roots: tc.RootCAs},
+				Clock:    a.clk,
+				Log:      a.log.With("component", "renewal"),
+			}
+		}
+	}
 
 	dialer := opts.Dialer
 	if dialer == nil {
@@ -201,7 +217,11 @@ func (a *Agent) Stats() Stats {
 // Run runs the sources, the connection and the send schedule until ctx
 // ends, then closes the spool. A source that cannot start is logged and the
 // rest keep running: measurements already stored must still be delivered.
-// Run returns the error of closing the spool, if any.
+// With tls.est_server set it also renews the certificate files: at
+// two-thirds of the certificate's lifetime, and by dormant re-enrollment
+// once the certificate has expired (the device was off); the connection
+// picks up the new pair at its next attempt. Run returns the error of
+// closing the spool, if any.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -210,6 +230,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.up.run(ctx) })
 	wg.Go(func() { a.sendLoop(ctx) })
 	wg.Go(func() { a.healthLoop(ctx) })
+	if a.rot != nil {
+		wg.Go(func() {
+			if err := a.rot.Run(ctx); err != nil {
+				a.log.Error("certificate renewal stopped", "error", err)
+			}
+		})
+	}
 	var srcs sync.WaitGroup
 	for _, s := range a.sources {
 		srcs.Go(func() {
