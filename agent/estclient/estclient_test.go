@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,6 +26,7 @@ import (
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/server"
 	"github.com/millwright/millwright/internal/server/servertest"
+	"github.com/millwright/millwright/protocol"
 )
 
 func startServer(t *testing.T) *server.Server { return servertest.Start(t, nil) }
@@ -191,6 +193,23 @@ func expiredDevice(t *testing.T, s *server.Server, id string) (dir string, leaf 
 	return dir, leaf
 }
 
+// postBatch posts an empty batch over HTTPS with pair as the client certificate: an error
+// when the server does not take the connection, nil for any HTTP answer.
+func postBatch(t *testing.T, s *server.Server, pair tls.Certificate) error {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: s.CA().Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"}}}
+	resp, err := c.Post("https://"+s.HTTPAddr().String()+protocol.BatchPath, "application/senml+cbor", strings.NewReader(""))
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
 // syncBuffer collects log output written from other goroutines.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -245,6 +264,8 @@ func TestRotatorDormant(t *testing.T) {
 	require.NotEqual(t, expired.Certificate[0], pair.Certificate[0])
 	require.NoError(t, connect(t, s, pair))
 	require.Error(t, connect(t, s, expired), "the expired certificate still cannot connect")
+	require.Error(t, postBatch(t, s, expired), "nor post a batch over HTTPS")
+	require.NoError(t, postBatch(t, s, pair))
 	// Renewal goes back to its ordinary schedule: the next attempt waits for two-thirds of the
 	// new certificate's lifetime.
 	fake.BlockUntil(1)
