@@ -55,6 +55,9 @@ type Config struct {
 	// DeviceChanged is called after a device's status changed (suspend, resume, revoke), so the
 	// gateway can close its sessions and the CRL can be rebuilt.
 	DeviceChanged func(id string, status registry.Status)
+	// Channel is the device channel, for the configuration and command routes; nil answers
+	// them 503. Registry must then also be a ChannelRegistry.
+	Channel Channel
 	// DeviceRoots are the CAs device certificates chain to: the pool the device listeners
 	// verify clients with. POST /api/v1/certificates records only certificates that verify
 	// against it for client authentication; nil refuses every certificate there.
@@ -109,7 +112,9 @@ func rank(r registry.Role) int {
 func routes(c Config) []route {
 	p := &promAPI{queryable: c.Queryable, engine: c.Engine, parser: parser.NewParser(parser.Options{}), now: c.Now,
 		timeout: c.QueryTimeout, slots: newQuerySlots(c.Options.withDefaults().QueryMaxConcurrency, c.Registerer)}
-	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged, roots: c.DeviceRoots, now: c.Now}
+	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged, roots: c.DeviceRoots, now: c.Now, channel: c.Channel}
+	cr, _ := c.Registry.(ChannelRegistry)
+	ch := &channelAPI{reg: cr, ch: c.Channel}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
 		{"GET", "/api/v1/query", v, p.query},
@@ -139,6 +144,13 @@ func routes(c Config) []route {
 		{"POST", "/api/v1/operators", a, d.createOperator},
 		{"DELETE", "/api/v1/operators/{id}", a, d.revokeOperator},
 		{"GET", "/api/v1/audit", a, d.audit},
+		{"GET", "/api/v1/config/schema", v, ch.schema},
+		{"GET", "/api/v1/config/layers", v, ch.needs(ch.layers)},
+		{"POST", "/api/v1/config/layers", o, ch.needs(ch.setLayer)},
+		{"GET", "/api/v1/devices/{id}/config", v, ch.needs(ch.deviceConfig)},
+		{"POST", "/api/v1/devices/{id}/commands", o, ch.needs(ch.sendCommand)},
+		{"GET", "/api/v1/devices/{id}/commands", v, ch.needs(ch.listCommands)},
+		{"GET", "/api/v1/commands/{id}", v, ch.needs(ch.showCommand)},
 	}
 }
 

@@ -40,6 +40,15 @@ type registryAPI struct {
 	changed func(id string, s registry.Status)
 	roots   *x509.CertPool   // device CAs, for POST /api/v1/certificates
 	now     func() time.Time // when certificates are verified
+	channel Channel          // told of group and tag changes; may be nil
+}
+
+// membershipChanged recomputes the desired configuration of a device whose groups or tags
+// changed; a failure is logged by the channel's next delivery, which computes it again.
+func (d *registryAPI) membershipChanged(r *http.Request, id string) {
+	if d.channel != nil {
+		_ = d.channel.DevicesChanged(r.Context(), []string{id})
+	}
 }
 
 // registryError maps registry errors to API errors with stable types.
@@ -139,6 +148,7 @@ func (d *registryAPI) tags(r *http.Request) (any, *apiError) {
 	if err := d.reg.SetTags(r.Context(), r.PathValue("id"), body.Set, body.Remove, actor(r), r.RemoteAddr); err != nil {
 		return nil, registryError(err)
 	}
+	d.membershipChanged(r, r.PathValue("id"))
 	return d.show(r)
 }
 
@@ -150,6 +160,7 @@ func (d *registryAPI) groups(r *http.Request) (any, *apiError) {
 	if err := d.reg.SetGroups(r.Context(), r.PathValue("id"), body.Add, body.Remove, actor(r), r.RemoteAddr); err != nil {
 		return nil, registryError(err)
 	}
+	d.membershipChanged(r, r.PathValue("id"))
 	return d.show(r)
 }
 

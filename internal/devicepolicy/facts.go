@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/gateway"
 )
 
@@ -33,11 +34,18 @@ type FactOptions struct {
 	ReportTimeout time.Duration
 	// SeenTimeout bounds writing one pass's last-seen times. Default 30 s.
 	SeenTimeout time.Duration
+	// SeenInterval is how often the last-seen times of devices whose batches were accepted
+	// (Seen) are written, all in one transaction: a device sending a batch a second costs one
+	// row update per interval, not one per batch. Default 5 s.
+	SeenInterval time.Duration
+	// Clock drives SeenInterval. Default: the real clock.
+	Clock clock.Clock
 }
 
 // DefaultFactOptions returns the defaults.
 func DefaultFactOptions() FactOptions {
-	return FactOptions{Queue: 4096, Batch: 4096, ReportTimeout: 10 * time.Second, SeenTimeout: 30 * time.Second}
+	return FactOptions{Queue: 4096, Batch: 4096, ReportTimeout: 10 * time.Second, SeenTimeout: 30 * time.Second,
+		SeenInterval: 5 * time.Second}
 }
 
 // withDefaults fills the zero fields of o from DefaultFactOptions.
@@ -54,6 +62,12 @@ func (o FactOptions) withDefaults() FactOptions {
 	}
 	if o.SeenTimeout <= 0 {
 		o.SeenTimeout = d.SeenTimeout
+	}
+	if o.SeenInterval <= 0 {
+		o.SeenInterval = d.SeenInterval
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real()
 	}
 	return o
 }
@@ -72,6 +86,10 @@ type FactRecorder struct {
 	dropped prometheus.Counter
 	wg      sync.WaitGroup
 	once    sync.Once
+
+	seenMu sync.Mutex
+	seen   map[string]time.Time // accepted batches since the last write, latest per device
+	stop   chan struct{}
 }
 
 var _ gateway.ConnectReporter = (*FactRecorder)(nil)
@@ -88,12 +106,54 @@ func NewFactRecorder(rep FactReporter, opts FactOptions, logger *slog.Logger, re
 	}
 	opts = opts.withDefaults()
 	q := &FactRecorder{rep: rep, opts: opts, log: logger, ch: make(chan factReport, opts.Queue),
+		seen: map[string]time.Time{}, stop: make(chan struct{}),
 		dropped: promauto.With(reg).NewCounter(prometheus.CounterOpts{
 			Name: "millwright_mqtt_fact_reports_dropped_total",
 			Help: "Connect-time device reports (model, operator, firmware, last seen) dropped because the registry fell behind.",
 		})}
 	q.wg.Go(q.run)
+	q.wg.Go(q.seenLoop)
 	return q
+}
+
+// Seen records that a device was heard from at t (an accepted batch); the latest time of each
+// device is written every SeenInterval. It never blocks on the registry.
+func (q *FactRecorder) Seen(device string, t time.Time) {
+	q.seenMu.Lock()
+	if t.After(q.seen[device]) {
+		q.seen[device] = t
+	}
+	q.seenMu.Unlock()
+}
+
+func (q *FactRecorder) seenLoop() {
+	for {
+		t := q.opts.Clock.NewTimer(q.opts.SeenInterval)
+		select {
+		case <-q.stop:
+			t.Stop()
+			q.flushSeen()
+			return
+		case <-t.C():
+			q.flushSeen()
+		}
+	}
+}
+
+// flushSeen writes the last-seen times gathered since the last write.
+func (q *FactRecorder) flushSeen() {
+	q.seenMu.Lock()
+	seen := q.seen
+	q.seen = map[string]time.Time{}
+	q.seenMu.Unlock()
+	if len(seen) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), q.opts.SeenTimeout)
+	defer cancel()
+	if err := q.rep.MarkSeen(ctx, seen); err != nil {
+		q.log.Warn("store last-seen times", "devices", len(seen), "error", err)
+	}
 }
 
 // Connected implements gateway.ConnectReporter: it queues the report, or drops and counts it
@@ -154,7 +214,7 @@ func (q *FactRecorder) run() {
 // Close implements gateway.ConnectReporter: it writes what is queued and returns once it is
 // written. Connected must not be called after Close.
 func (q *FactRecorder) Close() error {
-	q.once.Do(func() { close(q.ch) })
+	q.once.Do(func() { close(q.ch); close(q.stop) })
 	q.wg.Wait()
 	return nil
 }

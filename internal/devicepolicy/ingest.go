@@ -2,6 +2,10 @@ package devicepolicy
 
 import (
 	"context"
+	"time"
+
+	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/protocol"
 
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/ingest"
@@ -27,4 +31,29 @@ func (i ingester) Ingest(ctx context.Context, device string, payload []byte) gat
 // gatewayResult is r in the gateway's terms.
 func gatewayResult(r ingest.Result) gateway.IngestResult {
 	return gateway.IngestResult{Reason: r.Reason, Detail: r.Detail, Stored: r.Stored, Refused: r.Refused}
+}
+
+// SeenMarker takes the time a device was last heard from.
+type SeenMarker interface {
+	Seen(device string, t time.Time)
+}
+
+// SeenIngester passes batches to ing and marks the device seen, on clk's time, for every batch
+// stored in whole or in part; a refused batch does not count.
+func SeenIngester(ing gateway.Ingester, seen SeenMarker, clk clock.Clock) gateway.Ingester {
+	return seenIngester{ing, seen, clk}
+}
+
+type seenIngester struct {
+	ing  gateway.Ingester
+	seen SeenMarker
+	clk  clock.Clock
+}
+
+func (s seenIngester) Ingest(ctx context.Context, device string, payload []byte) gateway.IngestResult {
+	res := s.ing.Ingest(ctx, device, payload)
+	if res.Stored > 0 || res.Reason == protocol.ReasonNone {
+		s.seen.Seen(device, s.clk.Now())
+	}
+	return res
 }

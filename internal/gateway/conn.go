@@ -324,6 +324,11 @@ func (c *conn) accept(pk *packets.Packet, d connectDecision) error {
 	c.m.log.Debug("device connected", "device", c.device, "remote", c.nc.RemoteAddr().String(), "mqtt", c.version, "session_present", present)
 	if present {
 		c.resend()
+		if c.m.channel != nil {
+			for _, f := range c.sess.filters() {
+				c.m.channel.Subscribed(c.device, f)
+			}
+		}
 	}
 	return nil
 }
@@ -420,8 +425,21 @@ func (c *conn) handlePublish(pk *packets.Packet) error {
 			return c.ackPublish(pk, packets.CodeSuccess.Code, "") // stored already; the device missed the PUBREC
 		}
 	}
+	if rest := topic[len(protocol.DeviceRoot(c.device)):]; c.m.channel != nil && channelTopic(rest) {
+		if err := c.m.channel.Message(c.m.ctx, c.device, rest, pk.Payload); err != nil {
+			c.m.log.Debug("device channel message refused", "device", c.device, "topic", topic, "error", err)
+			if c.version == 5 {
+				code := packets.ErrPayloadFormatInvalid.Code
+				if errors.Is(err, ErrChannelUnavailable) {
+					code = packets.ErrUnspecifiedError.Code
+				}
+				return c.ackPublish(pk, code, truncateReason(err.Error()))
+			}
+		}
+		return c.ackPublish(pk, packets.CodeSuccess.Code, "")
+	}
 	if topic != protocol.BatchTopic(c.device) {
-		matched, _ := c.m.publish(c.device, topic, pk.Payload, min(qos, 1), true)
+		matched, _, _ := c.m.publish(c.device, topic, pk.Payload, min(qos, 1), true, nil)
 		code := packets.CodeSuccess.Code
 		if !matched {
 			code = packets.CodeNoMatchingSubscribers.Code
@@ -546,7 +564,26 @@ func (c *conn) handleSubscribe(pk *packets.Packet) error {
 			codes[i] = packets.ErrUnspecifiedError.Code // 3.1.1 has one failure code (§3.9.3)
 		}
 	}
-	return c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, PacketID: pk.PacketID, ReasonCodes: codes})
+	if err := c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, PacketID: pk.PacketID, ReasonCodes: codes}); err != nil {
+		return err
+	}
+	if c.m.channel != nil {
+		for i, f := range pk.Filters {
+			if codes[i] < packets.ErrUnspecifiedError.Code {
+				c.m.channel.Subscribed(c.device, f.Filter)
+			}
+		}
+	}
+	return nil
+}
+
+// truncateReason bounds a reason string sent to a device.
+func truncateReason(s string) string {
+	const limit = 256
+	if len(s) > limit {
+		return s[:limit]
+	}
+	return s
 }
 
 // validFilter reports whether a topic filter is well formed (§4.7.1): "#" only as the whole

@@ -190,6 +190,7 @@ type MQTT struct {
 	ing     Ingester
 	authz   Authorizer
 	facts   ConnectReporter
+	channel Channel // set by SetChannel before Start; nil: device channel topics loop back
 	log     *slog.Logger
 	met     *mqttMetrics
 
@@ -340,6 +341,11 @@ func NewMQTT(opts MQTTOptions, tlsConfig *tls.Config, ing Ingester, authz Author
 	}, func() float64 { return float64(m.tlsLn.queued.Load()) })
 	return m, nil
 }
+
+// SetChannel routes the device channel's topics to ch: a device's replies, reports and state go
+// to ch.Message instead of to its own subscriptions, and ch.Subscribed learns of its
+// subscriptions. Call it before Start.
+func (m *MQTT) SetChannel(ch Channel) { m.channel = ch }
 
 // Addr is the TLS listener's address.
 func (m *MQTT) Addr() net.Addr { return m.tlsLn.Addr() }

@@ -95,6 +95,32 @@ type ConnectReporter interface {
 	Close() error
 }
 
+// Channel takes what travels on the device channel (docs/protocol.md, "The device channel"):
+// it learns when a device is ready to receive its messages, and takes the device's replies,
+// reports and state.
+type Channel interface {
+	// Subscribed is called once a subscription of the device within its root is granted, and
+	// at a connect that resumes a session, for each subscription the session holds: the
+	// channel then sends what waits for the device on that filter. It is called on the
+	// connection's goroutine and must not block.
+	Subscribed(device, filter string)
+	// Message takes a device's message on its channel; rest is the topic after the device's
+	// root ("reply/<id>", "config/reported", "state"). It returns once the message is stored.
+	// An error refuses the message: an MQTT 5 device gets PUBACK 0x99 "payload format invalid"
+	// with the error as reason string.
+	Message(ctx context.Context, device, rest string, payload []byte) error
+}
+
+// channelTopic reports whether rest (a topic after a device's root) is one a device sends on
+// the device channel.
+func channelTopic(rest string) bool {
+	if rest == protocol.TopicConfigReported || rest == protocol.TopicState {
+		return true
+	}
+	_, ok := protocol.ReplyID(rest)
+	return ok
+}
+
 // connectFacts reads the facts from a CONNECT's user properties, copied out of the packet's
 // buffer (which a reporter's queue would otherwise keep alive).
 func connectFacts(pk *packets.Packet, seen time.Time) Facts {

@@ -47,7 +47,8 @@ type outbound struct {
 	id      uint16
 	topic   string
 	payload []byte
-	sent    bool // written to a connection once: sent again with DUP set
+	sent    bool   // written to a connection once: sent again with DUP set
+	onAck   func() // called once the device acknowledged it; may be nil
 }
 
 // stopExpiry stops the expiry timer; s.mu is held.
@@ -202,21 +203,31 @@ func (m *MQTT) expire(s *session) {
 // session lasts), and sent again when it returns; it returns ErrInflightFull, and drops the
 // message, when the device already has as many in flight as it may.
 func (m *MQTT) Publish(device, topic string, payload []byte, qos byte) (bool, error) {
-	return m.publish(device, topic, payload, min(qos, 1), false)
+	matched, _, err := m.publish(device, topic, payload, min(qos, 1), false, nil)
+	return matched, err
 }
 
-func (m *MQTT) publish(device, topic string, payload []byte, qos byte, local bool) (bool, error) {
+// Deliver sends a message to a device with QoS 1 (or the lower QoS of its matching
+// subscription) like Publish, and calls onAck once the device acknowledged it (at once for a
+// QoS 0 subscription). It reports whether a subscription matched and whether the message was
+// written to a live connection; a matched message to a device that is away waits in its
+// session.
+func (m *MQTT) Deliver(device, topic string, payload []byte, onAck func()) (matched, sent bool, err error) {
+	return m.publish(device, topic, payload, 1, false, onAck)
+}
+
+func (m *MQTT) publish(device, topic string, payload []byte, qos byte, local bool, onAck func()) (matched, sent bool, err error) {
 	m.mu.Lock()
 	s := m.sessions[device]
 	m.mu.Unlock()
 	if s == nil {
-		return false, nil
+		return false, false, nil
 	}
 	s.mu.Lock()
 	q, ok := s.match(topic, local)
 	if !ok || s.ended {
 		s.mu.Unlock()
-		return false, nil
+		return false, false, nil
 	}
 	q = min(q, qos)
 	var id uint16
@@ -224,29 +235,48 @@ func (m *MQTT) publish(device, topic string, payload []byte, qos byte, local boo
 		if len(s.inflight) >= s.quota {
 			s.mu.Unlock()
 			m.met.dropped.Inc()
-			return true, ErrInflightFull
+			return true, false, ErrInflightFull
 		}
 		id = s.allocID()
-		s.inflight = append(s.inflight, outbound{id: id, topic: topic, payload: payload, sent: s.conn != nil})
+		s.inflight = append(s.inflight, outbound{id: id, topic: topic, payload: payload, sent: s.conn != nil, onAck: onAck})
 	}
 	c := s.conn
 	s.mu.Unlock()
 	if c != nil {
 		c.sendPublish(topic, payload, q, id, false)
 	}
-	return true, nil
+	if q == 0 && onAck != nil {
+		onAck()
+	}
+	return true, c != nil, nil
 }
 
 // acked removes the message the device acknowledged.
 func (s *session) acked(id uint16) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var onAck func()
 	for i, o := range s.inflight {
 		if o.id == id {
+			onAck = o.onAck
 			s.inflight = append(s.inflight[:i], s.inflight[i+1:]...)
-			return
+			break
 		}
 	}
+	s.mu.Unlock()
+	if onAck != nil {
+		onAck()
+	}
+}
+
+// filters returns the session's subscriptions' filters.
+func (s *session) filters() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.subs))
+	for f := range s.subs {
+		out = append(out, f)
+	}
+	return out
 }
 
 // resend sends a returning device the messages it has not acknowledged, in order, those sent

@@ -275,3 +275,6 @@ func matchTopic(filter, topic string) bool {
 		filter, topic = frest, trest
 	}
 }
+
+// MatchTopic reports whether the MQTT topic filter matches topic (MQTT 5.0 §4.7).
+func MatchTopic(filter, topic string) bool { return matchTopic(filter, topic) }

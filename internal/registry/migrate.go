@@ -89,6 +89,47 @@ var migrations = []migration{
 			remote TEXT NOT NULL DEFAULT ''
 		)`,
 	}},
+	{version: 2, name: "device channel: mailbox and configuration", stmts: []string{
+		`CREATE TABLE mailbox (
+			id         {{key}} PRIMARY KEY,
+			device_id  {{key}} NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+			kind       TEXT NOT NULL CHECK (kind IN ('command', 'config')),
+			name       TEXT NOT NULL DEFAULT '',
+			payload    TEXT NOT NULL,
+			version    BIGINT NOT NULL DEFAULT 0,
+			state      TEXT NOT NULL CHECK (state IN ('queued', 'delivered', 'acknowledged', 'succeeded', 'failed', 'expired', 'superseded')),
+			reason     TEXT NOT NULL DEFAULT '',
+			detail     TEXT NOT NULL DEFAULT '',
+			result     TEXT NOT NULL DEFAULT '',
+			created_by TEXT NOT NULL DEFAULT '',
+			created_at BIGINT NOT NULL,
+			expires_at BIGINT NOT NULL DEFAULT 0,
+			updated_at BIGINT NOT NULL,
+			attempts   BIGINT NOT NULL DEFAULT 0
+		){{withoutRowID}}`,
+		`CREATE INDEX mailbox_device ON mailbox (device_id, created_at, id)`,
+		`CREATE INDEX mailbox_open ON mailbox (device_id, kind, created_at, id) WHERE state IN ('queued', 'delivered', 'acknowledged')`,
+		`CREATE INDEX mailbox_expiry ON mailbox (expires_at) WHERE state IN ('queued', 'delivered', 'acknowledged') AND expires_at <> 0`,
+		`CREATE TABLE config_layers (
+			scope      TEXT NOT NULL CHECK (scope IN ('fleet', 'group', 'tag', 'device')),
+			selector   {{key}} NOT NULL,
+			document   TEXT NOT NULL,
+			updated_at BIGINT NOT NULL,
+			updated_by TEXT NOT NULL DEFAULT '',
+			PRIMARY KEY (scope, selector)
+		){{withoutRowID}}`,
+		`CREATE TABLE device_config (
+			device_id       {{key}} PRIMARY KEY REFERENCES devices (id) ON DELETE CASCADE,
+			desired         TEXT NOT NULL DEFAULT '{}',
+			desired_hash    TEXT NOT NULL DEFAULT '',
+			desired_version BIGINT NOT NULL DEFAULT 0,
+			desired_at      BIGINT NOT NULL DEFAULT 0,
+			applied         TEXT NOT NULL DEFAULT '',
+			refused         TEXT NOT NULL DEFAULT '',
+			applied_version BIGINT NOT NULL DEFAULT 0,
+			reported_at     BIGINT NOT NULL DEFAULT 0
+		){{withoutRowID}}`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

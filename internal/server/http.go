@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/millwright/millwright/internal/api"
-	"github.com/millwright/millwright/internal/devicepolicy"
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/netlimit"
 	"github.com/millwright/millwright/protocol"
@@ -124,7 +123,8 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 	s.httpLn = tls.NewListener(netlimit.NewListener(ln, lim), httpCfg)
 
 	mux := http.NewServeMux()
-	mux.Handle(protocol.BatchPath, gateway.HTTPIngest(devicepolicy.Ingester(s.pipeline), s.authz, gateway.HTTPIngestOptions{
+	mux.Handle("/device/v1/", gateway.HTTPChannel(s.channel, s.authz, s.reg))
+	mux.Handle(protocol.BatchPath, gateway.HTTPIngest(s.ingester(), s.authz, gateway.HTTPIngestOptions{
 		MaxPayload:   s.pipelineMaxPayload(),
 		BodyTimeout:  o.UploadTimeout,
 		WriteTimeout: o.WriteTimeout,
@@ -137,6 +137,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Events:        s.events,
 		Registry:      s.registry,
 		DeviceChanged: s.deviceChanged,
+		Channel:       s.channel,
 		DeviceRoots:   tlsCfg.ClientCAs,
 		Metrics:       promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}),
 		Logger:        s.log.With("component", "api"),

@@ -24,6 +24,7 @@ import (
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/api"
+	"github.com/millwright/millwright/internal/devicechannel"
 	"github.com/millwright/millwright/internal/devicepolicy"
 	"github.com/millwright/millwright/internal/estserver"
 	"github.com/millwright/millwright/internal/eventlog"
@@ -104,6 +105,8 @@ type Server struct {
 	store    *tsdb.Store
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
+	facts    *devicepolicy.FactRecorder
+	channel  *devicechannel.Service
 	mqtt     *gateway.MQTT
 	httpLn   net.Listener
 	http     *http.Server
@@ -175,11 +178,16 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		ClientCAs:    ca.Pool(),
 		MinVersion:   tls.VersionTLS12,
 	}
-	facts := devicepolicy.NewFactRecorder(s.registry, devicepolicy.DefaultFactOptions(), logger.With("component", "mqtt"), s.reg)
-	if s.mqtt, err = gateway.NewMQTT(opts.MQTT, tlsCfg, devicepolicy.Ingester(s.pipeline), s.authz, facts, logger, s.reg); err != nil {
-		_ = facts.Close()
+	fo := devicepolicy.DefaultFactOptions()
+	fo.Clock = clk
+	s.facts = devicepolicy.NewFactRecorder(s.registry, fo, logger.With("component", "facts"), s.reg)
+	s.channel = devicechannel.New(s.registry, s.facts, devicechannel.Options{Clock: clk}, logger, s.reg)
+	if s.mqtt, err = gateway.NewMQTT(opts.MQTT, tlsCfg, s.ingester(), s.authz, s.facts, logger, s.reg); err != nil {
+		_ = s.facts.Close()
 		return nil, err
 	}
+	s.mqtt.SetChannel(s.channel)
+	s.channel.SetTransport(s.mqtt)
 
 	if err := s.listenHTTP(tlsCfg); err != nil {
 		return nil, err
@@ -212,6 +220,11 @@ func (s *Server) parts() *lifecycle.Group {
 	}
 	if s.events != nil {
 		g.Add(lifecycle.Part{Name: "event log", Stop: closer(s.events.Close)})
+	}
+	if s.channel != nil {
+		// Stopped after the listeners, whose sessions acknowledge its messages, and before
+		// the registry, where it writes the last delivery steps.
+		g.Add(lifecycle.Part{Name: "device channel", Start: func() error { s.channel.Start(); return nil }, Stop: closer(s.channel.Close)})
 	}
 	if s.pacer != nil {
 		g.Add(lifecycle.Part{Name: "gc pacer", Run: func(ctx context.Context) error { s.pacer.Run(ctx); return nil }})
@@ -268,6 +281,15 @@ func (s *Server) deviceChanged(id string, status registry.Status) {
 	}
 	s.enroll.InvalidateCRL()
 }
+
+// ingester is the gateway's Ingester: the pipeline, and each accepted batch marks its device
+// seen (written in batches by the fact recorder).
+func (s *Server) ingester() gateway.Ingester {
+	return devicepolicy.SeenIngester(devicepolicy.Ingester(s.pipeline), s.facts, s.clk)
+}
+
+// Channel is the device channel: the mailbox's delivery to devices.
+func (s *Server) Channel() *devicechannel.Service { return s.channel }
 
 // Registry is the device registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }

@@ -8,7 +8,10 @@
 // The PromQL routes answer in Prometheus's own formats, which are not repeated here.
 package apitypes
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Response is the envelope of every answer: Status is StatusSuccess with Data, or
 // StatusError with ErrorType and Error. The server encodes Response[any]; a client decodes
@@ -187,4 +190,83 @@ type AuditEntry struct {
 	Target string    `json:"target"` // the object acted on: a device, operator or token ID
 	Detail string    `json:"detail"` // human-readable specifics, e.g. "active -> suspended"
 	Remote string    `json:"remote"` // the client's address, "" when not known
+}
+
+// ConfigLayerRequest sets (Document a JSON object) or removes (Document null or absent) one
+// layer of desired configuration: Scope is fleet, group, tag or device; Selector is "" for the
+// fleet, a group name, "key=value" or a device ID. The document must satisfy the agent's
+// schema (GET /api/v1/config/schema); a document that breaks it is refused with the failing
+// JSON path.
+type ConfigLayerRequest struct {
+	Scope    string          `json:"scope"`
+	Selector string          `json:"selector"`
+	Document json.RawMessage `json:"document"`
+}
+
+// ConfigLayerSet is the answer to a ConfigLayerRequest: how many devices' documents changed
+// (each gets the new version through its mailbox).
+type ConfigLayerSet struct {
+	Scope          string `json:"scope"`
+	Selector       string `json:"selector"`
+	DevicesChanged int    `json:"devices_changed"`
+}
+
+// ConfigLayer is one layer of desired configuration.
+type ConfigLayer struct {
+	Scope     string          `json:"scope"`
+	Selector  string          `json:"selector"`
+	Document  json.RawMessage `json:"document"`
+	UpdatedAt time.Time       `json:"updated_at"`
+	UpdatedBy string          `json:"updated_by"`
+}
+
+// DeviceConfig is a device's desired configuration, computed from Layers (lowest first), and
+// what the device reported it applied. Difference lists the keys (dotted paths) whose
+// desired and reported values differ; Refused maps the keys the device refused to its reason.
+type DeviceConfig struct {
+	Device         string            `json:"device"`
+	Desired        json.RawMessage   `json:"desired"`
+	DesiredVersion int64             `json:"desired_version"`
+	DesiredAt      time.Time         `json:"desired_at,omitzero"`
+	Layers         []string          `json:"layers"`
+	Reported       json.RawMessage   `json:"reported"`
+	AppliedVersion int64             `json:"applied_version"`
+	Refused        map[string]string `json:"refused"`
+	ReportedAt     time.Time         `json:"reported_at,omitzero"`
+	Difference     []string          `json:"difference"`
+}
+
+// CommandRequest sends a command to a device: Expires (a duration such as "24h", default
+// 24 h, at most a year) bounds how long it waits for the device; Wait (a duration, at most
+// 5 m), when set, makes the answer wait for the command to finish and show its outcome.
+type CommandRequest struct {
+	Name    string            `json:"name"`
+	Args    map[string]string `json:"args,omitempty"`
+	Expires string            `json:"expires,omitempty"`
+	Wait    string            `json:"wait,omitempty"`
+}
+
+// Command is a command in a device's mailbox. State is queued, delivered, acknowledged,
+// succeeded, failed or expired; Reason, Detail and Result are the device's answer.
+type Command struct {
+	ID        string            `json:"id"`
+	Device    string            `json:"device"`
+	Name      string            `json:"name"`
+	Args      map[string]string `json:"args,omitempty"`
+	State     string            `json:"state"`
+	Reason    string            `json:"reason,omitempty"`
+	Detail    string            `json:"detail,omitempty"`
+	Result    json.RawMessage   `json:"result,omitempty"`
+	CreatedBy string            `json:"created_by"`
+	CreatedAt time.Time         `json:"created_at"`
+	ExpiresAt time.Time         `json:"expires_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
+	Attempts  int               `json:"attempts"`
+}
+
+// CommandList is a page of a device's commands, newest first; Next, when not empty, is the
+// "before" parameter of the next page.
+type CommandList struct {
+	Commands []Command `json:"commands"`
+	Next     string    `json:"next,omitempty"`
 }

@@ -1,0 +1,136 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/millwright/millwright/internal/httplimit"
+	"github.com/millwright/millwright/protocol"
+)
+
+// Mailbox is the device channel as an HTTPS device sees it: it fetches what waits for it and
+// posts what an MQTT device publishes.
+type Mailbox interface {
+	Channel
+	// Fetch returns what waits for the device and counts it delivered.
+	Fetch(ctx context.Context, device string) (protocol.Mailbox, error)
+}
+
+// ErrChannelUnavailable is wrapped by a Channel's error when the message could not be stored
+// for a reason of the server's (the registry failed): the device sends it again later. MQTT 5
+// devices get PUBACK 0x80 instead of 0x99; HTTPS devices get 503.
+var ErrChannelUnavailable = errors.New("the device channel cannot store the message now")
+
+// ErrUnknownMessage is wrapped by a Channel's error for a reply to a command that is not the
+// device's: HTTPS devices get 404.
+var ErrUnknownMessage = errors.New("no such message for this device")
+
+// HTTPChannel serves the device channel over HTTPS (docs/protocol.md, "The device channel"):
+// GET protocol.MailboxPath, POST protocol.ReplyPathPrefix+<id>, protocol.ConfigReportedPath
+// and protocol.StatePath. The device is the verified client certificate's common name,
+// authorized by authz as for a batch; a body above protocol.MaxChannelMessage gets 413.
+func HTTPChannel(mb Mailbox, authz Authorizer, reg prometheus.Registerer) http.Handler {
+	requests := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+		Name: "millwright_http_channel_requests_total",
+		Help: "HTTPS device channel requests (mailbox fetches, replies, reports, state), by status code.",
+	}, []string{"code"})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answer := func(status int, body any) {
+			requests.WithLabelValues(strconv.Itoa(status)).Inc()
+			if body == nil {
+				w.WriteHeader(status)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_ = json.NewEncoder(w).Encode(body)
+		}
+		fail := func(status int, detail string) {
+			answer(status, map[string]string{"detail": detail})
+		}
+		device, err := httpDevice(r)
+		if err != nil {
+			httplimit.Refuse(w, r)
+			fail(http.StatusUnauthorized, err.Error())
+			return
+		}
+		if d := authz.Authorize(r.Context(), device, r.TLS.PeerCertificates[0]); !d.Admitted() {
+			httplimit.Refuse(w, r)
+			if d.Verdict == Refused {
+				fail(http.StatusForbidden, d.reason().Error())
+				return
+			}
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfterUnavailable))
+			fail(http.StatusServiceUnavailable, "the device registry cannot answer")
+			return
+		}
+		var rest string
+		switch {
+		case r.URL.Path == protocol.MailboxPath:
+			if r.Method != http.MethodGet {
+				w.Header().Set("Allow", http.MethodGet)
+				fail(http.StatusMethodNotAllowed, "GET the mailbox")
+				return
+			}
+			box, err := mb.Fetch(r.Context(), device)
+			if err != nil {
+				w.Header().Set("Retry-After", strconv.Itoa(retryAfterUnavailable))
+				fail(http.StatusServiceUnavailable, err.Error())
+				return
+			}
+			if box.Commands == nil {
+				box.Commands = []protocol.Command{}
+			}
+			answer(http.StatusOK, box)
+			return
+		case r.URL.Path == protocol.ConfigReportedPath:
+			rest = protocol.TopicConfigReported
+		case r.URL.Path == protocol.StatePath:
+			rest = protocol.TopicState
+		case strings.HasPrefix(r.URL.Path, protocol.ReplyPathPrefix):
+			rest = protocol.TopicReply + "/" + strings.TrimPrefix(r.URL.Path, protocol.ReplyPathPrefix)
+			if !channelTopic(rest) {
+				fail(http.StatusNotFound, "not a command ID")
+				return
+			}
+		default:
+			fail(http.StatusNotFound, "no such device channel path")
+			return
+		}
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			fail(http.StatusMethodNotAllowed, "POST a JSON document")
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, protocol.MaxChannelMessage))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				fail(http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", protocol.MaxChannelMessage))
+				return
+			}
+			fail(http.StatusBadRequest, "read body: "+err.Error())
+			return
+		}
+		switch err := mb.Message(r.Context(), device, rest, body); {
+		case err == nil:
+			answer(http.StatusNoContent, nil)
+		case errors.Is(err, ErrChannelUnavailable):
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfterUnavailable))
+			fail(http.StatusServiceUnavailable, err.Error())
+		case errors.Is(err, ErrUnknownMessage):
+			fail(http.StatusNotFound, err.Error())
+		default:
+			fail(http.StatusBadRequest, err.Error())
+		}
+	})
+}
