@@ -473,3 +473,25 @@ func TestCommandsHelpNamesExitStatus(t *testing.T) {
 		require.Contains(t, stdout, "3 when\n--wait ended before the device answered")
 	}
 }
+
+// TestConfigLayerLimit: with registry.MaxConfigLayers layers, a new one is refused and named;
+// an existing one can still be changed and removed. (The layers are made through the registry:
+// about a millisecond each on SQLite, against several through the API.)
+func TestConfigLayerLimit(t *testing.T) {
+	t.Parallel()
+	srv := servertest.Start(t, nil)
+	cli := newCLI(t, srv)
+	for i := range registry.MaxConfigLayers {
+		_, err := srv.Registry().SetConfigLayer(context.Background(), registry.ScopeGroup, fmt.Sprintf("g-%d", i),
+			json.RawMessage(`{"log":{"level":"info"}}`), "test", "")
+		require.NoError(t, err)
+	}
+	doc := filepath.Join(t.TempDir(), "doc.json")
+	require.NoError(t, os.WriteFile(doc, []byte(`{"log": {"level": "warn"}}`), 0o600))
+	code, _, stderr := cli.run("", "config", "set", "--fleet", "--file", doc)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, fmt.Sprintf("there are %d configuration layers, the limit (bad_data)", registry.MaxConfigLayers))
+	require.Equal(t, "group g-7 set: 0 devices changed\n", cli.ok("config", "set", "--group", "g-7", "--file", doc))
+	require.Equal(t, "group g-7 cleared: 0 devices changed\n", cli.ok("config", "set", "--group", "g-7", "--clear"))
+	require.Equal(t, "fleet set: 0 devices changed\n", cli.ok("config", "set", "--fleet", "--file", doc))
+}

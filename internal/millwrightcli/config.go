@@ -23,8 +23,8 @@ const configLong = `A device's desired configuration is computed from layers, ea
 (RFC 7386) over the ones below it. Precedence, lowest first: the fleet; the device's groups,
 in byte order of their names; its tags, in byte order of "key=value"; the device itself. A
 null in a layer removes a key a lower layer set. Every change reaches the devices concerned
-through their mailbox, as a new version of their document; the agent reports which version it
-applied and the keys it refused.
+through their mailbox, as a new version of their document; a device reports the version it
+applied and the keys it refused (docs/protocol.md, "The device channel").
 
 A layer may set only the keys of the agent's schema (millwright config schema); the server
 refuses a document that breaks it, naming the failing JSON path.`
