@@ -144,10 +144,18 @@ func (c *channelAPI) setLayer(r *http.Request) (any, *apiError) {
 	}
 	msgs, err := c.reg.SetConfigLayer(r.Context(), registry.ConfigScope(body.Scope), body.Selector, doc, actor(r), r.RemoteAddr)
 	c.ch.Queued(msgs)
+	out := apitypes.ConfigLayerSet{Scope: body.Scope, Selector: body.Selector, DevicesChanged: len(msgs)}
+	var over *registry.OversizeError
+	if errors.As(err, &over) {
+		// The layer is stored and the other devices have their new documents; these keep
+		// their previous one until a layer shrinks.
+		out.DevicesTooLarge = over.Devices
+		return out, nil
+	}
 	if err != nil {
 		return nil, registryError(err)
 	}
-	return apitypes.ConfigLayerSet{Scope: body.Scope, Selector: body.Selector, DevicesChanged: len(msgs)}, nil
+	return out, nil
 }
 
 func (c *channelAPI) layers(r *http.Request) (any, *apiError) {

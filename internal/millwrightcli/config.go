@@ -104,6 +104,10 @@ input); it replaces the layer's previous document whole. --clear removes the lay
 				verb = "cleared"
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s\n", layerLabel(out.Scope, out.Selector), verb, plural(out.DevicesChanged, "device changed", "devices changed"))
+			if n := len(out.DevicesTooLarge); n > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s would get a document over %d bytes and keep the previous one: %s\n",
+					plural(n, "device", "devices"), apitypes.MaxConfigDocument, strings.Join(out.DevicesTooLarge, ", "))
+			}
 			return nil
 		},
 	}

@@ -37,8 +37,32 @@ const (
 
 var scopeRank = map[ConfigScope]int{ScopeFleet: 0, ScopeGroup: 1, ScopeTag: 2, ScopeDevice: 3}
 
-// MaxConfigDocument bounds a configuration layer and a computed document, in bytes.
-const MaxConfigDocument = 64 << 10
+// MaxConfigDocument bounds a configuration layer and a computed document, in bytes: half of
+// protocol.MaxChannelMessage, so that the message carrying a document and the device's report
+// of it, each with its envelope, fit in a channel message.
+const MaxConfigDocument = 32 << 10
+
+// OversizeError is returned with the messages of a refresh when the documents computed for
+// some devices exceed MaxConfigDocument: those devices keep their previous version, the others
+// got theirs.
+type OversizeError struct {
+	Devices []string
+}
+
+func (e *OversizeError) Error() string {
+	list := e.Devices
+	more := ""
+	if len(list) > 10 {
+		list, more = list[:10], fmt.Sprintf(" and %d more", len(e.Devices)-10)
+	}
+	return fmt.Sprintf("the configuration documents of %d device(s) would exceed %d bytes and stay at their previous version: %s%s",
+		len(e.Devices), MaxConfigDocument, strings.Join(list, ", "), more)
+}
+
+func (e *OversizeError) Unwrap() error { return ErrInvalid }
+
+// errOversize marks a device whose computed document is too large.
+var errOversize = errors.New("configuration document too large")
 
 // MaxConfigLayers bounds the number of configuration layers.
 const MaxConfigLayers = 10_000
@@ -368,14 +392,36 @@ func (r *Registry) RefreshConfig(ctx context.Context, devices []string) ([]Messa
 	if err != nil {
 		return nil, fmt.Errorf("refresh configuration: %w", err)
 	}
-	var out []Message
+	var (
+		out      []Message
+		oversize []string
+	)
 	for start := 0; start < len(devices); start += configChunk {
 		chunk := devices[start:min(start+configChunk, len(devices))]
+		// Read first: at a device's connect nothing has changed, and a read costs no write
+		// lock.
+		var stale []string
+		for _, id := range chunk {
+			_, changed, err := r.refreshOne(ctx, r.db, nil, set, id, time.Time{})
+			if errors.Is(err, errOversize) {
+				oversize = append(oversize, id)
+				continue
+			}
+			if err != nil {
+				return out, fmt.Errorf("refresh configuration of %s: %w", id, err)
+			}
+			if changed {
+				stale = append(stale, id)
+			}
+		}
+		if len(stale) == 0 {
+			continue
+		}
 		err := r.write(ctx, func(tx *sql.Tx) error {
 			now := r.now()
 			var msgs []Message
-			for _, id := range chunk {
-				m, changed, err := r.refreshOne(ctx, tx, set, id, now)
+			for _, id := range stale {
+				m, changed, err := r.refreshOne(ctx, tx, tx, set, id, now)
 				if err != nil {
 					return fmt.Errorf("device %s: %w", id, err)
 				}
@@ -390,10 +436,15 @@ func (r *Registry) RefreshConfig(ctx context.Context, devices []string) ([]Messa
 			return out, fmt.Errorf("refresh configuration: %w", err)
 		}
 	}
+	if len(oversize) > 0 {
+		return out, &OversizeError{Devices: oversize}
+	}
 	return out, nil
 }
 
-func (r *Registry) refreshOne(ctx context.Context, tx *sql.Tx, set *layerSet, id string, now time.Time) (Message, bool, error) {
+// refreshOne computes a device's document through q and reports whether it differs from the
+// stored one; with tx not nil (q is tx) it also stores the new version and queues its message.
+func (r *Registry) refreshOne(ctx context.Context, q querier, tx *sql.Tx, set *layerSet, id string, now time.Time) (Message, bool, error) {
 	dev, err := r.device(ctx, tx, id)
 	if errors.Is(err, ErrNotFound) || err == nil && dev.Status == StatusRevoked {
 		return Message{}, false, nil
@@ -407,14 +458,18 @@ func (r *Registry) refreshOne(ctx context.Context, tx *sql.Tx, set *layerSet, id
 		return Message{}, false, err
 	}
 	if len(raw) > MaxConfigDocument {
-		return Message{}, false, fmt.Errorf("%w: its configuration document is %d bytes, above %d", ErrInvalid, len(raw), MaxConfigDocument)
+		return Message{}, false, fmt.Errorf("%w: %d bytes, above %d", errOversize, len(raw), MaxConfigDocument)
 	}
 	hash := hashDocument(raw)
 	var (
 		curHash string
 		version int64
 	)
-	err = tx.QueryRowContext(ctx, `SELECT desired_hash, desired_version FROM device_config WHERE device_id = $1`+r.d.forUpdate, id).Scan(&curHash, &version)
+	lock := r.d.forUpdate
+	if tx == nil {
+		lock = ""
+	}
+	err = q.QueryRowContext(ctx, `SELECT desired_hash, desired_version FROM device_config WHERE device_id = $1`+lock, id).Scan(&curHash, &version)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		curHash = emptyDocumentHash
@@ -423,6 +478,9 @@ func (r *Registry) refreshOne(ctx context.Context, tx *sql.Tx, set *layerSet, id
 	}
 	if curHash == hash {
 		return Message{}, false, nil
+	}
+	if tx == nil {
+		return Message{}, true, nil
 	}
 	version++
 	_, err = tx.ExecContext(ctx, `INSERT INTO device_config (device_id, desired, desired_hash, desired_version, desired_at)

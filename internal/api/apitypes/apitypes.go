@@ -196,7 +196,7 @@ type AuditEntry struct {
 // check its input against them before sending it.
 const (
 	// MaxConfigDocument bounds a configuration layer's document, in bytes.
-	MaxConfigDocument = 64 << 10
+	MaxConfigDocument = 32 << 10
 	// MaxCommandArgs bounds the arguments of one command.
 	MaxCommandArgs = 32
 	// DefaultCommandExpiry is how long a command waits for its device when
@@ -226,6 +226,9 @@ type ConfigLayerSet struct {
 	Scope          string `json:"scope"`
 	Selector       string `json:"selector"`
 	DevicesChanged int    `json:"devices_changed"`
+	// DevicesTooLarge lists the devices whose computed document would exceed the document
+	// limit: the layer is stored, and they keep their previous document.
+	DevicesTooLarge []string `json:"devices_too_large,omitempty"`
 }
 
 // ConfigLayer is one layer of desired configuration.
