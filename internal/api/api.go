@@ -152,6 +152,7 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/audit", a, d.audit},
 		{"GET", "/api/v1/config/schema", v, ch.schema},
 		{"GET", "/api/v1/config/layers", v, ch.needs(ch.layers)},
+		{"GET", "/api/v1/config/status", v, ch.needs(ch.status)},
 		{"POST", "/api/v1/config/layers", o, ch.needs(ch.setLayer)},
 		{"GET", "/api/v1/devices/{id}/config", v, ch.needs(ch.deviceConfig)},
 		{"POST", "/api/v1/devices/{id}/commands", o, ch.needs(ch.sendCommand)},

@@ -178,6 +178,9 @@ func (r *Registry) SetConfigLayer(ctx context.Context, scope ConfigScope, select
 				}
 			}
 		}
+		if _, err := tx.ExecContext(ctx, `UPDATE config_revision SET revision = revision + 1 WHERE id = 1`); err != nil {
+			return err
+		}
 		detail := layer.Label() + ": " + compact.String()
 		if remove {
 			detail = layer.Label() + ": removed"
@@ -272,6 +275,33 @@ func (r *Registry) loadLayers(ctx context.Context, q querier) ([]ConfigLayer, er
 		return out[i].Selector < out[j].Selector
 	})
 	return out, rows.Err()
+}
+
+// layerSet returns the layers, parsed and indexed: the cached set while the layers' revision
+// is the one it was read at (one prepared single-row query), else read afresh. The set is
+// shared and never changed.
+func (r *Registry) layerSet(ctx context.Context) (*layerSet, error) {
+	var rev int64
+	if err := r.layerRevision.QueryRowContext(ctx).Scan(&rev); err != nil {
+		return nil, fmt.Errorf("read configuration revision: %w", err)
+	}
+	r.layersMu.Lock()
+	defer r.layersMu.Unlock()
+	if r.layers != nil && r.layersAt == rev {
+		return r.layers, nil
+	}
+	layers, err := r.loadLayers(ctx, r.db)
+	if err != nil {
+		return nil, err
+	}
+	set, err := indexLayers(layers)
+	if err != nil {
+		return nil, err
+	}
+	// Layers read after the revision: they are at least as new as rev, so a later revision
+	// read refreshes them at worst once too often.
+	r.layers, r.layersAt = set, rev
+	return set, nil
 }
 
 // layerSet is the layers indexed for computing devices' documents.
@@ -384,11 +414,7 @@ func (r *Registry) RefreshConfig(ctx context.Context, devices []string) ([]Messa
 	if len(devices) == 0 {
 		return nil, nil
 	}
-	layers, err := r.loadLayers(ctx, r.db)
-	if err != nil {
-		return nil, fmt.Errorf("refresh configuration: %w", err)
-	}
-	set, err := indexLayers(layers)
+	set, err := r.layerSet(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("refresh configuration: %w", err)
 	}
@@ -402,7 +428,7 @@ func (r *Registry) RefreshConfig(ctx context.Context, devices []string) ([]Messa
 		// lock.
 		var stale []string
 		for _, id := range chunk {
-			_, changed, err := r.refreshOne(ctx, r.db, nil, set, id, time.Time{})
+			_, changed, err := r.refreshOne(ctx, nil, set, id, time.Time{})
 			if errors.Is(err, errOversize) {
 				oversize = append(oversize, id)
 				continue
@@ -421,7 +447,7 @@ func (r *Registry) RefreshConfig(ctx context.Context, devices []string) ([]Messa
 			now := r.now()
 			var msgs []Message
 			for _, id := range stale {
-				m, changed, err := r.refreshOne(ctx, tx, tx, set, id, now)
+				m, changed, err := r.refreshOne(ctx, tx, set, id, now)
 				if err != nil {
 					return fmt.Errorf("device %s: %w", id, err)
 				}
@@ -442,9 +468,9 @@ func (r *Registry) RefreshConfig(ctx context.Context, devices []string) ([]Messa
 	return out, nil
 }
 
-// refreshOne computes a device's document through q and reports whether it differs from the
-// stored one; with tx not nil (q is tx) it also stores the new version and queues its message.
-func (r *Registry) refreshOne(ctx context.Context, q querier, tx *sql.Tx, set *layerSet, id string, now time.Time) (Message, bool, error) {
+// refreshOne computes a device's document and reports whether it differs from the stored one;
+// with tx not nil it reads through tx, stores the new version and queues its message.
+func (r *Registry) refreshOne(ctx context.Context, tx *sql.Tx, set *layerSet, id string, now time.Time) (Message, bool, error) {
 	dev, err := r.device(ctx, tx, id)
 	if errors.Is(err, ErrNotFound) || err == nil && dev.Status == StatusRevoked {
 		return Message{}, false, nil
@@ -465,11 +491,11 @@ func (r *Registry) refreshOne(ctx context.Context, q querier, tx *sql.Tx, set *l
 		curHash string
 		version int64
 	)
-	lock := r.d.forUpdate
 	if tx == nil {
-		lock = ""
+		err = r.storedConfigHash.QueryRowContext(ctx, id).Scan(&curHash, &version)
+	} else {
+		err = tx.QueryRowContext(ctx, `SELECT desired_hash, desired_version FROM device_config WHERE device_id = $1`+r.d.forUpdate, id).Scan(&curHash, &version)
 	}
-	err = q.QueryRowContext(ctx, `SELECT desired_hash, desired_version FROM device_config WHERE device_id = $1`+lock, id).Scan(&curHash, &version)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		curHash = emptyDocumentHash
@@ -512,11 +538,7 @@ func (r *Registry) DeviceConfig(ctx context.Context, id string) (DeviceConfig, e
 	if err != nil {
 		return DeviceConfig{}, fmt.Errorf("read configuration: %w", err)
 	}
-	layers, err := r.loadLayers(ctx, r.db)
-	if err != nil {
-		return DeviceConfig{}, fmt.Errorf("read configuration of %s: %w", id, err)
-	}
-	set, err := indexLayers(layers)
+	set, err := r.layerSet(ctx)
 	if err != nil {
 		return DeviceConfig{}, fmt.Errorf("read configuration of %s: %w", id, err)
 	}
@@ -606,4 +628,28 @@ func (r *Registry) ReportConfig(ctx context.Context, device string, rep protocol
 		return fmt.Errorf("report configuration of %s: %w", device, err)
 	}
 	return nil
+}
+
+// ConfigStatus counts the devices with a desired configuration by where they are: InSync
+// (the device reported the desired version applied, refusing nothing), Refused (it reported it
+// with refused keys) and Pending (it has not reported the desired version yet).
+type ConfigStatus struct {
+	Devices int `json:"devices"`
+	InSync  int `json:"in_sync"`
+	Refused int `json:"refused"`
+	Pending int `json:"pending"`
+}
+
+// ConfigStatus returns how far the fleet's desired configuration has come.
+func (r *Registry) ConfigStatus(ctx context.Context) (ConfigStatus, error) {
+	var s ConfigStatus
+	err := r.db.QueryRowContext(ctx, `SELECT count(*),
+			COALESCE(sum(CASE WHEN applied_version >= desired_version AND refused = '' THEN 1 ELSE 0 END), 0),
+			COALESCE(sum(CASE WHEN applied_version >= desired_version AND refused <> '' THEN 1 ELSE 0 END), 0)
+		FROM device_config WHERE desired_version > 0`).Scan(&s.Devices, &s.InSync, &s.Refused)
+	if err != nil {
+		return ConfigStatus{}, fmt.Errorf("configuration status: %w", err)
+	}
+	s.Pending = s.Devices - s.InSync - s.Refused
+	return s, nil
 }

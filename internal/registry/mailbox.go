@@ -258,18 +258,21 @@ func insertMessage(ctx context.Context, q querier, m Message) error {
 // OpenMessages returns the device's open, unexpired messages of kind ("" for every kind),
 // oldest first. This is the connect-time query: one index range scan.
 func (r *Registry) OpenMessages(ctx context.Context, device, kind string) ([]Message, error) {
-	q := `SELECT ` + messageColumns + ` FROM mailbox WHERE device_id = $1 AND state IN ` + openStates + `
-		AND (expires_at = 0 OR expires_at > $2)`
-	args := []any{device, toMS(r.now())}
-	if kind != "" {
-		q += ` AND kind = $3`
-		args = append(args, kind)
+	if kind == "" {
+		return r.scanMessages(r.openMessages.QueryContext(ctx, device, toMS(r.now())))
 	}
-	return r.messages(ctx, q+` ORDER BY created_at, id`, args...)
+	return r.scanMessages(r.openMessagesOfKind.QueryContext(ctx, device, toMS(r.now()), kind))
 }
 
+// openMessagesQuery selects a device's open, unexpired messages ($1 device, $2 now).
+const openMessagesQuery = `SELECT ` + messageColumns + ` FROM mailbox WHERE device_id = $1 AND state IN ` + openStates + `
+		AND (expires_at = 0 OR expires_at > $2)`
+
 func (r *Registry) messages(ctx context.Context, q string, args ...any) ([]Message, error) {
-	rows, err := r.db.QueryContext(ctx, q, args...)
+	return r.scanMessages(r.db.QueryContext(ctx, q, args...))
+}
+
+func (r *Registry) scanMessages(rows *sql.Rows, err error) ([]Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read mailbox: %w", err)
 	}

@@ -290,3 +290,12 @@ type CommandList struct {
 	Commands []Command `json:"commands"`
 	Next     string    `json:"next,omitempty"`
 }
+
+// ConfigStatus counts the devices that have a desired configuration: InSync reported the
+// desired version applied, Refused reported it with refused keys, Pending has not reported it.
+type ConfigStatus struct {
+	Devices int `json:"devices"`
+	InSync  int `json:"in_sync"`
+	Refused int `json:"refused"`
+	Pending int `json:"pending"`
+}
