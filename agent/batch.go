@@ -28,6 +28,12 @@ func NewWindow(cfg BatchConfig) *Window {
 	return &Window{min: cfg.MinWindow, max: cfg.MaxWindow, slow: cfg.SlowLink, cur: cfg.MinWindow}
 }
 
+// reconfigure takes new bounds, keeping the current window within them.
+func (w *Window) reconfigure(cfg BatchConfig) {
+	w.min, w.max, w.slow = cfg.MinWindow, cfg.MaxWindow, cfg.SlowLink
+	w.cur = min(max(w.cur, w.min), w.max)
+}
+
 // Current returns the window.
 func (w *Window) Current() time.Duration { return w.cur }
 

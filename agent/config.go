@@ -54,6 +54,20 @@ type Config struct {
 	// properties hw_model, net_operator, fw_version); the registry keeps them current so the
 	// fleet can be filtered and compared by them. Default: nothing reported.
 	Identity IdentityConfig `yaml:"identity"`
+	// Commands says which of the server's commands that act on the device itself the agent
+	// runs (docs/agent.md, "Commands"). Local only: the server cannot set them.
+	Commands CommandsConfig `yaml:"commands"`
+}
+
+// CommandsConfig enables the commands that reach beyond the agent. Both are off by default.
+type CommandsConfig struct {
+	// AllowShell lets the server run any shell command on the device (shell.exec, through
+	// /bin/sh -c, as the agent's user). Default false: shell.exec is refused.
+	AllowShell bool `yaml:"allow_shell"`
+	// RebootCommand is the program and arguments that reboot the device, run by
+	// system.reboot, such as ["/usr/bin/systemctl", "reboot"]. Default none: system.reboot is
+	// refused.
+	RebootCommand []string `yaml:"reboot_command"`
 }
 
 // IdentityConfig is what the device reports about itself; empty fields are not reported.
@@ -177,6 +191,11 @@ type UplinkConfig struct {
 	// Stable is how long a connection must stay up before the reconnect
 	// backoff starts again from base. Default 60 s; 0 resets at once.
 	Stable time.Duration `yaml:"stable"`
+	// MailboxInterval is, over HTTPS, the longest time between two fetches of the device's
+	// mailbox (commands and configuration from the server); the agent also fetches it after
+	// every batch it delivers. MQTT receives them as they are sent and does not use it.
+	// Default 60 s; must be positive.
+	MailboxInterval time.Duration `yaml:"mailbox_interval"`
 }
 
 // SpoolConfig places and bounds the durable store (docs/spool.md).
@@ -312,15 +331,16 @@ const (
 func DefaultConfig() Config {
 	return Config{
 		Uplink: UplinkConfig{
-			Transport:      TransportMQTT,
-			Zone:           DefaultZone,
-			MQTTPort:       DefaultMQTTPort,
-			HTTPSPort:      DefaultHTTPSPort,
-			Keepalive:      60 * time.Second,
-			ConnectTimeout: 20 * time.Second,
-			AckTimeout:     30 * time.Second,
-			Backoff:        backoff.DefaultPolicy(),
-			Stable:         60 * time.Second,
+			Transport:       TransportMQTT,
+			Zone:            DefaultZone,
+			MQTTPort:        DefaultMQTTPort,
+			HTTPSPort:       DefaultHTTPSPort,
+			Keepalive:       60 * time.Second,
+			ConnectTimeout:  20 * time.Second,
+			AckTimeout:      30 * time.Second,
+			Backoff:         backoff.DefaultPolicy(),
+			Stable:          60 * time.Second,
+			MailboxInterval: 60 * time.Second,
 		},
 		Spool: SpoolConfig{Dir: DefaultSpoolDir},
 		Batch: BatchConfig{
@@ -385,9 +405,26 @@ func ParseConfig(data []byte) (Config, error) {
 	return cfg, nil
 }
 
-func configErr(key, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrConfig, key, fmt.Sprintf(format, args...))
+// KeyError is a configuration error of one key. It wraps ErrConfig and reads
+// "invalid agent configuration: <key>: <what is wrong>".
+type KeyError struct {
+	// Key is the dotted path of the key ("uplink.keepalive", "sources.aggregate[0]").
+	Key string
+	// Err says what is wrong with it.
+	Err error
 }
+
+func (e *KeyError) Error() string { return ErrConfig.Error() + ": " + e.Key + ": " + e.Err.Error() }
+
+// Unwrap returns ErrConfig and the cause.
+func (e *KeyError) Unwrap() []error { return []error{ErrConfig, e.Err} }
+
+func configErr(key, format string, args ...any) error {
+	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
+// keyErr wraps err as the error of key.
+func keyErr(key string, err error) error { return &KeyError{Key: key, Err: err} }
 
 // Validate checks every value. It does not touch the file system.
 func (c Config) Validate() error {
@@ -443,13 +480,15 @@ func (c Config) Validate() error {
 		return configErr("uplink.backoff.jitter", "%d is not a jitter mode", u.Backoff.Jitter)
 	case u.Stable < 0:
 		return configErr("uplink.stable", "must not be negative, got %v", u.Stable)
+	case u.MailboxInterval <= 0:
+		return configErr("uplink.mailbox_interval", "must be positive, got %v", u.MailboxInterval)
 	}
 	if c.Spool.Dir == "" {
 		return configErr("spool.dir", "required")
 	}
 	if err := c.Spool.Options.Validate(); err != nil {
 		// The spool's error names the field with its yaml key.
-		return fmt.Errorf("%w: spool: %w", ErrConfig, err)
+		return keyErr("spool", err)
 	}
 	b := c.Batch
 	switch {
@@ -484,19 +523,22 @@ func (c Config) Validate() error {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		return configErr("log.format", "%q is not text or json", c.Log.Format)
 	}
+	if err := c.Commands.validate(); err != nil {
+		return err
+	}
 	return c.Sources.validate()
 }
 
 func (s SourcesConfig) validate() error {
 	if s.System != nil {
 		if err := s.System.Validate(); err != nil {
-			return fmt.Errorf("%w: sources.system: %w", ErrConfig, err)
+			return keyErr("sources.system", err)
 		}
 	}
 	names := map[string]int{}
 	for i, e := range s.Exec {
 		if err := e.Validate(); err != nil {
-			return fmt.Errorf("%w: sources.exec[%d]: %w", ErrConfig, i, err)
+			return keyErr(fmt.Sprintf("sources.exec[%d]", i), err)
 		}
 		if j, dup := names[e.Name]; dup {
 			return configErr(fmt.Sprintf("sources.exec[%d].name", i), "%q is already the name of sources.exec[%d]", e.Name, j)
@@ -505,13 +547,20 @@ func (s SourcesConfig) validate() error {
 	}
 	if s.LocalAPI != nil {
 		if err := s.LocalAPI.Validate(); err != nil {
-			return fmt.Errorf("%w: sources.local_api: %w", ErrConfig, err)
+			return keyErr("sources.local_api", err)
 		}
 	}
 	for i, r := range s.Aggregate {
 		if err := r.Validate(); err != nil {
-			return fmt.Errorf("%w: sources.aggregate[%d]: %w", ErrConfig, i, err)
+			return keyErr(fmt.Sprintf("sources.aggregate[%d]", i), err)
 		}
+	}
+	return nil
+}
+
+func (c CommandsConfig) validate() error {
+	if len(c.RebootCommand) > 0 && c.RebootCommand[0] == "" {
+		return configErr("commands.reboot_command", "the first element, the program, is empty")
 	}
 	return nil
 }
@@ -575,10 +624,20 @@ func parseLevel(s string) (slog.Level, error) {
 
 // NewLogger returns the logger the configuration asks for, writing to w.
 func (c LogConfig) NewLogger(w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	l, _ := c.NewLeveledLogger(w)
+	return l
+}
+
+// NewLeveledLogger returns the logger the configuration asks for, writing to w, and the
+// variable that holds its level. Pass the variable as Options.LogLevel, so that the
+// server's remote configuration can change the level while the agent runs.
+func (c LogConfig) NewLeveledLogger(w interface{ Write([]byte) (int, error) }) (*slog.Logger, *slog.LevelVar) {
 	level, _ := parseLevel(c.Level)
-	opts := &slog.HandlerOptions{Level: level}
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	opts := &slog.HandlerOptions{Level: lv}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(slog.NewJSONHandler(w, opts)), lv
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(slog.NewTextHandler(w, opts)), lv
 }

@@ -24,6 +24,13 @@
 //     development override.
 //   - Health (health.go): the agent's own numbers as agent_* measurements,
 //     written to the spool and delivered in-band.
+//   - The device channel (channel.go): commands and the desired
+//     configuration from the server, over MQTT subscriptions or the HTTPS
+//     mailbox; replies, the reported configuration and the device's state
+//     back. The commands (commands.go) are an allowlist with timeouts,
+//     run once per ID (cmdstore.go, a record in the spool directory). The
+//     remote configuration (remote.go) is laid over the local file's, key
+//     by key, applied without a restart and kept for the next start.
 //
 // The package has no global state: a process may run thousands of agents,
 // each with its own Options (clock, logger, random source, dialer). It

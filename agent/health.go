@@ -32,10 +32,45 @@ type counters struct {
 	rttN            int
 	latSum          time.Duration // send latency (append → ack), since the last report
 	latN            int
+
+	// the device channel
+	commandsReceived uint64
+	commands         map[string]uint64 // by outcome
+	malformed        uint64
+	configVersion    int64
+	configRefused    int
+	mailboxFetches   uint64
+	mailboxFailures  uint64
 }
 
 func newCounters() *counters {
-	return &counters{connectFailures: map[string]uint64{}, reconnects: map[string]uint64{}, dropped: map[string]uint64{}}
+	return &counters{connectFailures: map[string]uint64{}, reconnects: map[string]uint64{}, dropped: map[string]uint64{}, commands: map[string]uint64{}}
+}
+
+// counterResent is the outcome of a command delivered again and answered with its kept
+// reply.
+const counterResent = "resent"
+
+func (c *counters) commandReceived() { c.mu.Lock(); c.commandsReceived++; c.mu.Unlock() }
+func (c *counters) command(outcome string) {
+	c.mu.Lock()
+	c.commands[outcome]++
+	c.mu.Unlock()
+}
+func (c *counters) malformedMessage() { c.mu.Lock(); c.malformed++; c.mu.Unlock() }
+func (c *counters) setConfig(version int64, refused int) {
+	c.mu.Lock()
+	c.configVersion, c.configRefused = version, refused
+	c.mu.Unlock()
+}
+func (c *counters) mailboxFetch(ok bool) {
+	c.mu.Lock()
+	if ok {
+		c.mailboxFetches++
+	} else {
+		c.mailboxFailures++
+	}
+	c.mu.Unlock()
 }
 
 func (c *counters) setConnected(v bool) {
@@ -116,6 +151,23 @@ type Stats struct {
 	Seq uint64
 	// Spool is the spool's own snapshot.
 	Spool spool.Stats
+
+	// CommandsReceived counts the commands delivered to the agent (a command delivered
+	// again counts again).
+	CommandsReceived uint64
+	// Commands counts the commands answered, by outcome: "succeeded", a failure's reason
+	// (unknown, refused, timeout, expired, error, bad_args), or "resent" for a command
+	// delivered again and answered with its kept reply.
+	Commands map[string]uint64
+	// ChannelMalformed counts messages of the device channel the agent could not read.
+	ChannelMalformed uint64
+	// ConfigVersion is the version of the remote configuration in effect (0: none), and
+	// ConfigRefused the number of its keys the agent refused.
+	ConfigVersion int64
+	ConfigRefused int
+	// MailboxFetches and MailboxFailures count the mailbox fetches (HTTPS) that succeeded
+	// and failed.
+	MailboxFetches, MailboxFailures uint64
 }
 
 func (c *counters) snapshot(st *Stats) {
@@ -129,6 +181,11 @@ func (c *counters) snapshot(st *Stats) {
 	st.BatchesSent, st.RecordsSent, st.BytesSent = c.batchesSent, c.recordsSent, c.bytesSent
 	st.RefusedForRetry = c.refusedRetry
 	st.LastRTT = c.lastRTT
+	st.CommandsReceived = c.commandsReceived
+	st.Commands = maps.Clone(c.commands)
+	st.ChannelMalformed = c.malformed
+	st.ConfigVersion, st.ConfigRefused = c.configVersion, c.configRefused
+	st.MailboxFetches, st.MailboxFailures = c.mailboxFetches, c.mailboxFailures
 }
 
 // Health measurement names. Counters end in _total and count since the
@@ -149,6 +206,10 @@ const (
 	HealthRefusedForRetry  = "agent_batches_refused_retry_total"
 	HealthStored           = "agent_measurements_stored_total"
 	HealthInvalid          = "agent_measurements_invalid_total"
+	HealthCommandsReceived = "agent_commands_received_total"
+	HealthConfigVersion    = "agent_config_version"
+	HealthChannelMalformed = "agent_channel_malformed_total"
+	healthCommandsPrefix   = "agent_commands_"         // + outcome + _total
 	healthDroppedPrefix    = "agent_dropped_records_"  // + reason + _total
 	healthReconnectPrefix  = "agent_reconnects_"       // + cause + _total
 	healthConnFailPrefix   = "agent_connect_failures_" // + cause + _total
@@ -172,6 +233,12 @@ func HealthReconnects(cause string) string { return healthReconnectPrefix + caus
 // HealthConnectFailures is the name of the failed-attempts counter for a cause.
 func HealthConnectFailures(cause string) string {
 	return healthConnFailPrefix + cause + healthTotalSuffix
+}
+
+// HealthCommands is the name of the answered-commands counter for an outcome, e.g.
+// agent_commands_succeeded_total.
+func HealthCommands(outcome string) string {
+	return healthCommandsPrefix + outcome + healthTotalSuffix
 }
 
 // healthRecords builds the agent_* measurements from a snapshot.
@@ -218,6 +285,19 @@ func (a *Agent) healthRecords(now time.Time) []protocol.Record {
 	for _, c := range slices.Sorted(maps.Keys(st.ConnectFailures)) {
 		add(HealthConnectFailures(c), "", float64(st.ConnectFailures[c]))
 	}
+	// The device channel, once it was used: most devices never see a command.
+	if st.CommandsReceived > 0 {
+		add(HealthCommandsReceived, "", float64(st.CommandsReceived))
+	}
+	for _, o := range slices.Sorted(maps.Keys(st.Commands)) {
+		add(HealthCommands(o), "", float64(st.Commands[o]))
+	}
+	if st.ConfigVersion > 0 {
+		add(HealthConfigVersion, "", float64(st.ConfigVersion))
+	}
+	if st.ChannelMalformed > 0 {
+		add(HealthChannelMalformed, "", float64(st.ChannelMalformed))
+	}
 	return recs
 }
 
@@ -228,9 +308,9 @@ func boolFloat(b bool) float64 {
 	return 0
 }
 
-// healthLoop writes the health measurements every interval until ctx ends.
-func (a *Agent) healthLoop(ctx context.Context) {
-	iv := a.cfg.Health.Interval
+// healthLoop writes the health measurements every interval iv until ctx ends; none when iv
+// is 0.
+func (a *Agent) healthLoop(ctx context.Context, iv time.Duration) {
 	if iv <= 0 {
 		return
 	}

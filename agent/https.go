@@ -19,6 +19,7 @@ import (
 // own between sends beyond the HTTP client's idle pool.
 type httpsUplink struct {
 	url    string
+	base   string // https://host:port
 	client *http.Client
 	clk    clock.Clock
 	cfg    UplinkConfig
@@ -49,6 +50,7 @@ func newHTTPSUplink(cfg UplinkConfig, device string, tc *tls.Config, dialer Dial
 	}
 	return &httpsUplink{
 		url:    "https://" + addr + protocol.BatchPath,
+		base:   "https://" + addr,
 		client: &http.Client{Transport: tr, Timeout: cfg.ConnectTimeout + cfg.AckTimeout},
 		clk:    clk,
 		cfg:    cfg,
@@ -86,6 +88,55 @@ func (u *httpsUplink) send(ctx context.Context, payload []byte) sendResult {
 		u.client.CloseIdleConnections()
 	}
 	return res
+}
+
+// maxMailbox bounds the mailbox document the agent reads.
+const maxMailbox = 1 << 20
+
+// publishChannel POSTs a device channel message.
+func (u *httpsUplink) publishChannel(ctx context.Context, m channelMsg) error {
+	url := u.base + m.path()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(m.body))
+	if err != nil {
+		return fmt.Errorf("POST %s: %w", m.path(), err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := u.client.Do(req)
+	if err != nil {
+		u.client.CloseIdleConnections()
+		return fmt.Errorf("POST %s: %w", m.path(), err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("POST %s: %s %s", m.path(), resp.Status, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+// fetchMailbox GETs the device's mailbox and returns its body.
+func (u *httpsUplink) fetchMailbox(ctx context.Context) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.base+protocol.MailboxPath, nil)
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", protocol.MailboxPath, err)
+	}
+	resp, err := u.client.Do(req)
+	if err != nil {
+		u.client.CloseIdleConnections()
+		return nil, fmt.Errorf("GET %s: %w", protocol.MailboxPath, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxMailbox+1))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", protocol.MailboxPath, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s %s", protocol.MailboxPath, resp.Status, bytes.TrimSpace(body[:min(len(body), 512)]))
+	}
+	if len(body) > maxMailbox {
+		return nil, fmt.Errorf("GET %s: the mailbox exceeds %d bytes", protocol.MailboxPath, maxMailbox)
+	}
+	return body, nil
 }
 
 // parseRetryAfter reads a Retry-After header (RFC 9110 §10.2.3): seconds or

@@ -22,11 +22,13 @@ import (
 // errNotConnected is a send attempted while the MQTT connection is down.
 var errNotConnected = errors.New("not connected")
 
-// receiveMaximum is the agent's MQTT 5 Receive Maximum. The agent does not
-// subscribe yet; a small value also keeps the client's inbound queue small
-// (paho sizes it from this), which matters with thousands of agents in one
-// process.
-const receiveMaximum = 16
+// receiveMaximum is the agent's MQTT 5 Receive Maximum: how many QoS 1
+// messages of the device channel (commands, configuration) the server may
+// have unacknowledged on the connection. The agent acknowledges each as
+// soon as it has handed it on, so a few suffice; a small value also keeps
+// the client's inbound queue small (paho sizes it from this), which matters
+// with thousands of agents in one process.
+const receiveMaximum = 8
 
 // mqttUplink keeps one MQTT 5 connection over TLS up, reconnecting with
 // backoff, and publishes batches with QoS 1.
@@ -43,6 +45,15 @@ type mqttUplink struct {
 	rnd     func(int64) int64
 	m       *counters
 	backoff *backoff.Backoff // owned by run
+
+	// keepalive is uplink.keepalive, which the remote configuration may change: it
+	// applies from the next connection on (reconfigure).
+	keepalive atomic.Int64
+	// recv takes each message the server sends on the device channel (topic, payload),
+	// on paho's routing goroutine: it must not block.
+	recv func(topic string, payload []byte)
+	// state is the State message published after each connection; nil: none.
+	state []byte
 
 	mu   sync.Mutex
 	conn *mqttConn // nil while down
@@ -119,6 +130,7 @@ func (u *mqttUplink) run(ctx context.Context) {
 		u.mu.Unlock()
 		u.m.setConnected(true)
 		u.log.Debug("MQTT connected", "addr", u.addr, "topic_alias_maximum", c.aliasMax)
+		go u.openChannel(ctx, c)
 
 		var cause2 string
 		select {
@@ -133,14 +145,88 @@ func (u *mqttUplink) run(ctx context.Context) {
 			_ = c.client.Disconnect(&paho.Disconnect{ReasonCode: 0})
 			return
 		}
-		_ = c.raw.Close()
 		u.m.reconnect(cause2)
+		if cause2 == causeReconfigure {
+			// The agent's own choice: a new keepalive. Reconnect at once.
+			_ = c.client.Disconnect(&paho.Disconnect{ReasonCode: 0})
+			_ = c.raw.Close()
+			wait = 0
+			u.log.Info("MQTT reconnecting with the new configuration", "keepalive", time.Duration(u.keepalive.Load()))
+			continue
+		}
+		_ = c.raw.Close()
 		if u.clk.Now().Sub(up) >= u.cfg.Stable {
 			u.backoff.Reset()
 		}
 		wait = u.backoff.Next()
 		u.log.Info("MQTT connection lost", "cause", cause2, "up_for", u.clk.Now().Sub(up).Round(time.Millisecond), "retry_in", wait)
 	}
+}
+
+// reconfigure sets the keepalive of the next connection and, when it differs from the
+// current one's, ends the current connection so that the next one follows at once.
+func (u *mqttUplink) reconfigure(keepalive time.Duration) {
+	if time.Duration(u.keepalive.Swap(int64(keepalive))) == keepalive {
+		return
+	}
+	if c := u.current(); c != nil {
+		c.report(causeReconfigure)
+	}
+}
+
+// openChannel subscribes connection c to the device channel's commands and configuration
+// and publishes the device's state. A refused subscription is logged; batches go on.
+func (u *mqttUplink) openChannel(ctx context.Context, c *mqttConn) {
+	sctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
+	defer cancel()
+	ack, err := c.client.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: protocol.CommandFilter(u.device), QoS: 1},
+		{Topic: protocol.ConfigTopic(u.device), QoS: 1},
+	}})
+	switch {
+	case err != nil && ack == nil:
+		u.log.Debug("subscribe to the device channel", "error", err)
+		return
+	case err != nil:
+		u.log.Warn("the server refused the device channel's subscriptions", "reason_codes", fmt.Sprintf("%x", ack.Reasons), "error", err)
+	}
+	if u.state != nil {
+		if err := u.publishOn(ctx, c, protocol.StateTopic(u.device), u.state); err != nil {
+			u.log.Debug("publish the device state", "error", err)
+		}
+	}
+}
+
+// publishChannel publishes a device channel message with QoS 1 on the current connection
+// and waits for its PUBACK.
+func (u *mqttUplink) publishChannel(ctx context.Context, m channelMsg) error {
+	c := u.current()
+	if c == nil {
+		return errNotConnected
+	}
+	return u.publishOn(ctx, c, m.topic(u.device), m.body)
+}
+
+func (u *mqttUplink) publishOn(ctx context.Context, c *mqttConn, topic string, body []byte) error {
+	pctx, cancel := context.WithTimeout(ctx, u.cfg.AckTimeout)
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-c.client.Done():
+			cancel()
+		case <-stop:
+		}
+	}()
+	resp, err := c.client.Publish(pctx, &paho.Publish{QoS: 1, Topic: topic, Payload: body})
+	if err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
+	}
+	if resp != nil && resp.ReasonCode >= 0x80 {
+		return fmt.Errorf("publish %s: PUBACK 0x%02X", topic, resp.ReasonCode)
+	}
+	return nil
 }
 
 // connect dials (resolving the name afresh), does the TLS handshake and the
@@ -179,13 +265,18 @@ func (u *mqttUplink) connect(ctx context.Context) (*mqttConn, string, error) {
 			c.report(cause)
 		},
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-			func(paho.PublishReceived) (bool, error) { return true, nil },
+			func(pr paho.PublishReceived) (bool, error) {
+				if u.recv != nil {
+					u.recv(pr.Packet.Topic, pr.Packet.Payload)
+				}
+				return true, nil
+			},
 		},
 	})
 	rm := uint16(receiveMaximum)
 	ack, err := c.client.Connect(cctx, &paho.Connect{
 		ClientID:   u.device,
-		KeepAlive:  uint16(u.cfg.Keepalive / time.Second),
+		KeepAlive:  uint16(time.Duration(u.keepalive.Load()) / time.Second),
 		CleanStart: true,
 		Properties: &paho.ConnectProperties{ReceiveMaximum: &rm, User: u.props},
 	})

@@ -30,7 +30,9 @@ type cycleResult struct {
 // Flush ends a wait early: cycles then run back to back, ignoring the batch
 // window, until the spool is empty or a batch is not delivered.
 func (a *Agent) sendLoop(ctx context.Context) {
+	a.winMu.Lock()
 	wait := a.sched.First()
+	a.winMu.Unlock()
 	for {
 		force, ok := a.waitCycle(ctx, wait)
 		if !ok {
@@ -42,6 +44,9 @@ func (a *Agent) sendLoop(ctx context.Context) {
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if res.sent > 0 && a.mailboxPoke != nil {
+			a.pokeMailbox() // HTTPS: what the server has for the device comes back now
 		}
 		wait = a.afterCycle(res)
 	}
@@ -82,8 +87,8 @@ func (a *Agent) afterCycle(res cycleResult) time.Duration {
 	_, persistent := a.up.(*mqttUplink)
 	a.winMu.Lock()
 	a.window.Adapt(res.CycleOutcome)
-	a.winMu.Unlock()
 	wait := a.sched.Next()
+	a.winMu.Unlock()
 	switch {
 	case res.refused || (res.transportErr && !persistent):
 		wait += a.retries.Next()
@@ -104,7 +109,9 @@ func (a *Agent) cycle(ctx context.Context, force bool) cycleResult {
 		return res
 	}
 	res.Attempted = true
-	budget := a.cfg.Schedule.MaxBatchesPerCycle
+	a.winMu.Lock()
+	budget := a.maxPerCycle
+	a.winMu.Unlock()
 	for budget > 0 {
 		b := a.pending
 		if b == nil {
@@ -159,7 +166,9 @@ func (a *Agent) cycle(ctx context.Context, force bool) cycleResult {
 // nextBatch cuts the next batch from the spool, or returns nil when
 // nothing is due yet; with force, whatever the spool holds is due.
 func (a *Agent) nextBatch(force bool) (*batch, error) {
-	bc := a.cfg.Batch
+	a.winMu.Lock()
+	bc := a.batchCfg
+	a.winMu.Unlock()
 	recs, err := a.sp.ReadFrom(0, bc.MaxRecords, bc.MaxBytes)
 	if err != nil || len(recs) == 0 {
 		return nil, err

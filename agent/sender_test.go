@@ -26,6 +26,25 @@ type fakeUplink struct {
 	up      bool
 	answers []sendResult // consumed in order; then success
 	sent    []protocol.Batch
+	channel []channelMsg // device channel messages published
+	chErr   error        // what publishChannel answers
+}
+
+func (f *fakeUplink) publishChannel(_ context.Context, m channelMsg) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.chErr != nil {
+		return f.chErr
+	}
+	f.channel = append(f.channel, m)
+	return nil
+}
+
+// messages returns the channel messages published so far.
+func (f *fakeUplink) messages() []channelMsg {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]channelMsg(nil), f.channel...)
 }
 
 func (f *fakeUplink) run(ctx context.Context) { <-ctx.Done() }
@@ -257,11 +276,12 @@ func TestSourcesAndAggregationWired(t *testing.T) {
 	for _, s := range a.sources {
 		names = append(names, s.Name())
 	}
-	require.Equal(t, []string{"system", "probe", "local_api"}, names)
+	require.Equal(t, "system", a.system.Name())
+	require.Equal(t, []string{"probe", "local_api"}, names)
 
 	writeN(t, a, clk, 0, 5) // values 0..4 within one 10 s window: folded, not stored
 	require.Zero(t, a.Stats().Spool.Records)
-	require.NoError(t, a.agg.Flush(context.Background()))
+	require.NoError(t, a.stage.current().Flush(context.Background()))
 	clk.Advance(time.Minute)
 	require.Equal(t, 1, a.cycle(context.Background(), false).sent)
 	got := map[string]float64{}

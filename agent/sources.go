@@ -8,23 +8,26 @@ import (
 	"github.com/millwright/millwright/clock"
 )
 
-// buildSources constructs the configured sources.
+// buildSystem constructs the system source.
+func buildSystem(opts *source.SystemOptions, clk clock.Clock, log *slog.Logger) (source.Source, error) {
+	o := *opts
+	o.Clock, o.Logger = clk, log.With("source", "system")
+	s, err := source.NewSystem(o)
+	if err != nil {
+		return nil, keyErr("sources.system", err)
+	}
+	return s, nil
+}
+
+// buildSources constructs the configured sources but the system source (buildSystem), which
+// a remote configuration may restart on its own.
 func buildSources(cfg SourcesConfig, clk clock.Clock, log *slog.Logger) ([]source.Source, error) {
 	var out []source.Source
-	if cfg.System != nil {
-		o := *cfg.System
-		o.Clock, o.Logger = clk, log.With("source", "system")
-		s, err := source.NewSystem(o)
-		if err != nil {
-			return nil, fmt.Errorf("%w: sources.system: %w", ErrConfig, err)
-		}
-		out = append(out, s)
-	}
 	for i, e := range cfg.Exec {
 		e.Clock, e.Logger = clk, log.With("source", e.Name)
 		s, err := source.NewExec(e)
 		if err != nil {
-			return nil, fmt.Errorf("%w: sources.exec[%d]: %w", ErrConfig, i, err)
+			return nil, keyErr(fmt.Sprintf("sources.exec[%d]", i), err)
 		}
 		out = append(out, s)
 	}
@@ -33,7 +36,7 @@ func buildSources(cfg SourcesConfig, clk clock.Clock, log *slog.Logger) ([]sourc
 		o.Clock, o.Logger = clk, log.With("source", "local_api")
 		s, err := source.NewLocalAPI(o)
 		if err != nil {
-			return nil, fmt.Errorf("%w: sources.local_api: %w", ErrConfig, err)
+			return nil, keyErr("sources.local_api", err)
 		}
 		out = append(out, s)
 	}

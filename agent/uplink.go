@@ -24,6 +24,9 @@ type uplink interface {
 	ready() bool
 	// send delivers one payload and reports the server's answer.
 	send(ctx context.Context, payload []byte) sendResult
+	// publishChannel delivers one device → server message of the device channel and
+	// waits for the server to take it.
+	publishChannel(ctx context.Context, m channelMsg) error
 }
 
 // sendResult is the outcome of one send.
@@ -54,4 +57,5 @@ const (
 	causeDial          = "dial"           // DNS or TCP connect failed
 	causeTLS           = "tls"            // TLS handshake failed
 	causeTimeout       = "timeout"        // connect_timeout expired
+	causeReconfigure   = "reconfigure"    // the remote configuration changed uplink.keepalive
 )

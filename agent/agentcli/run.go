@@ -2,6 +2,7 @@ package agentcli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,14 +22,22 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	singleProc()
-	logger := cfg.Log.NewLogger(stderr)
-	a, err := agent.New(cfg, agent.Options{Logger: logger})
+	logger, level := cfg.Log.NewLeveledLogger(stderr)
+	a, err := agent.New(cfg, agent.Options{Logger: logger, LogLevel: level})
 	if err != nil {
 		return err
 	}
 	logger.Info("millwright-agent starting", "version", Version(), "pid", os.Getpid(), "spool", cfg.Spool.Dir)
 	// The agent renews its certificate itself when tls.est_server is set.
-	if err := a.Run(ctx); err != nil {
+	err = a.Run(ctx)
+	if errors.Is(err, agent.ErrRestartRequested) {
+		// The agent answered the command and closed its spool: start afresh, as the same
+		// process (same PID, arguments and environment), so that a service manager sees no
+		// exit.
+		logger.Info("millwright-agent restarting, as the server asked")
+		return reexec()
+	}
+	if err != nil {
 		return fmt.Errorf("stop agent: %w", err)
 	}
 	logger.Info("millwright-agent stopped")

@@ -133,7 +133,7 @@ func (m *monitor) sample() snapshot {
 		s.perProfile[i].Name = p.Name
 	}
 	for _, d := range m.devs {
-		st := d.agent.Stats()
+		st := d.stats()
 		pp := &s.perProfile[d.profile]
 		pp.Devices++
 		if st.Connected {

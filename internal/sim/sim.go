@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -232,7 +233,64 @@ func (c *Config) enrolling() bool { return c.Token != "" || c.TokenFile != "" }
 type device struct {
 	name    string // <prefix>-<n>
 	profile int
-	agent   *agent.Agent
+
+	mu     sync.Mutex
+	cur    *agent.Agent // replaced when the server restarts the agent (agent.restart)
+	before agent.Stats  // the counters of the agents it replaced, summed
+}
+
+func (d *device) agent() *agent.Agent {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cur
+}
+
+// replace puts a new agent for the device in place of the one that stopped.
+func (d *device) replace(a *agent.Agent) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.cur.Stats()
+	b := &d.before
+	b.ConnectAttempts += st.ConnectAttempts
+	b.Connects += st.Connects
+	b.MeasurementsStored += st.MeasurementsStored
+	b.MeasurementsInvalid += st.MeasurementsInvalid
+	b.RecordsSent += st.RecordsSent
+	b.BatchesSent += st.BatchesSent
+	b.BytesSent += st.BytesSent
+	b.ConnectFailures = addCounts(b.ConnectFailures, st.ConnectFailures)
+	b.Reconnects = addCounts(b.Reconnects, st.Reconnects)
+	b.Dropped = addCounts(b.Dropped, st.Dropped)
+	d.cur = a
+}
+
+// stats returns the device's counters across its agents, and its current agent's state.
+func (d *device) stats() agent.Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.cur.Stats()
+	b := d.before
+	st.ConnectAttempts += b.ConnectAttempts
+	st.Connects += b.Connects
+	st.MeasurementsStored += b.MeasurementsStored
+	st.MeasurementsInvalid += b.MeasurementsInvalid
+	st.RecordsSent += b.RecordsSent
+	st.BatchesSent += b.BatchesSent
+	st.BytesSent += b.BytesSent
+	st.ConnectFailures = addCounts(maps.Clone(st.ConnectFailures), b.ConnectFailures)
+	st.Reconnects = addCounts(maps.Clone(st.Reconnects), b.Reconnects)
+	st.Dropped = addCounts(maps.Clone(st.Dropped), b.Dropped)
+	return st
+}
+
+func addCounts(dst, src map[string]uint64) map[string]uint64 {
+	if dst == nil {
+		dst = map[string]uint64{}
+	}
+	for k, n := range src {
+		dst[k] += n
+	}
+	return dst
 }
 
 // Run runs the simulation until cfg.Duration has passed or ctx ends, then stops sampling,
@@ -283,14 +341,14 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	devs := make([]*device, len(names))
 	closeAll := func() {
 		for _, d := range devs {
-			if d != nil && d.agent != nil {
-				_ = d.agent.Close()
+			if d != nil && d.cur != nil {
+				_ = d.cur.Close()
 			}
 		}
 	}
 	for i, pi := range assigned {
 		d := &device{name: names[i], profile: pi}
-		if d.agent, err = newAgent(&cfg, i, profiles[pi], certs[i], roots, host, spoolBase, fl, stopSampling); err != nil {
+		if d.cur, err = newAgent(&cfg, i, profiles[pi], certs[i], roots, host, spoolBase, fl, stopSampling); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("device %s: %w", d.name, err)
 		}
@@ -310,7 +368,24 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	errs := make([]error, len(devs))
 	for i, d := range devs {
-		wg.Go(func() { errs[i] = d.agent.Run(actx) })
+		wg.Go(func() {
+			for {
+				err := d.agent().Run(actx)
+				if !errors.Is(err, agent.ErrRestartRequested) || actx.Err() != nil {
+					errs[i] = ignoreRestart(err)
+					return
+				}
+				// The server sent agent.restart: the device's agent starts afresh in this
+				// process, on the same spool, as millwright-agent would execute itself anew.
+				a, err := newAgent(&cfg, i, profiles[d.profile], certs[i], roots, host, spoolBase, fl, stopSampling)
+				if err != nil {
+					errs[i] = fmt.Errorf("device %s: restart: %w", d.name, err)
+					return
+				}
+				log.Info("agent restarted, as the server asked", "device", d.name)
+				d.replace(a)
+			}
+		})
 	}
 	mon := newMonitor(&cfg, devs, profiles, fl, start)
 	log.Info("simulation running", "devices", len(devs), "server", cfg.Server, "duration", cfg.Duration, "seed", cfg.Seed)
@@ -333,9 +408,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		for dctx.Err() == nil {
 			left := 0
 			for _, d := range devs {
-				if d.agent.Stats().Spool.Records > 0 {
+				if a := d.agent(); a.Stats().Spool.Records > 0 {
 					left++
-					d.agent.Flush()
+					a.Flush()
 				}
 			}
 			if left == 0 {
@@ -353,6 +428,23 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	mon.finish()
 	s := mon.summary(final, drainStart, drained, interrupted, prov)
 	return s, errors.Join(errs...)
+}
+
+// ignoreRestart drops ErrRestartRequested from the error of an agent that was asked to
+// restart as the simulation ended: it stopped as it should.
+func ignoreRestart(err error) error {
+	if !errors.Is(err, agent.ErrRestartRequested) {
+		return err
+	}
+	var rest []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !errors.Is(e, agent.ErrRestartRequested) {
+				rest = append(rest, e)
+			}
+		}
+	}
+	return errors.Join(rest...)
 }
 
 // credentials provisions the devices and returns their certificates and the pool that
