@@ -27,7 +27,7 @@ func TestSimConfigReachesFleet(t *testing.T) {
 		defer close(done)
 		code, _, stderr := run("sim", "--json", "--log-level", "warn", "--server", s.srv.MQTTAddr().String(), "--data", s.dir,
 			"--api-server", s.api(), "--devices", "1000", "--id-prefix", "cfg", "--metrics", "idle",
-			"--interval", "10s", "--keepalive", "60s", "--duration", "45s")
+			"--interval", "10s", "--keepalive", "60s", "--duration", "25s")
 		if code != 0 {
 			t.Errorf("sim: exit %d: %s", code, stderr)
 		}
@@ -44,7 +44,8 @@ func TestSimConfigReachesFleet(t *testing.T) {
 		}
 		return n
 	}
-	require.Eventually(t, func() bool { return connected() == devices }, 40*time.Second, 200*time.Millisecond, "every agent connects")
+	require.Eventually(t, func() bool { return connected() == devices }, 60*time.Second, 200*time.Millisecond, "every agent connects")
+	t.Logf("%d agents connected", devices)
 	devs, _, err := reg.ListDevices(ctx, registry.ListFilter{Limit: 10000})
 	require.NoError(t, err)
 	for _, d := range devs {
@@ -52,7 +53,7 @@ func TestSimConfigReachesFleet(t *testing.T) {
 	}
 
 	body, err := json.Marshal(apitypes.ConfigLayerRequest{Scope: "group", Selector: "line-a",
-		Document: json.RawMessage(`{"schedule":{"interval":"7s","jitter":"3s"},"log":{"level":"debug"},"health":{"interval":"2m"}}`)})
+		Document: json.RawMessage(`{"schedule":{"interval":"7s","jitter":"3s"},"batch":{"max_records":500},"health":{"interval":"2m"}}`)})
 	require.NoError(t, err)
 	req, err := http.NewRequest(http.MethodPost, s.api()+"/api/v1/config/layers", bytes.NewReader(body))
 	require.NoError(t, err)
@@ -66,11 +67,19 @@ func TestSimConfigReachesFleet(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, env.Error)
 	require.Equal(t, devices, env.Data.DevicesChanged)
 	var last registry.ConfigStatus
+	defer func() {
+		if t.Failed() {
+			msgs, _ := reg.ListMessages(ctx, devs[0].ID, "", 10, "")
+			for _, m := range msgs {
+				t.Logf("%s: %s %s %s attempts %d", devs[0].ID, m.Kind, m.State, m.Detail, m.Attempts)
+			}
+		}
+	}()
 	require.Eventually(t, func() bool {
 		last, err = reg.ConfigStatus(ctx)
 		require.NoError(t, err)
 		return last.InSync == devices
-	}, 30*time.Second, 20*time.Millisecond, "every agent reports the configuration applied")
+	}, 30*time.Second, 20*time.Millisecond, "every agent reports the configuration applied: %+v", &last)
 	elapsed := time.Since(start)
 	t.Logf("configuration change for a group of %d agents: all reported it applied %v after the API call", devices, elapsed.Round(time.Millisecond))
 	require.Zero(t, last.Refused)
