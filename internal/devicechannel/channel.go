@@ -51,6 +51,14 @@ type Options struct {
 	ProgressBatch int
 	// Timeout bounds each registry call. Default 10 s.
 	Timeout time.Duration
+	// MessageRate and MessageBurst bound the channel messages (replies, reports, state) one
+	// device may send: a token bucket of MessageBurst tokens refilled at MessageRate per
+	// second. Each message costs the registry a write, so a device with a stolen key must not
+	// be able to send them as fast as its link allows. Default 5 per second, burst 50; a
+	// message beyond it is refused (MQTT 5: PUBACK 0x97 quota exceeded; HTTPS: 429) and
+	// counted with reason rate_limited.
+	MessageRate  float64
+	MessageBurst int
 }
 
 func (o Options) withDefaults() Options {
@@ -71,6 +79,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
+	}
+	if o.MessageRate <= 0 {
+		o.MessageRate = 5
+	}
+	if o.MessageBurst <= 0 {
+		o.MessageBurst = 50
 	}
 	return o
 }
@@ -101,6 +115,7 @@ type Service struct {
 	mu        sync.Mutex
 	transport Transport
 	waiters   map[string][]chan struct{}
+	buckets   map[string]*bucket // per device, for MessageRate
 
 	jobs     chan job
 	progress chan registry.Progress
@@ -128,7 +143,33 @@ const (
 	refusedTooLarge    = "too_large"
 	refusedUnknown     = "unknown_command"
 	refusedUnavailable = "unavailable"
+	refusedRate        = "rate_limited"
 )
+
+// bucket is one device's token bucket.
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// allow takes a token from the device's bucket, and reports whether there was one.
+func (s *Service) allow(device string) bool {
+	now := s.opts.Clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.buckets[device]
+	if b == nil {
+		b = &bucket{tokens: float64(s.opts.MessageBurst), at: now}
+		s.buckets[device] = b
+	}
+	b.tokens = min(float64(s.opts.MessageBurst), b.tokens+now.Sub(b.at).Seconds()*s.opts.MessageRate)
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
@@ -139,7 +180,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"kind"}),
 		refused: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "millwright_channel_messages_refused_total",
-			Help: "Device channel messages from devices refused, by reason (malformed, too_large, unknown_command, unavailable).",
+			Help: "Device channel messages from devices refused, by reason (malformed, too_large, unknown_command, unavailable, rate_limited).",
 		}, []string{"reason"}),
 		sent: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "millwright_channel_messages_sent_total",
@@ -163,7 +204,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Batches of delivery steps (delivered, acknowledged) the registry failed to record; the messages stay open and are sent again.",
 		}),
 	}
-	for _, r := range []string{refusedMalformed, refusedTooLarge, refusedUnknown, refusedUnavailable} {
+	for _, r := range []string{refusedMalformed, refusedTooLarge, refusedUnknown, refusedUnavailable, refusedRate} {
 		m.refused.WithLabelValues(r)
 	}
 	for _, k := range []string{"reply", "config_reported", "state"} {
@@ -180,7 +221,7 @@ func New(reg *registry.Registry, facts FactSink, opts Options, logger *slog.Logg
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{reg: reg, facts: facts, opts: opts, log: logger.With("component", "devicechannel"), met: newMetrics(mreg),
-		waiters: map[string][]chan struct{}{}, jobs: make(chan job, opts.Queue), progress: make(chan registry.Progress, opts.Queue)}
+		waiters: map[string][]chan struct{}{}, buckets: map[string]*bucket{}, jobs: make(chan job, opts.Queue), progress: make(chan registry.Progress, opts.Queue)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -392,6 +433,9 @@ func (s *Service) Message(ctx context.Context, device, rest string, payload []by
 	refuse := func(reason string, err error) error {
 		s.met.refused.WithLabelValues(reason).Inc()
 		return err
+	}
+	if !s.allow(device) {
+		return refuse(refusedRate, fmt.Errorf("%w: more than %d messages at once or %g per second", gateway.ErrChannelRateLimited, s.opts.MessageBurst, s.opts.MessageRate))
 	}
 	if len(payload) > protocol.MaxChannelMessage {
 		return refuse(refusedTooLarge, fmt.Errorf("%w: %d bytes, at most %d", protocol.ErrChannelMessage, len(payload), protocol.MaxChannelMessage))
