@@ -119,6 +119,7 @@ type Service struct {
 
 	jobs     chan job
 	progress chan registry.Progress
+	reports  chan reportReq
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -221,7 +222,8 @@ func New(reg *registry.Registry, facts FactSink, opts Options, logger *slog.Logg
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{reg: reg, facts: facts, opts: opts, log: logger.With("component", "devicechannel"), met: newMetrics(mreg),
-		waiters: map[string][]chan struct{}{}, buckets: map[string]*bucket{}, jobs: make(chan job, opts.Queue), progress: make(chan registry.Progress, opts.Queue)}
+		waiters: map[string][]chan struct{}{}, buckets: map[string]*bucket{}, jobs: make(chan job, opts.Queue), progress: make(chan registry.Progress, opts.Queue),
+		reports: make(chan reportReq, 4096)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -246,6 +248,7 @@ func (s *Service) Start() {
 	}
 	s.pwg.Go(s.writeProgress)
 	s.wg.Go(s.expireLoop)
+	s.wg.Go(s.writeReports)
 }
 
 // Close stops the Service: deliveries still queued are dropped (their messages wait in the
@@ -427,6 +430,79 @@ func (s *Service) ExpireNow(ctx context.Context) {
 	}
 }
 
+// reportReq is a configuration report waiting for the group commit.
+type reportReq struct {
+	r    registry.ConfigReport
+	done chan error
+}
+
+// report records a configuration report: through the group commit once the Service runs
+// (the reports of many devices in one transaction), directly before.
+func (s *Service) report(ctx context.Context, device string, rep protocol.ReportedConfig) error {
+	s.mu.Lock()
+	started := s.started && !s.closed
+	s.mu.Unlock()
+	if !started {
+		return s.reg.ReportConfig(ctx, device, rep)
+	}
+	req := reportReq{r: registry.ConfigReport{Device: device, Report: rep}, done: make(chan error, 1)}
+	select {
+	case s.reports <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.ctx.Done():
+		return errors.New("the device channel is closing")
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.ctx.Done():
+		return errors.New("the device channel is closing")
+	}
+}
+
+// writeReports is the group commit of configuration reports: whatever arrived while the
+// previous transaction was written goes in the next. When a batch fails, its reports are
+// written one by one, so that one bad report fails alone.
+func (s *Service) writeReports() {
+	for {
+		var first reportReq
+		select {
+		case <-s.ctx.Done():
+			return
+		case first = <-s.reports:
+		}
+		batch := []reportReq{first}
+	drain:
+		for len(batch) < s.opts.ProgressBatch {
+			select {
+			case r := <-s.reports:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+		rs := make([]registry.ConfigReport, len(batch))
+		for i, r := range batch {
+			rs[i] = r.r
+		}
+		err := s.reg.ReportConfigs(ctx, rs)
+		if err != nil && len(batch) > 1 {
+			for _, r := range batch {
+				r.done <- s.reg.ReportConfig(ctx, r.r.Device, r.r.Report)
+			}
+		} else {
+			for _, r := range batch {
+				r.done <- err
+			}
+		}
+		cancel()
+	}
+}
+
 // Message implements gateway.Channel: it stores a device's reply, configuration report or
 // state.
 func (s *Service) Message(ctx context.Context, device, rest string, payload []byte) error {
@@ -459,7 +535,7 @@ func (s *Service) Message(ctx context.Context, device, rest string, payload []by
 		if err != nil {
 			return refuse(refusedMalformed, err)
 		}
-		if err := s.reg.ReportConfig(ctx, device, rep); err != nil {
+		if err := s.report(ctx, device, rep); err != nil {
 			return refuse(refusedUnavailable, fmt.Errorf("%w: %v", gateway.ErrChannelUnavailable, err))
 		}
 		s.met.received.WithLabelValues("config_reported").Inc()

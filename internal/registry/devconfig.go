@@ -573,59 +573,83 @@ func (r *Registry) DeviceConfig(ctx context.Context, id string) (DeviceConfig, e
 // keys); open config messages of older versions become superseded. A report of a version the
 // server never sent is recorded all the same: the device says what it runs.
 func (r *Registry) ReportConfig(ctx context.Context, device string, rep protocol.ReportedConfig) error {
-	if err := validateDeviceID(device); err != nil {
-		return fmt.Errorf("report configuration: %w", err)
+	return r.ReportConfigs(ctx, []ConfigReport{{Device: device, Report: rep}})
+}
+
+// ConfigReport is one device's report, for ReportConfigs.
+type ConfigReport struct {
+	Device string
+	Report protocol.ReportedConfig
+}
+
+// ReportConfigs records many devices' reports in one transaction (as ReportConfig does each):
+// the group commit of a configuration change reaching thousands of devices at once. An
+// invalid or unknown device fails the whole call; the caller then records them one by one.
+func (r *Registry) ReportConfigs(ctx context.Context, reports []ConfigReport) error {
+	type row struct {
+		device, applied, refused string
+		rep                      protocol.ReportedConfig
 	}
-	applied := ""
-	if len(rep.Applied) > 0 && string(rep.Applied) != "null" {
-		var b bytes.Buffer
-		if err := json.Compact(&b, rep.Applied); err != nil {
-			return fmt.Errorf("report configuration of %s: %w: %v", device, ErrInvalid, err)
+	rows := make([]row, 0, len(reports))
+	for _, cr := range reports {
+		if err := validateDeviceID(cr.Device); err != nil {
+			return fmt.Errorf("report configuration: %w", err)
 		}
-		applied = b.String()
-	}
-	refused := ""
-	if len(rep.Refused) > 0 {
-		b, err := json.Marshal(rep.Refused)
-		if err != nil {
-			return err
+		rw := row{device: cr.Device, rep: cr.Report}
+		if a := cr.Report.Applied; len(a) > 0 && string(a) != "null" {
+			var b bytes.Buffer
+			if err := json.Compact(&b, a); err != nil {
+				return fmt.Errorf("report configuration of %s: %w: %v", cr.Device, ErrInvalid, err)
+			}
+			rw.applied = b.String()
 		}
-		refused = string(b)
+		if len(cr.Report.Refused) > 0 {
+			b, err := json.Marshal(cr.Report.Refused)
+			if err != nil {
+				return err
+			}
+			rw.refused = string(b)
+		}
+		rows = append(rows, rw)
 	}
 	err := r.write(ctx, func(tx *sql.Tx) error {
-		if _, err := r.lockDevice(ctx, tx, device); err != nil {
-			return err
-		}
 		now := toMS(r.now())
-		_, err := tx.ExecContext(ctx, `INSERT INTO device_config (device_id, desired_hash, applied, refused, applied_version, reported_at)
-			VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (device_id) DO UPDATE SET applied = excluded.applied, refused = excluded.refused,
-				applied_version = excluded.applied_version, reported_at = excluded.reported_at`,
-			device, emptyDocumentHash, applied, refused, rep.Version, now)
-		if err != nil {
-			return err
-		}
-		state, reason, detail := MessageSucceeded, "", ""
-		if len(rep.Refused) > 0 {
-			keys := make([]string, 0, len(rep.Refused))
-			for k := range rep.Refused {
-				keys = append(keys, k)
+		for _, rw := range rows {
+			if _, err := r.lockDevice(ctx, tx, rw.device); err != nil {
+				return err
 			}
-			sort.Strings(keys)
-			state, reason, detail = MessageFailed, "refused", truncate("refused keys: "+strings.Join(keys, ", "), 1024)
+			_, err := tx.ExecContext(ctx, `INSERT INTO device_config (device_id, desired_hash, applied, refused, applied_version, reported_at)
+				VALUES ($1, $2, $3, $4, $5, $6)
+				ON CONFLICT (device_id) DO UPDATE SET applied = excluded.applied, refused = excluded.refused,
+					applied_version = excluded.applied_version, reported_at = excluded.reported_at`,
+				rw.device, emptyDocumentHash, rw.applied, rw.refused, rw.rep.Version, now)
+			if err != nil {
+				return fmt.Errorf("device %s: %w", rw.device, err)
+			}
+			state, reason, detail := MessageSucceeded, "", ""
+			if len(rw.rep.Refused) > 0 {
+				keys := make([]string, 0, len(rw.rep.Refused))
+				for k := range rw.rep.Refused {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				state, reason, detail = MessageFailed, "refused", truncate("refused keys: "+strings.Join(keys, ", "), 1024)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE mailbox SET state = $1, reason = $2, detail = $3, result = $4, updated_at = $5
+				WHERE device_id = $6 AND kind = 'config' AND version = $7 AND state IN `+openStates,
+				state, reason, detail, rw.refused, now, rw.device, rw.rep.Version); err != nil {
+				return fmt.Errorf("device %s: %w", rw.device, err)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE mailbox SET state = 'superseded', reason = 'superseded', detail = $1, updated_at = $2
+				WHERE device_id = $3 AND kind = 'config' AND version < $4 AND state IN `+openStates,
+				fmt.Sprintf("version %d applied", rw.rep.Version), now, rw.device, rw.rep.Version); err != nil {
+				return fmt.Errorf("device %s: %w", rw.device, err)
+			}
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE mailbox SET state = $1, reason = $2, detail = $3, result = $4, updated_at = $5
-			WHERE device_id = $6 AND kind = 'config' AND version = $7 AND state IN `+openStates,
-			state, reason, detail, refused, now, device, rep.Version); err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE mailbox SET state = 'superseded', reason = 'superseded', detail = $1, updated_at = $2
-			WHERE device_id = $3 AND kind = 'config' AND version < $4 AND state IN `+openStates,
-			fmt.Sprintf("version %d applied", rep.Version), now, device, rep.Version)
-		return err
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("report configuration of %s: %w", device, err)
+		return fmt.Errorf("report configuration: %w", err)
 	}
 	return nil
 }

@@ -286,3 +286,30 @@ func TestConfigOversizeDevice(t *testing.T) {
 		require.Len(t, msgs, 2)
 	})
 }
+
+// TestReportConfigs: many reports in one transaction; an unknown device fails the call and
+// changes nothing.
+func TestReportConfigs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		for _, id := range []string{"pump-1", "pump-2"} {
+			_, err := r.CreateDevice(ctx, id, nil, nil, "op", "")
+			require.NoError(t, err)
+		}
+		msgs, err := r.SetConfigLayer(ctx, ScopeFleet, "", json.RawMessage(`{"log":{"level":"warn"}}`), "op", "")
+		require.NoError(t, err)
+		require.Len(t, msgs, 2)
+		bad := []ConfigReport{{Device: "pump-1", Report: protocol.ReportedConfig{Version: 1}}, {Device: "ghost", Report: protocol.ReportedConfig{Version: 1}}}
+		require.ErrorIs(t, r.ReportConfigs(ctx, bad), ErrNotFound)
+		st, err := r.ConfigStatus(ctx)
+		require.NoError(t, err)
+		require.Equal(t, ConfigStatus{Devices: 2, Pending: 2}, st, "the failed call changed nothing")
+		require.NoError(t, r.ReportConfigs(ctx, []ConfigReport{
+			{Device: "pump-1", Report: protocol.ReportedConfig{Version: 1, Applied: json.RawMessage(`{"log":{"level":"warn"}}`)}},
+			{Device: "pump-2", Report: protocol.ReportedConfig{Version: 1, Refused: map[string]string{"log.level": "fixed"}}},
+		}))
+		st, err = r.ConfigStatus(ctx)
+		require.NoError(t, err)
+		require.Equal(t, ConfigStatus{Devices: 2, InSync: 1, Refused: 1}, st)
+	})
+}
