@@ -15,6 +15,7 @@ import (
 
 	"github.com/millwright/millwright/agent/aggregate"
 	"github.com/millwright/millwright/agent/backoff"
+	"github.com/millwright/millwright/agent/estclient"
 	"github.com/millwright/millwright/agent/source"
 	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
@@ -40,7 +41,8 @@ type Options struct {
 	// Sources run in addition to the configured ones.
 	Sources []source.Source
 	// Certificate is the device certificate with its key, used instead of
-	// tls.cert_file and tls.key_file.
+	// tls.cert_file and tls.key_file. Such a certificate is not renewed:
+	// renewal through tls.est_server writes the files.
 	Certificate *tls.Certificate
 	// RootCAs verify the server's certificate, used instead of tls.ca_file.
 	RootCAs *x509.CertPool
@@ -73,7 +75,8 @@ type Agent struct {
 	system  source.Source // the system source at start, nil when off
 	up      uplink
 	m       *counters
-	sources []source.Source // every other source: exec, local_api, Options.Sources
+	sources []source.Source    // every other source: exec, local_api, Options.Sources
+	rot     *estclient.Rotator // nil without tls.est_server
 	cmds    *cmdStore
 	parts   runParts
 
@@ -135,6 +138,20 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	}
 	a.device, a.tls = device, tc
 	a.log = a.log.With("device", device)
+	if cfg.TLS.ESTServer != "" {
+		if opts.Certificate != nil {
+			a.log.Warn("tls.est_server is set, but the certificate passed in Options.Certificate is not renewed: renewal writes tls.cert_file and tls.key_file")
+		} else {
+			a.rot = &estclient.Rotator{
+				CertPath: cfg.TLS.CertFile,
+				KeyPath:  cfg.TLS.KeyFile,
+				Client:   &estclient.Client{Server: cfg.TLS.ESTServer, Roots: tc.RootCAs},
+				Clock:    a.clk,
+				Log:      a.log.With("component", "renewal"),
+			}
+		}
+	}
+
 	a.dialer = opts.Dialer
 	if a.dialer == nil {
 		a.dialer = &net.Dialer{KeepAlive: 30 * time.Second}
@@ -270,9 +287,12 @@ func (a *Agent) Stats() Stats {
 
 // Run runs the sources, the connection, the send schedule and the device channel until ctx
 // ends, then closes the spool. A source that cannot start is logged and the rest keep
-// running: measurements already stored must still be delivered. Run returns the error of
-// closing the spool, if any; after the server's agent.restart command it stops by itself
-// and returns an error that wraps ErrRestartRequested.
+// running: measurements already stored must still be delivered. With tls.est_server set it
+// also renews the certificate files: at two-thirds of the certificate's lifetime, and by
+// dormant re-enrollment once the certificate has expired (the device was off); the connection
+// picks up the new pair at its next attempt. Run returns the error of closing the spool, if
+// any; after the server's agent.restart command it stops by itself and returns an error that
+// wraps ErrRestartRequested.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -281,6 +301,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.up.run(ctx) })
 	wg.Go(func() { a.sendLoop(ctx) })
+	if a.rot != nil {
+		wg.Go(func() {
+			if err := a.rot.Run(ctx); err != nil {
+				a.log.Error("certificate renewal stopped", "error", err)
+			}
+		})
+	}
 	if u, ok := a.up.(*httpsUplink); ok {
 		wg.Go(func() { a.mailboxLoop(ctx, u) })
 	}

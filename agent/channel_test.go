@@ -400,3 +400,39 @@ func TestChannelRedeliveryWhileRunning(t *testing.T) {
 	require.GreaterOrEqual(t, st.CommandsReceived, uint64(2), "delivered again on the new connection")
 	require.Equal(t, uint64(1), st.Commands["succeeded"])
 }
+
+// TestChannelOfflineAgentAfterServerRestart: a configuration change and a command made while
+// the agent is off, followed by a server restart, reach the agent when it comes back: the
+// mailbox is in the registry, not in the server's memory.
+func TestChannelOfflineAgentAfterServerRestart(t *testing.T) {
+	srv := startServer(t, nil)
+	const id = "chan-offline"
+	cfg := srv.agentConfig(t)
+	opts := srv.options(t, id)
+	a, err := agent.New(cfg, opts)
+	require.NoError(t, err)
+	stop := runAgent(t, a)
+	require.Eventually(t, func() bool { return a.Stats().Connected }, 20*time.Second, 10*time.Millisecond)
+	stop()
+
+	srv.setDeviceConfig(t, id, `{"schedule": {"max_batches_per_cycle": 5}, "health": {"interval": "3m"}}`)
+	var queued apitypes.Command
+	code, e := srv.api(t, http.MethodPost, "/api/v1/devices/"+id+"/commands", apitypes.CommandRequest{Name: "diag.spool", Expires: "720h"}, &queued)
+	require.Equal(t, http.StatusOK, code, e)
+	require.Equal(t, "queued", queued.State)
+	srv.stop()
+	srv.start()
+
+	b, err := agent.New(cfg, opts)
+	require.NoError(t, err)
+	runAgent(t, b)
+	var dc apitypes.DeviceConfig
+	require.Eventually(t, func() bool {
+		dc = srv.deviceConfig(t, id)
+		return dc.DesiredVersion > 0 && dc.AppliedVersion == dc.DesiredVersion
+	}, 30*time.Second, 50*time.Millisecond, "the agent applied the configuration made while it was off")
+	require.Empty(t, dc.Difference)
+	c := srv.commandState(t, queued.ID, 30*time.Second)
+	require.Equal(t, "succeeded", c.State, "%+v", c)
+	require.NotEmpty(t, c.Result)
+}

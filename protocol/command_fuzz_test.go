@@ -2,7 +2,6 @@ package protocol
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,13 +104,11 @@ func TestWriteChannelFuzzCorpus(t *testing.T) {
 		t.Skip("run with -update-fuzz-corpus to rewrite testdata/fuzz")
 	}
 	for target, seeds := range map[string]map[string]string{"FuzzDecodeCommand": commandSeeds, "FuzzDecodeDesiredConfig": desiredSeeds} {
-		dir := filepath.Join("testdata", "fuzz", target)
-		require.NoError(t, os.RemoveAll(dir))
-		require.NoError(t, os.MkdirAll(dir, 0o755))
-		for name, s := range seeds {
-			body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
-			require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
+		bs := make(map[string][]byte, len(seeds))
+		for name, seed := range seeds {
+			bs[name] = []byte(seed)
 		}
+		writeSeedCorpus(t, target, bs)
 	}
 }
 

@@ -260,15 +260,7 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	if !*updateFuzzCorpus {
 		t.Skip("run with -update-fuzz-corpus to rewrite testdata/fuzz")
 	}
-	write := func(target string, seeds map[string][]byte) {
-		dir := filepath.Join("testdata", "fuzz", target)
-		require.NoError(t, os.RemoveAll(dir))
-		require.NoError(t, os.MkdirAll(dir, 0o755))
-		for name, s := range seeds {
-			body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
-			require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
-		}
-	}
+	write := func(target string, seeds map[string][]byte) { writeSeedCorpus(t, target, seeds) }
 	write("FuzzDecode", decodeSeeds(t))
 	plain := map[string][]byte{}
 	for _, v := range validVectors(t) {
@@ -290,5 +282,17 @@ func TestFuzzCorpusPresent(t *testing.T) {
 		entries, err := os.ReadDir(filepath.Join("testdata", "fuzz", target))
 		require.NoError(t, err, "run go test ./protocol -run TestWriteFuzzCorpus -args -update-fuzz-corpus")
 		require.NotEmpty(t, entries, target)
+	}
+}
+
+// writeSeedCorpus replaces testdata/fuzz/<target> with one file per seed, in the format of
+// go test -fuzz.
+func writeSeedCorpus(t *testing.T, target string, seeds map[string][]byte) {
+	dir := filepath.Join("testdata", "fuzz", target)
+	require.NoError(t, os.RemoveAll(dir))
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	for name, s := range seeds {
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644))
 	}
 }

@@ -2,38 +2,14 @@ package agentcli
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"runtime"
 
 	"github.com/millwright/millwright/agent"
-	"github.com/millwright/millwright/agent/estclient"
 )
-
-// rotator renews the certificate named in the configuration through tls.est_server.
-func rotator(cfg agent.Config, logger *slog.Logger) (*estclient.Rotator, error) {
-	var roots *x509.CertPool
-	if cfg.TLS.CAFile != "" {
-		pem, err := os.ReadFile(cfg.TLS.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s holds no certificate", cfg.TLS.CAFile)
-		}
-	}
-	return &estclient.Rotator{
-		CertPath: cfg.TLS.CertFile,
-		KeyPath:  cfg.TLS.KeyFile,
-		Client:   &estclient.Client{Server: cfg.TLS.ESTServer, Roots: roots},
-		Log:      logger.With("component", "renewal"),
-	}, nil
-}
 
 // runCmd runs the agent until SIGINT or SIGTERM.
 func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -52,44 +28,17 @@ func runCmd(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	logger.Info("millwright-agent starting", "version", Version(), "pid", os.Getpid(), "spool", cfg.Spool.Dir)
-	var rotErr chan error
-	stopRotator := func() {}
-	if cfg.TLS.ESTServer != "" {
-		rot, err := rotator(cfg, logger)
-		if err != nil {
-			return err
-		}
-		rctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		rotErr = make(chan error, 1)
-		go func() { rotErr <- rot.Run(rctx) }()
-		stopRotator = func() {
-			cancel()
-			if err := <-rotErr; err != nil && !errors.Is(err, context.Canceled) {
-				logger.Error("certificate renewal stopped", "error", err)
-			}
-		}
-	}
+	// The agent renews its certificate itself when tls.est_server is set.
 	err = a.Run(ctx)
 	if errors.Is(err, agent.ErrRestartRequested) {
 		// The agent answered the command and closed its spool: start afresh, as the same
 		// process (same PID, arguments and environment), so that a service manager sees no
 		// exit.
-		stopRotator()
 		logger.Info("millwright-agent restarting, as the server asked")
 		return reexec()
 	}
 	if err != nil {
 		return fmt.Errorf("stop agent: %w", err)
-	}
-	if rotErr != nil {
-		select {
-		case err := <-rotErr:
-			if err != nil {
-				logger.Error("certificate renewal stopped", "error", err)
-			}
-		default:
-		}
 	}
 	logger.Info("millwright-agent stopped")
 	return nil

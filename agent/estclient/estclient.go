@@ -1,6 +1,9 @@
 // Package estclient is the device side of enrollment: it makes the device's key on the device,
 // asks the server for a certificate over EST (RFC 7030) with a one-time token, and later renews
 // the certificate with a new key at two-thirds of its lifetime, authenticated by the current one.
+// A device whose certificate expired while it was powered off comes back by dormant
+// re-enrollment: it proves that it holds the expired certificate's key, and the server, within
+// its window, issues a certificate for a new key.
 //
 // The private key never leaves the device. The server is verified against the CA bundle the
 // device was given; there is no trust on first use.
@@ -68,24 +71,69 @@ func (c *Client) httpClient(cert *tls.Certificate) *http.Client {
 
 // Enroll asks for a certificate for key with a one-time token.
 func (c *Client) Enroll(ctx context.Context, token string, key crypto.Signer) (*x509.Certificate, error) {
-	return c.request(ctx, est.PathEnroll, token, nil, key)
+	csr, err := makeCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	return c.request(ctx, est.PathEnroll, est.ContentCSR, est.EncodeBase64(csr), token, nil, key)
 }
 
 // Reenroll asks for a certificate for a new key, authenticated by the current certificate.
 func (c *Client) Reenroll(ctx context.Context, current tls.Certificate, key crypto.Signer) (*x509.Certificate, error) {
-	return c.request(ctx, est.PathReenroll, "", &current, key)
+	csr, err := makeCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	return c.request(ctx, est.PathReenroll, est.ContentCSR, est.EncodeBase64(csr), "", &current, key)
 }
 
-func (c *Client) request(ctx context.Context, path, token string, current *tls.Certificate, key crypto.Signer) (*x509.Certificate, error) {
+// DormantReenroll asks for a certificate for a new key on behalf of a device whose certificate
+// expired while it was powered off: it signs the request with the expired certificate's key
+// (est.SignDormant) and presents no client certificate, since the server's TLS refuses an
+// expired one. The server grants it within its dormant re-enrollment window only, to a device
+// still active whose expired certificate is its newest and unrevoked; a refusal is a
+// *RefusedError carrying the server's reason.
+func (c *Client) DormantReenroll(ctx context.Context, expired tls.Certificate, key crypto.Signer) (*x509.Certificate, error) {
+	old, ok := expired.PrivateKey.(crypto.Signer)
+	if !ok || len(expired.Certificate) == 0 {
+		return nil, errors.New("dormant re-enrollment: the expired certificate has no usable private key")
+	}
+	leaf, err := x509.ParseCertificate(expired.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("dormant re-enrollment: parse the expired certificate: %w", err)
+	}
+	csr, err := makeCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := est.SignDormant(old, leaf.Raw, csr)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := c.request(ctx, est.PathDormantReenroll, est.ContentDormant, est.EncodeDormantRequest(leaf.Raw, csr, sig), "", nil, key)
+	if err != nil {
+		return nil, err
+	}
+	if cert.Subject.CommonName != leaf.Subject.CommonName {
+		return nil, fmt.Errorf("dormant re-enrollment: the server returned a certificate for %q, not %q", cert.Subject.CommonName, leaf.Subject.CommonName)
+	}
+	return cert, nil
+}
+
+func makeCSR(key crypto.Signer) ([]byte, error) {
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
 		return nil, fmt.Errorf("make certificate request: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.Server, "/")+path, bytes.NewReader(est.EncodeBase64(csr)))
+	return csr, nil
+}
+
+func (c *Client) request(ctx context.Context, path, contentType string, body []byte, token string, current *tls.Certificate, key crypto.Signer) (*x509.Certificate, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.Server, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
-	req.Header.Set("Content-Type", est.ContentCSR)
+	req.Header.Set("Content-Type", contentType)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -97,14 +145,14 @@ func (c *Client) request(ctx context.Context, path, token string, current *tls.C
 		return nil, fmt.Errorf("enroll at %s: %w", c.Server, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<10))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 256<<10))
 	if err != nil {
 		return nil, fmt.Errorf("enroll: read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, &RefusedError{Status: resp.StatusCode, Message: strings.TrimSpace(string(body))}
+		return nil, &RefusedError{Status: resp.StatusCode, Message: strings.TrimSpace(string(answer))}
 	}
-	der, err := est.DecodeBase64(body)
+	der, err := est.DecodeBase64(answer)
 	if err != nil {
 		return nil, err
 	}
@@ -205,6 +253,13 @@ func RenewAt(cert *x509.Certificate) time.Time {
 // reloads on a change of the certificate file (as the agent does) sees a matching pair. The old
 // certificate stays valid on the server until it expires, so a failed renewal is retried with
 // backoff until it succeeds or the old certificate expires.
+//
+// Once the certificate has expired (by Clock) — the device was off, or renewal kept failing —
+// the Rotator re-enrolls by dormant re-enrollment instead (Client.DormantReenroll), at once and
+// then with backoff while it fails, and stores the result the same way. The server refuses it
+// past its window, for a device that is not active, or for a certificate that is revoked or
+// not the device's newest; such a refusal is logged at error level with the server's reason
+// and retried on DormantRetry's longer pace, in case an operator sets things right.
 type Rotator struct {
 	// Dir holds device.crt and device.key, unless CertPath and KeyPath name them.
 	Dir               string
@@ -212,13 +267,18 @@ type Rotator struct {
 	Client            *Client
 	Clock             clock.Clock
 	Log               *slog.Logger
-	// Retry paces failed renewals. Default base 1 min, cap 1 h.
+	// Retry paces failed renewals, and dormant re-enrollments that did not reach the server
+	// or that it could not answer. Default base 1 min, cap 1 h.
 	Retry backoff.Policy
-	// Renewed is called after each renewal, if set.
+	// DormantRetry paces dormant re-enrollments the server refused. Default base 10 min, cap
+	// 24 h.
+	DormantRetry backoff.Policy
+	// Renewed is called after each renewal or dormant re-enrollment, if set.
 	Renewed func(*x509.Certificate)
 }
 
-// Run renews until ctx ends.
+// Run renews until ctx ends. It returns an error only when the certificate files cannot be
+// read.
 func (r *Rotator) Run(ctx context.Context) error {
 	clk := r.Clock
 	if clk == nil {
@@ -232,7 +292,12 @@ func (r *Rotator) Run(ctx context.Context) error {
 	if p.Base <= 0 {
 		p = backoff.Policy{Base: time.Minute, Cap: time.Hour}
 	}
-	bo := backoff.New(p, nil)
+	dp := r.DormantRetry
+	if dp.Base <= 0 {
+		dp = backoff.Policy{Base: 10 * time.Minute, Cap: 24 * time.Hour}
+	}
+	bo, refusedBo := backoff.New(p, nil), backoff.New(dp, nil)
+	retry := time.Duration(-1) // the wait before the next attempt after a failure; <0: none
 	for {
 		current, err := tls.LoadX509KeyPair(r.certPath(), r.keyPath())
 		if err != nil {
@@ -242,38 +307,66 @@ func (r *Rotator) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("parse current certificate: %w", err)
 		}
-		wait := RenewAt(leaf).Sub(clk.Now())
-		if bo.Failures() > 0 {
-			wait = bo.Next()
+		wait := retry
+		if wait < 0 {
+			wait = max(RenewAt(leaf).Sub(clk.Now()), 0)
 		}
 		if !clock.Sleep(ctx, clk, wait) {
 			return nil
 		}
-		cert, err := r.renew(ctx, current)
+		dormant := clk.Now().After(leaf.NotAfter)
+		var cert *x509.Certificate
+		if dormant {
+			cert, err = r.store(func(key crypto.Signer) (*x509.Certificate, error) {
+				return r.Client.DormantReenroll(ctx, current, key)
+			})
+		} else {
+			cert, err = r.store(func(key crypto.Signer) (*x509.Certificate, error) {
+				return r.Client.Reenroll(ctx, current, key)
+			})
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			log.Warn("certificate renewal failed; retrying", "error", err, "expires", leaf.NotAfter)
-			if bo.Failures() == 0 {
-				bo.Next() // the first retry waits a drawn time, not at once
+			var refused *RefusedError
+			switch {
+			case dormant && errors.As(err, &refused) && refused.Permanent():
+				retry = refusedBo.Next()
+				log.Error("re-enrollment after dormancy refused by the server; retrying later", "reason", refused.Message,
+					"status", refused.Status, "expired", leaf.NotAfter, "retry_in", retry)
+			case dormant:
+				retry = bo.Next()
+				log.Warn("re-enrollment after dormancy failed; retrying", "error", err, "expired", leaf.NotAfter, "retry_in", retry)
+			default:
+				retry = bo.Next()
+				log.Warn("certificate renewal failed; retrying", "error", err, "expires", leaf.NotAfter, "retry_in", retry)
 			}
 			continue
 		}
+		retry = -1
 		bo.Reset()
-		log.Info("certificate renewed", "device", cert.Subject.CommonName, "serial", cert.SerialNumber.Text(16), "not_after", cert.NotAfter)
+		refusedBo.Reset()
+		if dormant {
+			log.Info("certificate re-enrolled after dormancy", "device", cert.Subject.CommonName, "serial", cert.SerialNumber.Text(16),
+				"expired", leaf.NotAfter, "not_after", cert.NotAfter)
+		} else {
+			log.Info("certificate renewed", "device", cert.Subject.CommonName, "serial", cert.SerialNumber.Text(16), "not_after", cert.NotAfter)
+		}
 		if r.Renewed != nil {
 			r.Renewed(cert)
 		}
 	}
 }
 
-func (r *Rotator) renew(ctx context.Context, current tls.Certificate) (*x509.Certificate, error) {
+// store makes a new key, has issue get a certificate for it, and writes the key and then the
+// certificate.
+func (r *Rotator) store(issue func(crypto.Signer) (*x509.Certificate, error)) (*x509.Certificate, error) {
 	key, err := NewKey()
 	if err != nil {
 		return nil, err
 	}
-	cert, err := r.Client.Reenroll(ctx, current, key)
+	cert, err := issue(key)
 	if err != nil {
 		return nil, err
 	}

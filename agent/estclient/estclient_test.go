@@ -5,22 +5,28 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
+	"github.com/millwright/millwright/agent/backoff"
 	"github.com/millwright/millwright/agent/estclient"
 	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/server"
 	"github.com/millwright/millwright/internal/server/servertest"
+	"github.com/millwright/millwright/protocol"
 )
 
 func startServer(t *testing.T) *server.Server { return servertest.Start(t, nil) }
@@ -168,4 +174,136 @@ func establishedTo(t *testing.T, port string) int {
 		}
 	}
 	return n
+}
+
+// expiredDevice registers a device whose certificate expired 20 minutes ago and writes its
+// certificate and key into a new credentials directory.
+func expiredDevice(t *testing.T, s *server.Server, id string) (dir string, leaf *x509.Certificate) {
+	t.Helper()
+	key, err := pki.GenerateKey()
+	require.NoError(t, err)
+	leaf, certPEM, err := s.CA().DeviceCert(id, key.Public(), time.Now().Add(-30*time.Minute), 10*time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, s.Registry().AddCertificate(context.Background(), id, leaf, true))
+	keyPEM, err := pki.EncodeKey(key)
+	require.NoError(t, err)
+	dir = t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, estclient.CertFile), certPEM, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, estclient.KeyFile), keyPEM, 0o600))
+	return dir, leaf
+}
+
+// postBatch posts an empty batch over HTTPS with pair as the client certificate: an error
+// when the server does not take the connection, nil for any HTTP answer.
+func postBatch(t *testing.T, s *server.Server, pair tls.Certificate) error {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: s.CA().Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"}}}
+	resp, err := c.Post("https://"+s.HTTPAddr().String()+protocol.BatchPath, "application/senml+cbor", strings.NewReader(""))
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// syncBuffer collects log output written from other goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestRotatorDormant: a Rotator whose certificate has expired re-enrolls by dormant
+// re-enrollment at once, stores the new pair, and the device connects with it; the expired
+// certificate itself is still refused at connect.
+func TestRotatorDormant(t *testing.T) {
+	s := startServer(t)
+	url := "https://localhost:" + portOf(s.HTTPAddr().String())
+	dir, old := expiredDevice(t, s, "d-sleeper")
+	expired, err := tls.LoadX509KeyPair(filepath.Join(dir, estclient.CertFile), filepath.Join(dir, estclient.KeyFile))
+	require.NoError(t, err)
+	require.Error(t, connect(t, s, expired), "the expired certificate cannot connect")
+
+	fake := clock.NewFake(time.Now())
+	var logs syncBuffer
+	renewed := make(chan *x509.Certificate, 1)
+	rot := &estclient.Rotator{Dir: dir, Client: &estclient.Client{Server: url, Roots: s.CA().Pool()}, Clock: fake,
+		Log:     slog.New(slog.NewTextHandler(&logs, nil)),
+		Renewed: func(c *x509.Certificate) { renewed <- c }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rot.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+
+	var fresh *x509.Certificate
+	select {
+	case fresh = <-renewed:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no dormant re-enrollment; log:\n%s", logs.String())
+	}
+	require.Equal(t, "d-sleeper", fresh.Subject.CommonName)
+	require.NotEqual(t, old.SerialNumber, fresh.SerialNumber)
+	require.Contains(t, logs.String(), "certificate re-enrolled after dormancy")
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, estclient.CertFile), filepath.Join(dir, estclient.KeyFile))
+	require.NoError(t, err)
+	require.NotEqual(t, expired.Certificate[0], pair.Certificate[0])
+	require.NoError(t, connect(t, s, pair))
+	require.Error(t, connect(t, s, expired), "the expired certificate still cannot connect")
+	require.Error(t, postBatch(t, s, expired), "nor post a batch over HTTPS")
+	require.NoError(t, postBatch(t, s, pair))
+	// Renewal goes back to its ordinary schedule: the next attempt waits for two-thirds of the
+	// new certificate's lifetime.
+	fake.BlockUntil(1)
+}
+
+// TestRotatorDormantRefused: when the server refuses a dormant re-enrollment (here: the device
+// is suspended), the Rotator logs the server's reason, keeps its files, and tries again after
+// a backoff on its own pace.
+func TestRotatorDormantRefused(t *testing.T) {
+	s := startServer(t)
+	url := "https://localhost:" + portOf(s.HTTPAddr().String())
+	dir, _ := expiredDevice(t, s, "d-paused")
+	require.NoError(t, s.Registry().SetStatus(context.Background(), "d-paused", registry.StatusSuspended, "o-test", ""))
+	before, err := os.ReadFile(filepath.Join(dir, estclient.CertFile))
+	require.NoError(t, err)
+
+	fake := clock.NewFake(time.Now())
+	var logs syncBuffer
+	rot := &estclient.Rotator{Dir: dir, Client: &estclient.Client{Server: url, Roots: s.CA().Pool()}, Clock: fake,
+		Log:          slog.New(slog.NewTextHandler(&logs, nil)),
+		DormantRetry: backoff.Policy{Base: time.Hour, Cap: 24 * time.Hour, Jitter: backoff.JitterNone},
+		Renewed:      func(*x509.Certificate) { t.Error("renewed a suspended device") }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rot.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+
+	const refusal = `re-enrollment after dormancy refused by the server; retrying later" reason="dormant re-enrollment refused: device \"d-paused\" is suspended: an operator must resume it first" status=403`
+	fake.BlockUntil(1) // the first attempt was made, and refused
+	require.Equal(t, 1, strings.Count(logs.String(), refusal), "log:\n%s", logs.String())
+	require.Contains(t, logs.String(), "retry_in=1h0m0s")
+	fake.Advance(59 * time.Minute)
+	require.Equal(t, 1, strings.Count(logs.String(), refusal), "retried before its backoff")
+	fake.Advance(time.Minute)
+	require.Eventually(t, func() bool { return strings.Count(logs.String(), refusal) == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "retry_in=2h0m0s") }, 10*time.Second, 10*time.Millisecond,
+		"the next retry waits twice as long")
+	after, err := os.ReadFile(filepath.Join(dir, estclient.CertFile))
+	require.NoError(t, err)
+	require.Equal(t, before, after, "a refused device keeps its certificate")
 }

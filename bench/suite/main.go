@@ -78,7 +78,7 @@ func main() {
 		only string
 	)
 	flag.StringVar(&o.out, "out", "", "write the results into this Markdown file between the suite's markers (e.g. docs/benchmarks.md)")
-	flag.StringVar(&only, "only", "ingest,connections,storm,wire,storage", "benchmarks to run, comma-separated")
+	flag.StringVar(&only, "only", "ingest,connections,storm,wire,storage,channel", "benchmarks to run, comma-separated")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (logs, data) for inspection")
 	flag.BoolVar(&o.quick, "quick", false, "short runs and small fleets, to check the harness")
 	var devs, serverEnv string
@@ -153,7 +153,7 @@ func run(o options) error {
 		name string
 		fn   func(*env) (string, error)
 	}
-	for _, b := range []bench{{"ingest", benchIngest}, {"connections", benchConnections}, {"storm", benchStorm},
+	for _, b := range []bench{{"ingest", benchIngest}, {"connections", benchConnections}, {"storm", benchStorm}, {"channel", benchChannel},
 		{"wire", benchWire}, {"storage", benchStorage}} {
 		if !o.only[b.name] {
 			continue

@@ -33,7 +33,7 @@ func splice(doc, generated string) (string, error) {
 }
 
 // sectionOrder is the order of the suite's sections in the document.
-var sectionOrder = []string{"about", "ingest", "connections", "storm", "wire", "storage"}
+var sectionOrder = []string{"about", "ingest", "connections", "storm", "wire", "storage", "channel"}
 
 func sectionBegin(name string) string { return "<!-- section " + name + " -->" }
 func sectionEnd(name string) string   { return "<!-- /section " + name + " -->" }

@@ -96,6 +96,12 @@ func (rt route) readsTSDB() bool {
 		rt.path == "/api/v1/labels" || rt.path == "/api/v1/label/{name}/values"
 }
 
+// waitsForCommand reports whether a route may wait up to MaxCommandWait for a command's
+// outcome before it answers.
+func (rt route) waitsForCommand() bool {
+	return rt.method == http.MethodPost && rt.path == "/api/v1/devices/{id}/commands" || rt.path == "/api/v1/commands/{id}"
+}
+
 // rank orders roles: a role may do what every lower role may.
 func rank(r registry.Role) int {
 	switch r {
@@ -146,6 +152,7 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/audit", a, d.audit},
 		{"GET", "/api/v1/config/schema", v, ch.schema},
 		{"GET", "/api/v1/config/layers", v, ch.needs(ch.layers)},
+		{"GET", "/api/v1/config/status", v, ch.needs(ch.status)},
 		{"POST", "/api/v1/config/layers", o, ch.needs(ch.setLayer)},
 		{"GET", "/api/v1/devices/{id}/config", v, ch.needs(ch.deviceConfig)},
 		{"POST", "/api/v1/devices/{id}/commands", o, ch.needs(ch.sendCommand)},
@@ -167,6 +174,9 @@ func Handler(c Config) http.Handler {
 		h := handle(c.Logger, rt.handle)
 		if rt.readsTSDB() {
 			h = readForm(c.QueryTimeout, c.WriteTimeout, h)
+		}
+		if rt.waitsForCommand() {
+			h = commandWait(c.WriteTimeout, h)
 		}
 		mux.Handle(rt.method+" "+rt.path, authorize(c.Authenticate, rt.role, h))
 	}
@@ -283,6 +293,22 @@ func readForm(queryTimeout, writeTimeout time.Duration, next http.Handler) http.
 			return
 		}
 		httplimit.Deadlines(w, queryTimeout+writeTimeout, queryTimeout+writeTimeout)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// commandWait gives a route that may wait for a command's outcome MaxCommandWait more than
+// writeTimeout to be answered, counted once the request is authorized: the server's write
+// deadline would otherwise cut the answer to a wait longer than it, and the client would see a
+// broken connection instead of the command (and, for a command just sent, never learn its ID).
+// The request's body is still read under the server's read deadline. Zero writeTimeout leaves
+// the deadlines alone.
+func commandWait(writeTimeout time.Duration, next http.Handler) http.Handler {
+	if writeTimeout <= 0 {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		httplimit.Deadlines(w, 0, MaxCommandWait+writeTimeout)
 		next.ServeHTTP(w, r)
 	})
 }

@@ -36,6 +36,7 @@ type Channel interface {
 type ChannelRegistry interface {
 	SetConfigLayer(ctx context.Context, scope registry.ConfigScope, selector string, document json.RawMessage, actor, remote string) ([]registry.Message, error)
 	ConfigLayers(ctx context.Context) ([]registry.ConfigLayer, error)
+	ConfigStatus(ctx context.Context) (registry.ConfigStatus, error)
 	DeviceConfig(ctx context.Context, id string) (registry.DeviceConfig, error)
 	SendCommand(ctx context.Context, spec registry.CommandSpec, actor, remote string) (registry.Message, error)
 	Message(ctx context.Context, id string) (registry.Message, error)
@@ -144,10 +145,18 @@ func (c *channelAPI) setLayer(r *http.Request) (any, *apiError) {
 	}
 	msgs, err := c.reg.SetConfigLayer(r.Context(), registry.ConfigScope(body.Scope), body.Selector, doc, actor(r), r.RemoteAddr)
 	c.ch.Queued(msgs)
+	out := apitypes.ConfigLayerSet{Scope: body.Scope, Selector: body.Selector, DevicesChanged: len(msgs)}
+	var over *registry.OversizeError
+	if errors.As(err, &over) {
+		// The layer is stored and the other devices have their new documents; these keep
+		// their previous one until a layer shrinks.
+		out.DevicesTooLarge = over.Devices
+		return out, nil
+	}
 	if err != nil {
 		return nil, registryError(err)
 	}
-	return apitypes.ConfigLayerSet{Scope: body.Scope, Selector: body.Selector, DevicesChanged: len(msgs)}, nil
+	return out, nil
 }
 
 func (c *channelAPI) layers(r *http.Request) (any, *apiError) {
@@ -160,6 +169,14 @@ func (c *channelAPI) layers(r *http.Request) (any, *apiError) {
 		out[i] = apitypes.ConfigLayer{Scope: string(l.Scope), Selector: l.Selector, Document: l.Document, UpdatedAt: l.UpdatedAt, UpdatedBy: l.UpdatedBy}
 	}
 	return out, nil
+}
+
+func (c *channelAPI) status(r *http.Request) (any, *apiError) {
+	st, err := c.reg.ConfigStatus(r.Context())
+	if err != nil {
+		return nil, registryError(err)
+	}
+	return apitypes.ConfigStatus{Devices: st.Devices, InSync: st.InSync, Refused: st.Refused, Pending: st.Pending}, nil
 }
 
 func (c *channelAPI) deviceConfig(r *http.Request) (any, *apiError) {

@@ -51,6 +51,14 @@ type Options struct {
 	ProgressBatch int
 	// Timeout bounds each registry call. Default 10 s.
 	Timeout time.Duration
+	// MessageRate and MessageBurst bound the channel messages (replies, reports, state) one
+	// device may send: a token bucket of MessageBurst tokens refilled at MessageRate per
+	// second. Each message costs the registry a write, so a device with a stolen key must not
+	// be able to send them as fast as its link allows. Default 5 per second, burst 50; a
+	// message beyond it is refused (MQTT 5: PUBACK 0x97 quota exceeded; HTTPS: 429) and
+	// counted with reason rate_limited.
+	MessageRate  float64
+	MessageBurst int
 }
 
 func (o Options) withDefaults() Options {
@@ -71,6 +79,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
+	}
+	if o.MessageRate <= 0 {
+		o.MessageRate = 5
+	}
+	if o.MessageBurst <= 0 {
+		o.MessageBurst = 50
 	}
 	return o
 }
@@ -101,9 +115,11 @@ type Service struct {
 	mu        sync.Mutex
 	transport Transport
 	waiters   map[string][]chan struct{}
+	buckets   map[string]*bucket // per device, for MessageRate
 
 	jobs     chan job
 	progress chan registry.Progress
+	reports  chan reportReq
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -128,7 +144,33 @@ const (
 	refusedTooLarge    = "too_large"
 	refusedUnknown     = "unknown_command"
 	refusedUnavailable = "unavailable"
+	refusedRate        = "rate_limited"
 )
+
+// bucket is one device's token bucket.
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// allow takes a token from the device's bucket, and reports whether there was one.
+func (s *Service) allow(device string) bool {
+	now := s.opts.Clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.buckets[device]
+	if b == nil {
+		b = &bucket{tokens: float64(s.opts.MessageBurst), at: now}
+		s.buckets[device] = b
+	}
+	b.tokens = min(float64(s.opts.MessageBurst), b.tokens+now.Sub(b.at).Seconds()*s.opts.MessageRate)
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
@@ -139,7 +181,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"kind"}),
 		refused: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "millwright_channel_messages_refused_total",
-			Help: "Device channel messages from devices refused, by reason (malformed, too_large, unknown_command, unavailable).",
+			Help: "Device channel messages from devices refused, by reason (malformed, too_large, unknown_command, unavailable, rate_limited).",
 		}, []string{"reason"}),
 		sent: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "millwright_channel_messages_sent_total",
@@ -163,7 +205,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Batches of delivery steps (delivered, acknowledged) the registry failed to record; the messages stay open and are sent again.",
 		}),
 	}
-	for _, r := range []string{refusedMalformed, refusedTooLarge, refusedUnknown, refusedUnavailable} {
+	for _, r := range []string{refusedMalformed, refusedTooLarge, refusedUnknown, refusedUnavailable, refusedRate} {
 		m.refused.WithLabelValues(r)
 	}
 	for _, k := range []string{"reply", "config_reported", "state"} {
@@ -180,7 +222,8 @@ func New(reg *registry.Registry, facts FactSink, opts Options, logger *slog.Logg
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{reg: reg, facts: facts, opts: opts, log: logger.With("component", "devicechannel"), met: newMetrics(mreg),
-		waiters: map[string][]chan struct{}{}, jobs: make(chan job, opts.Queue), progress: make(chan registry.Progress, opts.Queue)}
+		waiters: map[string][]chan struct{}{}, buckets: map[string]*bucket{}, jobs: make(chan job, opts.Queue), progress: make(chan registry.Progress, opts.Queue),
+		reports: make(chan reportReq, 4096)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -205,6 +248,7 @@ func (s *Service) Start() {
 	}
 	s.pwg.Go(s.writeProgress)
 	s.wg.Go(s.expireLoop)
+	s.wg.Go(s.writeReports)
 }
 
 // Close stops the Service: deliveries still queued are dropped (their messages wait in the
@@ -386,12 +430,88 @@ func (s *Service) ExpireNow(ctx context.Context) {
 	}
 }
 
+// reportReq is a configuration report waiting for the group commit.
+type reportReq struct {
+	r    registry.ConfigReport
+	done chan error
+}
+
+// report records a configuration report: through the group commit once the Service runs
+// (the reports of many devices in one transaction), directly before.
+func (s *Service) report(ctx context.Context, device string, rep protocol.ReportedConfig) error {
+	s.mu.Lock()
+	started := s.started && !s.closed
+	s.mu.Unlock()
+	if !started {
+		return s.reg.ReportConfig(ctx, device, rep)
+	}
+	req := reportReq{r: registry.ConfigReport{Device: device, Report: rep}, done: make(chan error, 1)}
+	select {
+	case s.reports <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.ctx.Done():
+		return errors.New("the device channel is closing")
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.ctx.Done():
+		return errors.New("the device channel is closing")
+	}
+}
+
+// writeReports is the group commit of configuration reports: whatever arrived while the
+// previous transaction was written goes in the next. When a batch fails, its reports are
+// written one by one, so that one bad report fails alone.
+func (s *Service) writeReports() {
+	for {
+		var first reportReq
+		select {
+		case <-s.ctx.Done():
+			return
+		case first = <-s.reports:
+		}
+		batch := []reportReq{first}
+	drain:
+		for len(batch) < s.opts.ProgressBatch {
+			select {
+			case r := <-s.reports:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Timeout)
+		rs := make([]registry.ConfigReport, len(batch))
+		for i, r := range batch {
+			rs[i] = r.r
+		}
+		err := s.reg.ReportConfigs(ctx, rs)
+		if err != nil && len(batch) > 1 {
+			for _, r := range batch {
+				r.done <- s.reg.ReportConfig(ctx, r.r.Device, r.r.Report)
+			}
+		} else {
+			for _, r := range batch {
+				r.done <- err
+			}
+		}
+		cancel()
+	}
+}
+
 // Message implements gateway.Channel: it stores a device's reply, configuration report or
 // state.
 func (s *Service) Message(ctx context.Context, device, rest string, payload []byte) error {
 	refuse := func(reason string, err error) error {
 		s.met.refused.WithLabelValues(reason).Inc()
 		return err
+	}
+	if !s.allow(device) {
+		return refuse(refusedRate, fmt.Errorf("%w: more than %d messages at once or %g per second", gateway.ErrChannelRateLimited, s.opts.MessageBurst, s.opts.MessageRate))
 	}
 	if len(payload) > protocol.MaxChannelMessage {
 		return refuse(refusedTooLarge, fmt.Errorf("%w: %d bytes, at most %d", protocol.ErrChannelMessage, len(payload), protocol.MaxChannelMessage))
@@ -415,7 +535,7 @@ func (s *Service) Message(ctx context.Context, device, rest string, payload []by
 		if err != nil {
 			return refuse(refusedMalformed, err)
 		}
-		if err := s.reg.ReportConfig(ctx, device, rep); err != nil {
+		if err := s.report(ctx, device, rep); err != nil {
 			return refuse(refusedUnavailable, fmt.Errorf("%w: %v", gateway.ErrChannelUnavailable, err))
 		}
 		s.met.received.WithLabelValues("config_reported").Inc()

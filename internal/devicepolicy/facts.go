@@ -87,6 +87,9 @@ type FactRecorder struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 
+	closeMu sync.RWMutex // Connected holds it to read, Close to set closed
+	closed  bool
+
 	seenMu sync.Mutex
 	seen   map[string]time.Time // accepted batches since the last write, latest per device
 	stop   chan struct{}
@@ -159,6 +162,14 @@ func (q *FactRecorder) flushSeen() {
 // Connected implements gateway.ConnectReporter: it queues the report, or drops and counts it
 // when the queue is full. It never blocks.
 func (q *FactRecorder) Connected(device string, f gateway.Facts) {
+	// The HTTPS listener may still take a state message while the MQTT side, which closes
+	// the recorder, has stopped: such a late report is dropped, not sent on a closed channel.
+	q.closeMu.RLock()
+	defer q.closeMu.RUnlock()
+	if q.closed {
+		q.dropped.Inc()
+		return
+	}
 	select {
 	case q.ch <- factReport{device, f}:
 	default:
@@ -212,9 +223,15 @@ func (q *FactRecorder) run() {
 }
 
 // Close implements gateway.ConnectReporter: it writes what is queued and returns once it is
-// written. Connected must not be called after Close.
+// written. A report after Close is dropped and counted.
 func (q *FactRecorder) Close() error {
-	q.once.Do(func() { close(q.ch); close(q.stop) })
+	q.once.Do(func() {
+		q.closeMu.Lock()
+		q.closed = true
+		q.closeMu.Unlock()
+		close(q.ch)
+		close(q.stop)
+	})
 	q.wg.Wait()
 	return nil
 }

@@ -92,3 +92,20 @@ func TestFactRecorderQueueBound(t *testing.T) {
 	close(rep.called)
 	require.Len(t, rep.reports, 3)
 }
+
+// TestFactRecorderReportAfterClose: a state message the HTTPS side takes after the MQTT side
+// closed the recorder is dropped and counted, not a panic.
+func TestFactRecorderReportAfterClose(t *testing.T) {
+	q := NewFactRecorder(nopFacts{}, FactOptions{}, nil, prometheus.NewRegistry())
+	require.NoError(t, q.Close())
+	q.Connected("pump-1", gateway.Facts{FirmwareVersion: "1.0"})
+	q.Seen("pump-1", time.Now())
+	require.Equal(t, 1.0, testutil.ToFloat64(q.dropped))
+}
+
+type nopFacts struct{}
+
+func (nopFacts) ReportFacts(context.Context, string, string, string, string, time.Time) error {
+	return nil
+}
+func (nopFacts) MarkSeen(context.Context, map[string]time.Time) error { return nil }

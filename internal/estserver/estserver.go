@@ -1,7 +1,8 @@
 // Package estserver is the server side of device enrollment: EST (RFC 7030) endpoints that turn a
 // one-time enrollment token and a certificate request made on the device into a device
-// certificate, re-enrollment with the current certificate for rotation, and the certificate
-// revocation list for other verifiers.
+// certificate, re-enrollment with the current certificate for rotation, dormant re-enrollment
+// for a device whose certificate expired while it was powered off (dormant.go), and the
+// certificate revocation list for other verifiers.
 //
 // The device's private key never reaches the server: the device sends a PKCS #10 request, the
 // server checks its signature and signs the public key with the device ID it assigns (or the one
@@ -40,6 +41,8 @@ type Registry interface {
 	AddCertificate(ctx context.Context, deviceID string, cert *x509.Certificate, create bool) error
 	Device(ctx context.Context, id string) (*registry.Device, error)
 	Certificate(ctx context.Context, serial string) (*registry.Certificate, error)
+	NewestCertificate(ctx context.Context, deviceID string) (*registry.Certificate, error)
+	AddDormantCertificate(ctx context.Context, deviceID, expiredSerial string, cert *x509.Certificate, detail, remote string) error
 	RevokedCertificates(ctx context.Context) ([]registry.Certificate, error)
 	Audit(ctx context.Context, actor, action, target, detail, remote string) error
 }
@@ -53,11 +56,21 @@ type Options struct {
 	CertValidity time.Duration `yaml:"cert_validity"`
 	// CRLValidity is how long a published CRL is valid (its NextUpdate). Default 1 hour.
 	CRLValidity time.Duration `yaml:"crl_validity"`
+	// DormantReenrollWindow is how long after its certificate's NotAfter a device that was
+	// powered off may still get a new certificate by proving possession of the expired
+	// certificate's key (POST /.well-known/est/dormantreenroll, dormant.go). Default 3 years
+	// (26280h); 0 turns dormant re-enrollment off. Validate refuses a negative window; New
+	// takes one as 0.
+	DormantReenrollWindow time.Duration `yaml:"dormant_reenroll_window"`
 }
+
+// DefaultDormantReenrollWindow is the default of Options.DormantReenrollWindow: three years of
+// 365 days.
+const DefaultDormantReenrollWindow = 3 * 365 * 24 * time.Hour
 
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options {
-	return Options{CertValidity: 90 * 24 * time.Hour, CRLValidity: time.Hour}
+	return Options{CertValidity: 90 * 24 * time.Hour, CRLValidity: time.Hour, DormantReenrollWindow: DefaultDormantReenrollWindow}
 }
 
 // Server serves the EST endpoints and the CRL.
@@ -72,6 +85,10 @@ type Server struct {
 	// registry does not admit), request (a certificate request unreadable, too large or too
 	// slow).
 	refused *prometheus.CounterVec
+	// dormantRefused counts dormant re-enrollments refused, by reason (dormantReasons);
+	// dormantIssued those that got a certificate.
+	dormantRefused *prometheus.CounterVec
+	dormantIssued  prometheus.Counter
 
 	crlMu   sync.Mutex
 	crl     []byte
@@ -88,6 +105,7 @@ func New(ca *pki.CA, reg Registry, clk Clock, opts Options, logger *slog.Logger,
 	if opts.CRLValidity <= 0 {
 		opts.CRLValidity = d.CRLValidity
 	}
+	opts.DormantReenrollWindow = max(opts.DormantReenrollWindow, 0)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -98,7 +116,9 @@ func New(ca *pki.CA, reg Registry, clk Clock, opts Options, logger *slog.Logger,
 	for _, r := range []string{refusedNoToken, refusedToken, refusedCertificate, refusedRequest} {
 		refused.WithLabelValues(r)
 	}
-	return &Server{ca: ca, reg: reg, clk: clk, opts: opts, log: logger, refused: refused}
+	s := &Server{ca: ca, reg: reg, clk: clk, opts: opts, log: logger, refused: refused}
+	s.registerDormantMetrics(metrics)
+	return s
 }
 
 // Reasons for refusing a request, as metric labels.
@@ -125,6 +145,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+est.PathCACerts, s.caCerts)
 	mux.HandleFunc("POST "+est.PathEnroll, s.enroll)
 	mux.HandleFunc("POST "+est.PathReenroll, s.reenroll)
+	mux.HandleFunc("POST "+est.PathDormantReenroll, s.dormantReenroll)
 	mux.HandleFunc("GET "+CRLPath, s.crlHandler)
 }
 
@@ -164,19 +185,11 @@ func tokenFrom(r *http.Request) string {
 // readCSR reads the certificate request of a request whose credentials were checked, within
 // the server's read deadline, and then lifts that deadline for the work that follows.
 func (s *Server) readCSR(w http.ResponseWriter, r *http.Request) (*x509.CertificateRequest, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
-	if err != nil {
+	body, ok := readBody(w, r, 64<<10, "certificate request")
+	if !ok {
 		s.refused.WithLabelValues(refusedRequest).Inc()
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			httpError(w, http.StatusRequestEntityTooLarge, "certificate request too large")
-		} else {
-			w.Header().Set("Connection", "close")
-			httpError(w, http.StatusBadRequest, "read certificate request: "+err.Error())
-		}
 		return nil, false
 	}
-	httplimit.BodyRead(w)
 	csr, err := est.DecodeCSR(body)
 	if err == nil {
 		err = checkKey(csr.PublicKey)
@@ -187,6 +200,25 @@ func (s *Server) readCSR(w http.ResponseWriter, r *http.Request) (*x509.Certific
 		return nil, false
 	}
 	return csr, true
+}
+
+// readBody reads a request's body of at most limit bytes (what names it in errors), within
+// the server's read deadline, and then lifts that deadline for the work that follows. When it
+// cannot, it answers the request (413 or 400) and returns false.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, what string) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("%s too large: the limit is %d bytes", what, limit))
+		} else {
+			w.Header().Set("Connection", "close")
+			httpError(w, http.StatusBadRequest, "read "+what+": "+err.Error())
+		}
+		return nil, false
+	}
+	httplimit.BodyRead(w)
+	return body, true
 }
 
 // checkKey accepts ECDSA P-256 or stronger, Ed25519, and RSA of 2048 bits or more.

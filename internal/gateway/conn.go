@@ -430,8 +430,11 @@ func (c *conn) handlePublish(pk *packets.Packet) error {
 			c.m.log.Debug("device channel message refused", "device", c.device, "topic", topic, "error", err)
 			if c.version == 5 {
 				code := packets.ErrPayloadFormatInvalid.Code
-				if errors.Is(err, ErrChannelUnavailable) {
+				switch {
+				case errors.Is(err, ErrChannelUnavailable):
 					code = packets.ErrUnspecifiedError.Code
+				case errors.Is(err, ErrChannelRateLimited):
+					code = packets.ErrQuotaExceeded.Code
 				}
 				return c.ackPublish(pk, code, truncateReason(err.Error()))
 			}

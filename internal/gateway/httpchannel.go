@@ -30,6 +30,11 @@ type Mailbox interface {
 // devices get PUBACK 0x80 instead of 0x99; HTTPS devices get 503.
 var ErrChannelUnavailable = errors.New("the device channel cannot store the message now")
 
+// ErrChannelRateLimited is wrapped by a Channel's error for a device that sends channel
+// messages faster than it may: MQTT 5 devices get PUBACK 0x97 "quota exceeded", HTTPS devices
+// 429 with Retry-After.
+var ErrChannelRateLimited = errors.New("too many device channel messages")
+
 // ErrUnknownMessage is wrapped by a Channel's error for a reply to a command that is not the
 // device's: HTTPS devices get 404.
 var ErrUnknownMessage = errors.New("no such message for this device")
@@ -127,6 +132,9 @@ func HTTPChannel(mb Mailbox, authz Authorizer, reg prometheus.Registerer) http.H
 		case errors.Is(err, ErrChannelUnavailable):
 			w.Header().Set("Retry-After", strconv.Itoa(retryAfterUnavailable))
 			fail(http.StatusServiceUnavailable, err.Error())
+		case errors.Is(err, ErrChannelRateLimited):
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfterBusy))
+			fail(http.StatusTooManyRequests, err.Error())
 		case errors.Is(err, ErrUnknownMessage):
 			fail(http.StatusNotFound, err.Error())
 		default:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,6 +29,18 @@ func run(args ...string) (code int, stdout, stderr string) {
 }
 
 func TestBadFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+		return p
+	}
+	notJSON := file("broken.json", "{\n  \"schedule\": {\"interval\": 30s}\n}")
+	array := file("array.json", `[{"schedule": {}}]`)
+	tooMany := []string{"commands", "send", "d1", "diag.x"}
+	for i := range 33 {
+		tooMany = append(tooMany, "--arg", fmt.Sprintf("k%d=v", i))
+	}
 	cases := []struct {
 		args []string
 		want string
@@ -43,6 +56,27 @@ func TestBadFlags(t *testing.T) {
 		{[]string{"dev", "cert", "--data", t.TempDir()}, `required flag(s) "device" not set`},
 		{[]string{"dev", "cert", "--device", "d1", "--database", "postgres://x/y"}, "--database is no longer taken: millwright dev cert registers devices through the API"},
 		{[]string{"sim", "--database", "postgres://x/y"}, "--database is no longer taken: millwright sim registers devices through the API"},
+		{[]string{"config", "set", "--file", array}, "give exactly one of --device, --group, --tag and --fleet"},
+		{[]string{"config", "set", "--fleet", "--group", "g", "--file", array}, "give exactly one of --device, --group, --tag and --fleet"},
+		{[]string{"config", "set", "--tag", "site", "--file", array}, `invalid --tag "site": want key=value`},
+		{[]string{"config", "set", "--tag", "=x", "--file", array}, `invalid --tag "=x": want key=value`},
+		{[]string{"config", "set", "--fleet"}, "give --file with the layer's document (--file - reads standard input), or --clear to remove the layer"},
+		{[]string{"config", "set", "--fleet", "--file", array, "--clear"}, "give --file or --clear, not both"},
+		{[]string{"config", "set", "--fleet", "--file", filepath.Join(dir, "missing.json")}, "read --file: open " + filepath.Join(dir, "missing.json")},
+		{[]string{"config", "set", "--fleet", "--file", notJSON}, notJSON + ": not JSON: line 2, column 30: invalid character 's'"},
+		{[]string{"config", "set", "--fleet", "--file", array}, array + ": the document must be a JSON object"},
+		{[]string{"config", "show"}, "accepts 1 arg(s), received 0"},
+		{[]string{"commands", "send", "d1"}, "accepts 2 arg(s), received 1"},
+		{[]string{"commands", "send", "d1", "diag.x", "--arg", "probe"}, `invalid --arg "probe": want key=value`},
+		{[]string{"commands", "send", "d1", "diag.x", "--arg", "a=1", "--arg", "a=2"}, `invalid --arg "a=2": a given twice`},
+		{tooMany, "33 --arg flags: a command takes at most 32"},
+		{[]string{"commands", "send", "d1", "diag.x", "--wait", "soon"}, `invalid argument "soon" for "--wait"`},
+		{[]string{"commands", "send", "d1", "diag.x", "--wait", "10m"}, "invalid --wait 10m: want 0 to 5m"},
+		{[]string{"commands", "send", "d1", "diag.x", "--expires", "0s"}, "invalid --expires 0s: want more than 0 and at most 1y"},
+		{[]string{"commands", "send", "d1", "diag.x", "--expires", "366d"}, "invalid --expires 366d: want more than 0 and at most 1y"},
+		{[]string{"commands", "show", "m-1-2", "--wait", "-1s"}, "invalid --wait -1s: want 0 to 5m"},
+		{[]string{"commands", "list", "d1", "--limit", "0"}, "invalid --limit 0: want 1 to 10000"},
+		{[]string{"commands", "list", "d1", "-o", "yaml"}, `invalid --output "yaml": want table or json`},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -16,15 +17,25 @@ import (
 
 // Main runs the command line with args and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	return mainIO(args, os.Stdin, stdout, stderr)
+}
+
+// mainIO is Main reading standard input from stdin.
+func mainIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	root := newRoot(stdout, stderr)
+	root.SetIn(stdin)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "millwright:", err)
 		var u usageError
 		if errors.As(err, &u) {
 			return 2
+		}
+		var x exitError
+		if errors.As(err, &x) {
+			return x.code
 		}
 		return 1
 	}
@@ -33,6 +44,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 
 // usageError marks errors in how the command was called.
 type usageError struct{ error }
+
+// exitError ends the program with its own exit status.
+type exitError struct {
+	error
+	code int
+}
 
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
@@ -44,7 +61,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServerCmd(), newDevCmd(), newTokensCmd(), newDevicesCmd(), newOperatorsCmd(), newSimCmd())
+	root.AddCommand(newServerCmd(), newDevCmd(), newTokensCmd(), newDevicesCmd(), newConfigCmd(), newCommandsCmd(), newOperatorsCmd(), newSimCmd())
 	return root
 }
 

@@ -56,6 +56,7 @@ on the command line override the file.`,
 	f.StringVar(&opts.HTTPListen, "http-listen", opts.HTTPListen, "HTTPS listen address (API, metrics, batch POSTs)")
 	f.StringVar(&opts.Database, "database", "", "registry database: empty for SQLite in the data directory, or a postgres:// URL")
 	f.Var(durationFlag{&opts.Enroll.CertValidity}, "cert-validity", "lifetime of device certificates issued at enrollment")
+	f.Var(durationFlag{&opts.Enroll.DormantReenrollWindow}, "dormant-reenroll-window", "how long after its certificate expired a device that was powered off may still get a new one by proving it holds the expired certificate's key (0: never)")
 	f.StringVar(&opts.CACert, "ca-cert", "", "operator-supplied CA certificate (PEM; an intermediate first, then its chain) instead of the generated development CA")
 	f.StringVar(&opts.CAKey, "ca-key", "", "the private key of --ca-cert")
 	f.StringVar(&opts.Zone, "zone", opts.Zone, "gateway DNS zone; the server certificate covers *.<zone>")
@@ -97,6 +98,7 @@ var serverFlagKeys = map[string]string{
 	"http-listen":                     "http_listen",
 	"database":                        "database",
 	"cert-validity":                   "enroll.cert_validity",
+	"dormant-reenroll-window":         "enroll.dormant_reenroll_window",
 	"ca-cert":                         "ca_cert",
 	"ca-key":                          "ca_key",
 	"zone":                            "zone",

@@ -72,6 +72,9 @@ func TestServerConfig(t *testing.T) {
 		}},
 		{file: "minimal.good.yml", args: []string{"--retention", "0s"}, err: "invalid --retention 0s: must be positive"},
 		{args: []string{"--mqtt-max-keepalive", "0"}, err: "invalid --mqtt-max-keepalive 0: must be positive"},
+		{file: "dormant-off.good.yml", want: func(c *serverConfig) { c.Enroll.DormantReenrollWindow = 0 }},
+		{args: []string{"--dormant-reenroll-window", "5y"}, want: func(c *serverConfig) { c.Enroll.DormantReenrollWindow = 5 * 365 * day }},
+		{args: []string{"--dormant-reenroll-window", "-1d"}, err: "invalid --dormant-reenroll-window -1d: must be positive, or 0 to turn dormant re-enrollment off"},
 
 		{file: "unknown-key.bad.yml", err: `config testdata/server/unknown-key.bad.yml: tsdb.retension: unknown key (line 2); did you mean "retention"?`},
 		{file: "unknown-top.bad.yml", err: "fsync: unknown key (line 2)"},

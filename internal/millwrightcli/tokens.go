@@ -57,8 +57,8 @@ func newTokensCmd() *cobra.Command {
 	cf.add(create)
 	f := create.Flags()
 	f.IntVar(&count, "count", 1, "how many tokens")
+	expires = 24 * time.Hour // before f.Var, which takes the default shown in --help
 	f.Var(durationFlag{&expires}, "expires", "how long the tokens stay usable")
-	expires = 24 * time.Hour
 	f.StringVar(&model, "model", "", "hardware model the enrolling device must state")
 	f.StringSliceVar(&tags, "tag", nil, "key=value tag given to the enrolled device (repeatable)")
 	f.StringVar(&deviceID, "device", "", "device ID bound to the token (with --count 1)")

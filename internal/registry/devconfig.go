@@ -37,8 +37,32 @@ const (
 
 var scopeRank = map[ConfigScope]int{ScopeFleet: 0, ScopeGroup: 1, ScopeTag: 2, ScopeDevice: 3}
 
-// MaxConfigDocument bounds a configuration layer and a computed document, in bytes.
-const MaxConfigDocument = 64 << 10
+// MaxConfigDocument bounds a configuration layer and a computed document, in bytes: half of
+// protocol.MaxChannelMessage, so that the message carrying a document and the device's report
+// of it, each with its envelope, fit in a channel message.
+const MaxConfigDocument = 32 << 10
+
+// OversizeError is returned with the messages of a refresh when the documents computed for
+// some devices exceed MaxConfigDocument: those devices keep their previous version, the others
+// got theirs.
+type OversizeError struct {
+	Devices []string
+}
+
+func (e *OversizeError) Error() string {
+	list := e.Devices
+	more := ""
+	if len(list) > 10 {
+		list, more = list[:10], fmt.Sprintf(" and %d more", len(e.Devices)-10)
+	}
+	return fmt.Sprintf("the configuration documents of %d device(s) would exceed %d bytes and stay at their previous version: %s%s",
+		len(e.Devices), MaxConfigDocument, strings.Join(list, ", "), more)
+}
+
+func (e *OversizeError) Unwrap() error { return ErrInvalid }
+
+// errOversize marks a device whose computed document is too large.
+var errOversize = errors.New("configuration document too large")
 
 // MaxConfigLayers bounds the number of configuration layers.
 const MaxConfigLayers = 10_000
@@ -154,6 +178,9 @@ func (r *Registry) SetConfigLayer(ctx context.Context, scope ConfigScope, select
 				}
 			}
 		}
+		if _, err := tx.ExecContext(ctx, `UPDATE config_revision SET revision = revision + 1 WHERE id = 1`); err != nil {
+			return err
+		}
 		detail := layer.Label() + ": " + compact.String()
 		if remove {
 			detail = layer.Label() + ": removed"
@@ -248,6 +275,33 @@ func (r *Registry) loadLayers(ctx context.Context, q querier) ([]ConfigLayer, er
 		return out[i].Selector < out[j].Selector
 	})
 	return out, rows.Err()
+}
+
+// layerSet returns the layers, parsed and indexed: the cached set while the layers' revision
+// is the one it was read at (one prepared single-row query), else read afresh. The set is
+// shared and never changed.
+func (r *Registry) layerSet(ctx context.Context) (*layerSet, error) {
+	var rev int64
+	if err := r.layerRevision.QueryRowContext(ctx).Scan(&rev); err != nil {
+		return nil, fmt.Errorf("read configuration revision: %w", err)
+	}
+	r.layersMu.Lock()
+	defer r.layersMu.Unlock()
+	if r.layers != nil && r.layersAt == rev {
+		return r.layers, nil
+	}
+	layers, err := r.loadLayers(ctx, r.db)
+	if err != nil {
+		return nil, err
+	}
+	set, err := indexLayers(layers)
+	if err != nil {
+		return nil, err
+	}
+	// Layers read after the revision: they are at least as new as rev, so a later revision
+	// read refreshes them at worst once too often.
+	r.layers, r.layersAt = set, rev
+	return set, nil
 }
 
 // layerSet is the layers indexed for computing devices' documents.
@@ -360,21 +414,39 @@ func (r *Registry) RefreshConfig(ctx context.Context, devices []string) ([]Messa
 	if len(devices) == 0 {
 		return nil, nil
 	}
-	layers, err := r.loadLayers(ctx, r.db)
+	set, err := r.layerSet(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("refresh configuration: %w", err)
 	}
-	set, err := indexLayers(layers)
-	if err != nil {
-		return nil, fmt.Errorf("refresh configuration: %w", err)
-	}
-	var out []Message
+	var (
+		out      []Message
+		oversize []string
+	)
 	for start := 0; start < len(devices); start += configChunk {
 		chunk := devices[start:min(start+configChunk, len(devices))]
+		// Read first: at a device's connect nothing has changed, and a read costs no write
+		// lock.
+		var stale []string
+		for _, id := range chunk {
+			_, changed, err := r.refreshOne(ctx, nil, set, id, time.Time{})
+			if errors.Is(err, errOversize) {
+				oversize = append(oversize, id)
+				continue
+			}
+			if err != nil {
+				return out, fmt.Errorf("refresh configuration of %s: %w", id, err)
+			}
+			if changed {
+				stale = append(stale, id)
+			}
+		}
+		if len(stale) == 0 {
+			continue
+		}
 		err := r.write(ctx, func(tx *sql.Tx) error {
 			now := r.now()
 			var msgs []Message
-			for _, id := range chunk {
+			for _, id := range stale {
 				m, changed, err := r.refreshOne(ctx, tx, set, id, now)
 				if err != nil {
 					return fmt.Errorf("device %s: %w", id, err)
@@ -390,9 +462,14 @@ func (r *Registry) RefreshConfig(ctx context.Context, devices []string) ([]Messa
 			return out, fmt.Errorf("refresh configuration: %w", err)
 		}
 	}
+	if len(oversize) > 0 {
+		return out, &OversizeError{Devices: oversize}
+	}
 	return out, nil
 }
 
+// refreshOne computes a device's document and reports whether it differs from the stored one;
+// with tx not nil it reads through tx, stores the new version and queues its message.
 func (r *Registry) refreshOne(ctx context.Context, tx *sql.Tx, set *layerSet, id string, now time.Time) (Message, bool, error) {
 	dev, err := r.device(ctx, tx, id)
 	if errors.Is(err, ErrNotFound) || err == nil && dev.Status == StatusRevoked {
@@ -407,14 +484,18 @@ func (r *Registry) refreshOne(ctx context.Context, tx *sql.Tx, set *layerSet, id
 		return Message{}, false, err
 	}
 	if len(raw) > MaxConfigDocument {
-		return Message{}, false, fmt.Errorf("%w: its configuration document is %d bytes, above %d", ErrInvalid, len(raw), MaxConfigDocument)
+		return Message{}, false, fmt.Errorf("%w: %d bytes, above %d", errOversize, len(raw), MaxConfigDocument)
 	}
 	hash := hashDocument(raw)
 	var (
 		curHash string
 		version int64
 	)
-	err = tx.QueryRowContext(ctx, `SELECT desired_hash, desired_version FROM device_config WHERE device_id = $1`+r.d.forUpdate, id).Scan(&curHash, &version)
+	if tx == nil {
+		err = r.storedConfigHash.QueryRowContext(ctx, id).Scan(&curHash, &version)
+	} else {
+		err = tx.QueryRowContext(ctx, `SELECT desired_hash, desired_version FROM device_config WHERE device_id = $1`+r.d.forUpdate, id).Scan(&curHash, &version)
+	}
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		curHash = emptyDocumentHash
@@ -423,6 +504,9 @@ func (r *Registry) refreshOne(ctx context.Context, tx *sql.Tx, set *layerSet, id
 	}
 	if curHash == hash {
 		return Message{}, false, nil
+	}
+	if tx == nil {
+		return Message{}, true, nil
 	}
 	version++
 	_, err = tx.ExecContext(ctx, `INSERT INTO device_config (device_id, desired, desired_hash, desired_version, desired_at)
@@ -454,11 +538,7 @@ func (r *Registry) DeviceConfig(ctx context.Context, id string) (DeviceConfig, e
 	if err != nil {
 		return DeviceConfig{}, fmt.Errorf("read configuration: %w", err)
 	}
-	layers, err := r.loadLayers(ctx, r.db)
-	if err != nil {
-		return DeviceConfig{}, fmt.Errorf("read configuration of %s: %w", id, err)
-	}
-	set, err := indexLayers(layers)
+	set, err := r.layerSet(ctx)
 	if err != nil {
 		return DeviceConfig{}, fmt.Errorf("read configuration of %s: %w", id, err)
 	}
@@ -493,59 +573,107 @@ func (r *Registry) DeviceConfig(ctx context.Context, id string) (DeviceConfig, e
 // keys); open config messages of older versions become superseded. A report of a version the
 // server never sent is recorded all the same: the device says what it runs.
 func (r *Registry) ReportConfig(ctx context.Context, device string, rep protocol.ReportedConfig) error {
-	if err := validateDeviceID(device); err != nil {
-		return fmt.Errorf("report configuration: %w", err)
+	return r.ReportConfigs(ctx, []ConfigReport{{Device: device, Report: rep}})
+}
+
+// ConfigReport is one device's report, for ReportConfigs.
+type ConfigReport struct {
+	Device string
+	Report protocol.ReportedConfig
+}
+
+// ReportConfigs records many devices' reports in one transaction (as ReportConfig does each):
+// the group commit of a configuration change reaching thousands of devices at once. An
+// invalid or unknown device fails the whole call; the caller then records them one by one.
+func (r *Registry) ReportConfigs(ctx context.Context, reports []ConfigReport) error {
+	type row struct {
+		device, applied, refused string
+		rep                      protocol.ReportedConfig
 	}
-	applied := ""
-	if len(rep.Applied) > 0 && string(rep.Applied) != "null" {
-		var b bytes.Buffer
-		if err := json.Compact(&b, rep.Applied); err != nil {
-			return fmt.Errorf("report configuration of %s: %w: %v", device, ErrInvalid, err)
+	rows := make([]row, 0, len(reports))
+	for _, cr := range reports {
+		if err := validateDeviceID(cr.Device); err != nil {
+			return fmt.Errorf("report configuration: %w", err)
 		}
-		applied = b.String()
-	}
-	refused := ""
-	if len(rep.Refused) > 0 {
-		b, err := json.Marshal(rep.Refused)
-		if err != nil {
-			return err
+		rw := row{device: cr.Device, rep: cr.Report}
+		if a := cr.Report.Applied; len(a) > 0 && string(a) != "null" {
+			var b bytes.Buffer
+			if err := json.Compact(&b, a); err != nil {
+				return fmt.Errorf("report configuration of %s: %w: %v", cr.Device, ErrInvalid, err)
+			}
+			rw.applied = b.String()
 		}
-		refused = string(b)
+		if len(cr.Report.Refused) > 0 {
+			b, err := json.Marshal(cr.Report.Refused)
+			if err != nil {
+				return err
+			}
+			rw.refused = string(b)
+		}
+		rows = append(rows, rw)
 	}
 	err := r.write(ctx, func(tx *sql.Tx) error {
-		if _, err := r.lockDevice(ctx, tx, device); err != nil {
-			return err
-		}
 		now := toMS(r.now())
-		_, err := tx.ExecContext(ctx, `INSERT INTO device_config (device_id, desired_hash, applied, refused, applied_version, reported_at)
-			VALUES ($1, $2, $3, $4, $5, $6)
-			ON CONFLICT (device_id) DO UPDATE SET applied = excluded.applied, refused = excluded.refused,
-				applied_version = excluded.applied_version, reported_at = excluded.reported_at`,
-			device, emptyDocumentHash, applied, refused, rep.Version, now)
-		if err != nil {
-			return err
-		}
-		state, reason, detail := MessageSucceeded, "", ""
-		if len(rep.Refused) > 0 {
-			keys := make([]string, 0, len(rep.Refused))
-			for k := range rep.Refused {
-				keys = append(keys, k)
+		for _, rw := range rows {
+			if _, err := r.lockDevice(ctx, tx, rw.device); err != nil {
+				return err
 			}
-			sort.Strings(keys)
-			state, reason, detail = MessageFailed, "refused", truncate("refused keys: "+strings.Join(keys, ", "), 1024)
+			_, err := tx.ExecContext(ctx, `INSERT INTO device_config (device_id, desired_hash, applied, refused, applied_version, reported_at)
+				VALUES ($1, $2, $3, $4, $5, $6)
+				ON CONFLICT (device_id) DO UPDATE SET applied = excluded.applied, refused = excluded.refused,
+					applied_version = excluded.applied_version, reported_at = excluded.reported_at`,
+				rw.device, emptyDocumentHash, rw.applied, rw.refused, rw.rep.Version, now)
+			if err != nil {
+				return fmt.Errorf("device %s: %w", rw.device, err)
+			}
+			state, reason, detail := MessageSucceeded, "", ""
+			if len(rw.rep.Refused) > 0 {
+				keys := make([]string, 0, len(rw.rep.Refused))
+				for k := range rw.rep.Refused {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				state, reason, detail = MessageFailed, "refused", truncate("refused keys: "+strings.Join(keys, ", "), 1024)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE mailbox SET state = $1, reason = $2, detail = $3, result = $4, updated_at = $5
+				WHERE device_id = $6 AND kind = 'config' AND version = $7 AND state IN `+openStates,
+				state, reason, detail, rw.refused, now, rw.device, rw.rep.Version); err != nil {
+				return fmt.Errorf("device %s: %w", rw.device, err)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE mailbox SET state = 'superseded', reason = 'superseded', detail = $1, updated_at = $2
+				WHERE device_id = $3 AND kind = 'config' AND version < $4 AND state IN `+openStates,
+				fmt.Sprintf("version %d applied", rw.rep.Version), now, rw.device, rw.rep.Version); err != nil {
+				return fmt.Errorf("device %s: %w", rw.device, err)
+			}
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE mailbox SET state = $1, reason = $2, detail = $3, result = $4, updated_at = $5
-			WHERE device_id = $6 AND kind = 'config' AND version = $7 AND state IN `+openStates,
-			state, reason, detail, refused, now, device, rep.Version); err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `UPDATE mailbox SET state = 'superseded', reason = 'superseded', detail = $1, updated_at = $2
-			WHERE device_id = $3 AND kind = 'config' AND version < $4 AND state IN `+openStates,
-			fmt.Sprintf("version %d applied", rep.Version), now, device, rep.Version)
-		return err
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("report configuration of %s: %w", device, err)
+		return fmt.Errorf("report configuration: %w", err)
 	}
 	return nil
+}
+
+// ConfigStatus counts the devices with a desired configuration by where they are: InSync
+// (the device reported the desired version applied, refusing nothing), Refused (it reported it
+// with refused keys) and Pending (it has not reported the desired version yet).
+type ConfigStatus struct {
+	Devices int `json:"devices"`
+	InSync  int `json:"in_sync"`
+	Refused int `json:"refused"`
+	Pending int `json:"pending"`
+}
+
+// ConfigStatus returns how far the fleet's desired configuration has come.
+func (r *Registry) ConfigStatus(ctx context.Context) (ConfigStatus, error) {
+	var s ConfigStatus
+	err := r.db.QueryRowContext(ctx, `SELECT count(*),
+			COALESCE(sum(CASE WHEN applied_version >= desired_version AND refused = '' THEN 1 ELSE 0 END), 0),
+			COALESCE(sum(CASE WHEN applied_version >= desired_version AND refused <> '' THEN 1 ELSE 0 END), 0)
+		FROM device_config WHERE desired_version > 0`).Scan(&s.Devices, &s.InSync, &s.Refused)
+	if err != nil {
+		return ConfigStatus{}, fmt.Errorf("configuration status: %w", err)
+	}
+	s.Pending = s.Devices - s.InSync - s.Refused
+	return s, nil
 }

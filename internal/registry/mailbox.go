@@ -132,10 +132,10 @@ func scanMessage(s scanner) (Message, error) {
 }
 
 // newMessageID returns a mailbox message ID: "m-", the creation time in hexadecimal
-// milliseconds (so IDs of one device sort roughly by age), "-" and 8 random hex digits. It is
+// milliseconds (so IDs of one device sort roughly by age), "-" and 16 random hex digits. It is
 // a valid MQTT topic level and protocol.ValidateMessageID accepts it.
 func newMessageID(now time.Time) string {
-	return fmt.Sprintf("m-%x-%s", now.UnixMilli(), randomHex(4))
+	return fmt.Sprintf("m-%x-%s", now.UnixMilli(), randomHex(16))
 }
 
 // CommandSpec is a command for a device.
@@ -258,18 +258,21 @@ func insertMessage(ctx context.Context, q querier, m Message) error {
 // OpenMessages returns the device's open, unexpired messages of kind ("" for every kind),
 // oldest first. This is the connect-time query: one index range scan.
 func (r *Registry) OpenMessages(ctx context.Context, device, kind string) ([]Message, error) {
-	q := `SELECT ` + messageColumns + ` FROM mailbox WHERE device_id = $1 AND state IN ` + openStates + `
-		AND (expires_at = 0 OR expires_at > $2)`
-	args := []any{device, toMS(r.now())}
-	if kind != "" {
-		q += ` AND kind = $3`
-		args = append(args, kind)
+	if kind == "" {
+		return r.scanMessages(r.openMessages.QueryContext(ctx, device, toMS(r.now())))
 	}
-	return r.messages(ctx, q+` ORDER BY created_at, id`, args...)
+	return r.scanMessages(r.openMessagesOfKind.QueryContext(ctx, device, toMS(r.now()), kind))
 }
 
+// openMessagesQuery selects a device's open, unexpired messages ($1 device, $2 now).
+const openMessagesQuery = `SELECT ` + messageColumns + ` FROM mailbox WHERE device_id = $1 AND state IN ` + openStates + `
+		AND (expires_at = 0 OR expires_at > $2)`
+
 func (r *Registry) messages(ctx context.Context, q string, args ...any) ([]Message, error) {
-	rows, err := r.db.QueryContext(ctx, q, args...)
+	return r.scanMessages(r.db.QueryContext(ctx, q, args...))
+}
+
+func (r *Registry) scanMessages(rows *sql.Rows, err error) ([]Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read mailbox: %w", err)
 	}
@@ -338,16 +341,19 @@ type Progress struct {
 
 // RecordProgress records many delivery steps in one transaction, the cheap way under a
 // config change to thousands of devices. A step never moves a message backwards nor changes
-// a final one; delivered also counts an attempt.
+// a final one's state; delivered also counts an attempt.
 func (r *Registry) RecordProgress(ctx context.Context, steps []Progress) error {
 	if len(steps) == 0 {
 		return nil
 	}
 	now := toMS(r.now())
 	err := r.write(ctx, func(tx *sql.Tx) error {
-		deliver, err := tx.PrepareContext(ctx, `UPDATE mailbox SET attempts = attempts + 1, updated_at = $1,
+		// A send counts as an attempt even when the answer was recorded first (the steps are
+		// written in batches, the answer at once).
+		deliver, err := tx.PrepareContext(ctx, `UPDATE mailbox SET attempts = attempts + 1,
+			updated_at = CASE WHEN state = 'queued' THEN $1 ELSE updated_at END,
 			state = CASE WHEN state = 'queued' THEN 'delivered' ELSE state END
-			WHERE id = $2 AND state IN `+openStates)
+			WHERE id = $2`)
 		if err != nil {
 			return err
 		}

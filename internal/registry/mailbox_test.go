@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -258,4 +259,57 @@ func TestMergePatch(t *testing.T) {
 		after, _ := json.Marshal(target)
 		require.JSONEq(t, string(before), string(after), "the target is not changed")
 	}
+}
+
+// TestConfigOversizeDevice: a device whose computed document would exceed the limit keeps its
+// previous document and is named; the other devices of the change get theirs, then and later.
+func TestConfigOversizeDevice(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		for _, id := range []string{"pump-1", "pump-2"} {
+			_, err := r.CreateDevice(ctx, id, nil, nil, "op", "")
+			require.NoError(t, err)
+		}
+		half := `{"a":"` + strings.Repeat("x", MaxConfigDocument/2) + `"}`
+		_, err := r.SetConfigLayer(ctx, ScopeDevice, "pump-2", json.RawMessage(half), "op", "")
+		require.NoError(t, err)
+		msgs, err := r.SetConfigLayer(ctx, ScopeFleet, "", json.RawMessage(`{"b":"`+strings.Repeat("y", MaxConfigDocument/2)+`"}`), "op", "")
+		var over *OversizeError
+		require.ErrorAs(t, err, &over)
+		require.ErrorIs(t, err, ErrInvalid)
+		require.Equal(t, []string{"pump-2"}, over.Devices)
+		require.Len(t, msgs, 1)
+		require.Equal(t, "pump-1", msgs[0].Device)
+
+		msgs, err = r.SetConfigLayer(ctx, ScopeFleet, "", json.RawMessage(`{"c":1}`), "op", "")
+		require.NoError(t, err, "a later change is not blocked by the oversized device")
+		require.Len(t, msgs, 2)
+	})
+}
+
+// TestReportConfigs: many reports in one transaction; an unknown device fails the call and
+// changes nothing.
+func TestReportConfigs(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		for _, id := range []string{"pump-1", "pump-2"} {
+			_, err := r.CreateDevice(ctx, id, nil, nil, "op", "")
+			require.NoError(t, err)
+		}
+		msgs, err := r.SetConfigLayer(ctx, ScopeFleet, "", json.RawMessage(`{"log":{"level":"warn"}}`), "op", "")
+		require.NoError(t, err)
+		require.Len(t, msgs, 2)
+		bad := []ConfigReport{{Device: "pump-1", Report: protocol.ReportedConfig{Version: 1}}, {Device: "ghost", Report: protocol.ReportedConfig{Version: 1}}}
+		require.ErrorIs(t, r.ReportConfigs(ctx, bad), ErrNotFound)
+		st, err := r.ConfigStatus(ctx)
+		require.NoError(t, err)
+		require.Equal(t, ConfigStatus{Devices: 2, Pending: 2}, st, "the failed call changed nothing")
+		require.NoError(t, r.ReportConfigs(ctx, []ConfigReport{
+			{Device: "pump-1", Report: protocol.ReportedConfig{Version: 1, Applied: json.RawMessage(`{"log":{"level":"warn"}}`)}},
+			{Device: "pump-2", Report: protocol.ReportedConfig{Version: 1, Refused: map[string]string{"log.level": "fixed"}}},
+		}))
+		st, err = r.ConfigStatus(ctx)
+		require.NoError(t, err)
+		require.Equal(t, ConfigStatus{Devices: 2, InSync: 1, Refused: 1}, st)
+	})
 }

@@ -129,6 +129,13 @@ var migrations = []migration{
 			applied_version BIGINT NOT NULL DEFAULT 0,
 			reported_at     BIGINT NOT NULL DEFAULT 0
 		){{withoutRowID}}`,
+		// One row whose revision grows with every change of config_layers: a server keeps the
+		// parsed layers and reads only this row at a device's connect.
+		`CREATE TABLE config_revision (
+			id       BIGINT PRIMARY KEY CHECK (id = 1),
+			revision BIGINT NOT NULL
+		)`,
+		`INSERT INTO config_revision (id, revision) VALUES (1, 0)`,
 	}},
 }
 

@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -84,6 +85,12 @@ type Registry struct {
 	// deviceByID is Device's query, prepared once: it is the connect-time path, and parsing
 	// the statement would otherwise cost as much as running it.
 	deviceByID *sql.Stmt
+	// The device channel's connect-time queries, prepared once for the same reason.
+	openMessages, openMessagesOfKind, storedConfigHash, layerRevision *sql.Stmt
+
+	layersMu sync.Mutex
+	layers   *layerSet // the configuration layers as of layersRev, parsed
+	layersAt int64
 }
 
 // Open opens (creating if needed) the registry and migrates its schema to the current version.
@@ -132,8 +139,19 @@ func Open(ctx context.Context, url string, dataDir string, clk Clock) (*Registry
 	if err := r.migrate(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("open registry: %w", err), r.db.Close())
 	}
-	if r.deviceByID, err = r.db.PrepareContext(ctx, r.d.deviceSelect()+` WHERE d.id = $1`); err != nil {
-		return nil, errors.Join(fmt.Errorf("open registry: prepare device query: %w", err), r.db.Close())
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		q    string
+	}{
+		{&r.deviceByID, r.d.deviceSelect() + ` WHERE d.id = $1`},
+		{&r.openMessages, openMessagesQuery + ` ORDER BY created_at, id`},
+		{&r.openMessagesOfKind, openMessagesQuery + ` AND kind = $3 ORDER BY created_at, id`},
+		{&r.storedConfigHash, `SELECT desired_hash, desired_version FROM device_config WHERE device_id = $1`},
+		{&r.layerRevision, `SELECT revision FROM config_revision WHERE id = 1`},
+	} {
+		if *p.stmt, err = r.db.PrepareContext(ctx, p.q); err != nil {
+			return nil, errors.Join(fmt.Errorf("open registry: prepare %s: %w", firstLine(p.q), err), r.closeStatements(), r.db.Close())
+		}
 	}
 	return r, nil
 }
@@ -215,8 +233,8 @@ func redact(s string) string {
 // statistics (PRAGMA optimize).
 func (r *Registry) Close() error {
 	var errs []error
-	if err := r.deviceByID.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close device query: %w", err))
+	if err := r.closeStatements(); err != nil {
+		errs = append(errs, err)
 	}
 	if r.d == sqliteDialect {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -227,6 +245,19 @@ func (r *Registry) Close() error {
 	}
 	if err := r.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close registry: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// closeStatements closes the prepared statements made so far.
+func (r *Registry) closeStatements() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{r.deviceByID, r.openMessages, r.openMessagesOfKind, r.storedConfigHash, r.layerRevision} {
+		if st != nil {
+			if err := st.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close prepared statement: %w", err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -36,7 +36,8 @@ type HTTPOptions struct {
 	UploadTimeout time.Duration `yaml:"upload_timeout"`
 	// WriteTimeout bounds handling a request and writing its answer, counted from the end of
 	// its headers; a query gets the query timeout more (from the end of its body), a batch
-	// upload the upload timeout more (from its authorization). Default 1 min.
+	// upload the upload timeout more (from its authorization), a request that may wait for a
+	// command's outcome 5 min more (from its authorization). Default 1 min.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// IdleTimeout closes a keep-alive connection that has waited this long for its next
 	// request. Default 2 min.

@@ -102,7 +102,7 @@ func sendSlowBody(addr string, cfg *tls.Config, req slowBody, trickle, giveUp ti
 	return res
 }
 
-// TestSlowBodiesAreClosed holds 300 (6 × 50) unauthenticated requests whose bodies trickle in a byte at
+// TestSlowBodiesAreClosed holds 350 (7 × 50) unauthenticated requests whose bodies trickle in a byte at
 // a time. Those refused for their credentials are answered before their body is read, and
 // the connection closes at once; one the server would read (a route that does not exist, its
 // body read to keep the connection) is closed when the body timeout ends. Meanwhile an
@@ -126,6 +126,9 @@ func TestSlowBodiesAreClosed(t *testing.T) {
 		{path: est.PathReenroll, status: http.StatusUnauthorized, atOnce: true},
 		{path: "/api/v1/query", auth: "Bearer not-a-token", status: http.StatusUnauthorized, atOnce: true},
 		{path: "/no/such/route", status: http.StatusNotFound},
+		// Dormant re-enrollment proves itself in its body, which it reads within the body
+		// timeout; then it answers that what arrived is no request.
+		{path: est.PathDormantReenroll, status: http.StatusBadRequest},
 	}
 	cfg := clientTLS(s.CA().Pool())
 	cfg.NextProtos = []string{"http/1.1"}

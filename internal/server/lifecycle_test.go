@@ -96,6 +96,7 @@ func TestNewValidates(t *testing.T) {
 		{func(o *server.Options) { o.HTTP.MaxConnections = 0 }, "http.max_connections"},
 		{func(o *server.Options) { o.Ingest.Limits.MaxRecords = 0 }, "ingest.limits.max_records"},
 		{func(o *server.Options) { o.Enroll.CertValidity = 0 }, "enroll.cert_validity"},
+		{func(o *server.Options) { o.Enroll.DormantReenrollWindow = -time.Hour }, "enroll.dormant_reenroll_window"},
 		{func(o *server.Options) { o.API.QueryMaxConcurrency = -1 }, "api.query_max_concurrency"},
 		{func(o *server.Options) { o.ShutdownTimeout = 0 }, "shutdown_timeout"},
 		{func(o *server.Options) { o.CAKey = "ca.key" }, "ca_cert"},

@@ -2,6 +2,8 @@
 // device POSTs a base64 PKCS #10 certificate request to /.well-known/est/simpleenroll (with a
 // one-time enrollment token) or /simplereenroll (with its current certificate) and receives its
 // certificate as a base64 "certs-only" PKCS #7 structure; /cacerts returns the CA the same way.
+// A device whose certificate expired while it was powered off POSTs to /dormantreenroll, a
+// Millwright extension, a PEM body proving that it holds the expired certificate's key.
 //
 // Only the degenerate, unsigned PKCS #7 SignedData that EST uses for certificates is
 // implemented: no signatures, no encrypted content. Both the server and the agent use it, so
@@ -19,12 +21,17 @@ import (
 
 // Paths under the EST well-known prefix.
 const (
-	PathPrefix     = "/.well-known/est"
-	PathCACerts    = PathPrefix + "/cacerts"
-	PathEnroll     = PathPrefix + "/simpleenroll"
-	PathReenroll   = PathPrefix + "/simplereenroll"
-	ContentCerts   = "application/pkcs7-mime; smime-type=certs-only"
-	ContentCSR     = "application/pkcs10"
+	PathPrefix   = "/.well-known/est"
+	PathCACerts  = PathPrefix + "/cacerts"
+	PathEnroll   = PathPrefix + "/simpleenroll"
+	PathReenroll = PathPrefix + "/simplereenroll"
+	// PathDormantReenroll is not in RFC 7030: a device whose certificate expired while it was
+	// off proves possession of the expired certificate's key (DecodeDormantRequest).
+	PathDormantReenroll = PathPrefix + "/dormantreenroll"
+	ContentCerts        = "application/pkcs7-mime; smime-type=certs-only"
+	ContentCSR          = "application/pkcs10"
+	// ContentDormant is the content type of a dormant re-enrollment request: PEM.
+	ContentDormant = "application/x-pem-file"
 	HeaderModel    = "Millwright-Hardware-Model"
 	maxMessageSize = 64 << 10
 )

@@ -1,6 +1,6 @@
 // Package apitypes is the wire contract of Millwright's operator API: the envelope every
 // answer comes in, its error types, and the bodies of the device, enrollment-token, operator,
-// certificate and audit routes. The server (package api) encodes these types and clients —
+// certificate, audit, configuration and command routes. The server (package api) encodes these types and clients —
 // the millwright command line, the fleet simulator through it — decode them. It imports
 // nothing of the server, so a client that uses it links neither the registry nor its SQL
 // drivers; internal/api/openapi.json describes the same bodies for other clients.
@@ -192,6 +192,23 @@ type AuditEntry struct {
 	Remote string    `json:"remote"` // the client's address, "" when not known
 }
 
+// Limits of the configuration and command routes, as the server applies them; a client may
+// check its input against them before sending it.
+const (
+	// MaxConfigDocument bounds a configuration layer's document, in bytes.
+	MaxConfigDocument = 32 << 10
+	// MaxCommandArgs bounds the arguments of one command.
+	MaxCommandArgs = 32
+	// DefaultCommandExpiry is how long a command waits for its device when
+	// CommandRequest.Expires is "".
+	DefaultCommandExpiry = 24 * time.Hour
+	// MaxCommandExpiry bounds CommandRequest.Expires.
+	MaxCommandExpiry = 365 * 24 * time.Hour
+	// MaxCommandWait bounds CommandRequest.Wait and the wait parameter of
+	// GET /api/v1/commands/{id}.
+	MaxCommandWait = 5 * time.Minute
+)
+
 // ConfigLayerRequest sets (Document a JSON object) or removes (Document null or absent) one
 // layer of desired configuration: Scope is fleet, group, tag or device; Selector is "" for the
 // fleet, a group name, "key=value" or a device ID. The document must satisfy the agent's
@@ -209,6 +226,9 @@ type ConfigLayerSet struct {
 	Scope          string `json:"scope"`
 	Selector       string `json:"selector"`
 	DevicesChanged int    `json:"devices_changed"`
+	// DevicesTooLarge lists the devices whose computed document would exceed the document
+	// limit: the layer is stored, and they keep their previous document.
+	DevicesTooLarge []string `json:"devices_too_large,omitempty"`
 }
 
 // ConfigLayer is one layer of desired configuration.
@@ -269,4 +289,13 @@ type Command struct {
 type CommandList struct {
 	Commands []Command `json:"commands"`
 	Next     string    `json:"next,omitempty"`
+}
+
+// ConfigStatus counts the devices that have a desired configuration: InSync reported the
+// desired version applied, Refused reported it with refused keys, Pending has not reported it.
+type ConfigStatus struct {
+	Devices int `json:"devices"`
+	InSync  int `json:"in_sync"`
+	Refused int `json:"refused"`
+	Pending int `json:"pending"`
 }
