@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/millwright/millwright/agent/source"
 	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/protocol"
@@ -455,7 +456,7 @@ func (a *Agent) systemReboot(ctx context.Context, _ map[string]string) (any, err
 // "error" that carries the result.
 func (a *Agent) runProgram(ctx context.Context, name string, args ...string) (any, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
-	ownProcessGroup(cmd)
+	source.OwnProcessGroup(cmd)
 	cmd.WaitDelay = time.Second // children that keep the output open
 	out := &boundedBuffer{max: maxCommandOutput}
 	cmd.Stdout, cmd.Stderr = out, out

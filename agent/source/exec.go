@@ -230,7 +230,7 @@ func (e *Exec) runOnce(ctx context.Context) []protocol.Record {
 		cancel()
 	})
 	cmd := exec.CommandContext(cctx, e.opts.Command, e.opts.Args...)
-	prepareCommand(cmd)
+	OwnProcessGroup(cmd)
 	// Output pipes held open by a background child must not stall Wait.
 	cmd.WaitDelay = time.Second
 	stdout := &capBuffer{max: e.opts.MaxOutput}

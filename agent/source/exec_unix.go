@@ -9,10 +9,10 @@ import (
 	"syscall"
 )
 
-// prepareCommand puts the command in a process group of its own, so that a
+// OwnProcessGroup puts the command in a process group of its own, so that a
 // timeout kills the whole tree it started (a shell and its children), not
 // just the process the agent started.
-func prepareCommand(cmd *exec.Cmd) {
+func OwnProcessGroup(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
