@@ -117,7 +117,10 @@ func TestChannelCommandsMQTT(t *testing.T) {
 	require.NoError(t, json.Unmarshal(c.Result, &h))
 	require.Equal(t, id, h.DeviceID)
 	require.True(t, h.Connected)
-	require.Equal(t, uint64(2), h.CommandsReceived, "this one and diag.connectivity")
+	// A command may legitimately arrive twice (at-least-once delivery; the agent answers a
+	// repeat with its kept reply), so count what was answered.
+	require.GreaterOrEqual(t, h.CommandsReceived, uint64(2), "this one and diag.connectivity")
+	require.Equal(t, uint64(1), h.Commands["succeeded"], "diag.connectivity answered, this one running")
 	require.Equal(t, cfg.Spool.Dir, h.Spool.Dir)
 
 	c = srv.command(t, id, agent.CmdShellExec, map[string]string{"command": "echo hello from $((40+2))"})

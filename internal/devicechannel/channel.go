@@ -116,6 +116,10 @@ type Service struct {
 	transport Transport
 	waiters   map[string][]chan struct{}
 	buckets   map[string]*bucket // per device, for MessageRate
+	// swept holds the IDs of messages that a subscription's delivery sent, in two
+	// generations: a message queued just before that delivery read the mailbox is then not
+	// sent a second time by its own queued job.
+	swept, sweptOld map[string]struct{}
 
 	jobs     chan job
 	progress chan registry.Progress
@@ -222,7 +226,7 @@ func New(reg *registry.Registry, facts FactSink, opts Options, logger *slog.Logg
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{reg: reg, facts: facts, opts: opts, log: logger.With("component", "devicechannel"), met: newMetrics(mreg),
-		waiters: map[string][]chan struct{}{}, buckets: map[string]*bucket{}, jobs: make(chan job, opts.Queue), progress: make(chan registry.Progress, opts.Queue),
+		waiters: map[string][]chan struct{}{}, buckets: map[string]*bucket{}, swept: map[string]struct{}{}, jobs: make(chan job, opts.Queue), progress: make(chan registry.Progress, opts.Queue),
 		reports: make(chan reportReq, 4096)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s
@@ -349,6 +353,9 @@ func (s *Service) deliver(j job) {
 		}
 	}
 	for _, m := range msgs {
+		if !s.sweep(m.ID, j.msg == nil) {
+			continue
+		}
 		topic := protocol.ConfigTopic(m.Device)
 		if m.Kind == registry.KindCommand {
 			topic = protocol.CommandTopic(m.Device, m.ID)
@@ -367,6 +374,27 @@ func (s *Service) deliver(j job) {
 	if j.msg == nil {
 		s.met.delivery.Observe(time.Since(start).Seconds())
 	}
+}
+
+// sweptGeneration bounds one generation of Service.swept.
+const sweptGeneration = 4096
+
+// sweep records that a subscription's delivery (bySubscription) sends message id, or reports
+// whether a newly queued message's own delivery should still send it: not when a
+// subscription's delivery already did.
+func (s *Service) sweep(id string, bySubscription bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !bySubscription {
+		_, a := s.swept[id]
+		_, b := s.sweptOld[id]
+		return !a && !b
+	}
+	if len(s.swept) >= sweptGeneration {
+		s.sweptOld, s.swept = s.swept, make(map[string]struct{}, sweptGeneration)
+	}
+	s.swept[id] = struct{}{}
+	return true
 }
 
 // step queues a delivery step for the progress writer; with the queue full it is dropped
