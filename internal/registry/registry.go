@@ -21,6 +21,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -191,7 +192,10 @@ func openSQLite(ctx context.Context, path string) (*Registry, error) {
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("create sqlite database: %w", err)
 	}
-	dsn := fmt.Sprintf("%s?_busy_timeout=%d&_journal_mode=WAL&_synchronous=FULL&_foreign_keys=1&_txlock=immediate",
+	// journal_mode is not in the DSN: switching a fresh file to WAL needs an exclusive lock, and
+	// SQLite answers SQLITE_BUSY at once, without its busy handler, when two connections race
+	// for it (it would deadlock otherwise). useWAL retries that race instead.
+	dsn := fmt.Sprintf("%s?_busy_timeout=%d&_synchronous=FULL&_foreign_keys=1&_txlock=immediate",
 		path, sqliteBusyTimeout.Milliseconds())
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -203,7 +207,38 @@ func openSQLite(ctx context.Context, path string) (*Registry, error) {
 	if err := db.PingContext(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("open sqlite %s: %w", path, err), db.Close())
 	}
+	if err := useWAL(ctx, db); err != nil {
+		return nil, errors.Join(fmt.Errorf("open sqlite %s: %w", path, err), db.Close())
+	}
 	return &Registry{db: db, d: sqliteDialect, wlock: make(chan struct{}, 1)}, nil
+}
+
+// useWAL puts the database in WAL mode, which is persistent: every connection opened later
+// finds it. Processes opening the same fresh file at once race for the exclusive lock the
+// switch needs; the losers get SQLITE_BUSY without waiting, so useWAL retries for up to
+// sqliteBusyTimeout, as a writer waiting on the busy handler would.
+func useWAL(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(sqliteBusyTimeout)
+	wait := time.Millisecond
+	for {
+		var mode string
+		err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+		if err == nil {
+			if !strings.EqualFold(mode, "wal") {
+				return fmt.Errorf("sqlite refused WAL mode: journal mode is %q", mode)
+			}
+			return nil
+		}
+		if !isBusy(err) || time.Now().After(deadline) {
+			return fmt.Errorf("set WAL journal mode: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("set WAL journal mode: %w", ctx.Err())
+		case <-time.After(wait + rand.N(wait)):
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
 }
 
 func openPostgres(ctx context.Context, u string) (*Registry, error) {
