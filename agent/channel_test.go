@@ -147,7 +147,8 @@ func TestChannelCommandsMQTT(t *testing.T) {
 		return err == nil && d.HardwareModel == "gw-300" && d.FirmwareVersion == "3.0.1"
 	}, 10*time.Second, 20*time.Millisecond)
 	st := a.Stats()
-	require.Equal(t, uint64(6), st.CommandsReceived)
+	// At-least-once: a repeat is answered from the kept reply and counted as received only.
+	require.GreaterOrEqual(t, st.CommandsReceived, uint64(6))
 	require.Equal(t, uint64(4), st.Commands["succeeded"], "%v", st.Commands)
 }
 
