@@ -320,15 +320,16 @@ func buildMessage(name string, alerts []*notifier.Alert, now time.Time, external
 			Status:       "firing",
 			Labels:       a.Labels.Map(),
 			Annotations:  a.Annotations.Map(),
-			StartsAt:     a.StartsAt,
-			EndsAt:       a.EndsAt,
+			StartsAt:     a.StartsAt.Truncate(time.Millisecond),
+			EndsAt:       a.EndsAt.Truncate(time.Millisecond),
 			GeneratorURL: a.GeneratorURL,
 			Fingerprint:  labelSet(a.Labels).Fingerprint().String(),
 		}
 		if a.ResolvedAt(now) {
 			wa.Status = "resolved"
 		} else {
-			m.Status = "firing"
+			// Alertmanager shows no end for an alert that fires.
+			m.Status, wa.EndsAt = "firing", time.Time{}
 		}
 		if i == 0 {
 			m.CommonLabels, m.CommonAnnotations = a.Labels.Map(), a.Annotations.Map()
