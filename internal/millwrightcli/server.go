@@ -86,6 +86,12 @@ on the command line override the file.`,
 	f.IntVar(&opts.MQTT.MaxHandshakesPerSource, "mqtt-max-handshakes-per-source", opts.MQTT.MaxHandshakesPerSource, "MQTT/TLS handshakes one source address (IPv6: /64) may have in progress or waiting at once; 0 is half of --mqtt-max-handshakes. Raise it for many devices behind one NAT")
 	f.Uint16Var(&opts.MQTT.ReceiveMaximum, "mqtt-receive-maximum", opts.MQTT.ReceiveMaximum, "QoS 2 publishes a device may have unreleased on one connection (MQTT 5 Receive Maximum); beyond, it is disconnected (0x93)")
 	f.Uint16Var(&opts.MQTT.MaxKeepAlive, "mqtt-max-keepalive", opts.MQTT.MaxKeepAlive, "longest MQTT keep-alive, in seconds; a device asking for none or more is held to it")
+	f.Var(durationFlag{&opts.Monitor.Interval}, "monitor-interval", "how often every device's connectivity series are written and its liveness judged")
+	f.Float64Var(&opts.Monitor.SilentFactor, "silent-factor", opts.Monitor.SilentFactor, "a device unheard for this many times its own reporting interval is silent")
+	f.Var(durationFlag{&opts.Monitor.DefaultInterval}, "default-report-interval", "reporting interval of a device that reported none and has none configured")
+	f.Var(durationFlag{&opts.Monitor.OfflineAfter}, "offline-after", "a device unheard for longer is offline (gone) rather than silent (late)")
+	f.Var(durationFlag{&opts.Monitor.SessionRetention}, "session-retention", "how long the connection history keeps an ended session")
+	f.IntVar(&opts.Monitor.MaxPendingSessions, "monitor-max-pending-sessions", opts.Monitor.MaxPendingSessions, "ended sessions waiting to be written to the connection history; beyond, they are counted and dropped")
 	return c
 }
 
@@ -128,4 +134,10 @@ var serverFlagKeys = map[string]string{
 	"mqtt-max-handshakes-per-source":  "mqtt.max_handshakes_per_source",
 	"mqtt-receive-maximum":            "mqtt.receive_maximum",
 	"mqtt-max-keepalive":              "mqtt.max_keepalive",
+	"monitor-interval":                "monitor.interval",
+	"silent-factor":                   "monitor.silent_factor",
+	"default-report-interval":         "monitor.default_interval",
+	"offline-after":                   "monitor.offline_after",
+	"session-retention":               "monitor.session_retention",
+	"monitor-max-pending-sessions":    "monitor.max_pending_sessions",
 }

@@ -155,6 +155,8 @@ func sampleFlagValue(f *pflag.Flag) string {
 		return "3d"
 	case "int", "uint16":
 		return "7"
+	case "float64":
+		return "5"
 	case "stringSlice":
 		return "x.example.com"
 	case "bool":

@@ -27,6 +27,7 @@ func (o Options) Validate() error {
 		optcheck.Within("ingest", o.Ingest.Validate()),
 		optcheck.Within("http", o.HTTP.Validate()),
 		optcheck.Within("api", o.API.Validate()),
+		optcheck.Within("monitor", o.Monitor.Validate()),
 	)
 }
 

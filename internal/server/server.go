@@ -32,6 +32,7 @@ import (
 	"github.com/millwright/millwright/internal/gcpace"
 	"github.com/millwright/millwright/internal/ingest"
 	"github.com/millwright/millwright/internal/lifecycle"
+	"github.com/millwright/millwright/internal/monitor"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/tsdb"
@@ -65,6 +66,9 @@ type Options struct {
 	HTTP HTTPOptions `yaml:"http"`
 	// API bounds the API's work: the PromQL queries evaluated at once.
 	API api.Options `yaml:"api"`
+	// Monitor is the fleet monitor: per-device connectivity series, liveness, connection
+	// history.
+	Monitor monitor.Options `yaml:"monitor"`
 	// ShutdownTimeout bounds how long each part of the server may take to stop at shutdown,
 	// one after the other: the MQTT listeners and their sessions, the HTTPS listener and its
 	// requests, the pipeline storing what it accepted, then each store. Default 10 s. A part
@@ -86,6 +90,7 @@ func DefaultOptions() Options {
 		Ingest:     ingest.DefaultOptions(),
 		HTTP:       DefaultHTTPOptions(),
 		API:        api.DefaultOptions(),
+		Monitor:    monitor.DefaultOptions(),
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -105,6 +110,7 @@ type Server struct {
 	store    *tsdb.Store
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
+	monitor  *monitor.Monitor
 	facts    *devicepolicy.FactRecorder
 	channel  *devicechannel.Service
 	mqtt     *gateway.MQTT
@@ -172,6 +178,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		logger.Warn("event log had a torn tail from a crash; cut off", "bytes", n)
 	}
 	s.pipeline = ingest.New(s.store, s.events, clk, opts.Ingest, logger.With("component", "ingest"), s.reg)
+	s.monitor = monitor.New(s.store, s.registry, opts.Monitor, clk, logger.With("component", "monitor"), s.reg)
 
 	tlsCfg := &tls.Config{
 		Certificates: []tls.Certificate{cert},
@@ -187,6 +194,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 	s.mqtt.SetChannel(s.channel)
+	s.mqtt.SetObserver(s.monitor)
 	s.channel.SetTransport(s.mqtt)
 
 	if err := s.listenHTTP(tlsCfg); err != nil {
@@ -220,6 +228,11 @@ func (s *Server) parts() *lifecycle.Group {
 	}
 	if s.events != nil {
 		g.Add(lifecycle.Part{Name: "event log", Stop: closer(s.events.Close)})
+	}
+	if s.monitor != nil {
+		// Stopped after the listeners and the pipeline, so that its last write has every
+		// session the shutdown ended, and before the stores it writes to.
+		g.Add(lifecycle.Part{Name: "monitor", Run: s.monitor.Run})
 	}
 	if s.channel != nil {
 		// Stopped after the listeners, whose sessions acknowledge its messages, and before
@@ -283,10 +296,13 @@ func (s *Server) deviceChanged(id string, status registry.Status) {
 }
 
 // ingester is the gateway's Ingester: the pipeline, and each accepted batch marks its device
-// seen (written in batches by the fact recorder).
+// seen (written in batches by the fact recorder) and is counted by the monitor.
 func (s *Server) ingester() gateway.Ingester {
-	return devicepolicy.SeenIngester(devicepolicy.Ingester(s.pipeline), s.facts, s.clk)
+	return s.monitor.Ingester(devicepolicy.SeenIngester(devicepolicy.Ingester(s.pipeline), s.facts, s.clk))
 }
+
+// Monitor is the fleet monitor.
+func (s *Server) Monitor() *monitor.Monitor { return s.monitor }
 
 // Channel is the device channel: the mailbox's delivery to devices.
 func (s *Server) Channel() *devicechannel.Service { return s.channel }
