@@ -1,5 +1,5 @@
 // Package server composes Millwright's long-running parts — device registry, enrollment,
-// telemetry store, event log, ingest pipeline, MQTT gateway, HTTPS API — into one process, starting them in order and stopping them
+// telemetry store, alert rules, event log, ingest pipeline, MQTT gateway, HTTPS API — into one process, starting them in order and stopping them
 // in reverse so that no acknowledged batch is lost on shutdown.
 package server
 
@@ -23,6 +23,7 @@ import (
 
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/alerting"
 	"github.com/millwright/millwright/internal/api"
 	"github.com/millwright/millwright/internal/devicechannel"
 	"github.com/millwright/millwright/internal/devicepolicy"
@@ -69,6 +70,9 @@ type Options struct {
 	// Monitor is the fleet monitor: per-device connectivity series, liveness, connection
 	// history.
 	Monitor monitor.Options `yaml:"monitor"`
+	// Alerting is the rule files evaluated on the telemetry store and where their alerts go
+	// (docs/monitoring.md "Alert rules").
+	Alerting alerting.Options `yaml:"alerting"`
 	// ShutdownTimeout bounds how long each part of the server may take to stop at shutdown,
 	// one after the other: the MQTT listeners and their sessions, the HTTPS listener and its
 	// requests, the pipeline storing what it accepted, then each store. Default 10 s. A part
@@ -91,6 +95,7 @@ func DefaultOptions() Options {
 		HTTP:       DefaultHTTPOptions(),
 		API:        api.DefaultOptions(),
 		Monitor:    monitor.DefaultOptions(),
+		Alerting:   alerting.DefaultOptions(),
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -108,6 +113,7 @@ type Server struct {
 	authz    *devicepolicy.RegistryAuthorizer
 	enroll   *estserver.Server
 	store    *tsdb.Store
+	alerting *alerting.Manager
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
 	monitor  *monitor.Monitor
@@ -171,6 +177,12 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	if s.store, err = tsdb.Open(filepath.Join(dir, "tsdb"), opts.TSDB, logger, s.reg); err != nil {
 		return nil, err
 	}
+	// The rules engine ticks on the process's real time, so its senders' retries do too.
+	if s.alerting, err = alerting.New(opts.Alerting, s.store, alerting.Config{
+		Logger: logger.With("component", "alerting"), Registerer: s.reg, Clock: clock.Real(),
+	}); err != nil {
+		return nil, err
+	}
 	if s.events, err = eventlog.Open(filepath.Join(dir, "events")); err != nil {
 		return nil, err
 	}
@@ -225,6 +237,11 @@ func (s *Server) parts() *lifecycle.Group {
 	}
 	if s.store != nil {
 		g.Add(lifecycle.Part{Name: "tsdb", Stop: closer(s.store.Close)})
+	}
+	if s.alerting != nil {
+		// Started once the store is open, stopped before it closes: the rules read it and
+		// write their series to it.
+		g.Add(lifecycle.Part{Name: "alerting", Start: s.alerting.Start, Stop: s.alerting.Stop})
 	}
 	if s.events != nil {
 		g.Add(lifecycle.Part{Name: "event log", Stop: closer(s.events.Close)})
@@ -309,6 +326,19 @@ func (s *Server) Channel() *devicechannel.Service { return s.channel }
 
 // Registry is the device registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }
+
+// Alerting is the rules engine and its senders.
+func (s *Server) Alerting() *alerting.Manager { return s.alerting }
+
+// ReloadRules reads the rule files again (millwright server does on SIGHUP). Files that do not
+// load are refused with their file and line, and the rules running stay.
+func (s *Server) ReloadRules() error {
+	if err := s.alerting.Reload(); err != nil {
+		return err
+	}
+	s.log.Info("rules reloaded", "files", s.alerting.Files())
+	return nil
+}
 
 func (s *Server) pipelineMaxPayload() int {
 	if n := s.opts.Ingest.Limits.MaxPayload; n > 0 {
