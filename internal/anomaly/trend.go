@@ -17,7 +17,7 @@ const TrendAlpha = 0.05
 // TrendResult is the trend of one series.
 type TrendResult struct {
 	// Points is how many finite values the series had.
-	Points int `json:"points"`
+	Points int `json:"n"`
 	// SlopePerDay is the Theil–Sen slope: the median of the slopes between every pair of
 	// points, in the metric's unit per day.
 	SlopePerDay float64 `json:"slope_per_day"`

@@ -62,6 +62,8 @@ type Config struct {
 	// verify clients with. POST /api/v1/certificates records only certificates that verify
 	// against it for client authentication; nil refuses every certificate there.
 	DeviceRoots *x509.CertPool
+	// Anomalies is the anomaly finder, for the anomaly and trend routes; nil answers them 503.
+	Anomalies Anomalies
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
 	Logger  *slog.Logger
@@ -93,7 +95,7 @@ type route struct {
 // a query may.
 func (rt route) readsTSDB() bool {
 	return strings.HasPrefix(rt.path, "/api/v1/query") || rt.path == "/api/v1/series" ||
-		rt.path == "/api/v1/labels" || rt.path == "/api/v1/label/{name}/values"
+		rt.path == "/api/v1/labels" || rt.path == "/api/v1/label/{name}/values" || rt.path == "/api/v1/trends"
 }
 
 // waitsForCommand reports whether a route may wait up to MaxCommandWait for a command's
@@ -119,6 +121,7 @@ func routes(c Config) []route {
 	p := &promAPI{queryable: c.Queryable, engine: c.Engine, parser: parser.NewParser(parser.Options{}), now: c.Now,
 		timeout: c.QueryTimeout, slots: newQuerySlots(c.Options.withDefaults().QueryMaxConcurrency, c.Registerer)}
 	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged, roots: c.DeviceRoots, now: c.Now, channel: c.Channel}
+	an := &anomalyAPI{finder: c.Anomalies, slots: p.slots}
 	cr, _ := c.Registry.(ChannelRegistry)
 	ch := &channelAPI{reg: cr, ch: c.Channel}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
@@ -158,6 +161,8 @@ func routes(c Config) []route {
 		{"POST", "/api/v1/devices/{id}/commands", o, ch.needs(ch.sendCommand)},
 		{"GET", "/api/v1/devices/{id}/commands", v, ch.needs(ch.listCommands)},
 		{"GET", "/api/v1/commands/{id}", v, ch.needs(ch.showCommand)},
+		{"GET", "/api/v1/anomalies", v, an.needs(an.latest)},
+		{"GET", "/api/v1/trends", v, an.needs(an.trends)},
 	}
 }
 
