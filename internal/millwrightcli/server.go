@@ -86,6 +86,12 @@ on the command line override the file.`,
 	f.IntVar(&opts.MQTT.MaxHandshakesPerSource, "mqtt-max-handshakes-per-source", opts.MQTT.MaxHandshakesPerSource, "MQTT/TLS handshakes one source address (IPv6: /64) may have in progress or waiting at once; 0 is half of --mqtt-max-handshakes. Raise it for many devices behind one NAT")
 	f.Uint16Var(&opts.MQTT.ReceiveMaximum, "mqtt-receive-maximum", opts.MQTT.ReceiveMaximum, "QoS 2 publishes a device may have unreleased on one connection (MQTT 5 Receive Maximum); beyond, it is disconnected (0x93)")
 	f.Uint16Var(&opts.MQTT.MaxKeepAlive, "mqtt-max-keepalive", opts.MQTT.MaxKeepAlive, "longest MQTT keep-alive, in seconds; a device asking for none or more is held to it")
+	f.Var(durationFlag{&opts.Anomaly.Interval}, "anomaly-interval", "how often the anomaly finder looks for a fleet metric that moved and names its cause")
+	f.Var(durationFlag{&opts.Anomaly.Window}, "anomaly-window", "the anomaly finder's window, and the length of each baseline window (longer: smaller moves found, later)")
+	f.IntVar(&opts.Anomaly.BaselineWindows, "anomaly-baseline-windows", opts.Anomaly.BaselineWindows, "windows just before the current one that make the anomaly baseline (at least 3)")
+	f.IntVar(&opts.Anomaly.MinDevices, "anomaly-min-devices", opts.Anomaly.MinDevices, "fewest devices a firmware, model, operator or group must have to be named as an anomaly's cause")
+	f.IntVar(&opts.Anomaly.MaxValues, "anomaly-max-values", opts.Anomaly.MaxValues, "values of one dimension the anomaly finder considers (the largest); the rest are counted in its report")
+	f.Var(durationFlag{&opts.Anomaly.QueryTimeout}, "anomaly-query-timeout", "longest one anomaly run's (or one trend request's) queries may take together")
 	return c
 }
 
@@ -128,4 +134,10 @@ var serverFlagKeys = map[string]string{
 	"mqtt-max-handshakes-per-source":  "mqtt.max_handshakes_per_source",
 	"mqtt-receive-maximum":            "mqtt.receive_maximum",
 	"mqtt-max-keepalive":              "mqtt.max_keepalive",
+	"anomaly-interval":                "anomaly.interval",
+	"anomaly-window":                  "anomaly.window",
+	"anomaly-baseline-windows":        "anomaly.baseline_windows",
+	"anomaly-min-devices":             "anomaly.min_devices",
+	"anomaly-max-values":              "anomaly.max_values",
+	"anomaly-query-timeout":           "anomaly.query_timeout",
 }

@@ -76,6 +76,12 @@ func TestServerConfig(t *testing.T) {
 		{args: []string{"--dormant-reenroll-window", "5y"}, want: func(c *serverConfig) { c.Enroll.DormantReenrollWindow = 5 * 365 * day }},
 		{args: []string{"--dormant-reenroll-window", "-1d"}, err: "invalid --dormant-reenroll-window -1d: must be positive, or 0 to turn dormant re-enrollment off"},
 
+		{args: []string{"--anomaly-window", "1h", "--anomaly-baseline-windows", "24"}, want: func(c *serverConfig) {
+			c.Anomaly.Window, c.Anomaly.BaselineWindows = time.Hour, 24
+		}},
+		{args: []string{"--anomaly-window", "30s"}, err: "invalid --anomaly-window 30s: must be a whole number of seconds, at least 1m"},
+		{args: []string{"--anomaly-baseline-windows", "2"}, err: "invalid --anomaly-baseline-windows 2: must be at least 3"},
+
 		{file: "unknown-key.bad.yml", err: `config testdata/server/unknown-key.bad.yml: tsdb.retension: unknown key (line 2); did you mean "retention"?`},
 		{file: "unknown-top.bad.yml", err: "fsync: unknown key (line 2)"},
 		{file: "hidden-field.bad.yml", err: "mqtt.clock: unknown key (line 2)"},
@@ -153,7 +159,7 @@ func sampleFlagValue(f *pflag.Flag) string {
 	switch f.Value.Type() {
 	case "duration":
 		return "3d"
-	case "int", "uint16":
+	case "int", "uint16", "float64":
 		return "7"
 	case "stringSlice":
 		return "x.example.com"

@@ -19,5 +19,5 @@ func TestPartsOrder(t *testing.T) {
 	s, err := New(opts, clock.Real(), nil)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, s.Close()) }()
-	require.Equal(t, []string{"registry", "tsdb", "event log", "device channel", "gc pacer", "ingest", "https", "mqtt"}, s.group.Names())
+	require.Equal(t, []string{"registry", "tsdb", "anomaly finder", "event log", "device channel", "gc pacer", "ingest", "https", "mqtt"}, s.group.Names())
 }

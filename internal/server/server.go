@@ -23,6 +23,7 @@ import (
 
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/anomaly"
 	"github.com/millwright/millwright/internal/api"
 	"github.com/millwright/millwright/internal/devicechannel"
 	"github.com/millwright/millwright/internal/devicepolicy"
@@ -65,6 +66,9 @@ type Options struct {
 	HTTP HTTPOptions `yaml:"http"`
 	// API bounds the API's work: the PromQL queries evaluated at once.
 	API api.Options `yaml:"api"`
+	// Anomaly configures the anomaly finder: how often it runs, its window and baseline, its
+	// thresholds and bounds (docs/monitoring.md, "Anomalies").
+	Anomaly anomaly.Options `yaml:"anomaly"`
 	// ShutdownTimeout bounds how long each part of the server may take to stop at shutdown,
 	// one after the other: the MQTT listeners and their sessions, the HTTPS listener and its
 	// requests, the pipeline storing what it accepted, then each store. Default 10 s. A part
@@ -86,6 +90,7 @@ func DefaultOptions() Options {
 		Ingest:     ingest.DefaultOptions(),
 		HTTP:       DefaultHTTPOptions(),
 		API:        api.DefaultOptions(),
+		Anomaly:    anomaly.DefaultOptions(),
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -103,6 +108,7 @@ type Server struct {
 	authz    *devicepolicy.RegistryAuthorizer
 	enroll   *estserver.Server
 	store    *tsdb.Store
+	anomaly  *anomaly.Finder
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
 	facts    *devicepolicy.FactRecorder
@@ -165,6 +171,9 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	if s.store, err = tsdb.Open(filepath.Join(dir, "tsdb"), opts.TSDB, logger, s.reg); err != nil {
 		return nil, err
 	}
+	if s.anomaly, err = anomaly.New(s.store, opts.Anomaly, clk, logger.With("component", "anomaly")); err != nil {
+		return nil, err
+	}
 	if s.events, err = eventlog.Open(filepath.Join(dir, "events")); err != nil {
 		return nil, err
 	}
@@ -217,6 +226,10 @@ func (s *Server) parts() *lifecycle.Group {
 	}
 	if s.store != nil {
 		g.Add(lifecycle.Part{Name: "tsdb", Stop: closer(s.store.Close)})
+	}
+	if s.anomaly != nil {
+		// Reads and writes the store: stopped before it.
+		g.Add(lifecycle.Part{Name: "anomaly finder", Run: s.anomaly.Run})
 	}
 	if s.events != nil {
 		g.Add(lifecycle.Part{Name: "event log", Stop: closer(s.events.Close)})
@@ -290,6 +303,9 @@ func (s *Server) ingester() gateway.Ingester {
 
 // Channel is the device channel: the mailbox's delivery to devices.
 func (s *Server) Channel() *devicechannel.Service { return s.channel }
+
+// Anomaly is the anomaly finder.
+func (s *Server) Anomaly() *anomaly.Finder { return s.anomaly }
 
 // Registry is the device registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }
