@@ -304,6 +304,9 @@ func (s *Server) ingester() gateway.Ingester {
 // Channel is the device channel: the mailbox's delivery to devices.
 func (s *Server) Channel() *devicechannel.Service { return s.channel }
 
+// Store is the telemetry store.
+func (s *Server) Store() *tsdb.Store { return s.store }
+
 // Anomaly is the anomaly finder.
 func (s *Server) Anomaly() *anomaly.Finder { return s.anomaly }
 
