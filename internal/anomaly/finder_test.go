@@ -287,3 +287,19 @@ func TestOptionsValidate(t *testing.T) {
 
 var _ anomaly.Store = (*tsdb.Store)(nil)
 var _ storage.Queryable = (*tsdb.Store)(nil)
+
+// TestFinderFleetGrowth: devices added during the last window (a new firmware with them)
+// drop as often as the rest; they had no exposure before they came, so nothing moved.
+func TestFinderFleetGrowth(t *testing.T) {
+	f := newFleet(t, 300)
+	f.run(150, baseDrops, baseDelay, allOnline)
+	for i := range 100 {
+		f.devs = append(f.devs, &device{id: fmt.Sprintf("new-%03d", i), firmware: "3.0.0", model: "gw-300", operator: "op-a", group: "line-9"})
+	}
+	f.run(15, baseDrops, baseDelay, allOnline)
+	fd, _ := f.finder(anomaly.Options{})
+	rep, err := fd.RunOnce(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 400, rep.Devices)
+	require.Empty(t, rep.Findings)
+}

@@ -161,10 +161,14 @@ func loadFacts(ctx context.Context, st Store, ts time.Time, maxValues int) (*fac
 	return f, nil
 }
 
-// inputs builds one Input per metric from the per-device values of windows+1 windows (the
-// last one current). Devices without facts are left out; a device's keys dropped by the
+// input builds metric m's Input from the per-device values of windows+1 windows (the last
+// one current). Devices without facts are left out; a device's keys dropped by the
 // cardinality bound still count in the fleet.
-func (f *facts) input(m Metric, windows int, num, den perDevice, devDen float64) Input {
+//
+// For drops, den holds each device's online fraction of the window, and the exposure is
+// that times hours, the device-hours it was online: a device added to the fleet an hour ago,
+// or switched off, adds no exposure to the windows it was not there for.
+func (f *facts) input(m Metric, windows int, num, den perDevice, hours float64) Input {
 	in := Input{Metric: m, Slices: map[Key]Series{}}
 	newSeries := func() Series { return Series{Baseline: make([]Counts, windows)} }
 	in.Fleet = newSeries()
@@ -177,10 +181,10 @@ func (f *facts) input(m Metric, windows int, num, den perDevice, devDen float64)
 	for dev, ks := range f.keys {
 		for w := 0; w <= windows; w++ {
 			var c Counts
-			switch {
-			case devDen > 0: // a rate over device-time: the device's count over the window
-				c = Counts{Num: at(num[dev], w, 0), Den: devDen}
-			case m == OfflineRatio: // num holds the online fraction; no sample: not counted
+			switch m {
+			case DropsPerDeviceHour:
+				c = Counts{Num: at(num[dev], w, 0), Den: at(den[dev], w, 0) * hours}
+			case OfflineRatio: // num holds the online fraction; no sample: not counted
 				on := at(num[dev], w, math.NaN())
 				if math.IsNaN(on) {
 					continue
@@ -188,6 +192,9 @@ func (f *facts) input(m Metric, windows int, num, den perDevice, devDen float64)
 				c = Counts{Num: 1 - on, Den: 1}
 			default:
 				c = Counts{Num: at(num[dev], w, 0), Den: at(den[dev], w, 0)}
+			}
+			if c.Num == 0 && c.Den == 0 {
+				continue
 			}
 			addTo(&in.Fleet, w, c)
 			for _, k := range ks {
@@ -210,18 +217,23 @@ func at(vs []float64, i int, missing float64) float64 {
 	return vs[i]
 }
 
+// onlineQuery is the per-device online fraction of a window.
+func onlineQuery(w time.Duration) string {
+	return `avg_over_time(millwright_device_online[` + promDuration(w) + `])`
+}
+
 // metricQueries are the per-device PromQL expressions of a metric's numerator and
-// denominator over a window w (the denominator empty when it is device-time).
+// denominator over a window w (the denominator empty for the offline ratio).
 func metricQueries(m Metric, w time.Duration) (num, den string) {
 	r := "[" + promDuration(w) + "]"
 	switch m {
 	case DropsPerDeviceHour:
-		return `sum by (device) (increase(millwright_device_disconnects_total{cause!="clean"}` + r + `))`, ""
+		return `sum by (device) (increase(millwright_device_disconnects_total{cause!="clean"}` + r + `))`, onlineQuery(w)
 	case IngestDelaySeconds:
 		return `sum by (device) (increase(millwright_device_ingest_delay_seconds_sum` + r + `))`,
 			`sum by (device) (increase(millwright_device_ingest_delay_seconds_count` + r + `))`
 	case OfflineRatio:
-		return `avg_over_time(millwright_device_online` + r + `)`, ""
+		return onlineQuery(w), ""
 	}
 	return "", ""
 }
@@ -241,11 +253,7 @@ func collect(ctx context.Context, st Store, fs *facts, m Metric, now time.Time, 
 			return Input{}, err
 		}
 	}
-	devDen := 0.0
-	if m == DropsPerDeviceHour {
-		devDen = w.Hours()
-	}
-	return fs.input(m, windows, num, den, devDen), nil
+	return fs.input(m, windows, num, den, w.Hours()), nil
 }
 
 // modelDuration parses a Prometheus duration ("90d", "1w", "15m").

@@ -42,6 +42,7 @@ func TestAnomaliesAndTrends(t *testing.T) {
 		fw := []string{"2.0.0", "2.1.0", "1.9.0", "2.0.0"}[i%4]
 		info := labels.FromStrings("__name__", "millwright_device_info", "device", id, "firmware", fw, "model", "gw-100", "operator", "op-a")
 		drops := labels.FromStrings("__name__", "millwright_device_disconnects_total", "device", id, "cause", "reset")
+		online := labels.FromStrings("__name__", "millwright_device_online", "device", id)
 		n := 0.0
 		for m := 0; start.Add(time.Duration(m)*time.Minute).Before(now.Add(time.Second)); m++ {
 			ts := start.Add(time.Duration(m) * time.Minute)
@@ -55,6 +56,8 @@ func TestAnomaliesAndTrends(t *testing.T) {
 			_, err = app.Append(0, info, ts.UnixMilli(), 1)
 			require.NoError(t, err)
 			_, err = app.Append(0, drops, ts.UnixMilli(), n)
+			require.NoError(t, err)
+			_, err = app.Append(0, online, ts.UnixMilli(), 1)
 			require.NoError(t, err)
 		}
 	}
