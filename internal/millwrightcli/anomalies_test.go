@@ -44,7 +44,7 @@ func TestAnomaliesAndTrends(t *testing.T) {
 		drops := labels.FromStrings("__name__", "millwright_device_disconnects_total", "device", id, "cause", "reset")
 		online := labels.FromStrings("__name__", "millwright_device_online", "device", id)
 		n := 0.0
-		for m := 0; start.Add(time.Duration(m)*time.Minute).Before(now.Add(time.Second)); m++ {
+		for m := 0; start.Add(time.Duration(m) * time.Minute).Before(now.Add(time.Second)); m++ {
 			ts := start.Add(time.Duration(m) * time.Minute)
 			every := 60 // minutes between drops
 			if fw == "2.1.0" && now.Sub(ts) < 15*time.Minute {
