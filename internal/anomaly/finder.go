@@ -130,8 +130,9 @@ func (f *Finder) evaluate(ctx context.Context, now time.Time) (*Report, error) {
 		return rep, nil
 	}
 	cfg := f.opts.config()
+	cache := map[string]perDevice{}
 	for _, m := range Metrics {
-		in, err := collect(ctx, f.st, fs, m, now, f.opts.Window, f.opts.BaselineWindows)
+		in, err := collect(ctx, f.st, fs, m, now, f.opts.Window, f.opts.BaselineWindows, cache)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", m, err)
 		}

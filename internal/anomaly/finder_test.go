@@ -29,18 +29,19 @@ type device struct {
 // fleet writes the monitor's series (docs/monitoring.md) for its devices into a real store,
 // a sample a minute, with Poisson drops and ingest delays.
 type fleet struct {
-	t    *testing.T
+	t    testing.TB
 	st   *tsdb.Store
 	r    *rand.Rand
 	devs []*device
-	now  time.Time // the next minute to write
+	now  time.Time     // the next time to write
+	step time.Duration // between samples; default a minute
 }
 
-func newFleet(t *testing.T, n int) *fleet {
+func newFleet(t testing.TB, n int) *fleet {
 	st, err := tsdb.Open(t.TempDir(), tsdb.DefaultOptions(), nil, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, st.Close()) })
-	f := &fleet{t: t, st: st, r: rand.New(rand.NewPCG(1, 2)), now: t0}
+	f := &fleet{t: t, st: st, r: rand.New(rand.NewPCG(1, 2)), now: t0, step: time.Minute}
 	for i := range n {
 		d := &device{
 			id:       fmt.Sprintf("dev-%04d", i),
@@ -63,7 +64,7 @@ func poisson(r *rand.Rand, l float64) float64 {
 	return k
 }
 
-// run writes minutes of samples; drops(d) is a device's drops per hour, delay(d) its mean
+// run writes steps of samples (minutes by default); drops(d) is a device's drops per hour, delay(d) its mean
 // ingest delay in seconds (one batch a minute), online(d) whether it is online.
 func (f *fleet) run(minutes int, drops, delay func(*device) float64, online func(*device) bool) {
 	app, err := f.st.Appender(context.Background())
@@ -72,10 +73,11 @@ func (f *fleet) run(minutes int, drops, delay func(*device) float64, online func
 		_, err := app.Append(0, l, ts, v)
 		require.NoError(f.t, err)
 	}
+	perHour := float64(time.Hour / f.step)
 	for range minutes {
 		ts := f.now.UnixMilli()
 		for _, d := range f.devs {
-			d.drops += poisson(f.r, drops(d)/60)
+			d.drops += poisson(f.r, drops(d)/perHour)
 			d.delaySum += delay(d) * f.r.ExpFloat64()
 			d.delayCount++
 			add(labels.FromStrings("__name__", "millwright_device_info", "device", d.id, "firmware", d.firmware, "model", d.model, "operator", d.operator), ts, 1)
@@ -90,7 +92,7 @@ func (f *fleet) run(minutes int, drops, delay func(*device) float64, online func
 			}
 			add(labels.FromStrings("__name__", "millwright_device_online", "device", d.id), ts, on)
 		}
-		f.now = f.now.Add(time.Minute)
+		f.now = f.now.Add(f.step)
 	}
 	require.NoError(f.t, app.Commit())
 }
@@ -101,7 +103,7 @@ func allOnline(*device) bool    { return true }
 
 // finder returns a finder over f's store on a fake clock standing at the last minute written.
 func (f *fleet) finder(opts anomaly.Options) (*anomaly.Finder, *clock.Fake) {
-	clk := clock.NewFake(f.now.Add(-time.Minute))
+	clk := clock.NewFake(f.now.Add(-f.step))
 	fd, err := anomaly.New(f.st, opts, clk, nil)
 	require.NoError(f.t, err)
 	return fd, clk

@@ -239,17 +239,28 @@ func metricQueries(m Metric, w time.Duration) (num, den string) {
 }
 
 // collect reads metric m's Input for the windows+1 windows of length w ending at now, with the
-// devices and values of fs.
-func collect(ctx context.Context, st Store, fs *facts, m Metric, now time.Time, w time.Duration, windows int) (Input, error) {
+// devices and values of fs. cache (nil: none) keeps the per-device answers of one run by
+// query, so that the online fraction, which two metrics use, is read once.
+func collect(ctx context.Context, st Store, fs *facts, m Metric, now time.Time, w time.Duration, windows int, cache map[string]perDevice) (Input, error) {
 	numQ, denQ := metricQueries(m, w)
 	start := now.Add(-time.Duration(windows) * w)
-	num, err := byDevice(ctx, st, numQ, start, w, windows+1)
+	read := func(q string) (perDevice, error) {
+		if v, ok := cache[q]; ok {
+			return v, nil
+		}
+		v, err := byDevice(ctx, st, q, start, w, windows+1)
+		if err == nil && cache != nil {
+			cache[q] = v
+		}
+		return v, err
+	}
+	num, err := read(numQ)
 	if err != nil {
 		return Input{}, err
 	}
 	var den perDevice
 	if denQ != "" {
-		if den, err = byDevice(ctx, st, denQ, start, w, windows+1); err != nil {
+		if den, err = read(denQ); err != nil {
 			return Input{}, err
 		}
 	}

@@ -98,7 +98,7 @@ func (f *Finder) Trends(ctx context.Context, q TrendQuery) (*TrendReport, error)
 		return nil, fmt.Errorf("read device facts: %w", err)
 	}
 	rep := &TrendReport{Metric: q.Metric, Dimension: q.Dimension, Start: start, End: end, Step: q.Step, Series: []TrendSeries{}, DroppedValues: fs.dropped[q.Dimension]}
-	in, err := collect(ctx, f.st, fs, q.Metric, end, q.Step, n-1)
+	in, err := collect(ctx, f.st, fs, q.Metric, end, q.Step, n-1, nil)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", q.Metric, err)
 	}
