@@ -82,6 +82,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Registerer takes the API's metrics; nil for none.
 	Registerer prometheus.Registerer
+	// Monitor is the fleet monitor, for the liveness routes; nil answers them 503, as it does
+	// the connection history unless Registry is also a SessionRegistry.
+	Monitor Monitor
 }
 
 // route is one API route and the least role that may call it.
@@ -124,6 +127,8 @@ func routes(c Config) []route {
 	an := &anomalyAPI{finder: c.Anomalies, slots: p.slots}
 	cr, _ := c.Registry.(ChannelRegistry)
 	ch := &channelAPI{reg: cr, ch: c.Channel}
+	sr, _ := c.Registry.(SessionRegistry)
+	mon := &monitorAPI{mon: c.Monitor, sessions: sr}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
 		{"GET", "/api/v1/query", v, p.query},
@@ -163,6 +168,9 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/commands/{id}", v, ch.needs(ch.showCommand)},
 		{"GET", "/api/v1/anomalies", v, an.needs(an.latest)},
 		{"GET", "/api/v1/trends", v, an.needs(an.trends)},
+		{"GET", "/api/v1/devices/{id}/sessions", v, mon.needs(mon.deviceSessions)},
+		{"GET", "/api/v1/liveness", v, mon.needs(mon.liveness)},
+		{"GET", "/api/v1/liveness/counts", v, mon.needs(mon.livenessCounts)},
 	}
 }
 

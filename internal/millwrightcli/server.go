@@ -92,6 +92,12 @@ on the command line override the file.`,
 	f.IntVar(&opts.Anomaly.MinDevices, "anomaly-min-devices", opts.Anomaly.MinDevices, "fewest devices a firmware, model, operator or group must have to be named as an anomaly's cause")
 	f.IntVar(&opts.Anomaly.MaxValues, "anomaly-max-values", opts.Anomaly.MaxValues, "values of one dimension the anomaly finder considers (the largest); the rest are counted in its report")
 	f.Var(durationFlag{&opts.Anomaly.QueryTimeout}, "anomaly-query-timeout", "longest one anomaly run's (or one trend request's) queries may take together")
+	f.Var(durationFlag{&opts.Monitor.Interval}, "monitor-interval", "how often every device's connectivity series are written and its liveness judged")
+	f.Float64Var(&opts.Monitor.SilentFactor, "silent-factor", opts.Monitor.SilentFactor, "a device unheard for this many times its own reporting interval is silent")
+	f.Var(durationFlag{&opts.Monitor.DefaultInterval}, "default-report-interval", "reporting interval of a device that reported none and has none configured")
+	f.Var(durationFlag{&opts.Monitor.OfflineAfter}, "offline-after", "a device unheard for longer is offline (gone) rather than silent (late)")
+	f.Var(durationFlag{&opts.Monitor.SessionRetention}, "session-retention", "how long the connection history keeps an ended session")
+	f.IntVar(&opts.Monitor.MaxPendingSessions, "monitor-max-pending-sessions", opts.Monitor.MaxPendingSessions, "ended sessions waiting to be written to the connection history; beyond, they are counted and dropped")
 	return c
 }
 
@@ -140,4 +146,10 @@ var serverFlagKeys = map[string]string{
 	"anomaly-min-devices":             "anomaly.min_devices",
 	"anomaly-max-values":              "anomaly.max_values",
 	"anomaly-query-timeout":           "anomaly.query_timeout",
+	"monitor-interval":                "monitor.interval",
+	"silent-factor":                   "monitor.silent_factor",
+	"default-report-interval":         "monitor.default_interval",
+	"offline-after":                   "monitor.offline_after",
+	"session-retention":               "monitor.session_retention",
+	"monitor-max-pending-sessions":    "monitor.max_pending_sessions",
 }

@@ -159,8 +159,10 @@ func sampleFlagValue(f *pflag.Flag) string {
 	switch f.Value.Type() {
 	case "duration":
 		return "3d"
-	case "int", "uint16", "float64":
+	case "int", "uint16":
 		return "7"
+	case "float64":
+		return "5"
 	case "stringSlice":
 		return "x.example.com"
 	case "bool":

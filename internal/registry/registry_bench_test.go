@@ -220,7 +220,7 @@ func BenchmarkReportFacts(b *testing.B) {
 				if i%10 == 0 {
 					fw = fmt.Sprintf("fw-2.%d", i)
 				}
-				if err := r.ReportFacts(ctx, fmt.Sprintf("dev-%06d", rng.IntN(benchDevices)), "", "", fw, time.Time{}); err != nil {
+				if err := r.ReportFacts(ctx, fmt.Sprintf("dev-%06d", rng.IntN(benchDevices)), "", "", fw, time.Time{}, 0); err != nil {
 					b.Fatal(err)
 				}
 			}

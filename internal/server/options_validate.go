@@ -28,6 +28,7 @@ func (o Options) Validate() error {
 		optcheck.Within("http", o.HTTP.Validate()),
 		optcheck.Within("api", o.API.Validate()),
 		optcheck.Within("anomaly", o.Anomaly.Validate()),
+		optcheck.Within("monitor", o.Monitor.Validate()),
 	)
 }
 

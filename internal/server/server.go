@@ -33,6 +33,7 @@ import (
 	"github.com/millwright/millwright/internal/gcpace"
 	"github.com/millwright/millwright/internal/ingest"
 	"github.com/millwright/millwright/internal/lifecycle"
+	"github.com/millwright/millwright/internal/monitor"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/tsdb"
@@ -69,6 +70,9 @@ type Options struct {
 	// Anomaly configures the anomaly finder: how often it runs, its window and baseline, its
 	// thresholds and bounds (docs/monitoring.md, "Anomalies").
 	Anomaly anomaly.Options `yaml:"anomaly"`
+	// Monitor is the fleet monitor: per-device connectivity series, liveness, connection
+	// history.
+	Monitor monitor.Options `yaml:"monitor"`
 	// ShutdownTimeout bounds how long each part of the server may take to stop at shutdown,
 	// one after the other: the MQTT listeners and their sessions, the HTTPS listener and its
 	// requests, the pipeline storing what it accepted, then each store. Default 10 s. A part
@@ -91,6 +95,7 @@ func DefaultOptions() Options {
 		HTTP:       DefaultHTTPOptions(),
 		API:        api.DefaultOptions(),
 		Anomaly:    anomaly.DefaultOptions(),
+		Monitor:    monitor.DefaultOptions(),
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -111,6 +116,7 @@ type Server struct {
 	anomaly  *anomaly.Finder
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
+	monitor  *monitor.Monitor
 	facts    *devicepolicy.FactRecorder
 	channel  *devicechannel.Service
 	mqtt     *gateway.MQTT
@@ -181,6 +187,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		logger.Warn("event log had a torn tail from a crash; cut off", "bytes", n)
 	}
 	s.pipeline = ingest.New(s.store, s.events, clk, opts.Ingest, logger.With("component", "ingest"), s.reg)
+	s.monitor = monitor.New(s.store, s.registry, opts.Monitor, clk, logger.With("component", "monitor"), s.reg)
 
 	tlsCfg := &tls.Config{
 		Certificates: []tls.Certificate{cert},
@@ -196,6 +203,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 	s.mqtt.SetChannel(s.channel)
+	s.mqtt.SetObserver(s.monitor)
 	s.channel.SetTransport(s.mqtt)
 
 	if err := s.listenHTTP(tlsCfg); err != nil {
@@ -233,6 +241,11 @@ func (s *Server) parts() *lifecycle.Group {
 	}
 	if s.events != nil {
 		g.Add(lifecycle.Part{Name: "event log", Stop: closer(s.events.Close)})
+	}
+	if s.monitor != nil {
+		// Stopped after the listeners and the pipeline, so that its last write has every
+		// session the shutdown ended, and before the stores it writes to.
+		g.Add(lifecycle.Part{Name: "monitor", Run: s.monitor.Run})
 	}
 	if s.channel != nil {
 		// Stopped after the listeners, whose sessions acknowledge its messages, and before
@@ -296,10 +309,13 @@ func (s *Server) deviceChanged(id string, status registry.Status) {
 }
 
 // ingester is the gateway's Ingester: the pipeline, and each accepted batch marks its device
-// seen (written in batches by the fact recorder).
+// seen (written in batches by the fact recorder) and is counted by the monitor.
 func (s *Server) ingester() gateway.Ingester {
-	return devicepolicy.SeenIngester(devicepolicy.Ingester(s.pipeline), s.facts, s.clk)
+	return s.monitor.Ingester(devicepolicy.SeenIngester(devicepolicy.Ingester(s.pipeline), s.facts, s.clk))
 }
+
+// Monitor is the fleet monitor.
+func (s *Server) Monitor() *monitor.Monitor { return s.monitor }
 
 // Channel is the device channel: the mailbox's delivery to devices.
 func (s *Server) Channel() *devicechannel.Service { return s.channel }
