@@ -143,6 +143,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Registry:      s.registry,
 		DeviceChanged: s.deviceChanged,
 		Channel:       s.channel,
+		Anomalies:     s.anomaly,
 		DeviceRoots:   tlsCfg.ClientCAs,
 		Rules:         rules,
 		Metrics:       promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}),

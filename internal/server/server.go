@@ -24,6 +24,7 @@ import (
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/alerting"
+	"github.com/millwright/millwright/internal/anomaly"
 	"github.com/millwright/millwright/internal/api"
 	"github.com/millwright/millwright/internal/devicechannel"
 	"github.com/millwright/millwright/internal/devicepolicy"
@@ -67,6 +68,9 @@ type Options struct {
 	HTTP HTTPOptions `yaml:"http"`
 	// API bounds the API's work: the PromQL queries evaluated at once.
 	API api.Options `yaml:"api"`
+	// Anomaly configures the anomaly finder: how often it runs, its window and baseline, its
+	// thresholds and bounds (docs/monitoring.md, "Anomalies").
+	Anomaly anomaly.Options `yaml:"anomaly"`
 	// Monitor is the fleet monitor: per-device connectivity series, liveness, connection
 	// history.
 	Monitor monitor.Options `yaml:"monitor"`
@@ -94,6 +98,7 @@ func DefaultOptions() Options {
 		Ingest:     ingest.DefaultOptions(),
 		HTTP:       DefaultHTTPOptions(),
 		API:        api.DefaultOptions(),
+		Anomaly:    anomaly.DefaultOptions(),
 		Monitor:    monitor.DefaultOptions(),
 		Alerting:   alerting.DefaultOptions(),
 
@@ -114,6 +119,7 @@ type Server struct {
 	enroll   *estserver.Server
 	store    *tsdb.Store
 	alerting *alerting.Manager
+	anomaly  *anomaly.Finder
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
 	monitor  *monitor.Monitor
@@ -183,6 +189,9 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	}); err != nil {
 		return nil, err
 	}
+	if s.anomaly, err = anomaly.New(s.store, opts.Anomaly, clk, logger.With("component", "anomaly")); err != nil {
+		return nil, err
+	}
 	if s.events, err = eventlog.Open(filepath.Join(dir, "events")); err != nil {
 		return nil, err
 	}
@@ -242,6 +251,10 @@ func (s *Server) parts() *lifecycle.Group {
 		// Started once the store is open, stopped before it closes: the rules read it and
 		// write their series to it.
 		g.Add(lifecycle.Part{Name: "alerting", Start: s.alerting.Start, Stop: s.alerting.Stop})
+	}
+	if s.anomaly != nil {
+		// Reads and writes the store: stopped before it.
+		g.Add(lifecycle.Part{Name: "anomaly finder", Run: s.anomaly.Run})
 	}
 	if s.events != nil {
 		g.Add(lifecycle.Part{Name: "event log", Stop: closer(s.events.Close)})
@@ -323,6 +336,12 @@ func (s *Server) Monitor() *monitor.Monitor { return s.monitor }
 
 // Channel is the device channel: the mailbox's delivery to devices.
 func (s *Server) Channel() *devicechannel.Service { return s.channel }
+
+// Store is the telemetry store.
+func (s *Server) Store() *tsdb.Store { return s.store }
+
+// Anomaly is the anomaly finder.
+func (s *Server) Anomaly() *anomaly.Finder { return s.anomaly }
 
 // Registry is the device registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }
