@@ -141,10 +141,14 @@ func TestDefaultRulesAnomaly(t *testing.T) {
 	finding := []string{"metric", "drops_per_device_hour", "dimension", "firmware", "value", "2.1.0"}
 	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_factor"}, finding...)...), t0, t0.Add(10*time.Minute), time.Minute, 4.1)
 	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_share"}, finding...)...), t0, t0.Add(10*time.Minute), time.Minute, 0.92)
-	// A finding below the thresholds does not fire.
+	// A finding below the thresholds does not fire: the fleet's move too small, or the
+	// group's share of it.
 	small := []string{"metric", "offline_ratio", "dimension", "operator", "value", "op-b"}
-	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_factor"}, small...)...), t0, t0.Add(10*time.Minute), time.Minute, 1.3)
+	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_factor"}, small...)...), t0, t0.Add(10*time.Minute), time.Minute, 1.2)
 	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_share"}, small...)...), t0, t0.Add(10*time.Minute), time.Minute, 0.9)
+	part := []string{"metric", "ingest_delay_seconds", "dimension", "model", "value", "m-1"}
+	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_factor"}, part...)...), t0, t0.Add(10*time.Minute), time.Minute, 3)
+	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_share"}, part...)...), t0, t0.Add(10*time.Minute), time.Minute, 0.4)
 
 	m := newManual(t, s, DefaultOptions(), Config{})
 	evalEvery(m, t0, t0.Add(10*time.Minute), time.Minute, nil)
