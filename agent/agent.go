@@ -197,7 +197,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 			topic:   protocol.BatchTopic(device),
 			addr:    endpoint(cfg.Uplink, device, cfg.Uplink.MQTTPort),
 			cfg:     cfg.Uplink,
-			props:   cfg.Identity.userProperties(),
+			props:   append(cfg.Identity.userProperties(), sendIntervalProperty(eff.Schedule)),
 			tls:     tc,
 			dialer:  a.dialer,
 			clk:     a.clk,

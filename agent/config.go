@@ -96,6 +96,13 @@ func (i IdentityConfig) userProperties() paho.UserProperties {
 	return up
 }
 
+// sendIntervalProperty reports the schedule's longest wait between two send cycles at
+// connect (protocol.PropSendInterval), so that the server judges the device silent after a
+// multiple of its own interval.
+func sendIntervalProperty(s ScheduleConfig) paho.UserProperty {
+	return paho.UserProperty{Key: protocol.PropSendInterval, Value: (s.Interval + s.Jitter).String()}
+}
+
 // TLSConfig names the device's credentials.
 type TLSConfig struct {
 	// CertFile is the device certificate (PEM; its chain may follow).

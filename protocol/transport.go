@@ -1,5 +1,7 @@
 package protocol
 
+import "time"
+
 // BatchPath is where a device POSTs a telemetry batch on the HTTPS transport,
 // with its client certificate: https://<device-id>.<zone>:8443/ingest/v1/batch.
 const BatchPath = "/ingest/v1/batch"
@@ -15,7 +17,14 @@ const (
 	PropNetworkOperator = "net_operator"
 	// PropFirmwareVersion is the running firmware's version, such as "2.1.0".
 	PropFirmwareVersion = "fw_version"
+	// PropSendInterval is the longest time the device waits between two sends, as a Go
+	// duration ("75s", "6h"): the server judges the device silent after a multiple of it,
+	// not after a fixed timeout. At most MaxSendInterval; a value it cannot parse is ignored.
+	PropSendInterval = "send_interval"
 )
+
+// MaxSendInterval is the longest PropSendInterval the server takes: 30 days.
+const MaxSendInterval = 30 * 24 * time.Hour
 
 // MQTT 5 reason codes (MQTT 5.0 §2.4) that this contract gives a meaning: the
 // PUBACK codes that carry a Reason (Reason.MQTTCode), and the CONNACK and

@@ -134,35 +134,33 @@ func TestDefaultRules(t *testing.T) {
 	}
 }
 
-// TestDefaultRulesAnomaly: the anomaly alert fires on each finding of the anomaly finder and
-// says what it found; it keeps firing for 15 minutes after the finding is gone.
+// TestDefaultRulesAnomaly: the anomaly alert fires on a finding of the anomaly finder and
+// says what it found.
 func TestDefaultRulesAnomaly(t *testing.T) {
 	s := openStore(t)
-	write := func(name string, v float64, kv ...string) {
-		writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, name}, kv...)...), t0, t0.Add(10*time.Minute), time.Minute, v)
-	}
 	finding := []string{"metric", "drops_per_device_hour", "dimension", "firmware", "value", "2.1.0"}
-	write("millwright_anomaly_factor", 4.1, finding...)
-	write("millwright_anomaly_share", 0.92, finding...)
-	// A move no dimension value explains.
-	write("millwright_anomaly_factor", 1.6, "metric", "offline_ratio")
-	write("millwright_anomaly_share", 0, "metric", "offline_ratio")
+	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_factor"}, finding...)...), t0, t0.Add(10*time.Minute), time.Minute, 4.1)
+	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_share"}, finding...)...), t0, t0.Add(10*time.Minute), time.Minute, 0.92)
+	// A finding below the thresholds does not fire: the fleet's move too small, or the
+	// group's share of it.
+	small := []string{"metric", "offline_ratio", "dimension", "operator", "value", "op-b"}
+	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_factor"}, small...)...), t0, t0.Add(10*time.Minute), time.Minute, 1.2)
+	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_share"}, small...)...), t0, t0.Add(10*time.Minute), time.Minute, 0.9)
+	part := []string{"metric", "ingest_delay_seconds", "dimension", "model", "value", "m-1"}
+	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_factor"}, part...)...), t0, t0.Add(10*time.Minute), time.Minute, 3)
+	writeSeries(t, s, labels.FromStrings(append([]string{labels.MetricName, "millwright_anomaly_share"}, part...)...), t0, t0.Add(10*time.Minute), time.Minute, 0.4)
 
 	m := newManual(t, s, DefaultOptions(), Config{})
 	evalEvery(m, t0, t0.Add(10*time.Minute), time.Minute, nil)
-	got := map[string]labels.Labels{}
-	for _, a := range firing(t, m, "MillwrightAnomaly") {
-		got[a.Labels.Get("metric")] = a.Annotations
-	}
-	require.Len(t, got, 2)
-	require.Equal(t, "drops_per_device_hour up 4.1×, explained by firmware=2.1.0", got["drops_per_device_hour"].Get("summary"))
-	require.Equal(t, "drops_per_device_hour up 4.1×, explained by firmware=2.1.0 (92% of the excess). The finding in full: GET /api/v1/anomalies.", got["drops_per_device_hour"].Get("description"))
-	require.Equal(t, "offline_ratio up 1.6×, no single group explains it", got["offline_ratio"].Get("summary"))
+	got := firing(t, m, "MillwrightAnomaly")
+	require.Len(t, got, 1)
+	require.Equal(t, "drops_per_device_hour up 4.1×, explained by firmware=2.1.0", got[0].Annotations.Get("summary"))
+	require.Equal(t, "drops_per_device_hour up 4.1×, explained by firmware=2.1.0 (92% of the excess). The finding in full: GET /api/v1/anomalies.", got[0].Annotations.Get("description"))
 
-	// keep_firing_for: the findings gone (their series stale after 5 minutes), the alerts
-	// keep firing for 15 minutes, then resolve.
+	// keep_firing_for: the finding gone (its series stale after 5 minutes), the alert keeps
+	// firing for 15 minutes, then resolves.
 	evalEvery(m, t0.Add(11*time.Minute), t0.Add(25*time.Minute), time.Minute, nil)
-	require.Len(t, firing(t, m, "MillwrightAnomaly"), 2)
+	require.Len(t, firing(t, m, "MillwrightAnomaly"), 1)
 	evalEvery(m, t0.Add(26*time.Minute), t0.Add(40*time.Minute), time.Minute, nil)
 	require.Empty(t, firing(t, m, "MillwrightAnomaly"))
 }

@@ -65,6 +65,8 @@ type Config struct {
 	// Rules are the rule groups and alerts of /api/v1/rules and /api/v1/alerts; nil answers
 	// them with none.
 	Rules Rules
+	// Anomalies is the anomaly finder, for the anomaly and trend routes; nil answers them 503.
+	Anomalies Anomalies
 	// Metrics serves /metrics; nil leaves the route out.
 	Metrics http.Handler
 	Logger  *slog.Logger
@@ -83,6 +85,9 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Registerer takes the API's metrics; nil for none.
 	Registerer prometheus.Registerer
+	// Monitor is the fleet monitor, for the liveness routes; nil answers them 503, as it does
+	// the connection history unless Registry is also a SessionRegistry.
+	Monitor Monitor
 }
 
 // route is one API route and the least role that may call it.
@@ -96,7 +101,7 @@ type route struct {
 // a query may.
 func (rt route) readsTSDB() bool {
 	return strings.HasPrefix(rt.path, "/api/v1/query") || rt.path == "/api/v1/series" ||
-		rt.path == "/api/v1/labels" || rt.path == "/api/v1/label/{name}/values"
+		rt.path == "/api/v1/labels" || rt.path == "/api/v1/label/{name}/values" || rt.path == "/api/v1/trends"
 }
 
 // waitsForCommand reports whether a route may wait up to MaxCommandWait for a command's
@@ -122,8 +127,11 @@ func routes(c Config) []route {
 	p := &promAPI{queryable: c.Queryable, engine: c.Engine, parser: parser.NewParser(parser.Options{}), now: c.Now,
 		timeout: c.QueryTimeout, slots: newQuerySlots(c.Options.withDefaults().QueryMaxConcurrency, c.Registerer)}
 	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged, roots: c.DeviceRoots, now: c.Now, channel: c.Channel}
+	an := &anomalyAPI{finder: c.Anomalies, slots: p.slots}
 	cr, _ := c.Registry.(ChannelRegistry)
 	ch := &channelAPI{reg: cr, ch: c.Channel}
+	sr, _ := c.Registry.(SessionRegistry)
+	mon := &monitorAPI{mon: c.Monitor, sessions: sr}
 	ru := &rulesAPI{rules: c.Rules}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
@@ -164,6 +172,11 @@ func routes(c Config) []route {
 		{"POST", "/api/v1/devices/{id}/commands", o, ch.needs(ch.sendCommand)},
 		{"GET", "/api/v1/devices/{id}/commands", v, ch.needs(ch.listCommands)},
 		{"GET", "/api/v1/commands/{id}", v, ch.needs(ch.showCommand)},
+		{"GET", "/api/v1/anomalies", v, an.needs(an.latest)},
+		{"GET", "/api/v1/trends", v, an.needs(an.trends)},
+		{"GET", "/api/v1/devices/{id}/sessions", v, mon.needs(mon.deviceSessions)},
+		{"GET", "/api/v1/liveness", v, mon.needs(mon.liveness)},
+		{"GET", "/api/v1/liveness/counts", v, mon.needs(mon.livenessCounts)},
 	}
 }
 

@@ -15,7 +15,7 @@ import (
 
 // FactReporter stores reported facts and last-seen times: the registry.
 type FactReporter interface {
-	ReportFacts(ctx context.Context, id, model, operator, firmware string, seen time.Time) error
+	ReportFacts(ctx context.Context, id, model, operator, firmware string, seen time.Time, interval time.Duration) error
 	MarkSeen(ctx context.Context, seen map[string]time.Time) error
 }
 
@@ -199,7 +199,7 @@ func (q *FactRecorder) run() {
 			f.Seen = time.Time{}
 			if f != (gateway.Facts{}) && known[r.device] != f {
 				ctx, cancel := context.WithTimeout(context.Background(), q.opts.ReportTimeout)
-				err := q.rep.ReportFacts(ctx, r.device, f.HardwareModel, f.NetworkOperator, f.FirmwareVersion, r.f.Seen)
+				err := q.rep.ReportFacts(ctx, r.device, f.HardwareModel, f.NetworkOperator, f.FirmwareVersion, r.f.Seen, f.SendInterval)
 				cancel()
 				if err != nil {
 					q.log.Warn("store device report", "device", r.device, "error", err)

@@ -24,7 +24,7 @@ type recordingReporter struct {
 	gate   chan struct{}
 }
 
-func (r *recordingReporter) ReportFacts(_ context.Context, id, model, operator, firmware string, _ time.Time) error {
+func (r *recordingReporter) ReportFacts(_ context.Context, id, model, operator, firmware string, _ time.Time, _ time.Duration) error {
 	if r.gate != nil {
 		r.called <- struct{}{}
 		<-r.gate
@@ -105,7 +105,7 @@ func TestFactRecorderReportAfterClose(t *testing.T) {
 
 type nopFacts struct{}
 
-func (nopFacts) ReportFacts(context.Context, string, string, string, string, time.Time) error {
+func (nopFacts) ReportFacts(context.Context, string, string, string, string, time.Time, time.Duration) error {
 	return nil
 }
 func (nopFacts) MarkSeen(context.Context, map[string]time.Time) error { return nil }

@@ -30,7 +30,11 @@ func (i ingester) Ingest(ctx context.Context, device string, payload []byte) gat
 
 // gatewayResult is r in the gateway's terms.
 func gatewayResult(r ingest.Result) gateway.IngestResult {
-	return gateway.IngestResult{Reason: r.Reason, Detail: r.Detail, Stored: r.Stored, Refused: r.Refused}
+	res := gateway.IngestResult{Reason: r.Reason, Detail: r.Detail, Stored: r.Stored, Refused: r.Refused}
+	if r.Newest != 0 {
+		res.Newest = time.UnixMilli(r.Newest)
+	}
+	return res
 }
 
 // SeenMarker takes the time a device was last heard from.

@@ -68,9 +68,13 @@ type conn struct {
 
 	qos2Open map[uint16]struct{} // QoS 2 publishes received on this connection and not yet released
 
+	traffic  Traffic
+	observed *Connection // what the Observer was told at the CONNACK; nil before, or without one
+
 	wmu         sync.Mutex
 	established bool // the CONNACK was sent
 	closed      bool
+	kickedBy    Cause // why another goroutine closed the connection, if one did
 }
 
 func newConn(m *MQTT, nc net.Conn, secure bool) *conn {
@@ -89,6 +93,12 @@ func (c *conn) serve() {
 	}
 	c.end(err)
 	c.m.detach(c)
+	if c.observed != nil {
+		c.wmu.Lock()
+		cause := endCause(c.kickedBy, err)
+		c.wmu.Unlock()
+		c.m.observer.Disconnected(c.observed, cause, c.m.opts.Clock.Now())
+	}
 }
 
 // loop reads and handles packets until the connection ends. It and readPacket are all that is
@@ -102,6 +112,7 @@ func (c *conn) loop() error {
 		if err != nil {
 			return readError(err)
 		}
+		c.traffic.received(packetSize(fh))
 		if err := c.handle(fh, body); err != nil {
 			return err
 		}
@@ -155,12 +166,25 @@ func (c *conn) kick(code packets.Code) {
 		pk.Properties.ReasonString = code.Reason
 		if b, err := c.encodeFor(&pk); err == nil {
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.m.opts.DisconnectTimeout))
-			_, _ = c.nc.Write(b)
+			if _, err := c.nc.Write(b); err == nil {
+				c.traffic.sent(len(b))
+			}
 		}
 	}
 	c.closed = true
 	c.wmu.Unlock()
 	_ = c.nc.Close()
+}
+
+// kickFor closes the connection from another goroutine, as kick does, and records why for
+// the Observer: a takeover, the server's shutdown, or the device losing its right to connect.
+func (c *conn) kickFor(code packets.Code) {
+	c.wmu.Lock()
+	if !c.closed && c.kickedBy == "" {
+		c.kickedBy = kickCause(code)
+	}
+	c.wmu.Unlock()
+	c.kick(code)
 }
 
 // encodeFor encodes pk for this device: in its protocol version, within its maximum packet
@@ -195,6 +219,7 @@ func (c *conn) writeLocked(b []byte) error {
 		_ = c.nc.Close()
 		return fmt.Errorf("write to device: %w", err)
 	}
+	c.traffic.sent(len(b))
 	return nil
 }
 
@@ -265,6 +290,7 @@ func (c *conn) connect() error {
 		}
 		return fmt.Errorf("read CONNECT: %w", err)
 	}
+	c.traffic.received(packetSize(fh))
 	if fh.Type != packets.Connect {
 		return fmt.Errorf("first packet of type %d: %w", fh.Type, packets.ErrProtocolViolationRequireFirstConnect)
 	}
@@ -318,8 +344,13 @@ func (c *conn) accept(pk *packets.Packet, d connectDecision) error {
 		return err
 	}
 	c.m.met.connects.WithLabelValues("accepted").Inc()
+	now := c.m.opts.Clock.Now()
 	if c.m.facts != nil {
-		c.m.facts.Connected(c.device, connectFacts(pk, c.m.opts.Clock.Now()))
+		c.m.facts.Connected(c.device, connectFacts(pk, now))
+	}
+	if c.m.observer != nil {
+		c.observed = c.connection(now)
+		c.m.observer.Connected(c.observed)
 	}
 	c.m.log.Debug("device connected", "device", c.device, "remote", c.nc.RemoteAddr().String(), "mqtt", c.version, "session_present", present)
 	if present {

@@ -184,15 +184,16 @@ func (o MQTTOptions) withDefaults() MQTTOptions {
 // MQTT serves devices over MQTT: it accepts connections, authenticates each device, keeps its
 // session and hands its batches to the Ingester.
 type MQTT struct {
-	opts    MQTTOptions
-	tlsLn   *handshakeListener
-	plainLn net.Listener
-	ing     Ingester
-	authz   Authorizer
-	facts   ConnectReporter
-	channel Channel // set by SetChannel before Start; nil: device channel topics loop back
-	log     *slog.Logger
-	met     *mqttMetrics
+	opts     MQTTOptions
+	tlsLn    *handshakeListener
+	plainLn  net.Listener
+	ing      Ingester
+	authz    Authorizer
+	facts    ConnectReporter
+	channel  Channel  // set by SetChannel before Start; nil: device channel topics loop back
+	observer Observer // set by SetObserver before Start; nil: none
+	log      *slog.Logger
+	met      *mqttMetrics
 
 	ctx    context.Context // ends at Close: ingest waits end with it
 	cancel context.CancelFunc
@@ -418,7 +419,7 @@ func (m *MQTT) Close() error {
 		err = errors.Join(err, ignoreNetClosed(m.plainLn.Close()))
 	}
 	for _, c := range conns {
-		c.kick(packets.ErrServerShuttingDown)
+		c.kickFor(packets.ErrServerShuttingDown)
 	}
 	m.cancel()
 	m.wg.Wait()
@@ -461,7 +462,7 @@ func (m *MQTT) DisconnectDevice(id string) bool {
 	if c == nil {
 		return false
 	}
-	c.kick(packets.ErrNotAuthorized)
+	c.kickFor(packets.ErrNotAuthorized)
 	return true
 }
 

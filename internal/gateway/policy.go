@@ -69,6 +69,9 @@ type IngestResult struct {
 	// Stored counts values written; Refused counts values refused. The HTTPS answer carries
 	// both.
 	Stored, Refused int
+	// Newest is the time of the batch's newest measurement the store could take; zero when
+	// it had none.
+	Newest time.Time
 }
 
 // Ingester stores a batch from a device and says how it went. It returns only once the batch
@@ -82,7 +85,10 @@ type Ingester interface {
 // not reported. Seen is when the CONNECT was accepted.
 type Facts struct {
 	HardwareModel, NetworkOperator, FirmwareVersion string
-	Seen                                            time.Time
+	// SendInterval is the longest time the device waits between two sends
+	// (protocol.PropSendInterval); 0 when not reported or not a valid duration.
+	SendInterval time.Duration
+	Seen         time.Time
 }
 
 // ConnectReporter takes what devices report about themselves when they connect.
@@ -133,6 +139,10 @@ func connectFacts(pk *packets.Packet, seen time.Time) Facts {
 			f.NetworkOperator = strings.Clone(p.Val)
 		case protocol.PropFirmwareVersion:
 			f.FirmwareVersion = strings.Clone(p.Val)
+		case protocol.PropSendInterval:
+			if d, err := time.ParseDuration(p.Val); err == nil && d > 0 && d <= protocol.MaxSendInterval {
+				f.SendInterval = d
+			}
 		}
 	}
 	return f

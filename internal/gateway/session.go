@@ -153,7 +153,7 @@ func (m *MQTT) attach(c *conn, clean bool, expiry time.Duration, quota int) (boo
 	m.connected.Add(1)
 	m.mu.Unlock()
 	if old != nil {
-		old.kick(packets.ErrSessionTakenOver)
+		old.kickFor(packets.ErrSessionTakenOver)
 	}
 	return present, nil
 }

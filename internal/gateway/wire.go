@@ -278,3 +278,13 @@ func matchTopic(filter, topic string) bool {
 
 // MatchTopic reports whether the MQTT topic filter matches topic (MQTT 5.0 §4.7).
 func MatchTopic(filter, topic string) bool { return matchTopic(filter, topic) }
+
+// packetSize is the size of a whole packet with header fh on the wire: its first byte, its
+// remaining length (1 to 4 bytes) and its body.
+func packetSize(fh packets.FixedHeader) int {
+	n := 2
+	for r := fh.Remaining; r > 127; r >>= 7 {
+		n++
+	}
+	return n + fh.Remaining
+}

@@ -168,6 +168,9 @@ type Result struct {
 	Detail string
 	// Stored counts samples and events written; Refused counts values refused.
 	Stored, Refused int
+	// Newest is the time of the batch's newest measurement within the times the store takes,
+	// in Unix milliseconds; 0 when it had none.
+	Newest int64
 }
 
 // Err returns the result as a *protocol.Error, or nil on full success.
@@ -354,6 +357,7 @@ func (p *Pipeline) validateTimes(j *job, now time.Time) {
 			tooNew++
 		default:
 			kept = append(kept, m)
+			j.res.Newest = max(j.res.Newest, m.Time)
 		}
 	}
 	j.batch.Measurements = kept

@@ -1,6 +1,7 @@
 package millwrightcli
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -23,7 +24,8 @@ func newDevicesCmd() *cobra.Command {
 		status, model, operator, firmware, grp string
 		tags                                   []string
 		limit                                  int
-		all                                    bool
+		all, silent                            bool
+		state                                  string
 	)
 	list := &cobra.Command{
 		Use:   "list",
@@ -33,6 +35,15 @@ func newDevicesCmd() *cobra.Command {
 			c, err := lf.client()
 			if err != nil {
 				return err
+			}
+			if silent {
+				state = "silent"
+			}
+			if state != "" {
+				if status != "" || len(tags) > 0 {
+					return usageError{errors.New("--silent and --state list active devices by liveness; they do not take --status or --tag")}
+				}
+				return listLiveness(cmd, c, url.Values{"state": {state}, "model": {model}, "operator": {operator}, "firmware": {firmware}, "group": {grp}})
 			}
 			q := url.Values{}
 			for k, v := range map[string]string{"status": status, "model": model, "operator": operator, "firmware": firmware, "group": grp} {
@@ -78,6 +89,8 @@ func newDevicesCmd() *cobra.Command {
 	f.StringSliceVar(&tags, "tag", nil, "key=value (repeatable; all must match)")
 	f.IntVar(&limit, "limit", 100, "devices per page")
 	f.BoolVar(&all, "all", false, "follow pagination to the end")
+	f.BoolVar(&silent, "silent", false, "only active devices not heard from for k × their own reporting interval (--state silent)")
+	f.StringVar(&state, "state", "", "only active devices in this liveness state: online, silent or offline")
 
 	var sf clientFlags
 	show := &cobra.Command{
@@ -165,7 +178,7 @@ func newDevicesCmd() *cobra.Command {
 	}
 	gf.add(group)
 	group.Flags().BoolVar(&remove, "remove", false, "remove from the groups instead")
-	cmd.AddCommand(tag, untag, group)
+	cmd.AddCommand(tag, untag, group, newSessionsCmd(), newLivenessCmd())
 	return cmd
 }
 

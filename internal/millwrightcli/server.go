@@ -103,6 +103,18 @@ file and line, and the rules running stay.`,
 	f.StringArrayVar(&opts.Alerting.Alertmanagers, "alertmanager", nil, "Alertmanager URL the alerts are sent to, such as http://127.0.0.1:9093 (repeatable)")
 	f.StringArrayVar(&opts.Alerting.Webhooks, "alert-webhook", nil, "URL that gets Alertmanager's webhook JSON when an alert fires and when it resolves, without an Alertmanager or beside one (repeatable)")
 	f.Uint16Var(&opts.MQTT.MaxKeepAlive, "mqtt-max-keepalive", opts.MQTT.MaxKeepAlive, "longest MQTT keep-alive, in seconds; a device asking for none or more is held to it")
+	f.Var(durationFlag{&opts.Anomaly.Interval}, "anomaly-interval", "how often the anomaly finder looks for a fleet metric that moved and names its cause")
+	f.Var(durationFlag{&opts.Anomaly.Window}, "anomaly-window", "the anomaly finder's window, and the length of each baseline window (longer: smaller moves found, later)")
+	f.IntVar(&opts.Anomaly.BaselineWindows, "anomaly-baseline-windows", opts.Anomaly.BaselineWindows, "windows just before the current one that make the anomaly baseline (at least 3)")
+	f.IntVar(&opts.Anomaly.MinDevices, "anomaly-min-devices", opts.Anomaly.MinDevices, "fewest devices a firmware, model, operator or group must have to be named as an anomaly's cause")
+	f.IntVar(&opts.Anomaly.MaxValues, "anomaly-max-values", opts.Anomaly.MaxValues, "values of one dimension the anomaly finder considers (the largest); the rest are counted in its report")
+	f.Var(durationFlag{&opts.Anomaly.QueryTimeout}, "anomaly-query-timeout", "longest one anomaly run's (or one trend request's) queries may take together")
+	f.Var(durationFlag{&opts.Monitor.Interval}, "monitor-interval", "how often every device's connectivity series are written and its liveness judged")
+	f.Float64Var(&opts.Monitor.SilentFactor, "silent-factor", opts.Monitor.SilentFactor, "a device unheard for this many times its own reporting interval is silent")
+	f.Var(durationFlag{&opts.Monitor.DefaultInterval}, "default-report-interval", "reporting interval of a device that reported none and has none configured")
+	f.Var(durationFlag{&opts.Monitor.OfflineAfter}, "offline-after", "a device unheard for longer is offline (gone) rather than silent (late)")
+	f.Var(durationFlag{&opts.Monitor.SessionRetention}, "session-retention", "how long the connection history keeps an ended session")
+	f.IntVar(&opts.Monitor.MaxPendingSessions, "monitor-max-pending-sessions", opts.Monitor.MaxPendingSessions, "ended sessions waiting to be written to the connection history; beyond, they are counted and dropped")
 	return c
 }
 
@@ -145,6 +157,18 @@ var serverFlagKeys = map[string]string{
 	"mqtt-max-handshakes-per-source":  "mqtt.max_handshakes_per_source",
 	"mqtt-receive-maximum":            "mqtt.receive_maximum",
 	"mqtt-max-keepalive":              "mqtt.max_keepalive",
+	"anomaly-interval":                "anomaly.interval",
+	"anomaly-window":                  "anomaly.window",
+	"anomaly-baseline-windows":        "anomaly.baseline_windows",
+	"anomaly-min-devices":             "anomaly.min_devices",
+	"anomaly-max-values":              "anomaly.max_values",
+	"anomaly-query-timeout":           "anomaly.query_timeout",
+	"monitor-interval":                "monitor.interval",
+	"silent-factor":                   "monitor.silent_factor",
+	"default-report-interval":         "monitor.default_interval",
+	"offline-after":                   "monitor.offline_after",
+	"session-retention":               "monitor.session_retention",
+	"monitor-max-pending-sessions":    "monitor.max_pending_sessions",
 	"rules":                           "alerting.rule_files",
 	"rules-interval":                  "alerting.evaluation_interval",
 	"default-rules":                   "alerting.default_rules",

@@ -90,6 +90,12 @@ func TestServerConfig(t *testing.T) {
 		{args: []string{"--rules-interval", "0s"}, err: "invalid --rules-interval 0s: must be positive"},
 		{args: []string{"--alert-webhook", "hook"}, err: `invalid --alert-webhook "hook": want an absolute http:// or https:// URL`},
 		{file: "alerting-bad-url.bad.yml", err: `invalid alerting.alertmanagers "am:9093" in testdata/server/alerting-bad-url.bad.yml (line 2): want an absolute http:// or https:// URL`},
+		{args: []string{"--anomaly-window", "1h", "--anomaly-baseline-windows", "24"}, want: func(c *serverConfig) {
+			c.Anomaly.Window, c.Anomaly.BaselineWindows = time.Hour, 24
+		}},
+		{args: []string{"--anomaly-window", "5s"}, err: "invalid --anomaly-window 5s: must be a whole number of seconds, at least 10s"},
+		{args: []string{"--anomaly-baseline-windows", "2"}, err: "invalid --anomaly-baseline-windows 2: must be at least 3"},
+
 		{file: "unknown-key.bad.yml", err: `config testdata/server/unknown-key.bad.yml: tsdb.retension: unknown key (line 2); did you mean "retention"?`},
 		{file: "unknown-top.bad.yml", err: "fsync: unknown key (line 2)"},
 		{file: "hidden-field.bad.yml", err: "mqtt.clock: unknown key (line 2)"},
@@ -169,6 +175,8 @@ func sampleFlagValue(f *pflag.Flag) string {
 		return "3d"
 	case "int", "uint16":
 		return "7"
+	case "float64":
+		return "5"
 	case "stringSlice":
 		return "x.example.com"
 	case "bool":

@@ -34,7 +34,7 @@ func TestAuditEveryMutation(t *testing.T) {
 		step()
 		require.NoError(t, r.SetGroups(ctx, dev.ID, []string{"x", "y"}, []string{"z"}, "o-admin", "10.0.0.1"))
 		step()
-		require.NoError(t, r.ReportFacts(ctx, dev.ID, "", "", "2.0", time.Time{}))
+		require.NoError(t, r.ReportFacts(ctx, dev.ID, "", "", "2.0", time.Time{}, 0))
 		step()
 		op, _, err := r.CreateOperator(ctx, "bob", RoleOperator, "o-admin", "10.0.0.1")
 		require.NoError(t, err)

@@ -465,8 +465,10 @@ func (r *Registry) SetGroups(ctx context.Context, id string, add, remove []strin
 // ReportFacts records what a device reports when it connects: its hardware model, network
 // operator and firmware version ("" leaves a field unchanged) and the time it was seen (zero
 // means now; last seen never moves backwards). A change of a fact is audited with the actor
-// "device:<id>"; the last-seen time alone is not, it changes on every connect.
-func (r *Registry) ReportFacts(ctx context.Context, id string, model, operator, firmware string, seen time.Time) error {
+// "device:<id>"; the last-seen time alone is not, it changes on every connect. interval is the
+// longest time the device says it waits between two reports (0 leaves it unchanged); the
+// monitor judges the device silent after a multiple of it.
+func (r *Registry) ReportFacts(ctx context.Context, id string, model, operator, firmware string, seen time.Time, interval time.Duration) error {
 	if err := validateDeviceID(id); err != nil {
 		return fmt.Errorf("report facts: %w", err)
 	}
@@ -502,7 +504,8 @@ func (r *Registry) ReportFacts(ctx context.Context, id string, model, operator, 
 			}
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE devices SET hardware_model = $1, network_operator = $2, firmware_version = $3,
-			last_seen_at = $4 WHERE id = $5`, upd[0], upd[1], upd[2], lastSeen, id)
+			last_seen_at = $4, report_interval_ms = CASE WHEN $5 > 0 THEN $5 ELSE report_interval_ms END WHERE id = $6`,
+			upd[0], upd[1], upd[2], lastSeen, interval.Milliseconds(), id)
 		if err != nil {
 			return err
 		}

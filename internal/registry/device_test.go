@@ -20,7 +20,7 @@ func seedDevices(t *testing.T, r *Registry, n int) {
 		c, err := issue(id)
 		require.NoError(t, err)
 		require.NoError(t, r.AddCertificate(ctx, id, c, true))
-		require.NoError(t, r.ReportFacts(ctx, id, fmt.Sprintf("model-%d", i%3), fmt.Sprintf("op-%d", i%2), fmt.Sprintf("fw-%d", i%4), time.Time{}))
+		require.NoError(t, r.ReportFacts(ctx, id, fmt.Sprintf("model-%d", i%3), fmt.Sprintf("op-%d", i%2), fmt.Sprintf("fw-%d", i%4), time.Time{}, 0))
 		require.NoError(t, r.SetTags(ctx, id, map[string]string{"site": fmt.Sprintf("s%d", i%5), "line": fmt.Sprintf("l%d", i%2)}, nil, "o-test", ""))
 		if i%3 == 0 {
 			require.NoError(t, r.SetGroups(ctx, id, []string{"third"}, nil, "o-test", ""))
@@ -208,7 +208,7 @@ func TestReportFacts(t *testing.T) {
 		require.NoError(t, err)
 
 		fakeClock(r).Advance(time.Minute)
-		require.NoError(t, r.ReportFacts(ctx, "dev-1", "mx-1", "Telekom", "1.0.0", time.Time{}))
+		require.NoError(t, r.ReportFacts(ctx, "dev-1", "mx-1", "Telekom", "1.0.0", time.Time{}, 0))
 		dev, err := r.Device(ctx, "dev-1")
 		require.NoError(t, err)
 		require.Equal(t, "mx-1", dev.HardwareModel)
@@ -219,9 +219,9 @@ func TestReportFacts(t *testing.T) {
 		// Empty strings leave fields alone; last seen only moves forward.
 		before := auditActions(t, r)
 		seen := testStart.Add(time.Hour + 1234*time.Microsecond)
-		require.NoError(t, r.ReportFacts(ctx, "dev-1", "", "", "", seen))
+		require.NoError(t, r.ReportFacts(ctx, "dev-1", "", "", "", seen, 0))
 		require.Equal(t, before, auditActions(t, r), "last seen alone is not audited")
-		require.NoError(t, r.ReportFacts(ctx, "dev-1", "", "", "1.1.0", testStart))
+		require.NoError(t, r.ReportFacts(ctx, "dev-1", "", "", "1.1.0", testStart, 0))
 		dev, err = r.Device(ctx, "dev-1")
 		require.NoError(t, err)
 		require.Equal(t, "mx-1", dev.HardwareModel)
@@ -236,7 +236,7 @@ func TestReportFacts(t *testing.T) {
 			Target: "dev-1", Detail: `firmware "1.0.0" -> "1.1.0"`,
 		}, entries[0])
 
-		require.ErrorIs(t, r.ReportFacts(ctx, "dev-2", "m", "", "", time.Time{}), ErrNotFound)
-		require.ErrorIs(t, r.ReportFacts(ctx, "dev-1", "m\n", "", "", time.Time{}), ErrInvalid)
+		require.ErrorIs(t, r.ReportFacts(ctx, "dev-2", "m", "", "", time.Time{}, 0), ErrNotFound)
+		require.ErrorIs(t, r.ReportFacts(ctx, "dev-1", "m\n", "", "", time.Time{}, 0), ErrInvalid)
 	})
 }

@@ -137,6 +137,26 @@ var migrations = []migration{
 		)`,
 		`INSERT INTO config_revision (id, revision) VALUES (1, 0)`,
 	}},
+	{version: 3, name: "fleet monitoring: reporting intervals and connection history", stmts: []string{
+		`ALTER TABLE devices ADD COLUMN report_interval_ms BIGINT NOT NULL DEFAULT 0`,
+		`CREATE TABLE device_sessions (
+			id                {{identity}},
+			device_id         {{key}} NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+			connected_at      BIGINT NOT NULL,
+			disconnected_at   BIGINT NOT NULL,
+			cause             TEXT NOT NULL,
+			received_bytes    BIGINT NOT NULL DEFAULT 0,
+			sent_bytes        BIGINT NOT NULL DEFAULT 0,
+			received_messages BIGINT NOT NULL DEFAULT 0,
+			sent_messages     BIGINT NOT NULL DEFAULT 0,
+			tls_version       TEXT NOT NULL DEFAULT '',
+			mqtt_version      BIGINT NOT NULL DEFAULT 0,
+			remote            TEXT NOT NULL DEFAULT '',
+			node              TEXT NOT NULL DEFAULT ''
+		)`,
+		`CREATE INDEX device_sessions_device ON device_sessions (device_id, connected_at)`,
+		`CREATE INDEX device_sessions_end ON device_sessions (disconnected_at)`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

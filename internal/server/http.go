@@ -124,12 +124,12 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 	s.httpLn = tls.NewListener(netlimit.NewListener(ln, lim), httpCfg)
 
 	mux := http.NewServeMux()
-	mux.Handle("/device/v1/", gateway.HTTPChannel(s.channel, s.authz, s.reg))
-	mux.Handle(protocol.BatchPath, gateway.HTTPIngest(s.ingester(), s.authz, gateway.HTTPIngestOptions{
+	mux.Handle("/device/v1/", s.monitor.HTTPHandler(gateway.HTTPChannel(s.channel, s.authz, s.reg)))
+	mux.Handle(protocol.BatchPath, s.monitor.HTTPHandler(gateway.HTTPIngest(s.ingester(), s.authz, gateway.HTTPIngestOptions{
 		MaxPayload:   s.pipelineMaxPayload(),
 		BodyTimeout:  o.UploadTimeout,
 		WriteTimeout: o.WriteTimeout,
-	}, s.reg))
+	}, s.reg)))
 	s.enroll.Register(mux)
 	var rules api.Rules
 	if s.alerting != nil {
@@ -143,6 +143,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Registry:      s.registry,
 		DeviceChanged: s.deviceChanged,
 		Channel:       s.channel,
+		Anomalies:     s.anomaly,
 		DeviceRoots:   tlsCfg.ClientCAs,
 		Rules:         rules,
 		Metrics:       promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}),
@@ -152,6 +153,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		QueryTimeout:  s.store.Options().QueryTimeout,
 		WriteTimeout:  o.WriteTimeout,
 		Registerer:    s.reg,
+		Monitor:       s.monitor,
 	}))
 	s.http = &http.Server{
 		Handler:           mux,

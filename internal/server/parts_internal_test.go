@@ -11,7 +11,9 @@ import (
 // TestPartsOrder: the parts start storage first and the listeners last, so that they stop
 // the other way round — the listeners, then the pipeline with what it accepted, then storage —
 // and nothing acknowledged is lost; the device channel stops after the listeners (whose
-// sessions acknowledge its messages) and before the registry it writes to.
+// sessions acknowledge its messages) and before the registry it writes to; the monitor stops
+// after the listeners and the pipeline, whose last sessions and batches its last write has, and
+// before the stores it writes to.
 func TestPartsOrder(t *testing.T) {
 	opts := DefaultOptions()
 	opts.DataDir = t.TempDir()
@@ -19,5 +21,5 @@ func TestPartsOrder(t *testing.T) {
 	s, err := New(opts, clock.Real(), nil)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, s.Close()) }()
-	require.Equal(t, []string{"registry", "tsdb", "alerting", "event log", "device channel", "gc pacer", "ingest", "https", "mqtt"}, s.group.Names())
+	require.Equal(t, []string{"registry", "tsdb", "alerting", "anomaly finder", "event log", "monitor", "device channel", "gc pacer", "ingest", "https", "mqtt"}, s.group.Names())
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/alerting"
+	"github.com/millwright/millwright/internal/anomaly"
 	"github.com/millwright/millwright/internal/api"
 	"github.com/millwright/millwright/internal/devicechannel"
 	"github.com/millwright/millwright/internal/devicepolicy"
@@ -33,6 +34,7 @@ import (
 	"github.com/millwright/millwright/internal/gcpace"
 	"github.com/millwright/millwright/internal/ingest"
 	"github.com/millwright/millwright/internal/lifecycle"
+	"github.com/millwright/millwright/internal/monitor"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/tsdb"
@@ -66,6 +68,12 @@ type Options struct {
 	HTTP HTTPOptions `yaml:"http"`
 	// API bounds the API's work: the PromQL queries evaluated at once.
 	API api.Options `yaml:"api"`
+	// Anomaly configures the anomaly finder: how often it runs, its window and baseline, its
+	// thresholds and bounds (docs/monitoring.md, "Anomalies").
+	Anomaly anomaly.Options `yaml:"anomaly"`
+	// Monitor is the fleet monitor: per-device connectivity series, liveness, connection
+	// history.
+	Monitor monitor.Options `yaml:"monitor"`
 	// Alerting is the rule files evaluated on the telemetry store and where their alerts go
 	// (docs/monitoring.md "Alert rules").
 	Alerting alerting.Options `yaml:"alerting"`
@@ -90,6 +98,8 @@ func DefaultOptions() Options {
 		Ingest:     ingest.DefaultOptions(),
 		HTTP:       DefaultHTTPOptions(),
 		API:        api.DefaultOptions(),
+		Anomaly:    anomaly.DefaultOptions(),
+		Monitor:    monitor.DefaultOptions(),
 		Alerting:   alerting.DefaultOptions(),
 
 		ShutdownTimeout: 10 * time.Second,
@@ -109,8 +119,10 @@ type Server struct {
 	enroll   *estserver.Server
 	store    *tsdb.Store
 	alerting *alerting.Manager
+	anomaly  *anomaly.Finder
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
+	monitor  *monitor.Monitor
 	facts    *devicepolicy.FactRecorder
 	channel  *devicechannel.Service
 	mqtt     *gateway.MQTT
@@ -177,6 +189,9 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	}); err != nil {
 		return nil, err
 	}
+	if s.anomaly, err = anomaly.New(s.store, opts.Anomaly, clk, logger.With("component", "anomaly")); err != nil {
+		return nil, err
+	}
 	if s.events, err = eventlog.Open(filepath.Join(dir, "events")); err != nil {
 		return nil, err
 	}
@@ -184,6 +199,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		logger.Warn("event log had a torn tail from a crash; cut off", "bytes", n)
 	}
 	s.pipeline = ingest.New(s.store, s.events, clk, opts.Ingest, logger.With("component", "ingest"), s.reg)
+	s.monitor = monitor.New(s.store, s.registry, opts.Monitor, clk, logger.With("component", "monitor"), s.reg)
 
 	tlsCfg := &tls.Config{
 		Certificates: []tls.Certificate{cert},
@@ -199,6 +215,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		return nil, err
 	}
 	s.mqtt.SetChannel(s.channel)
+	s.mqtt.SetObserver(s.monitor)
 	s.channel.SetTransport(s.mqtt)
 
 	if err := s.listenHTTP(tlsCfg); err != nil {
@@ -235,8 +252,17 @@ func (s *Server) parts() *lifecycle.Group {
 		// write their series to it.
 		g.Add(lifecycle.Part{Name: "alerting", Start: s.alerting.Start, Stop: s.alerting.Stop})
 	}
+	if s.anomaly != nil {
+		// Reads and writes the store: stopped before it.
+		g.Add(lifecycle.Part{Name: "anomaly finder", Run: s.anomaly.Run})
+	}
 	if s.events != nil {
 		g.Add(lifecycle.Part{Name: "event log", Stop: closer(s.events.Close)})
+	}
+	if s.monitor != nil {
+		// Stopped after the listeners and the pipeline, so that its last write has every
+		// session the shutdown ended, and before the stores it writes to.
+		g.Add(lifecycle.Part{Name: "monitor", Run: s.monitor.Run})
 	}
 	if s.channel != nil {
 		// Stopped after the listeners, whose sessions acknowledge its messages, and before
@@ -300,13 +326,22 @@ func (s *Server) deviceChanged(id string, status registry.Status) {
 }
 
 // ingester is the gateway's Ingester: the pipeline, and each accepted batch marks its device
-// seen (written in batches by the fact recorder).
+// seen (written in batches by the fact recorder) and is counted by the monitor.
 func (s *Server) ingester() gateway.Ingester {
-	return devicepolicy.SeenIngester(devicepolicy.Ingester(s.pipeline), s.facts, s.clk)
+	return s.monitor.Ingester(devicepolicy.SeenIngester(devicepolicy.Ingester(s.pipeline), s.facts, s.clk))
 }
+
+// Monitor is the fleet monitor.
+func (s *Server) Monitor() *monitor.Monitor { return s.monitor }
 
 // Channel is the device channel: the mailbox's delivery to devices.
 func (s *Server) Channel() *devicechannel.Service { return s.channel }
+
+// Store is the telemetry store.
+func (s *Server) Store() *tsdb.Store { return s.store }
+
+// Anomaly is the anomaly finder.
+func (s *Server) Anomaly() *anomaly.Finder { return s.anomaly }
 
 // Registry is the device registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }

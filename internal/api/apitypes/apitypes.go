@@ -299,3 +299,74 @@ type ConfigStatus struct {
 	Refused int `json:"refused"`
 	Pending int `json:"pending"`
 }
+
+// Session is one ended MQTT connection of a device, in its connection history
+// (GET /api/v1/devices/{id}/sessions).
+type Session struct {
+	ID             int64     `json:"id"`
+	Device         string    `json:"device"`
+	ConnectedAt    time.Time `json:"connected_at"`
+	DisconnectedAt time.Time `json:"disconnected_at"`
+	// DurationSeconds is DisconnectedAt − ConnectedAt.
+	DurationSeconds float64 `json:"duration_seconds"`
+	// Cause is why it ended: clean, keepalive_timeout, reset, protocol_error, takeover,
+	// kicked or server_shutdown.
+	Cause            string `json:"cause"`
+	ReceivedBytes    int64  `json:"received_bytes"`
+	SentBytes        int64  `json:"sent_bytes"`
+	ReceivedMessages int64  `json:"received_messages"`
+	SentMessages     int64  `json:"sent_messages"`
+	TLSVersion       string `json:"tls_version"`
+	MQTTVersion      int    `json:"mqtt_version"`
+	Remote           string `json:"remote"`
+	Node             string `json:"node"`
+}
+
+// SessionList is a page of a device's sessions, newest first; Next, when not 0, is the
+// before parameter of the next page.
+type SessionList struct {
+	Sessions []Session `json:"sessions"`
+	Next     int64     `json:"next,omitempty"`
+}
+
+// DeviceLiveness is one device's liveness (GET /api/v1/liveness): online (connected, or heard
+// from within k × its interval), silent (unheard for longer, within the offline bound) or
+// offline.
+type DeviceLiveness struct {
+	Device    string    `json:"device"`
+	State     string    `json:"state"`
+	Connected bool      `json:"connected"`
+	LastHeard time.Time `json:"last_heard"`
+	// IntervalSeconds is the device's expected reporting interval; IntervalSource says where
+	// it came from: reported, configured or default. SilentAfter is when it turns silent
+	// if not heard from before.
+	IntervalSeconds float64   `json:"interval_seconds"`
+	IntervalSource  string    `json:"interval_source"`
+	SilentAfter     time.Time `json:"silent_after"`
+	Firmware        string    `json:"firmware"`
+	Model           string    `json:"model"`
+	Operator        string    `json:"operator"`
+	Groups          []string  `json:"groups"`
+}
+
+// LivenessList is the liveness of the active devices at the monitor's last judgement (At).
+type LivenessList struct {
+	At      time.Time        `json:"at"`
+	Devices []DeviceLiveness `json:"devices"`
+}
+
+// LivenessCount is the number of active devices in each state for one value of a dimension.
+type LivenessCount struct {
+	Value   string `json:"value"`
+	Online  int    `json:"online"`
+	Silent  int    `json:"silent"`
+	Offline int    `json:"offline"`
+}
+
+// LivenessCounts counts the active devices by state for each value of By (firmware, model,
+// operator, group, or "" for the whole fleet).
+type LivenessCounts struct {
+	At     time.Time       `json:"at"`
+	By     string          `json:"by"`
+	Counts []LivenessCount `json:"counts"`
+}

@@ -1,0 +1,76 @@
+package anomaly
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// weekly generates 13 weekly drop rates (90 days) of a group of devices: Poisson drops over
+// the week's device-hours around a base rate that grows by growth per week (0: no trend), with
+// an outage week now and then.
+func weekly(r *rand.Rand, devices int, base, growth float64) []Point {
+	start := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+	var pts []Point
+	for w := range 13 {
+		rate := base * (1 + growth*float64(w))
+		hours := float64(devices) * 168
+		drops := poisson(r, rate*hours)
+		if r.IntN(13) == 0 {
+			drops *= 3 // an outage week
+		}
+		pts = append(pts, Point{T: start.Add(time.Duration(w) * 7 * 24 * time.Hour), V: drops / hours})
+	}
+	return pts
+}
+
+func TestTrendGenerated(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	const n = 300
+	falsePos, found, wrongDir := 0, 0, 0
+	for range n {
+		devices := 5 + r.IntN(200)
+		if Trend(weekly(r, devices, 0.05, 0)).Significant {
+			falsePos++
+		}
+		res := Trend(weekly(r, devices, 0.05, 0.08)) // +8 % of the start rate a week: ×2 in 13 weeks
+		if res.Significant {
+			found++
+			if res.Direction != "up" {
+				wrongDir++
+			}
+		}
+	}
+	t.Logf("no trend: %d/%d significant; +8 %%/week: %d/%d significant, %d the wrong way", falsePos, n, found, n, wrongDir)
+	// Floors (docs/monitoring.md, "Trends", has the measured values).
+	require.LessOrEqual(t, falsePos, n/10)
+	require.GreaterOrEqual(t, found, n*85/100)
+	require.Zero(t, wrongDir)
+}
+
+func TestTrendExact(t *testing.T) {
+	start := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+	var pts []Point
+	for i := range 10 {
+		pts = append(pts, Point{T: start.Add(time.Duration(i) * 24 * time.Hour), V: 2 + 0.5*float64(i)})
+	}
+	pts[4].V = 100 // one wild point does not move Theil–Sen
+	pts = append(pts, Point{T: start.Add(20 * 24 * time.Hour), V: math.NaN()})
+	res := Trend(pts)
+	require.Equal(t, 10, res.Points)
+	require.InDelta(t, 0.5, res.SlopePerDay, 1e-9)
+	require.InDelta(t, 2, res.Start, 1e-9)
+	require.InDelta(t, 6.5, res.End, 1e-9)
+	require.True(t, res.Significant)
+	require.Equal(t, "up", res.Direction)
+
+	flat := Trend([]Point{{start, 1}, {start.Add(time.Hour), 1}, {start.Add(2 * time.Hour), 1}, {start.Add(3 * time.Hour), 1}})
+	require.False(t, flat.Significant)
+	require.Equal(t, "flat", flat.Direction)
+	require.Zero(t, flat.SlopePerDay)
+
+	require.Equal(t, 0, Trend(nil).Points)
+}
