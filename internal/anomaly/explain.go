@@ -124,11 +124,15 @@ type Config struct {
 	MinShare float64
 	// MinDevices is the fewest devices a group must have to be named. Default 5.
 	MinDevices int
+	// MinOutlierFactor is how far above the rest of the fleet (the lower bound of the factor)
+	// a value must stand now to be reported as an outlier (FindOutlier). Default 3; 0 turns
+	// outliers off.
+	MinOutlierFactor float64
 }
 
 // DefaultConfig returns the thresholds used by default.
 func DefaultConfig() Config {
-	return Config{MinZ: 3, MinFactor: 1.25, MinShare: 0.5, MinDevices: 5}
+	return Config{MinZ: 3, MinFactor: 1.25, MinShare: 0.5, MinDevices: 5, MinOutlierFactor: 3}
 }
 
 // Evidence holds the numbers a finding rests on.

@@ -34,6 +34,11 @@ type Report struct {
 	Devices int `json:"devices"`
 	// Findings holds one finding per metric that moved; empty when nothing did.
 	Findings []Finding `json:"findings"`
+	// Outliers holds, per metric (drops, ingest delay), the value that stands furthest above
+	// the rest of the fleet now, if one stands out by Options.OutlierFactor: a fault present
+	// since before the baseline is no move, but it is an outlier. No series is written for
+	// them.
+	Outliers []Outlier `json:"outliers"`
 	// DroppedValues counts, per dimension, values not considered (Options.MaxValues).
 	DroppedValues map[string]int `json:"dropped_values,omitempty"`
 	// Took is how long the run took.
@@ -121,7 +126,7 @@ func (f *Finder) evaluate(ctx context.Context, now time.Time) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read device facts: %w", err)
 	}
-	rep := &Report{Time: now, Window: f.opts.Window, BaselineWindows: f.opts.BaselineWindows, Devices: len(fs.keys), Findings: []Finding{}}
+	rep := &Report{Time: now, Window: f.opts.Window, BaselineWindows: f.opts.BaselineWindows, Devices: len(fs.keys), Findings: []Finding{}, Outliers: []Outlier{}}
 	if len(fs.dropped) > 0 {
 		rep.DroppedValues = fs.dropped
 		f.log.Warn("anomaly: dimension values over the bound left out", "dropped", fs.dropped, "max_values", f.opts.MaxValues)
@@ -138,6 +143,9 @@ func (f *Finder) evaluate(ctx context.Context, now time.Time) (*Report, error) {
 		}
 		if fd := Analyze(in, cfg); fd != nil {
 			rep.Findings = append(rep.Findings, *fd)
+		}
+		if o := FindOutlier(in, cfg); o != nil {
+			rep.Outliers = append(rep.Outliers, *o)
 		}
 	}
 	return rep, nil

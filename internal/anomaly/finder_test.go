@@ -305,3 +305,28 @@ func TestFinderFleetGrowth(t *testing.T) {
 	require.Equal(t, 400, rep.Devices)
 	require.Empty(t, rep.Findings)
 }
+
+// TestFinderStandingFault: firmware 2.1.0 has dropped five times as often from the start (a
+// simulator's faulty firmware): nothing moved, no series, but the report names it as an
+// outlier.
+func TestFinderStandingFault(t *testing.T) {
+	f := newFleet(t, 400)
+	faulty := func(d *device) float64 {
+		if d.firmware == "2.1.0" {
+			return 5
+		}
+		return 1
+	}
+	f.run(165, faulty, baseDelay, allOnline)
+	fd, _ := f.finder(anomaly.Options{})
+	rep, err := fd.RunOnce(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, rep.Findings)
+	require.Len(t, rep.Outliers, 1, "%+v", rep.Outliers)
+	o := rep.Outliers[0]
+	require.Equal(t, anomaly.DropsPerDeviceHour, o.Metric)
+	require.Equal(t, "firmware", o.Dimension)
+	require.Equal(t, "2.1.0", o.Value)
+	require.InDelta(t, 5, o.Factor, 1.5)
+	require.Empty(t, f.query("millwright_anomaly_factor", rep.Time))
+}

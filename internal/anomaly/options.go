@@ -28,6 +28,10 @@ type Options struct {
 	MinZ      float64 `yaml:"min_z"`
 	MinFactor float64 `yaml:"min_factor"`
 	MinShare  float64 `yaml:"min_share"`
+	// OutlierFactor is how many times the rest of the fleet's drops or ingest delay a value
+	// must have now (the lower bound of the factor) to be reported as an outlier, moved or
+	// not (Config.MinOutlierFactor). Default 3; zero means the default; more than 1.
+	OutlierFactor float64 `yaml:"outlier_factor"`
 }
 
 // DefaultOptions returns the defaults.
@@ -43,6 +47,7 @@ func DefaultOptions() Options {
 		MinZ:            c.MinZ,
 		MinFactor:       c.MinFactor,
 		MinShare:        c.MinShare,
+		OutlierFactor:   c.MinOutlierFactor,
 	}
 }
 
@@ -75,9 +80,12 @@ func (o Options) withDefaults() Options {
 	if o.MinShare == 0 {
 		o.MinShare = d.MinShare
 	}
+	if o.OutlierFactor == 0 {
+		o.OutlierFactor = d.OutlierFactor
+	}
 	return o
 }
 
 func (o Options) config() Config {
-	return Config{MinZ: o.MinZ, MinFactor: o.MinFactor, MinShare: o.MinShare, MinDevices: o.MinDevices}
+	return Config{MinZ: o.MinZ, MinFactor: o.MinFactor, MinShare: o.MinShare, MinDevices: o.MinDevices, MinOutlierFactor: o.OutlierFactor}
 }

@@ -55,6 +55,7 @@ func (a *anomalyAPI) latest(*http.Request) (any, *apiError) {
 		BaselineWindows: rep.BaselineWindows,
 		Devices:         rep.Devices,
 		Findings:        []apitypes.AnomalyFinding{},
+		Outliers:        []apitypes.AnomalyOutlier{},
 		DroppedValues:   rep.DroppedValues,
 		TookSeconds:     rep.Took.Seconds(),
 	}
@@ -71,6 +72,13 @@ func (a *anomalyAPI) latest(*http.Request) (any, *apiError) {
 				RestNow: finite(e.RestNow), RestBaseline: finite(e.RestBaseline), RestZ: finite(e.RestZ),
 				Candidates: e.Candidates,
 			},
+		})
+	}
+	for _, o := range rep.Outliers {
+		out.Outliers = append(out.Outliers, apitypes.AnomalyOutlier{
+			Metric: string(o.Metric), Dimension: o.Dimension, Value: o.Value, Text: o.Text,
+			Factor: finite(o.Factor), FactorLow: finite(o.FactorLow), Z: finite(o.Z), Share: finite(o.Share),
+			Devices: o.Devices, Now: finite(o.Now), RestNow: finite(o.RestNow),
 		})
 	}
 	return out, nil

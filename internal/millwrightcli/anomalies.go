@@ -21,7 +21,9 @@ func newAnomaliesCmd() *cobra.Command {
 		Long: `Show the anomaly finder's latest report. When drops per device-hour, the mean ingest delay
 or the offline ratio moved up over the last window against its trailing baseline, the report
 names the firmware, model, operator or group that best explains it, with the evidence
-(docs/monitoring.md, "Anomalies"). Nothing moved: no findings.`,
+(docs/monitoring.md, "Anomalies"). Nothing moved: no findings. Below them, the outliers: per
+metric, a value whose drops or ingest delay stand far above the rest of the fleet's now,
+whether or not anything moved (a fault present from the start).`,
 		Example: `  millwright anomalies
   millwright anomalies -o json`,
 		Args: cobra.NoArgs,
@@ -43,6 +45,11 @@ names the firmware, model, operator or group that best explains it, with the evi
 			for dim, n := range rep.DroppedValues {
 				fmt.Fprintf(out, "(%d values of %s left out: --anomaly-max-values)\n", n, dim)
 			}
+			defer func() {
+				for _, o := range rep.Outliers {
+					fmt.Fprintf(out, "Outlier: %s\n", o.Text)
+				}
+			}()
 			if len(rep.Findings) == 0 {
 				fmt.Fprintln(out, "No anomalies.")
 				return nil

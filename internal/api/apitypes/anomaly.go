@@ -15,6 +15,9 @@ type AnomalyReport struct {
 	Devices int `json:"devices"`
 	// Findings holds one finding per metric that moved; empty when nothing did.
 	Findings []AnomalyFinding `json:"findings"`
+	// Outliers holds, per metric (drops, ingest delay), the value that stands furthest above
+	// the rest of the fleet now, moved or not: a fault present since before the baseline.
+	Outliers []AnomalyOutlier `json:"outliers"`
 	// DroppedValues counts, per dimension, values left out by the cardinality bound.
 	DroppedValues map[string]int `json:"dropped_values,omitempty"`
 	// TookSeconds is how long the run took.
@@ -63,6 +66,28 @@ type AnomalyEvidence struct {
 	RestZ        float64 `json:"rest_z"`
 	// Candidates is how many values passed the tests before the most specific was chosen.
 	Candidates int `json:"candidates"`
+}
+
+// AnomalyOutlier is a dimension value whose metric now stands well above the rest of the
+// fleet's.
+type AnomalyOutlier struct {
+	Metric    string `json:"metric"`
+	Dimension string `json:"dimension"`
+	Value     string `json:"value"`
+	// Text says it in one line: "drops per device-hour on firmware=2.1.0 is 5.0× the rest of
+	// the fleet's (200 devices; 44 % of the fleet's drops)".
+	Text string `json:"text"`
+	// Factor is the value's metric over the rest of the fleet's; FactorLow its lower bound.
+	Factor    float64 `json:"factor"`
+	FactorLow float64 `json:"factor_low"`
+	// Z is the value's excess in standard deviations; Share that excess as a share of the
+	// fleet's numerator.
+	Z       float64 `json:"z"`
+	Share   float64 `json:"share"`
+	Devices int     `json:"devices"`
+	// Now and RestNow are the value's metric and the rest of the fleet's.
+	Now     float64 `json:"now"`
+	RestNow float64 `json:"rest_now"`
 }
 
 // TrendReport is the answer of GET /api/v1/trends: per value of a dimension, a metric at each
