@@ -162,3 +162,13 @@ func TestFindOutlier(t *testing.T) {
 		part{[]Key{fw200, gw100, opB}, 900, 9, 9})
 	require.Nil(t, FindOutlier(in, cfg))
 }
+
+func TestFindOutlierCleanRest(t *testing.T) {
+	// The rest of the fleet did not drop at all: the faulty firmware is still an outlier.
+	in := fleetOf(DropsPerDeviceHour,
+		part{[]Key{fw210, gw200, opA}, 20, 0, 30},
+		part{[]Key{fw200, gw100, opB}, 80, 0, 0})
+	o := FindOutlier(in, DefaultConfig())
+	require.NotNil(t, o)
+	require.Equal(t, fw210, Key{o.Dimension, o.Value}, o.Text)
+}

@@ -54,10 +54,11 @@ func FindOutlier(in Input, cfg Config) *Outlier {
 			continue
 		}
 		rest := in.Fleet.Now.sub(s.Now)
-		if rest.Den <= 0 || rest.Num <= 0 {
+		if rest.Den <= 0 {
 			continue
 		}
-		rr := rest.Num / rest.Den
+		// A rest without a single event has, still, a rate below half an event.
+		rr := math.Max(rest.Num, 0.5) / rest.Den
 		// The unit variance: Poisson at the rest's rate for counts; for a mean, the spread of
 		// the fleet's baseline windows (and at least meanFloor of the mean).
 		unit := rr
@@ -67,7 +68,7 @@ func FindOutlier(in Input, cfg Config) *Outlier {
 				unit = b.UnitVar
 			}
 		}
-		factor, z := compare(s.Now, rest, unit)
+		factor, z := compare(s.Now, Counts{Num: rr * rest.Den, Den: rest.Den}, unit)
 		// Two standard deviations below the value's numerator: √num for a count, the unit
 		// spread over the exposure for a mean.
 		sd := math.Sqrt(unit * s.Now.Den)
