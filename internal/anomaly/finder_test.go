@@ -267,7 +267,7 @@ func TestOptionsValidate(t *testing.T) {
 	}{
 		{func(o *anomaly.Options) { o.Interval = 0 }, "interval"},
 		{func(o *anomaly.Options) { o.Window = -time.Minute }, "window"},
-		{func(o *anomaly.Options) { o.Window = 30 * time.Second }, "window"},
+		{func(o *anomaly.Options) { o.Window = 5 * time.Second }, "window"},
 		{func(o *anomaly.Options) { o.Window = time.Minute + time.Millisecond }, "window"},
 		{func(o *anomaly.Options) { o.BaselineWindows = 2 }, "baseline_windows"},
 		{func(o *anomaly.Options) { o.MinDevices = 0 }, "min_devices"},

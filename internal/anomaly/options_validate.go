@@ -8,7 +8,7 @@ import (
 
 // Validate refuses options an operator cannot have meant: an interval, window, query timeout,
 // bound or threshold that is zero or negative; a window not a whole number of seconds or
-// shorter than a minute; fewer than 3 baseline windows; a minimum factor or outlier factor of 1 or
+// shorter than 10 s; fewer than 3 baseline windows; a minimum factor or outlier factor of 1 or
 // less, a minimum share above 1. The error is an *optcheck.Error keyed by the option's YAML key.
 // (New fills zero fields with the defaults; a configuration file's zero is refused here,
 // since it would fall back to a default the operator did not choose.)
@@ -23,8 +23,8 @@ func (o Options) Validate() error {
 	); err != nil {
 		return err
 	}
-	if o.Window < time.Minute || o.Window%time.Second != 0 {
-		return optcheck.Invalid("window", o.Window, "must be a whole number of seconds, at least 1m")
+	if o.Window < 10*time.Second || o.Window%time.Second != 0 {
+		return optcheck.Invalid("window", o.Window, "must be a whole number of seconds, at least 10s")
 	}
 	if o.BaselineWindows < 3 {
 		return optcheck.Invalid("baseline_windows", o.BaselineWindows, "must be at least 3: a median and a MAD of fewer windows say nothing")

@@ -79,7 +79,7 @@ func TestServerConfig(t *testing.T) {
 		{args: []string{"--anomaly-window", "1h", "--anomaly-baseline-windows", "24"}, want: func(c *serverConfig) {
 			c.Anomaly.Window, c.Anomaly.BaselineWindows = time.Hour, 24
 		}},
-		{args: []string{"--anomaly-window", "30s"}, err: "invalid --anomaly-window 30s: must be a whole number of seconds, at least 1m"},
+		{args: []string{"--anomaly-window", "5s"}, err: "invalid --anomaly-window 5s: must be a whole number of seconds, at least 10s"},
 		{args: []string{"--anomaly-baseline-windows", "2"}, err: "invalid --anomaly-baseline-windows 2: must be at least 3"},
 
 		{file: "unknown-key.bad.yml", err: `config testdata/server/unknown-key.bad.yml: tsdb.retension: unknown key (line 2); did you mean "retention"?`},
