@@ -183,6 +183,10 @@ type Finding struct {
 // Key returns the finding's cause.
 func (f Finding) Key() Key { return Key{Dimension: f.Dimension, Value: f.Value} }
 
+// minBaselineWindows is how many baseline windows with exposure (and not outliers) the fleet
+// must have before a move is called: a median and a MAD of fewer say nothing.
+const minBaselineWindows = 3
+
 // shareSlack is how much less of the excess than the best candidate a more specific candidate
 // may account for and still be preferred.
 const shareSlack = 0.1
@@ -217,6 +221,9 @@ type candidate struct {
 func Analyze(in Input, cfg Config) *Finding {
 	k := in.Metric.Kind()
 	fb := estimateBaseline(k, in.Fleet.Baseline)
+	if fb.Kept < minBaselineWindows {
+		return nil // too little history: just after a start, or a fleet just set up
+	}
 	factor, z := fb.test(in.Fleet.Now)
 	if in.Fleet.Now.Den <= 0 || z < cfg.MinZ || factor < cfg.MinFactor {
 		return nil

@@ -74,3 +74,24 @@ func TestTrendExact(t *testing.T) {
 
 	require.Equal(t, 0, Trend(nil).Points)
 }
+
+// FuzzParseTrendQuery feeds arbitrary API parameters to ParseTrendQuery: it returns a query
+// that passes its own checks, or an error, never panics.
+func FuzzParseTrendQuery(f *testing.F) {
+	for _, s := range [][4]string{
+		{"drops_per_device_hour", "firmware", "90d", "1w"},
+		{"offline_ratio", "group", "2h", "15m"},
+		{"latency", "firmware", "90d", "1w"},
+		{"ingest_delay_seconds", "model", "1e300", "-1s"},
+		{"ingest_delay_seconds", "operator", "10000h", "1m"},
+	} {
+		f.Add(s[0], s[1], s[2], s[3])
+	}
+	f.Fuzz(func(t *testing.T, metric, dimension, rng, step string) {
+		q, err := ParseTrendQuery(metric, dimension, rng, step)
+		if err == nil {
+			require.NoError(t, q.check())
+			require.LessOrEqual(t, int(q.Range/q.Step), MaxTrendPoints)
+		}
+	})
+}
