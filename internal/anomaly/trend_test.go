@@ -95,3 +95,24 @@ func FuzzParseTrendQuery(f *testing.F) {
 		}
 	})
 }
+
+func TestAdjustSignificance(t *testing.T) {
+	ss := []TrendSeries{
+		{Value: "a", TrendResult: TrendResult{Points: 13, P: 0.001, Significant: true, Direction: "up"}},
+		{Value: "b", TrendResult: TrendResult{Points: 13, P: 0.04, Significant: true, Direction: "down"}},
+		{Value: "c", TrendResult: TrendResult{Points: 13, P: 0.03, Significant: true, Direction: "up"}},
+		{Value: "d", TrendResult: TrendResult{Points: 13, P: 0.5, Direction: "flat"}},
+	}
+	adjustSignificance(ss)
+	// Ranks by p: a (1), c (2), b (3), d (4); q = min over higher ranks of p·m/rank.
+	require.InDelta(t, 0.004, ss[0].Q, 1e-12)
+	require.InDelta(t, 0.04*4/3.0, ss[1].Q, 1e-12)
+	require.InDelta(t, 0.04*4/3.0, ss[2].Q, 1e-12) // 0.03·4/2 = 0.06, but never above a higher rank's
+	require.InDelta(t, 0.5, ss[3].Q, 1e-12)
+	require.True(t, ss[0].Significant)
+	require.Equal(t, "up", ss[0].Direction)
+	for _, s := range ss[1:] {
+		require.False(t, s.Significant, s.Value)
+		require.Equal(t, "flat", s.Direction, s.Value)
+	}
+}

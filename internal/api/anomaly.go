@@ -127,7 +127,7 @@ func (a *anomalyAPI) trends(r *http.Request) (any, *apiError) {
 		ts := apitypes.TrendSeries{
 			Dimension: s.Dimension, Value: s.Value, Devices: s.Devices, Points: []apitypes.TrendPoint{},
 			N: s.TrendResult.Points, SlopePerDay: finite(s.SlopePerDay), Start: finite(s.Start), End: finite(s.End),
-			Tau: finite(s.Tau), P: finite(s.P), Significant: s.Significant, Direction: s.Direction,
+			Tau: finite(s.Tau), P: finite(s.P), Q: finite(s.Q), Significant: s.Significant, Direction: s.Direction,
 		}
 		for _, p := range s.Points {
 			ts.Points = append(ts.Points, apitypes.TrendPoint{T: p.T, V: finite(p.V)})

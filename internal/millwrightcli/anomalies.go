@@ -84,7 +84,8 @@ func newTrendsCmd() *cobra.Command {
 		Short: "Show, per firmware, model, operator or group, a metric's trend over a long range",
 		Long: `Show, per value of a dimension, a metric at every step of a range (each point the metric
 over the step before it) and its trend: the Theil–Sen slope per day and whether the
-Mann–Kendall test finds it significant (p < 0.05) (docs/monitoring.md, "Trends").
+Mann–Kendall test finds it significant (p adjusted for the number of values, q, below 0.05)
+(docs/monitoring.md, "Trends").
 Metrics: drops_per_device_hour, ingest_delay_seconds, offline_ratio.`,
 		Example: `  millwright trends --metric drops_per_device_hour --by firmware
   millwright trends --metric ingest_delay_seconds --by operator --range 30d --step 1d -o json`,
@@ -109,14 +110,14 @@ Metrics: drops_per_device_hour, ingest_delay_seconds, offline_ratio.`,
 			fmt.Fprintf(out, "%s by %s, %s to %s, step %s\n", rep.Metric, rep.Dimension, when(rep.Start), when(rep.End),
 				formatDuration(time.Duration(rep.StepSeconds*float64(time.Second))))
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "VALUE\tDEVICES\tPOINTS\tSTART\tEND\tSLOPE/DAY\tP\tTREND")
+			fmt.Fprintln(w, "VALUE\tDEVICES\tPOINTS\tSTART\tEND\tSLOPE/DAY\tP\tQ\tTREND")
 			shown := 0
 			for _, s := range rep.Series {
 				if onlySignificant && !s.Significant {
 					continue
 				}
 				shown++
-				fmt.Fprintf(w, "%s\t%d\t%d\t%.4g\t%.4g\t%+.3g\t%.3f\t%s\n", s.Value, s.Devices, s.N, s.Start, s.End, s.SlopePerDay, s.P, s.Direction)
+				fmt.Fprintf(w, "%s\t%d\t%d\t%.4g\t%.4g\t%+.3g\t%.3f\t%.3f\t%s\n", s.Value, s.Devices, s.N, s.Start, s.End, s.SlopePerDay, s.P, s.Q, s.Direction)
 			}
 			if err := w.Flush(); err != nil {
 				return err

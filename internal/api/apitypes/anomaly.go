@@ -116,10 +116,12 @@ type TrendSeries struct {
 	SlopePerDay float64 `json:"slope_per_day"`
 	Start       float64 `json:"start"`
 	End         float64 `json:"end"`
-	// Tau is Kendall's tau; P the Mann–Kendall test's two-sided p-value.
+	// Tau is Kendall's tau; P the Mann–Kendall test's two-sided p-value; Q that p-value
+	// adjusted for the number of values in the report (Benjamini–Hochberg).
 	Tau float64 `json:"tau"`
 	P   float64 `json:"p"`
-	// Significant is P < 0.05 with at least 4 points; Direction "up", "down" or "flat".
+	Q   float64 `json:"q"`
+	// Significant is Q < 0.05 with at least 4 points; Direction "up", "down" or "flat".
 	Significant bool   `json:"significant"`
 	Direction   string `json:"direction"`
 }
