@@ -330,3 +330,39 @@ func TestFinderStandingFault(t *testing.T) {
 	require.InDelta(t, 5, o.Factor, 1.5)
 	require.Empty(t, f.query("millwright_anomaly_factor", rep.Time))
 }
+
+// TestFinderTrends: over 4 hours, firmware 2.1.0's drop rate climbs from 1 to 6 per
+// device-hour while the others stay at 1: its trend is up and significant, the others' flat.
+func TestFinderTrends(t *testing.T) {
+	f := newFleet(t, 300)
+	for step := range 16 {
+		f.run(15, func(d *device) float64 {
+			if d.firmware == "2.1.0" {
+				return 1 + float64(step)/3
+			}
+			return 1
+		}, baseDelay, allOnline)
+	}
+	fd, _ := f.finder(anomaly.Options{})
+	q, err := anomaly.ParseTrendQuery("drops_per_device_hour", "firmware", "4h", "15m")
+	require.NoError(t, err)
+	rep, err := fd.Trends(context.Background(), q)
+	require.NoError(t, err)
+	require.Len(t, rep.Series, 3)
+	byValue := map[string]anomaly.TrendSeries{}
+	for _, s := range rep.Series {
+		byValue[s.Value] = s
+		require.Len(t, s.Points, 16, s.Value)
+	}
+	up := byValue["2.1.0"]
+	require.True(t, up.Significant, "%+v", up.TrendResult)
+	require.Equal(t, "up", up.Direction)
+	// 5 drops per device-hour more over 3 h 45 min: 32 a day.
+	require.InDelta(t, 32, up.SlopePerDay, 10)
+	for _, v := range []string{"2.0.0", "1.9.0"} {
+		require.False(t, byValue[v].Significant, "%s: %+v", v, byValue[v].TrendResult)
+	}
+
+	_, err = fd.Trends(context.Background(), anomaly.TrendQuery{Metric: anomaly.DropsPerDeviceHour, Dimension: "firmware", Range: time.Hour, Step: time.Hour})
+	require.ErrorContains(t, err, "at least 3 steps")
+}
