@@ -366,3 +366,54 @@ func TestFinderTrends(t *testing.T) {
 	_, err = fd.Trends(context.Background(), anomaly.TrendQuery{Metric: anomaly.DropsPerDeviceHour, Dimension: "firmware", Range: time.Hour, Step: time.Hour})
 	require.ErrorContains(t, err, "at least 3 steps")
 }
+
+// TestFinderTrendsRecorded: a finder that ran through the 4 hours recorded each 15-minute
+// window's counts; the trend read from them (one sample per window and value) agrees with the
+// one read from every device's series.
+func TestFinderTrendsRecorded(t *testing.T) {
+	f := newFleet(t, 300)
+	fd, clk := f.finder(anomaly.Options{})
+	for step := range 16 {
+		f.run(15, func(d *device) float64 {
+			if d.firmware == "2.1.0" {
+				return 1 + float64(step)/3
+			}
+			return 1
+		}, baseDelay, allOnline)
+		clk.Set(f.now)
+		_, err := fd.RunOnce(context.Background())
+		require.NoError(t, err)
+	}
+	// Every window recorded once, for the fleet and each of the 3+2+3+5 values, 3 metrics.
+	require.Equal(t, []float64{16 * 3 * 14}, f.query(`sum(count_over_time(millwright_anomaly_window_num[5h]))`, f.now))
+
+	q, err := anomaly.ParseTrendQuery("drops_per_device_hour", "firmware", "3h", "15m")
+	require.NoError(t, err)
+	rec, err := fd.Trends(context.Background(), q)
+	require.NoError(t, err)
+	require.Equal(t, anomaly.SourceRecorded, rec.Source)
+	q.Source = anomaly.SourceRaw
+	raw, err := fd.Trends(context.Background(), q)
+	require.NoError(t, err)
+	require.Equal(t, anomaly.SourceRaw, raw.Source)
+	require.Len(t, rec.Series, 3)
+	for i, s := range rec.Series {
+		r := raw.Series[i]
+		require.Equal(t, r.Value, s.Value)
+		require.Len(t, s.Points, len(r.Points), s.Value)
+		require.Equal(t, r.Significant, s.Significant, s.Value)
+		require.Equal(t, r.Direction, s.Direction, s.Value)
+		// Noise aside (a flat rate of 24 drops a device-day), the slopes agree.
+		require.InDelta(t, r.SlopePerDay, s.SlopePerDay, max(0.1*math.Abs(r.SlopePerDay), 3), s.Value)
+	}
+	require.Equal(t, "up", rec.Series[2].Direction, rec.Series[2].Value) // 2.1.0, after 1.9.0 and 2.0.0
+
+	// Before the finder recorded anything, auto reads the raw series.
+	q.Source, q.Range, q.End = "", 3*time.Hour, t0.Add(2*time.Hour)
+	early, err := fd.Trends(context.Background(), q)
+	require.NoError(t, err)
+	require.Equal(t, anomaly.SourceRaw, early.Source)
+	q.Source = "sometimes"
+	_, err = fd.Trends(context.Background(), q)
+	require.ErrorContains(t, err, `unknown source "sometimes"`)
+}

@@ -84,8 +84,8 @@ func (a *anomalyAPI) latest(*http.Request) (any, *apiError) {
 	return out, nil
 }
 
-// trends answers GET /api/v1/trends?metric=…&dimension=…&range=90d&step=1w[&time=…]: range
-// and step default to 90d and 1w, time to now.
+// trends answers GET /api/v1/trends?metric=…&dimension=…&range=90d&step=1w[&time=…][&source=…]:
+// range and step default to 90d and 1w, time to now, source to auto.
 func (a *anomalyAPI) trends(r *http.Request) (any, *apiError) {
 	rng, step := r.FormValue("range"), r.FormValue("step")
 	if rng == "" {
@@ -96,6 +96,9 @@ func (a *anomalyAPI) trends(r *http.Request) (any, *apiError) {
 	}
 	q, err := anomaly.ParseTrendQuery(r.FormValue("metric"), r.FormValue("dimension"), rng, step)
 	if err != nil {
+		return nil, badData(err)
+	}
+	if q.Source, err = anomaly.ParseTrendSource(r.FormValue("source")); err != nil {
 		return nil, badData(err)
 	}
 	if r.FormValue("time") != "" {
@@ -121,7 +124,7 @@ func (a *anomalyAPI) trends(r *http.Request) (any, *apiError) {
 	}
 	out := apitypes.TrendReport{
 		Metric: string(rep.Metric), Dimension: rep.Dimension, Start: rep.Start, End: rep.End,
-		StepSeconds: rep.Step.Seconds(), Series: []apitypes.TrendSeries{}, DroppedValues: rep.DroppedValues,
+		StepSeconds: rep.Step.Seconds(), Source: rep.Source, Series: []apitypes.TrendSeries{}, DroppedValues: rep.DroppedValues,
 	}
 	for _, s := range rep.Series {
 		ts := apitypes.TrendSeries{

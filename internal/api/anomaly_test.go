@@ -98,6 +98,9 @@ func TestAnomalyRoutes(t *testing.T) {
 	var tr apitypes.TrendReport
 	require.NoError(t, json.Unmarshal(body.Data, &tr))
 	require.Equal(t, anomaly.TrendQuery{Metric: anomaly.DropsPerDeviceHour, Dimension: "firmware", Range: 90 * 24 * time.Hour, Step: 7 * 24 * time.Hour}, f.asked[0])
+	code, body = get("/api/v1/trends?metric=drops_per_device_hour&dimension=firmware&source=raw")
+	require.Equal(t, http.StatusOK, code, body.Error)
+	require.Equal(t, anomaly.SourceRaw, f.asked[1].Source)
 	require.Equal(t, float64(7*24*3600), tr.StepSeconds)
 	require.Len(t, tr.Series, 1)
 	require.Equal(t, "up", tr.Series[0].Direction)
@@ -112,6 +115,7 @@ func TestAnomalyRoutes(t *testing.T) {
 		"metric=offline_ratio&dimension=model&range=90d&step=30s":   "at least 1m",
 		"metric=offline_ratio&dimension=model&range=2w&step=1w":     "at least 3 steps",
 		"metric=offline_ratio&dimension=model&range=10000h&step=1m": "too many points",
+		"metric=offline_ratio&dimension=model&source=cache":         `unknown source "cache"`,
 		"metric=offline_ratio&dimension=model&time=yesterday":       `invalid parameter "time"`,
 	} {
 		code, body = get("/api/v1/trends?" + url.PathEscape(q))

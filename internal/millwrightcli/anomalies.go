@@ -75,9 +75,9 @@ whether or not anything moved (a fault present from the start).`,
 
 func newTrendsCmd() *cobra.Command {
 	var (
-		f                     clientFlags
-		metric, by, rng, step string
-		onlySignificant       bool
+		f                             clientFlags
+		metric, by, rng, step, source string
+		onlySignificant               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "trends",
@@ -98,7 +98,7 @@ Metrics: drops_per_device_hour, ingest_delay_seconds, offline_ratio.`,
 			if err != nil {
 				return err
 			}
-			q := url.Values{"metric": {metric}, "dimension": {by}, "range": {rng}, "step": {step}}
+			q := url.Values{"metric": {metric}, "dimension": {by}, "range": {rng}, "step": {step}, "source": {source}}
 			var rep apitypes.TrendReport
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/trends?"+q.Encode(), nil, &rep); err != nil {
 				return err
@@ -107,8 +107,8 @@ Metrics: drops_per_device_hour, ingest_delay_seconds, offline_ratio.`,
 				return printJSON(cmd.OutOrStdout(), rep)
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "%s by %s, %s to %s, step %s\n", rep.Metric, rep.Dimension, when(rep.Start), when(rep.End),
-				formatDuration(time.Duration(rep.StepSeconds*float64(time.Second))))
+			fmt.Fprintf(out, "%s by %s, %s to %s, step %s, from the %s series\n", rep.Metric, rep.Dimension, when(rep.Start), when(rep.End),
+				formatDuration(time.Duration(rep.StepSeconds*float64(time.Second))), rep.Source)
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "VALUE\tDEVICES\tPOINTS\tSTART\tEND\tSLOPE/DAY\tP\tQ\tTREND")
 			shown := 0
@@ -134,6 +134,7 @@ Metrics: drops_per_device_hour, ingest_delay_seconds, offline_ratio.`,
 	fl.StringVar(&by, "by", "firmware", "dimension: firmware, model, operator or group")
 	fl.StringVar(&rng, "range", "90d", "how far back")
 	fl.StringVar(&step, "step", "1w", "each point's window")
+	fl.StringVar(&source, "source", "auto", "recorded (the anomaly finder's window counts: cheap over months), raw (every device's series) or auto (recorded when they reach back far enough)")
 	fl.BoolVar(&onlySignificant, "significant", false, "show only the values with a significant trend")
 	return cmd
 }

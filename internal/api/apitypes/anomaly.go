@@ -93,12 +93,15 @@ type AnomalyOutlier struct {
 // TrendReport is the answer of GET /api/v1/trends: per value of a dimension, a metric at each
 // step of a range and its trend (docs/monitoring.md, "Trends").
 type TrendReport struct {
-	Metric      string        `json:"metric"`
-	Dimension   string        `json:"dimension"`
-	Start       time.Time     `json:"start"`
-	End         time.Time     `json:"end"`
-	StepSeconds float64       `json:"step_seconds"`
-	Series      []TrendSeries `json:"series"`
+	Metric      string    `json:"metric"`
+	Dimension   string    `json:"dimension"`
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end"`
+	StepSeconds float64   `json:"step_seconds"`
+	// Source is where the points came from: "recorded" (the anomaly finder's window counts,
+	// devices as they were then) or "raw" (every device's series, devices as they are now).
+	Source string        `json:"source"`
+	Series []TrendSeries `json:"series"`
 	// DroppedValues counts the values left out by the cardinality bound.
 	DroppedValues int `json:"dropped_values,omitempty"`
 }
