@@ -3,8 +3,10 @@ package anomaly_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -416,4 +418,23 @@ func TestFinderTrendsRecorded(t *testing.T) {
 	q.Source = "sometimes"
 	_, err = fd.Trends(context.Background(), q)
 	require.ErrorContains(t, err, `unknown source "sometimes"`)
+}
+
+// TestFinderRecordsOnceAcrossRestart: a new finder (a restarted server) does not write the
+// window its predecessor recorded again — a minute of data later, the counts differ and the
+// store would refuse the duplicate.
+func TestFinderRecordsOnceAcrossRestart(t *testing.T) {
+	f := newFleet(t, 50)
+	f.run(30, baseDrops, baseDelay, allOnline)
+	var logs strings.Builder
+	for range 2 {
+		clk := clock.NewFake(f.now)
+		fd, err := anomaly.New(f.st, anomaly.Options{}, clk, slog.New(slog.NewTextHandler(&logs, nil)))
+		require.NoError(t, err)
+		_, err = fd.RunOnce(context.Background())
+		require.NoError(t, err)
+		f.run(1, func(*device) float64 { return 30 }, baseDelay, allOnline)
+	}
+	require.NotContains(t, logs.String(), "not recorded")
+	require.Equal(t, []float64{1}, f.query(`count_over_time(millwright_anomaly_window_den{metric="drops_per_device_hour",dimension=""}[1h])`, f.now))
 }

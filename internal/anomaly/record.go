@@ -29,6 +29,20 @@ func (f *Finder) record(ctx context.Context, now time.Time, fs *facts) error {
 	if !end.After(last) || len(fs.keys) == 0 {
 		return nil
 	}
+	if last.IsZero() {
+		// After a restart the window may be recorded already: writing it again would be a
+		// duplicate sample (refused when the counts differ).
+		v, err := instant(ctx, f.st, fmt.Sprintf(`count_over_time(%s{metric=%q,dimension=""}[1s])`, WindowDenSeries, string(Metrics[0])), end)
+		if err != nil {
+			return fmt.Errorf("record window counts: %w", err)
+		}
+		if len(v) > 0 {
+			f.mu.Lock()
+			f.recorded = end
+			f.mu.Unlock()
+			return nil
+		}
+	}
 	app, err := f.st.Appender(ctx)
 	if err != nil {
 		return fmt.Errorf("record window counts: %w", err)
