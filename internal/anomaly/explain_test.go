@@ -106,6 +106,17 @@ func TestAnalyze(t *testing.T) {
 			prefix: "drops per device-hour up 2.4×, not explained by any single",
 		},
 		{
+			// 20 of 1,000 devices drop ten times as often: the fleet moves only 1.2×, too
+			// little to be called; the group alone is the finding.
+			name: "a small group's move",
+			in: fleetOf(DropsPerDeviceHour,
+				part{[]Key{fw210, gw200, opA}, 20, 5, 50},
+				part{[]Key{fw200, gw200, opA}, 180, 45, 45},
+				part{[]Key{fw200, gw100, opB}, 800, 200, 200}),
+			want:   fw210,
+			prefix: "drops per device-hour on firmware=2.1.0 up 10.0× (",
+		},
+		{
 			name: "latency by operator",
 			in: fleetOf(IngestDelaySeconds,
 				part{[]Key{fw210, gw200, opA}, 150, 150, 750},

@@ -276,6 +276,7 @@ func TestOptionsValidate(t *testing.T) {
 		{func(o *anomaly.Options) { o.MaxValues = -1 }, "max_values"},
 		{func(o *anomaly.Options) { o.QueryTimeout = 0 }, "query_timeout"},
 		{func(o *anomaly.Options) { o.MinZ = 0 }, "min_z"},
+		{func(o *anomaly.Options) { o.GroupMinZ = -1 }, "group_min_z"},
 		{func(o *anomaly.Options) { o.MinFactor = 1 }, "min_factor"},
 		{func(o *anomaly.Options) { o.MinShare = 1.5 }, "min_share"},
 	} {

@@ -32,6 +32,9 @@ func (o Options) Validate() error {
 	if o.MinZ <= 0 {
 		return optcheck.Invalid("min_z", o.MinZ, "must be positive")
 	}
+	if o.GroupMinZ <= 0 {
+		return optcheck.Invalid("group_min_z", o.GroupMinZ, "must be positive")
+	}
 	if o.MinFactor <= 1 {
 		return optcheck.Invalid("min_factor", o.MinFactor, "must be more than 1")
 	}

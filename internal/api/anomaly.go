@@ -62,7 +62,7 @@ func (a *anomalyAPI) latest(*http.Request) (any, *apiError) {
 	for _, f := range rep.Findings {
 		e := f.Evidence
 		out.Findings = append(out.Findings, apitypes.AnomalyFinding{
-			Metric: string(f.Metric), Text: f.Text, Factor: finite(f.Factor),
+			Metric: string(f.Metric), Scope: f.Scope, Text: f.Text, Factor: finite(f.Factor),
 			Dimension: f.Dimension, Value: f.Value, Share: finite(f.Share),
 			GroupFactor: finite(f.GroupFactor), OwnFactor: finite(f.OwnFactor), RestNormal: f.RestNormal,
 			Evidence: apitypes.AnomalyEvidence{

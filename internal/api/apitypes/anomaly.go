@@ -28,6 +28,8 @@ type AnomalyReport struct {
 type AnomalyFinding struct {
 	// Metric is drops_per_device_hour, ingest_delay_seconds or offline_ratio.
 	Metric string `json:"metric"`
+	// Scope is "fleet" when the fleet's metric moved, "group" when only the named value's did.
+	Scope string `json:"scope"`
 	// Text says it in one line: "drops per device-hour up 4.1×, explained by
 	// firmware=2.1.0 (92 % of the excess)".
 	Text string `json:"text"`
