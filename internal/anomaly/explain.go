@@ -142,11 +142,20 @@ type Config struct {
 	MinShare float64
 	// MinDevices is the fewest devices a group must have to be named. Default 5.
 	MinDevices int
+	// GroupMinZ, when positive, lets a single value's move be a finding although the fleet's
+	// did not move: the value's count must be GroupMinZ standard deviations above its own
+	// baseline, at least twice that baseline and twice the rest of the fleet's rate, the rest
+	// normal, and (for counts) at least 10 events. Default 6; 0 turns group findings off.
+	GroupMinZ float64
+	// MinOutlierFactor is how far above the rest of the fleet (the lower bound of the factor)
+	// a value must stand now to be reported as an outlier (FindOutlier). Default 3; 0 turns
+	// outliers off.
+	MinOutlierFactor float64
 }
 
 // DefaultConfig returns the thresholds used by default.
 func DefaultConfig() Config {
-	return Config{MinZ: 3, MinFactor: 1.25, MinShare: 0.5, MinDevices: 5}
+	return Config{MinZ: 3, MinFactor: 1.25, MinShare: 0.5, MinDevices: 5, MinOutlierFactor: 3, GroupMinZ: 6}
 }
 
 // Evidence holds the numbers a finding rests on.
@@ -175,6 +184,9 @@ type Evidence struct {
 // Finding is a fleet metric that moved, and the dimension value that best explains it.
 type Finding struct {
 	Metric Metric `json:"metric"`
+	// Scope is "fleet" when the fleet's metric moved, "group" when only the named value's did
+	// (Config.GroupMinZ); Factor is the fleet's either way.
+	Scope string `json:"scope"`
 	// Factor is the fleet metric now over its baseline level.
 	Factor float64 `json:"factor"`
 	// Dimension and Value name the cause; both empty when no single value explains the move.
@@ -196,6 +208,17 @@ type Finding struct {
 
 // Key returns the finding's cause.
 func (f Finding) Key() Key { return Key{Dimension: f.Dimension, Value: f.Value} }
+
+// minBaselineWindows is how many baseline windows with exposure (and not outliers) the fleet
+// must have before a move is called: a median and a MAD of fewer say nothing.
+const minBaselineWindows = 3
+
+// A group finding (the fleet did not move) needs its value at least this many times its own
+// baseline and the rest of the fleet, and, for counts, at least this many events now.
+const (
+	groupMinFactor = 2
+	groupMinEvents = 10
+)
 
 // shareSlack is how much less of the excess than the best candidate a more specific candidate
 // may account for and still be preferred.
@@ -231,13 +254,23 @@ type candidate struct {
 func Analyze(in Input, cfg Config) *Finding {
 	k := in.Metric.Kind()
 	fb := estimateBaseline(k, in.Fleet.Baseline)
+	if fb.Kept < minBaselineWindows {
+		return nil // too little history: just after a start, or a fleet just set up
+	}
 	factor, z := fb.test(in.Fleet.Now)
-	if in.Fleet.Now.Den <= 0 || z < cfg.MinZ || factor < cfg.MinFactor {
+	if in.Fleet.Now.Den <= 0 {
+		return nil
+	}
+	// A fleet that did not move may still hold a group that did, strongly: then the group
+	// alone is the finding (Scope "group"), under stricter tests, since every value is tried.
+	groupOnly := z < cfg.MinZ || factor < cfg.MinFactor
+	if groupOnly && cfg.GroupMinZ <= 0 {
 		return nil
 	}
 	fleetExcess := in.Fleet.Now.Num - fb.Level*in.Fleet.Now.Den
 	f := &Finding{
 		Metric: in.Metric,
+		Scope:  "fleet",
 		Factor: factor,
 		Evidence: Evidence{
 			FleetNow:      in.Fleet.Now.Num / in.Fleet.Now.Den,
@@ -254,7 +287,11 @@ func Analyze(in Input, cfg Config) *Finding {
 		gb := estimateBaseline(k, s.Baseline)
 		c.groupBase = gb.Level
 		c.ownFactor, c.ownZ = gb.test(s.Now)
-		c.share = (s.Now.Num - gb.Level*s.Now.Den) / fleetExcess
+		excess := s.Now.Num - gb.Level*s.Now.Den
+		c.share = excess / fleetExcess
+		if groupOnly {
+			c.share = excess / math.Max(fleetExcess, excess)
+		}
 		rest := Series{Now: in.Fleet.Now.sub(s.Now)}
 		for i, w := range in.Fleet.Baseline {
 			if i < len(s.Baseline) {
@@ -275,11 +312,15 @@ func Analyze(in Input, cfg Config) *Finding {
 			c.vsRest < cfg.MinFactor || c.share < cfg.MinShare || s.Now.Num/s.Now.Den-gb.Level < in.Metric.MinDelta() {
 			continue
 		}
+		if groupOnly && (c.ownZ < cfg.GroupMinZ || c.ownFactor < groupMinFactor || c.vsRest < groupMinFactor ||
+			!c.restNormal || (k == KindRate && s.Now.Num < groupMinEvents)) {
+			continue
+		}
 		cands = append(cands, c)
 	}
 	f.Evidence.Candidates = len(cands)
-	if len(cands) == 0 && f.Evidence.FleetNow-f.Evidence.FleetBaseline < in.Metric.MinDelta() {
-		return nil // a move too small to act on, and no group that rose by enough
+	if len(cands) == 0 && (groupOnly || f.Evidence.FleetNow-f.Evidence.FleetBaseline < in.Metric.MinDelta()) {
+		return nil // no group moved alone, or a fleet move too small to act on and no group that rose by enough
 	}
 	if len(cands) == 0 {
 		f.Text = fmt.Sprintf("%s up %.1f×, not explained by any single %s", in.Metric.Title(), factor, strings.Join(Dimensions, ", "))
@@ -325,6 +366,10 @@ func Analyze(in Input, cfg Config) *Finding {
 	f.Evidence.RestBaseline = c.restLevel
 	f.Evidence.RestZ = c.restZ
 	f.Text = fmt.Sprintf("%s up %.1f×, explained by %s (%.0f %% of the excess)", in.Metric.Title(), factor, c.key, 100*f.Share)
+	if groupOnly {
+		f.Scope = "group"
+		f.Text = fmt.Sprintf("%s on %s up %.1f× (%.1f× the rest of the fleet; fleet-wide %.2f×)", in.Metric.Title(), c.key, c.ownFactor, c.vsRest, factor)
+	}
 	if !c.restNormal {
 		f.Text += "; the rest of the fleet moved too"
 	}

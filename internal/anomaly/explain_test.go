@@ -106,6 +106,17 @@ func TestAnalyze(t *testing.T) {
 			prefix: "drops per device-hour up 2.4×, not explained by any single",
 		},
 		{
+			// 20 of 1,000 devices drop ten times as often: the fleet moves only 1.2×, too
+			// little to be called; the group alone is the finding.
+			name: "a small group's move",
+			in: fleetOf(DropsPerDeviceHour,
+				part{[]Key{fw210, gw200, opA}, 20, 5, 50},
+				part{[]Key{fw200, gw200, opA}, 180, 45, 45},
+				part{[]Key{fw200, gw100, opB}, 800, 200, 200}),
+			want:   fw210,
+			prefix: "drops per device-hour on firmware=2.1.0 up 10.0× (",
+		},
+		{
 			name: "latency by operator",
 			in: fleetOf(IngestDelaySeconds,
 				part{[]Key{fw210, gw200, opA}, 150, 150, 750},
@@ -130,4 +141,45 @@ func TestAnalyze(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestFindOutlier(t *testing.T) {
+	cfg := DefaultConfig()
+	// Firmware 2.1.0, all on gw-200, has dropped five times as often since before the
+	// baseline: no move, but an outlier, and the firmware, not the model, is named.
+	in := fleetOf(DropsPerDeviceHour,
+		part{[]Key{fw210, gw200, opA}, 200, 250, 250},
+		part{[]Key{fw200, gw200, opB}, 200, 50, 50},
+		part{[]Key{fw200, gw100, opB}, 600, 150, 150})
+	require.Nil(t, Analyze(in, cfg))
+	o := FindOutlier(in, cfg)
+	require.NotNil(t, o)
+	require.Equal(t, fw210, Key{o.Dimension, o.Value}, o.Text)
+	require.InDelta(t, 5, o.Factor, 0.01)
+	require.InDelta(t, 200.0/450, o.Share, 0.01)
+	require.Equal(t, "drops per device-hour on firmware=2.1.0 is 5.0× the rest of the fleet's (200 devices; 44 % of the fleet's drops)", o.Text)
+
+	// 2.5× the rest is not an outlier; nor is a small group's noise, nor the offline ratio.
+	in = fleetOf(DropsPerDeviceHour,
+		part{[]Key{fw210, gw200, opA}, 200, 125, 125},
+		part{[]Key{fw200, gw100, opB}, 800, 200, 200})
+	require.Nil(t, FindOutlier(in, cfg))
+	in = fleetOf(DropsPerDeviceHour,
+		part{[]Key{fw210, gw200, opA}, 4, 4, 4},
+		part{[]Key{fw200, gw100, opB}, 996, 249, 249})
+	require.Nil(t, FindOutlier(in, cfg))
+	in = fleetOf(OfflineRatio,
+		part{[]Key{fw210, gw200, opA}, 100, 100, 100},
+		part{[]Key{fw200, gw100, opB}, 900, 9, 9})
+	require.Nil(t, FindOutlier(in, cfg))
+}
+
+func TestFindOutlierCleanRest(t *testing.T) {
+	// The rest of the fleet did not drop at all: the faulty firmware is still an outlier.
+	in := fleetOf(DropsPerDeviceHour,
+		part{[]Key{fw210, gw200, opA}, 20, 0, 30},
+		part{[]Key{fw200, gw100, opB}, 80, 0, 0})
+	o := FindOutlier(in, DefaultConfig())
+	require.NotNil(t, o)
+	require.Equal(t, fw210, Key{o.Dimension, o.Value}, o.Text)
 }

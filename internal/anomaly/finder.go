@@ -34,6 +34,11 @@ type Report struct {
 	Devices int `json:"devices"`
 	// Findings holds one finding per metric that moved; empty when nothing did.
 	Findings []Finding `json:"findings"`
+	// Outliers holds, per metric (drops, ingest delay), the value that stands furthest above
+	// the rest of the fleet now, if one stands out by Options.OutlierFactor: a fault present
+	// since before the baseline is no move, but it is an outlier. No series is written for
+	// them.
+	Outliers []Outlier `json:"outliers"`
 	// DroppedValues counts, per dimension, values not considered (Options.MaxValues).
 	DroppedValues map[string]int `json:"dropped_values,omitempty"`
 	// Took is how long the run took.
@@ -48,9 +53,10 @@ type Finder struct {
 	clk  clock.Clock
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	latest  *Report
-	written map[string]labels.Labels // the series of the last run's findings, by their key
+	mu       sync.Mutex
+	latest   *Report
+	written  map[string]labels.Labels // the series of the last run's findings, by their key
+	recorded time.Time                // the end of the last window whose counts were recorded
 }
 
 // New returns a finder over st. Zero fields of opts take their defaults; opts must pass
@@ -99,12 +105,16 @@ func (f *Finder) RunOnce(ctx context.Context) (*Report, error) {
 	now := start.Truncate(time.Second)
 	ctx, cancel := context.WithTimeout(ctx, f.opts.QueryTimeout)
 	defer cancel()
-	rep, err := f.evaluate(ctx, now)
+	rep, fs, err := f.evaluate(ctx, now)
 	if err != nil {
 		return nil, err
 	}
 	if err := f.write(ctx, rep); err != nil {
 		return nil, err
+	}
+	if err := f.record(ctx, now, fs); err != nil {
+		// The report stands; the trend of this window falls back to the raw series.
+		f.log.Warn("anomaly: window counts not recorded", "err", err)
 	}
 	rep.Took = f.clk.Now().Sub(start)
 	f.mu.Lock()
@@ -116,31 +126,34 @@ func (f *Finder) RunOnce(ctx context.Context) (*Report, error) {
 	return rep, nil
 }
 
-func (f *Finder) evaluate(ctx context.Context, now time.Time) (*Report, error) {
+func (f *Finder) evaluate(ctx context.Context, now time.Time) (*Report, *facts, error) {
 	fs, err := loadFacts(ctx, f.st, now, f.opts.MaxValues)
 	if err != nil {
-		return nil, fmt.Errorf("read device facts: %w", err)
+		return nil, nil, fmt.Errorf("read device facts: %w", err)
 	}
-	rep := &Report{Time: now, Window: f.opts.Window, BaselineWindows: f.opts.BaselineWindows, Devices: len(fs.keys), Findings: []Finding{}}
+	rep := &Report{Time: now, Window: f.opts.Window, BaselineWindows: f.opts.BaselineWindows, Devices: len(fs.keys), Findings: []Finding{}, Outliers: []Outlier{}}
 	if len(fs.dropped) > 0 {
 		rep.DroppedValues = fs.dropped
 		f.log.Warn("anomaly: dimension values over the bound left out", "dropped", fs.dropped, "max_values", f.opts.MaxValues)
 	}
 	if len(fs.keys) == 0 {
-		return rep, nil
+		return rep, fs, nil
 	}
 	cfg := f.opts.config()
 	cache := map[string]perDevice{}
 	for _, m := range Metrics {
 		in, err := collect(ctx, f.st, fs, m, now, f.opts.Window, f.opts.BaselineWindows, cache)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", m, err)
+			return nil, nil, fmt.Errorf("read %s: %w", m, err)
 		}
 		if fd := Analyze(in, cfg); fd != nil {
 			rep.Findings = append(rep.Findings, *fd)
 		}
+		if o := FindOutlier(in, cfg); o != nil {
+			rep.Outliers = append(rep.Outliers, *o)
+		}
 	}
-	return rep, nil
+	return rep, fs, nil
 }
 
 // seriesLabels are a finding's series labels (dimension and value absent for a move no value

@@ -38,3 +38,32 @@ func BenchmarkRunOnce(b *testing.B) {
 		require.Equal(b, *benchDevices, rep.Devices)
 	}
 }
+
+var benchDays = flag.Int("bench-days", 7, "days of series BenchmarkTrends writes")
+
+// BenchmarkTrends measures one trend answer (weekly drops by firmware... here daily over
+// -bench-days days) over the monitor's series for -bench-devices devices sampled every
+// -bench-every, and reports the samples it read per second:
+//
+//	go test ./internal/anomaly -run '^$' -bench Trends -bench-devices 200 -bench-every 1m -bench-days 7
+func BenchmarkTrends(b *testing.B) {
+	f := newFleet(b, *benchDevices)
+	f.step = *benchEvery
+	steps := int(time.Duration(*benchDays) * 24 * time.Hour / f.step)
+	chunk := int(time.Hour / f.step)
+	for done := 0; done < steps; done += chunk {
+		f.run(min(chunk, steps-done), baseDrops, baseDelay, allOnline)
+	}
+	fd, _ := f.finder(anomaly.Options{QueryTimeout: 10 * time.Minute})
+	q := anomaly.TrendQuery{Metric: anomaly.DropsPerDeviceHour, Dimension: "firmware", Range: time.Duration(*benchDays) * 24 * time.Hour, Step: 24 * time.Hour}
+	b.ResetTimer()
+	start := time.Now()
+	for b.Loop() {
+		rep, err := fd.Trends(context.Background(), q)
+		require.NoError(b, err)
+		require.NotEmpty(b, rep.Series)
+	}
+	// Drops and online series, every sample once per answer.
+	read := float64(2 * *benchDevices * steps * b.N)
+	b.ReportMetric(read/time.Since(start).Seconds()/1e6, "Msamples/s")
+}

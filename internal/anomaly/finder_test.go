@@ -3,8 +3,10 @@ package anomaly_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -274,6 +276,7 @@ func TestOptionsValidate(t *testing.T) {
 		{func(o *anomaly.Options) { o.MaxValues = -1 }, "max_values"},
 		{func(o *anomaly.Options) { o.QueryTimeout = 0 }, "query_timeout"},
 		{func(o *anomaly.Options) { o.MinZ = 0 }, "min_z"},
+		{func(o *anomaly.Options) { o.GroupMinZ = -1 }, "group_min_z"},
 		{func(o *anomaly.Options) { o.MinFactor = 1 }, "min_factor"},
 		{func(o *anomaly.Options) { o.MinShare = 1.5 }, "min_share"},
 	} {
@@ -304,4 +307,135 @@ func TestFinderFleetGrowth(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 400, rep.Devices)
 	require.Empty(t, rep.Findings)
+}
+
+// TestFinderStandingFault: firmware 2.1.0 has dropped five times as often from the start (a
+// simulator's faulty firmware): nothing moved, no series, but the report names it as an
+// outlier.
+func TestFinderStandingFault(t *testing.T) {
+	f := newFleet(t, 400)
+	faulty := func(d *device) float64 {
+		if d.firmware == "2.1.0" {
+			return 5
+		}
+		return 1
+	}
+	f.run(165, faulty, baseDelay, allOnline)
+	fd, _ := f.finder(anomaly.Options{})
+	rep, err := fd.RunOnce(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, rep.Findings)
+	require.Len(t, rep.Outliers, 1, "%+v", rep.Outliers)
+	o := rep.Outliers[0]
+	require.Equal(t, anomaly.DropsPerDeviceHour, o.Metric)
+	require.Equal(t, "firmware", o.Dimension)
+	require.Equal(t, "2.1.0", o.Value)
+	require.InDelta(t, 5, o.Factor, 1.5)
+	require.Empty(t, f.query("millwright_anomaly_factor", rep.Time))
+}
+
+// TestFinderTrends: over 4 hours, firmware 2.1.0's drop rate climbs from 1 to 6 per
+// device-hour while the others stay at 1: its trend is up and significant, the others' flat.
+func TestFinderTrends(t *testing.T) {
+	f := newFleet(t, 300)
+	for step := range 16 {
+		f.run(15, func(d *device) float64 {
+			if d.firmware == "2.1.0" {
+				return 1 + float64(step)/3
+			}
+			return 1
+		}, baseDelay, allOnline)
+	}
+	fd, _ := f.finder(anomaly.Options{})
+	q, err := anomaly.ParseTrendQuery("drops_per_device_hour", "firmware", "4h", "15m")
+	require.NoError(t, err)
+	rep, err := fd.Trends(context.Background(), q)
+	require.NoError(t, err)
+	require.Len(t, rep.Series, 3)
+	byValue := map[string]anomaly.TrendSeries{}
+	for _, s := range rep.Series {
+		byValue[s.Value] = s
+		require.Len(t, s.Points, 16, s.Value)
+	}
+	up := byValue["2.1.0"]
+	require.True(t, up.Significant, "%+v", up.TrendResult)
+	require.Equal(t, "up", up.Direction)
+	// 5 drops per device-hour more over 3 h 45 min: 32 a day.
+	require.InDelta(t, 32, up.SlopePerDay, 10)
+	for _, v := range []string{"2.0.0", "1.9.0"} {
+		require.False(t, byValue[v].Significant, "%s: %+v", v, byValue[v].TrendResult)
+	}
+
+	_, err = fd.Trends(context.Background(), anomaly.TrendQuery{Metric: anomaly.DropsPerDeviceHour, Dimension: "firmware", Range: time.Hour, Step: time.Hour})
+	require.ErrorContains(t, err, "at least 3 steps")
+}
+
+// TestFinderTrendsRecorded: a finder that ran through the 4 hours recorded each 15-minute
+// window's counts; the trend read from them (one sample per window and value) agrees with the
+// one read from every device's series.
+func TestFinderTrendsRecorded(t *testing.T) {
+	f := newFleet(t, 300)
+	fd, clk := f.finder(anomaly.Options{})
+	for step := range 16 {
+		f.run(15, func(d *device) float64 {
+			if d.firmware == "2.1.0" {
+				return 1 + float64(step)/3
+			}
+			return 1
+		}, baseDelay, allOnline)
+		clk.Set(f.now)
+		_, err := fd.RunOnce(context.Background())
+		require.NoError(t, err)
+	}
+	// Every window recorded once, for the fleet and each of the 3+2+3+5 values, 3 metrics.
+	require.Equal(t, []float64{16 * 3 * 14}, f.query(`sum(count_over_time(millwright_anomaly_window_num[5h]))`, f.now))
+
+	q, err := anomaly.ParseTrendQuery("drops_per_device_hour", "firmware", "3h", "15m")
+	require.NoError(t, err)
+	rec, err := fd.Trends(context.Background(), q)
+	require.NoError(t, err)
+	require.Equal(t, anomaly.SourceRecorded, rec.Source)
+	q.Source = anomaly.SourceRaw
+	raw, err := fd.Trends(context.Background(), q)
+	require.NoError(t, err)
+	require.Equal(t, anomaly.SourceRaw, raw.Source)
+	require.Len(t, rec.Series, 3)
+	for i, s := range rec.Series {
+		r := raw.Series[i]
+		require.Equal(t, r.Value, s.Value)
+		require.Len(t, s.Points, len(r.Points), s.Value)
+		require.Equal(t, r.Significant, s.Significant, s.Value)
+		require.Equal(t, r.Direction, s.Direction, s.Value)
+		// Noise aside (a flat rate of 24 drops a device-day), the slopes agree.
+		require.InDelta(t, r.SlopePerDay, s.SlopePerDay, max(0.1*math.Abs(r.SlopePerDay), 3), s.Value)
+	}
+	require.Equal(t, "up", rec.Series[2].Direction, rec.Series[2].Value) // 2.1.0, after 1.9.0 and 2.0.0
+
+	// Before the finder recorded anything, auto reads the raw series.
+	q.Source, q.Range, q.End = "", 3*time.Hour, t0.Add(2*time.Hour)
+	early, err := fd.Trends(context.Background(), q)
+	require.NoError(t, err)
+	require.Equal(t, anomaly.SourceRaw, early.Source)
+	q.Source = "sometimes"
+	_, err = fd.Trends(context.Background(), q)
+	require.ErrorContains(t, err, `unknown source "sometimes"`)
+}
+
+// TestFinderRecordsOnceAcrossRestart: a new finder (a restarted server) does not write the
+// window its predecessor recorded again — a minute of data later, the counts differ and the
+// store would refuse the duplicate.
+func TestFinderRecordsOnceAcrossRestart(t *testing.T) {
+	f := newFleet(t, 50)
+	f.run(30, baseDrops, baseDelay, allOnline)
+	var logs strings.Builder
+	for range 2 {
+		clk := clock.NewFake(f.now)
+		fd, err := anomaly.New(f.st, anomaly.Options{}, clk, slog.New(slog.NewTextHandler(&logs, nil)))
+		require.NoError(t, err)
+		_, err = fd.RunOnce(context.Background())
+		require.NoError(t, err)
+		f.run(1, func(*device) float64 { return 30 }, baseDelay, allOnline)
+	}
+	require.NotContains(t, logs.String(), "not recorded")
+	require.Equal(t, []float64{1}, f.query(`count_over_time(millwright_anomaly_window_den{metric="drops_per_device_hour",dimension=""}[1h])`, f.now))
 }

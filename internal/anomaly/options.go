@@ -28,6 +28,14 @@ type Options struct {
 	MinZ      float64 `yaml:"min_z"`
 	MinFactor float64 `yaml:"min_factor"`
 	MinShare  float64 `yaml:"min_share"`
+	// GroupMinZ is how many standard deviations above its own baseline a single value must
+	// move to be a finding although the fleet did not move (Config.GroupMinZ). Default 6;
+	// zero means the default.
+	GroupMinZ float64 `yaml:"group_min_z"`
+	// OutlierFactor is how many times the rest of the fleet's drops or ingest delay a value
+	// must have now (the lower bound of the factor) to be reported as an outlier, moved or
+	// not (Config.MinOutlierFactor). Default 3; zero means the default; more than 1.
+	OutlierFactor float64 `yaml:"outlier_factor"`
 }
 
 // DefaultOptions returns the defaults.
@@ -43,6 +51,8 @@ func DefaultOptions() Options {
 		MinZ:            c.MinZ,
 		MinFactor:       c.MinFactor,
 		MinShare:        c.MinShare,
+		OutlierFactor:   c.MinOutlierFactor,
+		GroupMinZ:       c.GroupMinZ,
 	}
 }
 
@@ -75,9 +85,15 @@ func (o Options) withDefaults() Options {
 	if o.MinShare == 0 {
 		o.MinShare = d.MinShare
 	}
+	if o.GroupMinZ == 0 {
+		o.GroupMinZ = d.GroupMinZ
+	}
+	if o.OutlierFactor == 0 {
+		o.OutlierFactor = d.OutlierFactor
+	}
 	return o
 }
 
 func (o Options) config() Config {
-	return Config{MinZ: o.MinZ, MinFactor: o.MinFactor, MinShare: o.MinShare, MinDevices: o.MinDevices}
+	return Config{MinZ: o.MinZ, MinFactor: o.MinFactor, MinShare: o.MinShare, MinDevices: o.MinDevices, MinOutlierFactor: o.OutlierFactor, GroupMinZ: o.GroupMinZ}
 }

@@ -8,8 +8,8 @@ import (
 
 // Validate refuses options an operator cannot have meant: an interval, window, query timeout,
 // bound or threshold that is zero or negative; a window not a whole number of seconds or
-// shorter than 10 s; fewer than 3 baseline windows; a minimum factor of 1 or less, a
-// minimum share above 1. The error is an *optcheck.Error keyed by the option's YAML key.
+// shorter than 10 s; fewer than 3 baseline windows; a minimum factor or outlier factor of 1 or
+// less, a minimum share above 1. The error is an *optcheck.Error keyed by the option's YAML key.
 // (New fills zero fields with the defaults; a configuration file's zero is refused here,
 // since it would fall back to a default the operator did not choose.)
 func (o Options) Validate() error {
@@ -35,11 +35,17 @@ func (o Options) Validate() error {
 	if o.MinZ <= 0 {
 		return optcheck.Invalid("min_z", o.MinZ, "must be positive")
 	}
+	if o.GroupMinZ <= 0 {
+		return optcheck.Invalid("group_min_z", o.GroupMinZ, "must be positive")
+	}
 	if o.MinFactor <= 1 {
 		return optcheck.Invalid("min_factor", o.MinFactor, "must be more than 1")
 	}
 	if o.MinShare <= 0 || o.MinShare > 1 {
 		return optcheck.Invalid("min_share", o.MinShare, "must be more than 0 and at most 1")
+	}
+	if o.OutlierFactor <= 1 {
+		return optcheck.Invalid("outlier_factor", o.OutlierFactor, "must be more than 1")
 	}
 	return nil
 }

@@ -113,10 +113,10 @@ func loadFacts(ctx context.Context, st Store, ts time.Time, maxValues int) (*fac
 	f := &facts{keys: map[string][]Key{}, values: map[Key]int{}, dropped: map[string]int{}}
 	for _, s := range info {
 		dev := s.Metric.Get("device")
-		if dev == "" {
-			continue
+		if _, seen := f.keys[dev]; seen || dev == "" {
+			continue // one info series per device (the monitor ends a changed one at once)
 		}
-		ks := f.keys[dev]
+		var ks []Key
 		for _, d := range []string{"firmware", "model", "operator"} {
 			if v := s.Metric.Get(d); v != "" {
 				ks = append(ks, Key{d, v})
@@ -126,10 +126,11 @@ func loadFacts(ctx context.Context, st Store, ts time.Time, maxValues int) (*fac
 	}
 	for _, s := range groups {
 		dev, g := s.Metric.Get("device"), s.Metric.Get("group")
-		if _, known := f.keys[dev]; !known || g == "" {
-			continue // only devices the info series knows are in the fleet
+		ks, known := f.keys[dev]
+		if !known || g == "" || slices.Contains(ks, Key{"group", g}) {
+			continue // only devices the info series knows are in the fleet, each group once
 		}
-		f.keys[dev] = append(f.keys[dev], Key{"group", g})
+		f.keys[dev] = append(ks, Key{"group", g})
 	}
 	for _, ks := range f.keys {
 		for _, k := range ks {

@@ -74,3 +74,45 @@ func TestTrendExact(t *testing.T) {
 
 	require.Equal(t, 0, Trend(nil).Points)
 }
+
+// FuzzParseTrendQuery feeds arbitrary API parameters to ParseTrendQuery: it returns a query
+// that passes its own checks, or an error, never panics.
+func FuzzParseTrendQuery(f *testing.F) {
+	for _, s := range [][4]string{
+		{"drops_per_device_hour", "firmware", "90d", "1w"},
+		{"offline_ratio", "group", "2h", "15m"},
+		{"latency", "firmware", "90d", "1w"},
+		{"ingest_delay_seconds", "model", "1e300", "-1s"},
+		{"ingest_delay_seconds", "operator", "10000h", "1m"},
+	} {
+		f.Add(s[0], s[1], s[2], s[3])
+	}
+	f.Fuzz(func(t *testing.T, metric, dimension, rng, step string) {
+		q, err := ParseTrendQuery(metric, dimension, rng, step)
+		if err == nil {
+			require.NoError(t, q.check())
+			require.LessOrEqual(t, int(q.Range/q.Step), MaxTrendPoints)
+		}
+	})
+}
+
+func TestAdjustSignificance(t *testing.T) {
+	ss := []TrendSeries{
+		{Value: "a", TrendResult: TrendResult{Points: 13, P: 0.001, Significant: true, Direction: "up"}},
+		{Value: "b", TrendResult: TrendResult{Points: 13, P: 0.04, Significant: true, Direction: "down"}},
+		{Value: "c", TrendResult: TrendResult{Points: 13, P: 0.03, Significant: true, Direction: "up"}},
+		{Value: "d", TrendResult: TrendResult{Points: 13, P: 0.5, Direction: "flat"}},
+	}
+	adjustSignificance(ss)
+	// Ranks by p: a (1), c (2), b (3), d (4); q = min over higher ranks of p·m/rank.
+	require.InDelta(t, 0.004, ss[0].Q, 1e-12)
+	require.InDelta(t, 0.04*4/3.0, ss[1].Q, 1e-12)
+	require.InDelta(t, 0.04*4/3.0, ss[2].Q, 1e-12) // 0.03·4/2 = 0.06, but never above a higher rank's
+	require.InDelta(t, 0.5, ss[3].Q, 1e-12)
+	require.True(t, ss[0].Significant)
+	require.Equal(t, "up", ss[0].Direction)
+	for _, s := range ss[1:] {
+		require.False(t, s.Significant, s.Value)
+		require.Equal(t, "flat", s.Direction, s.Value)
+	}
+}

@@ -55,13 +55,14 @@ func (a *anomalyAPI) latest(*http.Request) (any, *apiError) {
 		BaselineWindows: rep.BaselineWindows,
 		Devices:         rep.Devices,
 		Findings:        []apitypes.AnomalyFinding{},
+		Outliers:        []apitypes.AnomalyOutlier{},
 		DroppedValues:   rep.DroppedValues,
 		TookSeconds:     rep.Took.Seconds(),
 	}
 	for _, f := range rep.Findings {
 		e := f.Evidence
 		out.Findings = append(out.Findings, apitypes.AnomalyFinding{
-			Metric: string(f.Metric), Text: f.Text, Factor: finite(f.Factor),
+			Metric: string(f.Metric), Scope: f.Scope, Text: f.Text, Factor: finite(f.Factor),
 			Dimension: f.Dimension, Value: f.Value, Share: finite(f.Share),
 			GroupFactor: finite(f.GroupFactor), OwnFactor: finite(f.OwnFactor), RestNormal: f.RestNormal,
 			Evidence: apitypes.AnomalyEvidence{
@@ -73,11 +74,18 @@ func (a *anomalyAPI) latest(*http.Request) (any, *apiError) {
 			},
 		})
 	}
+	for _, o := range rep.Outliers {
+		out.Outliers = append(out.Outliers, apitypes.AnomalyOutlier{
+			Metric: string(o.Metric), Dimension: o.Dimension, Value: o.Value, Text: o.Text,
+			Factor: finite(o.Factor), FactorLow: finite(o.FactorLow), Z: finite(o.Z), Share: finite(o.Share),
+			Devices: o.Devices, Now: finite(o.Now), RestNow: finite(o.RestNow),
+		})
+	}
 	return out, nil
 }
 
-// trends answers GET /api/v1/trends?metric=…&dimension=…&range=90d&step=1w[&time=…]: range
-// and step default to 90d and 1w, time to now.
+// trends answers GET /api/v1/trends?metric=…&dimension=…&range=90d&step=1w[&time=…][&source=…]:
+// range and step default to 90d and 1w, time to now, source to auto.
 func (a *anomalyAPI) trends(r *http.Request) (any, *apiError) {
 	rng, step := r.FormValue("range"), r.FormValue("step")
 	if rng == "" {
@@ -88,6 +96,9 @@ func (a *anomalyAPI) trends(r *http.Request) (any, *apiError) {
 	}
 	q, err := anomaly.ParseTrendQuery(r.FormValue("metric"), r.FormValue("dimension"), rng, step)
 	if err != nil {
+		return nil, badData(err)
+	}
+	if q.Source, err = anomaly.ParseTrendSource(r.FormValue("source")); err != nil {
 		return nil, badData(err)
 	}
 	if r.FormValue("time") != "" {
@@ -113,13 +124,13 @@ func (a *anomalyAPI) trends(r *http.Request) (any, *apiError) {
 	}
 	out := apitypes.TrendReport{
 		Metric: string(rep.Metric), Dimension: rep.Dimension, Start: rep.Start, End: rep.End,
-		StepSeconds: rep.Step.Seconds(), Series: []apitypes.TrendSeries{}, DroppedValues: rep.DroppedValues,
+		StepSeconds: rep.Step.Seconds(), Source: rep.Source, Series: []apitypes.TrendSeries{}, DroppedValues: rep.DroppedValues,
 	}
 	for _, s := range rep.Series {
 		ts := apitypes.TrendSeries{
 			Dimension: s.Dimension, Value: s.Value, Devices: s.Devices, Points: []apitypes.TrendPoint{},
 			N: s.TrendResult.Points, SlopePerDay: finite(s.SlopePerDay), Start: finite(s.Start), End: finite(s.End),
-			Tau: finite(s.Tau), P: finite(s.P), Significant: s.Significant, Direction: s.Direction,
+			Tau: finite(s.Tau), P: finite(s.P), Q: finite(s.Q), Significant: s.Significant, Direction: s.Direction,
 		}
 		for _, p := range s.Points {
 			ts.Points = append(ts.Points, apitypes.TrendPoint{T: p.T, V: finite(p.V)})

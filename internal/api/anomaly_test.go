@@ -79,7 +79,8 @@ func TestAnomalyRoutes(t *testing.T) {
 	f.report = &anomaly.Report{Time: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC), Window: 15 * time.Minute, BaselineWindows: 8, Devices: 400,
 		Findings: []anomaly.Finding{{Metric: anomaly.DropsPerDeviceHour, Factor: 4.1, Dimension: "firmware", Value: "2.1.0", Share: 0.92,
 			GroupFactor: 9, OwnFactor: 8, RestNormal: true, Text: "drops per device-hour up 4.1×, explained by firmware=2.1.0 (92 % of the excess)",
-			Evidence: anomaly.Evidence{GroupDevices: 40, GroupCounts: anomaly.Counts{Num: 90, Den: 10}}}}}
+			Evidence: anomaly.Evidence{GroupDevices: 40, GroupCounts: anomaly.Counts{Num: 90, Den: 10}}}},
+		Outliers: []anomaly.Outlier{{Metric: anomaly.IngestDelaySeconds, Dimension: "operator", Value: "op-b", Factor: 4.5, Devices: 30, Text: "t"}}}
 	code, body = get("/api/v1/anomalies")
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, apitypes.StatusSuccess, body.Status)
@@ -90,12 +91,16 @@ func TestAnomalyRoutes(t *testing.T) {
 	require.Equal(t, "drops per device-hour up 4.1×, explained by firmware=2.1.0 (92 % of the excess)", rep.Findings[0].Text)
 	require.Equal(t, 90.0, rep.Findings[0].Evidence.GroupNum)
 	require.Equal(t, "firmware", rep.Findings[0].Dimension)
+	require.Equal(t, []apitypes.AnomalyOutlier{{Metric: "ingest_delay_seconds", Dimension: "operator", Value: "op-b", Factor: 4.5, Devices: 30, Text: "t"}}, rep.Outliers)
 
 	code, body = get("/api/v1/trends?metric=drops_per_device_hour&dimension=firmware")
 	require.Equal(t, http.StatusOK, code, body.Error)
 	var tr apitypes.TrendReport
 	require.NoError(t, json.Unmarshal(body.Data, &tr))
 	require.Equal(t, anomaly.TrendQuery{Metric: anomaly.DropsPerDeviceHour, Dimension: "firmware", Range: 90 * 24 * time.Hour, Step: 7 * 24 * time.Hour}, f.asked[0])
+	code, body = get("/api/v1/trends?metric=drops_per_device_hour&dimension=firmware&source=raw")
+	require.Equal(t, http.StatusOK, code, body.Error)
+	require.Equal(t, anomaly.SourceRaw, f.asked[1].Source)
 	require.Equal(t, float64(7*24*3600), tr.StepSeconds)
 	require.Len(t, tr.Series, 1)
 	require.Equal(t, "up", tr.Series[0].Direction)
@@ -110,6 +115,7 @@ func TestAnomalyRoutes(t *testing.T) {
 		"metric=offline_ratio&dimension=model&range=90d&step=30s":   "at least 1m",
 		"metric=offline_ratio&dimension=model&range=2w&step=1w":     "at least 3 steps",
 		"metric=offline_ratio&dimension=model&range=10000h&step=1m": "too many points",
+		"metric=offline_ratio&dimension=model&source=cache":         `unknown source "cache"`,
 		"metric=offline_ratio&dimension=model&time=yesterday":       `invalid parameter "time"`,
 	} {
 		code, body = get("/api/v1/trends?" + url.PathEscape(q))

@@ -21,7 +21,9 @@ func newAnomaliesCmd() *cobra.Command {
 		Long: `Show the anomaly finder's latest report. When drops per device-hour, the mean ingest delay
 or the offline ratio moved up over the last window against its trailing baseline, the report
 names the firmware, model, operator or group that best explains it, with the evidence
-(docs/monitoring.md, "Anomalies"). Nothing moved: no findings.`,
+(docs/monitoring.md, "Anomalies"). Nothing moved: no findings. Below them, the outliers: per
+metric, a value whose drops or ingest delay stand far above the rest of the fleet's now,
+whether or not anything moved (a fault present from the start).`,
 		Example: `  millwright anomalies
   millwright anomalies -o json`,
 		Args: cobra.NoArgs,
@@ -43,6 +45,11 @@ names the firmware, model, operator or group that best explains it, with the evi
 			for dim, n := range rep.DroppedValues {
 				fmt.Fprintf(out, "(%d values of %s left out: --anomaly-max-values)\n", n, dim)
 			}
+			defer func() {
+				for _, o := range rep.Outliers {
+					fmt.Fprintf(out, "Outlier: %s\n", o.Text)
+				}
+			}()
 			if len(rep.Findings) == 0 {
 				fmt.Fprintln(out, "No anomalies.")
 				return nil
@@ -68,16 +75,17 @@ names the firmware, model, operator or group that best explains it, with the evi
 
 func newTrendsCmd() *cobra.Command {
 	var (
-		f                     clientFlags
-		metric, by, rng, step string
-		onlySignificant       bool
+		f                             clientFlags
+		metric, by, rng, step, source string
+		onlySignificant               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "trends",
 		Short: "Show, per firmware, model, operator or group, a metric's trend over a long range",
 		Long: `Show, per value of a dimension, a metric at every step of a range (each point the metric
 over the step before it) and its trend: the Theil–Sen slope per day and whether the
-Mann–Kendall test finds it significant (p < 0.05) (docs/monitoring.md, "Trends").
+Mann–Kendall test finds it significant (p adjusted for the number of values, q, below 0.05)
+(docs/monitoring.md, "Trends").
 Metrics: drops_per_device_hour, ingest_delay_seconds, offline_ratio.`,
 		Example: `  millwright trends --metric drops_per_device_hour --by firmware
   millwright trends --metric ingest_delay_seconds --by operator --range 30d --step 1d -o json`,
@@ -90,7 +98,7 @@ Metrics: drops_per_device_hour, ingest_delay_seconds, offline_ratio.`,
 			if err != nil {
 				return err
 			}
-			q := url.Values{"metric": {metric}, "dimension": {by}, "range": {rng}, "step": {step}}
+			q := url.Values{"metric": {metric}, "dimension": {by}, "range": {rng}, "step": {step}, "source": {source}}
 			var rep apitypes.TrendReport
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/trends?"+q.Encode(), nil, &rep); err != nil {
 				return err
@@ -99,17 +107,17 @@ Metrics: drops_per_device_hour, ingest_delay_seconds, offline_ratio.`,
 				return printJSON(cmd.OutOrStdout(), rep)
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "%s by %s, %s to %s, step %s\n", rep.Metric, rep.Dimension, when(rep.Start), when(rep.End),
-				formatDuration(time.Duration(rep.StepSeconds*float64(time.Second))))
+			fmt.Fprintf(out, "%s by %s, %s to %s, step %s, from the %s series\n", rep.Metric, rep.Dimension, when(rep.Start), when(rep.End),
+				formatDuration(time.Duration(rep.StepSeconds*float64(time.Second))), rep.Source)
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "VALUE\tDEVICES\tPOINTS\tSTART\tEND\tSLOPE/DAY\tP\tTREND")
+			fmt.Fprintln(w, "VALUE\tDEVICES\tPOINTS\tSTART\tEND\tSLOPE/DAY\tP\tQ\tTREND")
 			shown := 0
 			for _, s := range rep.Series {
 				if onlySignificant && !s.Significant {
 					continue
 				}
 				shown++
-				fmt.Fprintf(w, "%s\t%d\t%d\t%.4g\t%.4g\t%+.3g\t%.3f\t%s\n", s.Value, s.Devices, s.N, s.Start, s.End, s.SlopePerDay, s.P, s.Direction)
+				fmt.Fprintf(w, "%s\t%d\t%d\t%.4g\t%.4g\t%+.3g\t%.3f\t%.3f\t%s\n", s.Value, s.Devices, s.N, s.Start, s.End, s.SlopePerDay, s.P, s.Q, s.Direction)
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -126,6 +134,7 @@ Metrics: drops_per_device_hour, ingest_delay_seconds, offline_ratio.`,
 	fl.StringVar(&by, "by", "firmware", "dimension: firmware, model, operator or group")
 	fl.StringVar(&rng, "range", "90d", "how far back")
 	fl.StringVar(&step, "step", "1w", "each point's window")
+	fl.StringVar(&source, "source", "auto", "recorded (the anomaly finder's window counts: cheap over months), raw (every device's series) or auto (recorded when they reach back far enough)")
 	fl.BoolVar(&onlySignificant, "significant", false, "show only the values with a significant trend")
 	return cmd
 }

@@ -15,6 +15,9 @@ type AnomalyReport struct {
 	Devices int `json:"devices"`
 	// Findings holds one finding per metric that moved; empty when nothing did.
 	Findings []AnomalyFinding `json:"findings"`
+	// Outliers holds, per metric (drops, ingest delay), the value that stands furthest above
+	// the rest of the fleet now, moved or not: a fault present since before the baseline.
+	Outliers []AnomalyOutlier `json:"outliers"`
 	// DroppedValues counts, per dimension, values left out by the cardinality bound.
 	DroppedValues map[string]int `json:"dropped_values,omitempty"`
 	// TookSeconds is how long the run took.
@@ -25,6 +28,8 @@ type AnomalyReport struct {
 type AnomalyFinding struct {
 	// Metric is drops_per_device_hour, ingest_delay_seconds or offline_ratio.
 	Metric string `json:"metric"`
+	// Scope is "fleet" when the fleet's metric moved, "group" when only the named value's did.
+	Scope string `json:"scope"`
 	// Text says it in one line: "drops per device-hour up 4.1×, explained by
 	// firmware=2.1.0 (92 % of the excess)".
 	Text string `json:"text"`
@@ -65,15 +70,40 @@ type AnomalyEvidence struct {
 	Candidates int `json:"candidates"`
 }
 
+// AnomalyOutlier is a dimension value whose metric now stands well above the rest of the
+// fleet's.
+type AnomalyOutlier struct {
+	Metric    string `json:"metric"`
+	Dimension string `json:"dimension"`
+	Value     string `json:"value"`
+	// Text says it in one line: "drops per device-hour on firmware=2.1.0 is 5.0× the rest of
+	// the fleet's (200 devices; 44 % of the fleet's drops)".
+	Text string `json:"text"`
+	// Factor is the value's metric over the rest of the fleet's; FactorLow its lower bound.
+	Factor    float64 `json:"factor"`
+	FactorLow float64 `json:"factor_low"`
+	// Z is the value's excess in standard deviations; Share that excess as a share of the
+	// fleet's numerator.
+	Z       float64 `json:"z"`
+	Share   float64 `json:"share"`
+	Devices int     `json:"devices"`
+	// Now and RestNow are the value's metric and the rest of the fleet's.
+	Now     float64 `json:"now"`
+	RestNow float64 `json:"rest_now"`
+}
+
 // TrendReport is the answer of GET /api/v1/trends: per value of a dimension, a metric at each
 // step of a range and its trend (docs/monitoring.md, "Trends").
 type TrendReport struct {
-	Metric      string        `json:"metric"`
-	Dimension   string        `json:"dimension"`
-	Start       time.Time     `json:"start"`
-	End         time.Time     `json:"end"`
-	StepSeconds float64       `json:"step_seconds"`
-	Series      []TrendSeries `json:"series"`
+	Metric      string    `json:"metric"`
+	Dimension   string    `json:"dimension"`
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end"`
+	StepSeconds float64   `json:"step_seconds"`
+	// Source is where the points came from: "recorded" (the anomaly finder's window counts,
+	// devices as they were then) or "raw" (every device's series, devices as they are now).
+	Source string        `json:"source"`
+	Series []TrendSeries `json:"series"`
 	// DroppedValues counts the values left out by the cardinality bound.
 	DroppedValues int `json:"dropped_values,omitempty"`
 }
@@ -91,10 +121,12 @@ type TrendSeries struct {
 	SlopePerDay float64 `json:"slope_per_day"`
 	Start       float64 `json:"start"`
 	End         float64 `json:"end"`
-	// Tau is Kendall's tau; P the Mann–Kendall test's two-sided p-value.
+	// Tau is Kendall's tau; P the Mann–Kendall test's two-sided p-value; Q that p-value
+	// adjusted for the number of values in the report (Benjamini–Hochberg).
 	Tau float64 `json:"tau"`
 	P   float64 `json:"p"`
-	// Significant is P < 0.05 with at least 4 points; Direction "up", "down" or "flat".
+	Q   float64 `json:"q"`
+	// Significant is Q < 0.05 with at least 4 points; Direction "up", "down" or "flat".
 	Significant bool   `json:"significant"`
 	Direction   string `json:"direction"`
 }
