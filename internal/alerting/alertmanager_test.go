@@ -204,35 +204,49 @@ func compareMessages(t *testing.T, fromAM, direct map[string]any) {
 	}
 }
 
-// TestAlertmanagerDown: an Alertmanager that does not answer costs the rules nothing (the
-// notifier queues and sends on its own goroutine) and is counted.
-func TestAlertmanagerDown(t *testing.T) {
-	s := openStore(t)
-	reg := prometheus.NewRegistry()
-	o := DefaultOptions()
-	o.DefaultRules = false
-	o.Alertmanagers = []string{"http://" + freeAddr(t)} // nothing listens there
-	o.NotifyTimeout = time.Second
-	o.RuleFiles = []string{writeFile(t, t.TempDir(), "r.yml", "groups:\n  - name: g\n    rules:\n      - alert: Up\n        expr: vector(1)\n")}
-	m := newManual(t, s, o, Config{Registerer: reg})
-	now := time.Now()
-	start := time.Now()
-	for i := range 5 {
-		m.EvalAt(context.Background(), now.Add(time.Duration(i)*time.Minute))
-	}
-	require.Less(t, time.Since(start), time.Second, "the evaluations waited for the Alertmanager")
-	require.Eventually(t, func() bool {
-		mfs, err := reg.Gather()
-		require.NoError(t, err)
-		for _, mf := range mfs {
-			if mf.GetName() == "prometheus_notifications_errors_total" {
-				for _, m := range mf.GetMetric() {
-					if m.GetCounter().GetValue() > 0 {
-						return true
-					}
-				}
+// notificationErrors is prometheus_notifications_errors_total, over every Alertmanager.
+func notificationErrors(t *testing.T, reg *prometheus.Registry) float64 {
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	n := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "prometheus_notifications_errors_total" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
 			}
 		}
-		return false
-	}, 20*time.Second, 10*time.Millisecond, "no notification error counted")
+	}
+	return n
+}
+
+// TestAlertmanagerDown: an Alertmanager that does not answer costs the rules nothing (the
+// notifier queues and sends on its own goroutine) and is counted; one that hangs is given up
+// after notify_timeout.
+func TestAlertmanagerDown(t *testing.T) {
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(hang.Close)
+	t.Cleanup(func() { close(release) })
+	for _, am := range []string{"http://" + freeAddr(t) /* nothing listens there */, hang.URL} {
+		s := openStore(t)
+		reg := prometheus.NewRegistry()
+		o := DefaultOptions()
+		o.DefaultRules = false
+		o.Alertmanagers = []string{am}
+		o.NotifyTimeout = 100 * time.Millisecond
+		o.RuleFiles = []string{writeFile(t, t.TempDir(), "r.yml", "groups:\n  - name: g\n    rules:\n      - alert: Up\n        expr: vector(1)\n")}
+		m := newManual(t, s, o, Config{Registerer: reg})
+		now := time.Now()
+		start := time.Now()
+		for i := range 5 {
+			m.EvalAt(context.Background(), now.Add(time.Duration(i)*time.Minute))
+		}
+		require.Less(t, time.Since(start), time.Second, "the evaluations waited for the Alertmanager")
+		require.Eventually(t, func() bool { return notificationErrors(t, reg) > 0 }, 20*time.Second, 10*time.Millisecond, "no notification error counted")
+	}
 }
