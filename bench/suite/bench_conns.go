@@ -107,7 +107,9 @@ measures the same in one process after forced collections, and with `+"`MW_HEAP_
 writes a heap profile while the connections are held. The server paced its collector
 (package `+"`internal/gcpace`"+`: headroom in proportion to the live heap alone, not to heap plus
 goroutine stacks) to a GC percent of %s while the devices were held (%s with the operator
-setting).
+setting). The fleet monitor (docs/monitoring.md) is part of these figures: it added %s series
+per connected device to the TSDB's head (%s before the devices, %s held), and its writes of
+every device's series took %s each on average (every 15 s).
 
 - Target ≥ 19,000 idle TLS devices in one server process: %s (%s held; the server had %s
   files open against its limit of %s).
@@ -116,6 +118,8 @@ setting).
 `, kib((mw.heapInuse-mw.heapInuseBefore)/n), kib((mw.stackInuse-mw.stackBefore)/n), mw.goroutines/n,
 		kib(mw.perConn()-(mw.heapInuse-mw.heapInuseBefore+mw.stackInuse-mw.stackBefore)/n),
 		num(mw.gcPercent, 0), num(mwStack.gcPercent, 0),
+		num((mw.seriesHeld-mw.seriesBefore)/n, 1), num(mw.seriesBefore, 0), num(mw.seriesHeld, 0),
+		fmt.Sprintf("%.0f ms", 1000*mw.flushSeconds),
 		verdict(mw.devices >= 19000), num(n, 0), num(float64(mw.fds), 0), num(float64(soft), 0),
 		verdict(mw.perConn() <= 40*1024), kib(mw.perConn()), kib(mwFixed.perConn()), kib(mwStack.perConn()), kib(mq.perConn()))
 	return b.String()

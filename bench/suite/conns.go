@@ -21,6 +21,10 @@ type connResult struct {
 	heapInuseBefore float64
 	gcPercent       float64 // the server's millwright_gc_percent while held
 	stackBefore     float64
+	// The fleet monitor's part: the TSDB head's series before and while held, and the mean
+	// time of its writes of every device's series while held.
+	seriesBefore, seriesHeld float64
+	flushSeconds             float64
 }
 
 func (r connResult) perConn() float64 {
@@ -37,6 +41,7 @@ func holdIdle(e *env, server, api, data, prefix string, devices, pid int, connec
 	r.rssBefore, _ = procRSS(pid)
 	if m := scrape(); m != nil {
 		r.heapInuseBefore, r.stackBefore = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"]
+		r.seriesBefore = m["prometheus_tsdb_head_series"]
 	}
 	t0 := time.Now()
 	sims, err := startSims(e, server, api, data, prefix, devices, e.opts.simProcs(devices), "full", 10*time.Minute)
@@ -58,7 +63,15 @@ func holdIdle(e *env, server, api, data, prefix string, devices, pid int, connec
 		r.heapInuse, r.stackInuse, r.goroutines = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]
 		r.gcPercent = m["millwright_gc_percent"]
 	}
+	// One more monitor interval (15 s) for the devices' series to be written, within the 20 s
+	// that follow anyway.
 	time.Sleep(20 * time.Second)
+	if m := scrape(); m != nil {
+		r.seriesHeld = m["prometheus_tsdb_head_series"]
+		if n := m["millwright_monitor_flush_seconds_count"]; n > 0 {
+			r.flushSeconds = m["millwright_monitor_flush_seconds_sum"] / n
+		}
+	}
 	r.rssLater, _ = procRSS(pid)
 	if n := held(); n < devices {
 		return r, fmt.Errorf("only %d of %d devices still connected at the end", n, devices)

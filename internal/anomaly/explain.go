@@ -42,6 +42,24 @@ const (
 	OfflineRatio Metric = "offline_ratio"
 )
 
+// MinDelta is the smallest rise of the metric above its baseline worth reporting, whatever
+// its significance: an operator acts on half a second more latency, not on 150 ms, however
+// sure the statistics are of it (a restart of a few agents moves the fleet's mean delay that
+// much). A group is named only if its own metric rose by this much; a move no group explains
+// is reported only if the fleet's rose by this much. Drops: 0.05 per device-hour (one more drop a day on every device); ingest delay:
+// 0.5 s; offline ratio: 0.02 (two devices in a hundred).
+func (m Metric) MinDelta() float64 {
+	switch m {
+	case DropsPerDeviceHour:
+		return 0.05
+	case IngestDelaySeconds:
+		return 0.5
+	case OfflineRatio:
+		return 0.02
+	}
+	return 0
+}
+
 // Metrics lists the metrics in the order the finder evaluates them.
 var Metrics = []Metric{DropsPerDeviceHour, IngestDelaySeconds, OfflineRatio}
 
@@ -291,7 +309,7 @@ func Analyze(in Input, cfg Config) *Finding {
 		c.restNormal = c.restZ < cfg.MinZ || c.restFactor < cfg.MinFactor
 		c.vsRest, c.vsRestZ = compare(s.Now, rest.Now, math.Max(gb.UnitVar, rb.UnitVar))
 		if c.ownZ < cfg.MinZ || c.ownFactor < cfg.MinFactor || c.vsRestZ < cfg.MinZ ||
-			c.vsRest < cfg.MinFactor || c.share < cfg.MinShare {
+			c.vsRest < cfg.MinFactor || c.share < cfg.MinShare || s.Now.Num/s.Now.Den-gb.Level < in.Metric.MinDelta() {
 			continue
 		}
 		if groupOnly && (c.ownZ < cfg.GroupMinZ || c.ownFactor < groupMinFactor || c.vsRest < groupMinFactor ||
@@ -303,6 +321,9 @@ func Analyze(in Input, cfg Config) *Finding {
 	f.Evidence.Candidates = len(cands)
 	if len(cands) == 0 && groupOnly {
 		return nil
+	}
+	if len(cands) == 0 && f.Evidence.FleetNow-f.Evidence.FleetBaseline < in.Metric.MinDelta() {
+		return nil // a move too small to act on, and no group that rose by enough
 	}
 	if len(cands) == 0 {
 		f.Text = fmt.Sprintf("%s up %.1f×, not explained by any single %s", in.Metric.Title(), factor, strings.Join(Dimensions, ", "))

@@ -23,6 +23,9 @@ func (o Options) Validate() error {
 	); err != nil {
 		return err
 	}
+	// A window holds at least a few of the monitor's writes: 10 s is enough only with a
+	// --monitor-interval of a second or two (the end-to-end tests); at the default 15 s a
+	// window of a minute or more is what makes sense.
 	if o.Window < 10*time.Second || o.Window%time.Second != 0 {
 		return optcheck.Invalid("window", o.Window, "must be a whole number of seconds, at least 10s")
 	}

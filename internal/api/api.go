@@ -62,6 +62,9 @@ type Config struct {
 	// verify clients with. POST /api/v1/certificates records only certificates that verify
 	// against it for client authentication; nil refuses every certificate there.
 	DeviceRoots *x509.CertPool
+	// Rules are the rule groups and alerts of /api/v1/rules and /api/v1/alerts; nil answers
+	// them with none.
+	Rules Rules
 	// Anomalies is the anomaly finder, for the anomaly and trend routes; nil answers them 503.
 	Anomalies Anomalies
 	// Metrics serves /metrics; nil leaves the route out.
@@ -129,6 +132,7 @@ func routes(c Config) []route {
 	ch := &channelAPI{reg: cr, ch: c.Channel}
 	sr, _ := c.Registry.(SessionRegistry)
 	mon := &monitorAPI{mon: c.Monitor, sessions: sr}
+	ru := &rulesAPI{rules: c.Rules}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
 		{"GET", "/api/v1/query", v, p.query},
@@ -144,6 +148,8 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/status/buildinfo", v, func(*http.Request) (any, *apiError) {
 			return map[string]string{"version": Version, "application": "millwright"}, nil
 		}},
+		{"GET", "/api/v1/rules", v, ru.list},
+		{"GET", "/api/v1/alerts", v, ru.alerts},
 		{"GET", "/api/v1/events", v, func(r *http.Request) (any, *apiError) { return listEvents(c.Events, r) }},
 		{"GET", "/api/v1/devices", v, d.list},
 		{"GET", "/api/v1/devices/{id}", v, d.show},

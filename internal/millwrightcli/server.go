@@ -1,6 +1,12 @@
 package millwrightcli
 
 import (
+	"context"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
 	"github.com/spf13/cobra"
 
 	"github.com/millwright/millwright/clock"
@@ -29,7 +35,10 @@ With no flags it makes ./data with a development CA (ca.pem), an admin API token
 HTTPS API on :8443.
 
 --config reads a YAML file with a key for every flag (docs/operations.md); flags given
-on the command line override the file.`,
+on the command line override the file.
+
+SIGHUP reloads the rule files (--rules); a file that does not load is refused with its
+file and line, and the rules running stay.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := c.resolve()
@@ -44,7 +53,10 @@ on the command line override the file.`,
 			if err != nil {
 				return err
 			}
-			return srv.Run(cmd.Context())
+			ctx, stop := context.WithCancel(cmd.Context())
+			defer stop()
+			reloadOnHangup(ctx, srv, logger)
+			return srv.Run(ctx)
 		},
 	}
 	opts := &c.cfg.Options
@@ -85,6 +97,11 @@ on the command line override the file.`,
 	f.IntVar(&opts.MQTT.MaxConcurrentHandshakes, "mqtt-max-handshakes", opts.MQTT.MaxConcurrentHandshakes, "MQTT/TLS handshakes in progress at once (8 per CPU by default); more wait in order")
 	f.IntVar(&opts.MQTT.MaxHandshakesPerSource, "mqtt-max-handshakes-per-source", opts.MQTT.MaxHandshakesPerSource, "MQTT/TLS handshakes one source address (IPv6: /64) may have in progress or waiting at once; 0 is half of --mqtt-max-handshakes. Raise it for many devices behind one NAT")
 	f.Uint16Var(&opts.MQTT.ReceiveMaximum, "mqtt-receive-maximum", opts.MQTT.ReceiveMaximum, "QoS 2 publishes a device may have unreleased on one connection (MQTT 5 Receive Maximum); beyond, it is disconnected (0x93)")
+	f.StringArrayVar(&opts.Alerting.RuleFiles, "rules", nil, "Prometheus rule file (recording and alerting rules; a glob pattern names every file it matches) evaluated on the telemetry store (repeatable); SIGHUP reloads them")
+	f.Var(durationFlag{&opts.Alerting.EvaluationInterval}, "rules-interval", "how often each rule group is evaluated, unless the group sets its own interval")
+	f.BoolVar(&opts.Alerting.DefaultRules, "default-rules", opts.Alerting.DefaultRules, "evaluate the built-in rule set (docs/monitoring.md \"Alert rules\") besides the --rules files")
+	f.StringArrayVar(&opts.Alerting.Alertmanagers, "alertmanager", nil, "Alertmanager URL the alerts are sent to, such as http://127.0.0.1:9093 (repeatable)")
+	f.StringArrayVar(&opts.Alerting.Webhooks, "alert-webhook", nil, "URL that gets Alertmanager's webhook JSON when an alert fires and when it resolves, without an Alertmanager or beside one (repeatable)")
 	f.Uint16Var(&opts.MQTT.MaxKeepAlive, "mqtt-max-keepalive", opts.MQTT.MaxKeepAlive, "longest MQTT keep-alive, in seconds; a device asking for none or more is held to it")
 	f.Var(durationFlag{&opts.Anomaly.Interval}, "anomaly-interval", "how often the anomaly finder looks for a fleet metric that moved and names its cause")
 	f.Var(durationFlag{&opts.Anomaly.Window}, "anomaly-window", "the anomaly finder's window, and the length of each baseline window (longer: smaller moves found, later)")
@@ -152,4 +169,29 @@ var serverFlagKeys = map[string]string{
 	"offline-after":                   "monitor.offline_after",
 	"session-retention":               "monitor.session_retention",
 	"monitor-max-pending-sessions":    "monitor.max_pending_sessions",
+	"rules":                           "alerting.rule_files",
+	"rules-interval":                  "alerting.evaluation_interval",
+	"default-rules":                   "alerting.default_rules",
+	"alertmanager":                    "alerting.alertmanagers",
+	"alert-webhook":                   "alerting.webhooks",
+}
+
+// reloadOnHangup reloads the server's rule files at each SIGHUP, from its return until ctx
+// ends.
+func reloadOnHangup(ctx context.Context, srv *server.Server, logger *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := srv.ReloadRules(); err != nil {
+					logger.Error("rule reload refused; the rules running stay", "err", err)
+				}
+			}
+		}
+	}()
 }

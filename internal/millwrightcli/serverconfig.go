@@ -49,7 +49,7 @@ var serverConfigDecoder = yamlconf.Decoder{
 }
 
 // loadServerConfig reads the configuration file at path over the defaults. Relative paths in
-// it (data, ca_cert, ca_key) are relative to the file's directory. It returns the line of
+// it (data, ca_cert, ca_key, alerting.rule_files) are relative to the file's directory. It returns the line of
 // every key the file gave.
 func loadServerConfig(path string) (serverConfig, yamlconf.Lines, error) {
 	cfg := defaultServerConfig()
@@ -65,6 +65,13 @@ func loadServerConfig(path string) (serverConfig, yamlconf.Lines, error) {
 	for key, p := range map[string]*string{"data": &cfg.DataDir, "ca_cert": &cfg.CACert, "ca_key": &cfg.CAKey} {
 		if _, given := lines[key]; given && *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
+		}
+	}
+	if _, given := lines["alerting.rule_files"]; given {
+		for i, f := range cfg.Alerting.RuleFiles {
+			if f != "" && !filepath.IsAbs(f) {
+				cfg.Alerting.RuleFiles[i] = filepath.Join(dir, f)
+			}
 		}
 	}
 	return cfg, lines, nil

@@ -76,6 +76,20 @@ func TestServerConfig(t *testing.T) {
 		{args: []string{"--dormant-reenroll-window", "5y"}, want: func(c *serverConfig) { c.Enroll.DormantReenrollWindow = 5 * 365 * day }},
 		{args: []string{"--dormant-reenroll-window", "-1d"}, err: "invalid --dormant-reenroll-window -1d: must be positive, or 0 to turn dormant re-enrollment off"},
 
+		{file: "alerting.good.yml", want: func(c *serverConfig) {
+			c.Alerting.RuleFiles = []string{filepath.Join(serverTestdata, "rules/plant.yml"), "/etc/millwright/rules/*.yml"}
+			c.Alerting.DefaultRules, c.Alerting.EvaluationInterval = false, time.Minute
+			c.Alerting.Alertmanagers = []string{"http://127.0.0.1:9093"}
+			c.Alerting.Webhooks = []string{"https://hooks.example.com/millwright"}
+		}},
+		{args: []string{"--rules", "a.yml", "--rules", "b,c.yml", "--default-rules=false", "--alertmanager", "http://am:9093", "--alert-webhook", "http://hook/x", "--rules-interval", "15s"}, want: func(c *serverConfig) {
+			c.Alerting.RuleFiles = []string{"a.yml", "b,c.yml"}
+			c.Alerting.DefaultRules, c.Alerting.EvaluationInterval = false, 15*time.Second
+			c.Alerting.Alertmanagers, c.Alerting.Webhooks = []string{"http://am:9093"}, []string{"http://hook/x"}
+		}},
+		{args: []string{"--rules-interval", "0s"}, err: "invalid --rules-interval 0s: must be positive"},
+		{args: []string{"--alert-webhook", "hook"}, err: `invalid --alert-webhook "hook": want an absolute http:// or https:// URL`},
+		{file: "alerting-bad-url.bad.yml", err: `invalid alerting.alertmanagers "am:9093" in testdata/server/alerting-bad-url.bad.yml (line 2): want an absolute http:// or https:// URL`},
 		{args: []string{"--anomaly-window", "1h", "--anomaly-baseline-windows", "24"}, want: func(c *serverConfig) {
 			c.Anomaly.Window, c.Anomaly.BaselineWindows = time.Hour, 24
 		}},
@@ -197,6 +211,7 @@ func TestServerConfigDocs(t *testing.T) {
 	// Defaults that depend on the CPUs: the example shows them for two.
 	want.MQTT.MaxConcurrentHandshakes, want.API.QueryMaxConcurrency = 16, 2
 	want.ServerNames = []string{}
+	want.Alerting.RuleFiles, want.Alerting.Alertmanagers, want.Alerting.Webhooks = []string{}, []string{}, []string{}
 	require.Equal(t, want, got, "the example in docs/operations.md differs from the defaults")
 
 	readme, err := os.ReadFile("../../README.md")

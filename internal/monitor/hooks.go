@@ -26,6 +26,7 @@ type ingester struct {
 }
 
 func (i ingester) Ingest(ctx context.Context, device string, payload []byte) gateway.IngestResult {
+	arrived := i.m.clk.Now() // before the commit: the delay is the network's and the device's, not storage's
 	res := i.next.Ingest(ctx, device, payload)
 	result := ResultAccepted
 	if res.Reason != protocol.ReasonNone {
@@ -35,7 +36,7 @@ func (i ingester) Ingest(ctx context.Context, device string, payload []byte) gat
 	if res.Stored == 0 {
 		newest = time.Time{} // nothing stored: no delay to measure
 	}
-	i.m.Batch(device, result, newest, i.m.clk.Now())
+	i.m.Batch(device, result, newest, arrived)
 	return res
 }
 

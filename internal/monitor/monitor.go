@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/prometheus/storage"
+	ptsdb "github.com/prometheus/prometheus/tsdb"
 
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/gateway"
@@ -27,6 +28,8 @@ import (
 // Store is where the series go: the TSDB.
 type Store interface {
 	Appender(ctx context.Context) (storage.Appender, error)
+	// DB is the TSDB now; a new one (after the store reopened) numbers its series anew.
+	DB() *ptsdb.DB
 }
 
 // Registry is what the monitor reads and writes in the device registry.
@@ -56,7 +59,9 @@ type Monitor struct {
 
 	// flushMu serialises flushes; it guards what only a flush touches.
 	flushMu   sync.Mutex
-	written   map[string]*written // by device: the series last written, for stale markers
+	written   map[string]*written // by device: its series, and the facts last written
+	epoch     uint64              // flushes so far
+	db        *ptsdb.DB           // the TSDB the series references in written belong to
 	lastPrune time.Time
 	live      *Liveness // the last flush's judgement
 	liveMu    sync.RWMutex

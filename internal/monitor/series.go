@@ -42,11 +42,60 @@ const (
 // commitEvery bounds the samples one append transaction holds.
 const commitEvery = 20_000
 
-// written is what was last written of a device's facts: the info, tag and group series,
-// which get a stale marker when they change (a firmware update must not leave two info
-// series for one device, which would break every join for five minutes).
+// ref is one series the monitor writes: its labels, built once, and the TSDB's reference to
+// it, which spares the head a lookup by labels at every write.
+type ref struct {
+	l   labels.Labels
+	ref storage.SeriesRef
+}
+
+// fixed series of every device, in this order; then one per disconnect cause.
+const (
+	fxConnected = iota
+	fxConnects
+	fxReceivedBytes
+	fxSentBytes
+	fxReceivedMessages
+	fxSentMessages
+	fxDelaySum
+	fxDelayCount
+	fxSessionSeconds
+	fxLastSeen
+	fxExpected
+	fxOnline
+	fxSilent
+	fxCertificateExpiry
+	fxDisconnects // first of numCauses
+	numFixed      = fxDisconnects + numCauses
+)
+
+var fixedNames = [fxDisconnects]string{
+	fxConnected: SeriesConnected, fxConnects: SeriesConnects, fxReceivedBytes: SeriesReceivedBytes, fxSentBytes: SeriesSentBytes,
+	fxReceivedMessages: SeriesReceivedMessages, fxSentMessages: SeriesSentMessages, fxDelaySum: SeriesIngestDelaySum,
+	fxDelayCount: SeriesIngestDelayCount, fxSessionSeconds: SeriesSessionSeconds, fxLastSeen: SeriesLastSeen,
+	fxExpected: SeriesExpectedInterval, fxOnline: SeriesOnline, fxSilent: SeriesSilent, fxCertificateExpiry: SeriesCertificateExpiry,
+}
+
+// written is what the monitor writes of one device: its series, labels built once, and the
+// facts last written — the info, tag and group series, which get a stale marker when they
+// change (a firmware update must not leave two info series for one device, which would break
+// every join for five minutes).
 type written struct {
-	static []labels.Labels
+	fixed   [numFixed]ref
+	batches map[string]*ref
+	static  []ref
+	epoch   uint64 // the last flush that wrote the device
+}
+
+func newWritten(id string) *written {
+	w := &written{}
+	for i, name := range fixedNames {
+		w.fixed[i].l = deviceSeries(name, id)
+	}
+	for i, c := range gateway.Causes {
+		w.fixed[fxDisconnects+i].l = series(SeriesDisconnects, "device", id, "cause", string(c))
+	}
+	return w
 }
 
 // batchWriter appends samples at one time, committing every commitEvery.
@@ -60,7 +109,7 @@ type batchWriter struct {
 	err   error
 }
 
-func (w *batchWriter) add(l labels.Labels, v float64) {
+func (w *batchWriter) add(r *ref, v float64) {
 	if w.err != nil {
 		return
 	}
@@ -69,7 +118,11 @@ func (w *batchWriter) add(l labels.Labels, v float64) {
 			return
 		}
 	}
-	if _, err := w.app.Append(0, l, w.t, v); err != nil && !isDuplicate(err) {
+	got, err := w.app.Append(r.ref, r.l, w.t, v)
+	switch {
+	case err == nil:
+		r.ref = got
+	case !isDuplicate(err):
 		w.err = err
 		return
 	}
@@ -103,8 +156,23 @@ var stale = math.Float64frombits(value.StaleNaN)
 // write appends every active device's series at now, and stale markers for facts that
 // changed and for devices that left the fleet.
 func (m *Monitor) write(ctx context.Context, devs []registry.FleetDevice, live *Liveness, now time.Time) error {
+	if db := m.store.DB(); db != m.db {
+		// A store reopened after a write error numbers its series anew: forget every reference.
+		for _, wr := range m.written {
+			for i := range wr.fixed {
+				wr.fixed[i].ref = 0
+			}
+			for _, r := range wr.batches {
+				r.ref = 0
+			}
+			for i := range wr.static {
+				wr.static[i].ref = 0
+			}
+		}
+		m.db = db
+	}
+	m.epoch++
 	w := &batchWriter{ctx: ctx, store: m.store, t: now.UnixMilli()}
-	seen := make(map[string]struct{}, len(live.Devices))
 	j := 0
 	for i := range devs {
 		d := &devs[i]
@@ -113,62 +181,98 @@ func (m *Monitor) write(ctx context.Context, devs []registry.FleetDevice, live *
 		}
 		dl := &live.Devices[j]
 		j++
-		seen[d.ID] = struct{}{}
-		static := staticSeries(d)
-		if prev := m.written[d.ID]; prev != nil {
-			for _, l := range prev.static {
-				if !slices.ContainsFunc(static, func(n labels.Labels) bool { return labels.Equal(n, l) }) {
-					w.add(l, stale)
-				}
-			}
-			prev.static = static
-		} else {
-			m.written[d.ID] = &written{static: static}
+		wr := m.written[d.ID]
+		if wr == nil {
+			wr = newWritten(d.ID)
+			m.written[d.ID] = wr
 		}
-		for _, l := range static {
-			w.add(l, 1)
-		}
-		if !d.CertificateExpiry.IsZero() {
-			w.add(deviceSeries(SeriesCertificateExpiry, d.ID), seconds(d.CertificateExpiry))
-		}
+		wr.epoch = m.epoch
+		m.writeStatic(w, wr, d)
 		s, _ := m.snapshot(d.ID, now)
-		w.add(deviceSeries(SeriesConnected, d.ID), b2f(s.connected))
-		w.add(deviceSeries(SeriesConnects, d.ID), float64(s.connects))
-		for ci, c := range gateway.Causes {
-			w.add(series(SeriesDisconnects, "cause", string(c), "device", d.ID), float64(s.disconnects[ci]))
+		f := &wr.fixed
+		if !d.CertificateExpiry.IsZero() {
+			w.add(&f[fxCertificateExpiry], seconds(d.CertificateExpiry))
 		}
-		w.add(deviceSeries(SeriesReceivedBytes, d.ID), float64(s.traffic.rxBytes))
-		w.add(deviceSeries(SeriesSentBytes, d.ID), float64(s.traffic.txBytes))
-		w.add(deviceSeries(SeriesReceivedMessages, d.ID), float64(s.traffic.rxMsgs))
-		w.add(deviceSeries(SeriesSentMessages, d.ID), float64(s.traffic.txMsgs))
+		w.add(&f[fxConnected], b2f(s.connected))
+		w.add(&f[fxConnects], float64(s.connects))
+		for ci := range numCauses {
+			w.add(&f[fxDisconnects+ci], float64(s.disconnects[ci]))
+		}
+		w.add(&f[fxReceivedBytes], float64(s.traffic.rxBytes))
+		w.add(&f[fxSentBytes], float64(s.traffic.txBytes))
+		w.add(&f[fxReceivedMessages], float64(s.traffic.rxMsgs))
+		w.add(&f[fxSentMessages], float64(s.traffic.txMsgs))
 		for result, n := range s.batches {
-			w.add(series(SeriesBatches, "device", d.ID, "result", result), float64(n))
+			r := wr.batches[result]
+			if r == nil {
+				if wr.batches == nil {
+					wr.batches = map[string]*ref{}
+				}
+				r = &ref{l: series(SeriesBatches, "device", d.ID, "result", result)}
+				wr.batches[result] = r
+			}
+			w.add(r, float64(n))
 		}
-		w.add(deviceSeries(SeriesIngestDelaySum, d.ID), s.delaySum)
-		w.add(deviceSeries(SeriesIngestDelayCount, d.ID), float64(s.delayCount))
-		w.add(deviceSeries(SeriesSessionSeconds, d.ID), s.sessionSeconds)
+		w.add(&f[fxDelaySum], s.delaySum)
+		w.add(&f[fxDelayCount], float64(s.delayCount))
+		w.add(&f[fxSessionSeconds], s.sessionSeconds)
 		if !dl.LastHeard.IsZero() {
-			w.add(deviceSeries(SeriesLastSeen, d.ID), seconds(dl.LastHeard))
+			w.add(&f[fxLastSeen], seconds(dl.LastHeard))
 		}
-		w.add(deviceSeries(SeriesExpectedInterval, d.ID), dl.Interval.Seconds())
-		w.add(deviceSeries(SeriesOnline, d.ID), b2f(dl.State == Online))
-		w.add(deviceSeries(SeriesSilent, d.ID), b2f(dl.State == Silent))
+		w.add(&f[fxExpected], dl.Interval.Seconds())
+		w.add(&f[fxOnline], b2f(dl.State == Online))
+		w.add(&f[fxSilent], b2f(dl.State == Silent))
 	}
-	for id, prev := range m.written {
-		if _, ok := seen[id]; ok {
+	for id, wr := range m.written {
+		if wr.epoch == m.epoch {
 			continue
 		}
-		for _, l := range prev.static {
-			w.add(l, stale)
+		for i := range wr.static {
+			w.add(&wr.static[i], stale)
 		}
-		for _, name := range []string{SeriesConnected, SeriesOnline, SeriesSilent} {
-			w.add(deviceSeries(name, id), stale)
+		for _, fx := range []int{fxConnected, fxOnline, fxSilent} {
+			w.add(&wr.fixed[fx], stale)
 		}
 		delete(m.written, id)
 	}
 	w.commit()
 	m.met.samples.Add(float64(w.total))
 	return w.err
+}
+
+// writeStatic writes a device's fact series — info, one per tag, one per group — with a
+// stale marker on each one it wrote last time and no longer has.
+func (m *Monitor) writeStatic(w *batchWriter, wr *written, d *registry.FleetDevice) {
+	want := staticSeries(d)
+	if !sameLabels(wr.static, want) {
+		next := make([]ref, len(want))
+		for i, l := range want {
+			next[i].l = l
+		}
+		for i := range wr.static {
+			if !slices.ContainsFunc(want, func(l labels.Labels) bool { return labels.Equal(l, wr.static[i].l) }) {
+				w.add(&wr.static[i], stale)
+			} else if k := slices.IndexFunc(want, func(l labels.Labels) bool { return labels.Equal(l, wr.static[i].l) }); k >= 0 {
+				next[k].ref = wr.static[i].ref
+			}
+		}
+		wr.static = next
+	}
+	for i := range wr.static {
+		w.add(&wr.static[i], 1)
+	}
+}
+
+func sameLabels(have []ref, want []labels.Labels) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	for i := range have {
+		if !labels.Equal(have[i].l, want[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // staticSeries are a device's fact series: info, one per tag, one per group.

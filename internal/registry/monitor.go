@@ -145,11 +145,16 @@ func scheduleInterval(doc string) time.Duration {
 	if err != nil || iv <= 0 {
 		return 0
 	}
+	iv = min(iv, maxScheduleInterval)
 	if j, err := time.ParseDuration(c.Schedule.Jitter); err == nil && j > 0 {
-		iv += j
+		iv += min(j, maxScheduleInterval)
 	}
-	return iv
+	return min(iv, maxScheduleInterval)
 }
+
+// maxScheduleInterval bounds an interval read from a configuration, as the server bounds one
+// reported at connect (protocol.MaxSendInterval).
+const maxScheduleInterval = 30 * 24 * time.Hour
 
 // MaxSessionsLimit is the most sessions DeviceSessions returns at once.
 const MaxSessionsLimit = 1000

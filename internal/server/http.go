@@ -131,6 +131,10 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		WriteTimeout: o.WriteTimeout,
 	}, s.reg)))
 	s.enroll.Register(mux)
+	var rules api.Rules
+	if s.alerting != nil {
+		rules = s.alerting
+	}
 	mux.Handle("/", api.Handler(api.Config{
 		Authenticate:  api.TokenAuthenticator(s.token, s.registry),
 		Queryable:     s.store.Queryable(),
@@ -141,6 +145,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Channel:       s.channel,
 		Anomalies:     s.anomaly,
 		DeviceRoots:   tlsCfg.ClientCAs,
+		Rules:         rules,
 		Metrics:       promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}),
 		Logger:        s.log.With("component", "api"),
 		Now:           s.clk.Now,

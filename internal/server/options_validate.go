@@ -6,7 +6,7 @@ import (
 
 // Validate refuses options an operator cannot have meant, in the server's own fields and in
 // each part's (Options.Validate of the MQTT gateway, enrollment, the store, the pipeline,
-// the API, the anomaly finder, and HTTPOptions.Validate). The error is an *optcheck.Error keyed by the option's
+// the API, alerting, the anomaly finder, and HTTPOptions.Validate). The error is an *optcheck.Error keyed by the option's
 // YAML key path ("tsdb.retention"). New calls it; a command line calls it first to name the
 // flag or configuration key at fault.
 func (o Options) Validate() error {
@@ -29,6 +29,7 @@ func (o Options) Validate() error {
 		optcheck.Within("api", o.API.Validate()),
 		optcheck.Within("anomaly", o.Anomaly.Validate()),
 		optcheck.Within("monitor", o.Monitor.Validate()),
+		optcheck.Within("alerting", o.Alerting.Validate()),
 	)
 }
 

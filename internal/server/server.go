@@ -1,5 +1,5 @@
 // Package server composes Millwright's long-running parts — device registry, enrollment,
-// telemetry store, event log, ingest pipeline, MQTT gateway, HTTPS API — into one process, starting them in order and stopping them
+// telemetry store, alert rules, event log, ingest pipeline, MQTT gateway, HTTPS API — into one process, starting them in order and stopping them
 // in reverse so that no acknowledged batch is lost on shutdown.
 package server
 
@@ -23,6 +23,7 @@ import (
 
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/alerting"
 	"github.com/millwright/millwright/internal/anomaly"
 	"github.com/millwright/millwright/internal/api"
 	"github.com/millwright/millwright/internal/devicechannel"
@@ -73,6 +74,9 @@ type Options struct {
 	// Monitor is the fleet monitor: per-device connectivity series, liveness, connection
 	// history.
 	Monitor monitor.Options `yaml:"monitor"`
+	// Alerting is the rule files evaluated on the telemetry store and where their alerts go
+	// (docs/monitoring.md "Alert rules").
+	Alerting alerting.Options `yaml:"alerting"`
 	// ShutdownTimeout bounds how long each part of the server may take to stop at shutdown,
 	// one after the other: the MQTT listeners and their sessions, the HTTPS listener and its
 	// requests, the pipeline storing what it accepted, then each store. Default 10 s. A part
@@ -96,6 +100,7 @@ func DefaultOptions() Options {
 		API:        api.DefaultOptions(),
 		Anomaly:    anomaly.DefaultOptions(),
 		Monitor:    monitor.DefaultOptions(),
+		Alerting:   alerting.DefaultOptions(),
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -113,6 +118,7 @@ type Server struct {
 	authz    *devicepolicy.RegistryAuthorizer
 	enroll   *estserver.Server
 	store    *tsdb.Store
+	alerting *alerting.Manager
 	anomaly  *anomaly.Finder
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
@@ -177,6 +183,12 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	if s.store, err = tsdb.Open(filepath.Join(dir, "tsdb"), opts.TSDB, logger, s.reg); err != nil {
 		return nil, err
 	}
+	// The rules engine ticks on the process's real time, so its senders' retries do too.
+	if s.alerting, err = alerting.New(opts.Alerting, s.store, alerting.Config{
+		Logger: logger.With("component", "alerting"), Registerer: s.reg, Clock: clock.Real(),
+	}); err != nil {
+		return nil, err
+	}
 	if s.anomaly, err = anomaly.New(s.store, opts.Anomaly, clk, logger.With("component", "anomaly")); err != nil {
 		return nil, err
 	}
@@ -234,6 +246,11 @@ func (s *Server) parts() *lifecycle.Group {
 	}
 	if s.store != nil {
 		g.Add(lifecycle.Part{Name: "tsdb", Stop: closer(s.store.Close)})
+	}
+	if s.alerting != nil {
+		// Started once the store is open, stopped before it closes: the rules read it and
+		// write their series to it.
+		g.Add(lifecycle.Part{Name: "alerting", Start: s.alerting.Start, Stop: s.alerting.Stop})
 	}
 	if s.anomaly != nil {
 		// Reads and writes the store: stopped before it.
@@ -328,6 +345,19 @@ func (s *Server) Anomaly() *anomaly.Finder { return s.anomaly }
 
 // Registry is the device registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }
+
+// Alerting is the rules engine and its senders.
+func (s *Server) Alerting() *alerting.Manager { return s.alerting }
+
+// ReloadRules reads the rule files again (millwright server does on SIGHUP). Files that do not
+// load are refused with their file and line, and the rules running stay.
+func (s *Server) ReloadRules() error {
+	if err := s.alerting.Reload(); err != nil {
+		return err
+	}
+	s.log.Info("rules reloaded", "files", s.alerting.Files())
+	return nil
+}
 
 func (s *Server) pipelineMaxPayload() int {
 	if n := s.opts.Ingest.Limits.MaxPayload; n > 0 {
