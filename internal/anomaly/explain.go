@@ -2,10 +2,12 @@
 // value (firmware=…, model=…, operator=…, group=…) that best explains the move; it also
 // measures per-group trends over long ranges.
 //
-// The statistics (Analyze, Trend) are pure functions of counts; the Finder reads those counts
-// from the embedded TSDB with PromQL, runs Analyze every interval, writes its findings back as
-// the series millwright_anomaly_factor and millwright_anomaly_share, and keeps the latest
-// report for the API. docs/monitoring.md, sections "Anomalies" and "Trends", explains the
+// The statistics (Analyze for moves, FindOutlier for values standing above the rest now,
+// Trend) are pure functions of counts, and Generate makes the scenarios they are measured on.
+// The Finder reads those counts from the embedded TSDB with PromQL, runs Analyze and
+// FindOutlier every interval, writes its findings back as the series millwright_anomaly_factor
+// and millwright_anomaly_share, records each window's counts for cheap trends
+// (millwright_anomaly_window_num and _den), and keeps the latest report for the API. docs/monitoring.md, sections "Anomalies" and "Trends", explains the
 // method and gives its measured precision and recall.
 package anomaly
 
