@@ -164,11 +164,25 @@ func (m *Manager) Start() error {
 	if m.notifier != nil {
 		m.wg.Add(1)
 		go func() { defer m.wg.Done(); m.notifier.Run(m.amTargets) }()
+		m.awaitAlertmanagers()
 	}
 	if m.hooks != nil {
 		m.hooks.start()
 	}
 	return nil
+}
+
+// awaitAlertmanagers waits, briefly, until the notifier has taken its Alertmanagers from the
+// targets fed to it: alerts it is given before then are lost (it has no queue for them yet).
+func (m *Manager) awaitAlertmanagers() {
+	deadline := time.Now().Add(2 * time.Second)
+	for len(m.notifier.Alertmanagers()) < len(m.opts.Alertmanagers) {
+		if time.Now().After(deadline) {
+			m.log.Warn("the alertmanager notifier has not taken its alertmanagers yet", "want", len(m.opts.Alertmanagers), "have", len(m.notifier.Alertmanagers()))
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (m *Manager) update(files []string) error {

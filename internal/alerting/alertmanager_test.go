@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 )
@@ -201,4 +202,37 @@ func compareMessages(t *testing.T, fromAM, direct map[string]any) {
 			require.Equal(t, a[k], d[k], "alerts[%d].%s", i, k)
 		}
 	}
+}
+
+// TestAlertmanagerDown: an Alertmanager that does not answer costs the rules nothing (the
+// notifier queues and sends on its own goroutine) and is counted.
+func TestAlertmanagerDown(t *testing.T) {
+	s := openStore(t)
+	reg := prometheus.NewRegistry()
+	o := DefaultOptions()
+	o.DefaultRules = false
+	o.Alertmanagers = []string{"http://" + freeAddr(t)} // nothing listens there
+	o.NotifyTimeout = time.Second
+	o.RuleFiles = []string{writeFile(t, t.TempDir(), "r.yml", "groups:\n  - name: g\n    rules:\n      - alert: Up\n        expr: vector(1)\n")}
+	m := newManual(t, s, o, Config{Registerer: reg})
+	now := time.Now()
+	start := time.Now()
+	for i := range 5 {
+		m.EvalAt(context.Background(), now.Add(time.Duration(i)*time.Minute))
+	}
+	require.Less(t, time.Since(start), time.Second, "the evaluations waited for the Alertmanager")
+	require.Eventually(t, func() bool {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "prometheus_notifications_errors_total" {
+				for _, m := range mf.GetMetric() {
+					if m.GetCounter().GetValue() > 0 {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}, 20*time.Second, 10*time.Millisecond, "no notification error counted")
 }

@@ -155,7 +155,7 @@ func TestDefaultRulesAnomaly(t *testing.T) {
 	got := firing(t, m, "MillwrightAnomaly")
 	require.Len(t, got, 1)
 	require.Equal(t, "drops_per_device_hour up 4.1×, explained by firmware=2.1.0", got[0].Annotations.Get("summary"))
-	require.Equal(t, "drops_per_device_hour up 4.1×, explained by firmware=2.1.0 (92% of the excess).", got[0].Annotations.Get("description"))
+	require.Equal(t, "drops_per_device_hour up 4.1×, explained by firmware=2.1.0 (92% of the excess). The finding in full: GET /api/v1/anomalies.", got[0].Annotations.Get("description"))
 
 	// keep_firing_for: the finding gone (its series stale after 5 minutes), the alert keeps
 	// firing for 15 minutes, then resolves.

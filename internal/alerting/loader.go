@@ -64,8 +64,10 @@ func (l loader) Load(file string, ignoreUnknownFields bool, scheme model.Validat
 		}
 		return nil, out
 	}
+	// The built-in set records one series per device by design (the drops of the last hour):
+	// it is not held to the limit meant for the operator's rules.
 	for i := range rgs.Groups {
-		if rgs.Groups[i].Limit == 0 {
+		if rgs.Groups[i].Limit == 0 && file != DefaultRulesFile {
 			rgs.Groups[i].Limit = l.limit
 		}
 	}

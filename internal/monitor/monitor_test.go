@@ -3,8 +3,11 @@ package monitor
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -259,5 +262,56 @@ func TestOptionsValidate(t *testing.T) {
 		o := DefaultOptions()
 		c.mutate(&o)
 		require.EqualError(t, o.Validate(), c.want)
+	}
+}
+
+// TestDocumentedQueries runs every query of docs/operations.md ("Fleet monitoring: the
+// questions and their queries") on the series the monitor writes: each parses, joins without
+// a many-to-many match, and answers.
+func TestDocumentedQueries(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/operations.md")
+	require.NoError(t, err)
+	m := regexp.MustCompile("(?s)## Fleet monitoring: the questions and their queries\n.*?```promql\n(.*?)```").FindSubmatch(doc)
+	require.NotNil(t, m, "docs/operations.md has no promql block under its fleet monitoring section")
+	var queries []string
+	var cur strings.Builder
+	for _, line := range strings.Split(string(m[1]), "\n") {
+		switch {
+		case strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "":
+			if cur.Len() > 0 {
+				queries = append(queries, cur.String())
+				cur.Reset()
+			}
+		case strings.HasPrefix(line, " ") && cur.Len() > 0:
+			cur.WriteString(" " + strings.TrimSpace(line))
+		default:
+			if cur.Len() > 0 {
+				queries = append(queries, cur.String())
+				cur.Reset()
+			}
+			cur.WriteString(line)
+		}
+	}
+	if cur.Len() > 0 {
+		queries = append(queries, cur.String())
+	}
+	require.GreaterOrEqual(t, len(queries), 9)
+
+	r := newRig(t, DefaultOptions())
+	r.device("dev-a", "2.0.3", "gw-200", "Telia", 0)
+	r.device("dev-b", "2.1.0", "gw-200", "Vodafone", 0)
+	require.NoError(t, r.reg.SetGroups(context.Background(), "dev-a", []string{"line-3"}, nil, "test", ""))
+	for range 5 {
+		c := connection("dev-a", r.clk.Now())
+		r.mon.Connected(c)
+		c.Traffic.ReceivedBytes.Add(1000)
+		r.mon.Batch("dev-a", ResultAccepted, r.clk.Now().Add(-time.Second), r.clk.Now())
+		r.clk.Advance(time.Minute)
+		r.mon.Disconnected(c, gateway.CauseReset, r.clk.Now())
+		r.flush()
+	}
+	for _, q := range queries {
+		got := r.query(q)
+		require.NotEmpty(t, got, "query %s answers", q)
 	}
 }
