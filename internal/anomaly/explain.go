@@ -222,10 +222,6 @@ const (
 	groupMinEvents = 10
 )
 
-// shareSlack is how much less of the excess than the best candidate a more specific candidate
-// may account for and still be preferred.
-const shareSlack = 0.1
-
 // candidate is a dimension value under consideration.
 type candidate struct {
 	key                  Key
@@ -237,6 +233,9 @@ type candidate struct {
 	restNormal           bool
 	groupBase, restLevel float64
 	restNow              float64
+	// lowFactor is the lower bound of ownFactor: the group's count less two standard
+	// deviations, over what its own baseline predicts.
+	lowFactor float64
 }
 
 // Analyze decides whether in's fleet metric moved up and, if it did, which dimension value
@@ -248,10 +247,10 @@ type candidate struct {
 // MinFactor), stands above the rest of the fleet now (MinZ, MinFactor), and accounts for at
 // least cfg.MinShare of the fleet's excess (its count now minus its own baseline's
 // expectation, over the fleet's). Of the candidates, those whose rest of the fleet did not
-// move (rest normal) are preferred, and of them, among those within 0.1 of the best share, the
-// smallest (fewest devices, then the largest share): when firmware=2.1.0 runs only on model=gw-200, both account for the excess
-// and both rests are normal, but the firmware is the more specific explanation — the model's
-// other firmware is fine. A value whose rest also moved explains only part of the move and is
+// move (rest normal) are preferred, and of them the one that rose furthest above its own
+// baseline (by the lower bound of that factor): when firmware=2.1.0 runs only on model=gw-200,
+// both account for the excess and both rests are normal, but the model's other firmware is
+// fine and dilutes its rise, so the firmware is named, the more specific explanation. A value whose rest also moved explains only part of the move and is
 // named only when no value with a normal rest exists.
 func Analyze(in Input, cfg Config) *Finding {
 	k := in.Metric.Kind()
@@ -309,7 +308,12 @@ func Analyze(in Input, cfg Config) *Finding {
 		c.restNow = rest.Now.Num / rest.Now.Den
 		c.restFactor, c.restZ = rb.test(rest.Now)
 		c.restNormal = c.restZ < cfg.MinZ || c.restFactor < cfg.MinFactor
-		c.vsRest, c.vsRestZ = compare(s.Now, rest.Now, math.Max(gb.UnitVar, rb.UnitVar))
+		unit := math.Max(gb.UnitVar, rb.UnitVar)
+		c.vsRest, c.vsRestZ = compare(s.Now, rest.Now, unit)
+		if gb.Level > 0 && gb.Exposure > 0 {
+			sd := math.Sqrt(gb.UnitVar * s.Now.Den * (1 + s.Now.Den/gb.Exposure))
+			c.lowFactor = (s.Now.Num - 2*sd) / s.Now.Den / gb.Level
+		}
 		if c.ownZ < cfg.MinZ || c.ownFactor < cfg.MinFactor || c.vsRestZ < cfg.MinZ ||
 			c.vsRest < cfg.MinFactor || c.share < cfg.MinShare || s.Now.Num/s.Now.Den-gb.Level < in.Metric.MinDelta() {
 			continue
@@ -331,16 +335,13 @@ func Analyze(in Input, cfg Config) *Finding {
 		f.Text = fmt.Sprintf("%s up %.1f×, not explained by any single %s", in.Metric.Title(), factor, strings.Join(Dimensions, ", "))
 		return f
 	}
-	// Among candidates with a normal rest, only those within shareSlack of the best share
-	// compete on size: a subset of the faulty group that accounts for less of the excess is
-	// not more specific, it is incomplete.
-	best := 0.0
-	for _, c := range cands {
-		if c.restNormal {
-			best = math.Max(best, c.share)
-		}
-	}
-	cands = slices.DeleteFunc(cands, func(c candidate) bool { return c.restNormal && c.share < best-shareSlack })
+	// Among candidates with a normal rest, the one that rose furthest above its own baseline
+	// (by the lower bound of that factor) is the most specific: a superset of the faulty group
+	// is diluted by its healthy devices, and its share of the excess is inflated by their
+	// noise; a subset has faulty devices in its rest, so its rest is not normal (or, if those
+	// are few, it is as pure as the group, and the lower bound, which favours the larger
+	// count, prefers the group). Against its own baseline, not the rest of the fleet: a model
+	// that always drops more is no more specific for it.
 	slices.SortFunc(cands, func(a, b candidate) int {
 		if a.restNormal != b.restNormal {
 			if a.restNormal {
@@ -348,8 +349,10 @@ func Analyze(in Input, cfg Config) *Finding {
 			}
 			return 1
 		}
-		if a.restNormal && a.s.Devices != b.s.Devices {
-			return cmp.Compare(a.s.Devices, b.s.Devices)
+		if a.restNormal {
+			if c := cmp.Compare(b.lowFactor, a.lowFactor); c != 0 {
+				return c
+			}
 		}
 		if c := cmp.Compare(b.share, a.share); c != 0 {
 			return c
