@@ -325,11 +325,8 @@ func Analyze(in Input, cfg Config) *Finding {
 		cands = append(cands, c)
 	}
 	f.Evidence.Candidates = len(cands)
-	if len(cands) == 0 && groupOnly {
-		return nil
-	}
-	if len(cands) == 0 && f.Evidence.FleetNow-f.Evidence.FleetBaseline < in.Metric.MinDelta() {
-		return nil // a move too small to act on, and no group that rose by enough
+	if len(cands) == 0 && (groupOnly || f.Evidence.FleetNow-f.Evidence.FleetBaseline < in.Metric.MinDelta()) {
+		return nil // no group moved alone, or a fleet move too small to act on and no group that rose by enough
 	}
 	if len(cands) == 0 {
 		f.Text = fmt.Sprintf("%s up %.1f×, not explained by any single %s", in.Metric.Title(), factor, strings.Join(Dimensions, ", "))
