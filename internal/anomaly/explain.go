@@ -133,8 +133,8 @@ type Input struct {
 type Config struct {
 	// MinZ is how many standard deviations above its baseline a count must be to be called a
 	// move (the fleet's, and a candidate group's against its own baseline and against the rest
-	// of the fleet). Default 4: with 4 metrics × hundreds of runs a day, a lower threshold
-	// would raise false alarms every day.
+	// of the fleet). Default 3.5: over 1,000 generated fault-free fleets, 3 gave 5 false
+	// alarms and 3.5 gave 2, for 4 fewer faults named in 1,000 (docs/monitoring.md).
 	MinZ float64
 	// MinFactor is the smallest factor (now over baseline, and group over rest) called a move.
 	// Default 1.25.
@@ -157,7 +157,7 @@ type Config struct {
 
 // DefaultConfig returns the thresholds used by default.
 func DefaultConfig() Config {
-	return Config{MinZ: 3, MinFactor: 1.25, MinShare: 0.5, MinDevices: 5, MinOutlierFactor: 3, GroupMinZ: 6}
+	return Config{MinZ: 3.5, MinFactor: 1.25, MinShare: 0.5, MinDevices: 5, MinOutlierFactor: 3, GroupMinZ: 6}
 }
 
 // Evidence holds the numbers a finding rests on.
@@ -214,6 +214,10 @@ func (f Finding) Key() Key { return Key{Dimension: f.Dimension, Value: f.Value} 
 // minBaselineWindows is how many baseline windows with exposure (and not outliers) the fleet
 // must have before a move is called: a median and a MAD of fewer say nothing.
 const minBaselineWindows = 3
+
+// tieFactor is how close to the best lower-bound factor another candidate's must be to count
+// as rising as far (see Analyze).
+const tieFactor = 0.9
 
 // A group finding (the fleet did not move) needs its value at least this many times its own
 // baseline and the rest of the fleet, and, for counts, at least this many events now.
@@ -357,6 +361,16 @@ func Analyze(in Input, cfg Config) *Finding {
 		return cmp.Compare(a.key.String(), b.key.String())
 	})
 	c := cands[0]
+	// A candidate that rose nearly as far (within tieFactor) and accounts for more of the
+	// excess is the same explanation told better: a production line holding most of a faulty
+	// model rises as far as the model, by noise sometimes a little further.
+	if c.restNormal {
+		for _, o := range cands[1:] {
+			if o.restNormal && o.lowFactor >= tieFactor*cands[0].lowFactor && o.share > c.share {
+				c = o
+			}
+		}
+	}
 	f.Dimension, f.Value = c.key.Dimension, c.key.Value
 	f.Share = math.Min(math.Max(c.share, 0), 1)
 	f.GroupFactor = c.vsRest
