@@ -133,8 +133,8 @@ type Input struct {
 type Config struct {
 	// MinZ is how many standard deviations above its baseline a count must be to be called a
 	// move (the fleet's, and a candidate group's against its own baseline and against the rest
-	// of the fleet). Default 3.5: over 1,000 generated fault-free fleets, 3 gave 5 false
-	// alarms and 3.5 gave 2, for 4 fewer faults named in 1,000 (docs/monitoring.md).
+	// of the fleet). Default 3 (docs/monitoring.md has what 3.5 would change: fewer false
+	// alarms, fewer candidates, so more moves left unexplained on a noisy metric).
 	MinZ float64
 	// MinFactor is the smallest factor (now over baseline, and group over rest) called a move.
 	// Default 1.25.
@@ -157,7 +157,7 @@ type Config struct {
 
 // DefaultConfig returns the thresholds used by default.
 func DefaultConfig() Config {
-	return Config{MinZ: 3.5, MinFactor: 1.25, MinShare: 0.5, MinDevices: 5, MinOutlierFactor: 3, GroupMinZ: 6}
+	return Config{MinZ: 3, MinFactor: 1.25, MinShare: 0.5, MinDevices: 5, MinOutlierFactor: 3, GroupMinZ: 6}
 }
 
 // Evidence holds the numbers a finding rests on.
