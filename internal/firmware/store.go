@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/millwright/millwright/internal/optcheck"
 )
 
 // ErrTooLarge is returned by Put for an artifact over the store's bound.
@@ -148,4 +150,26 @@ func (s *Store) Serve(w http.ResponseWriter, r *http.Request, sum string) {
 	w.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
 	// Content-addressed: the content never changes, so its modification time says nothing.
 	http.ServeContent(w, r, "", time.Time{}, f)
+}
+
+// Options bound the firmware archive.
+type Options struct {
+	// MaxArtifactBytes bounds one uploaded artifact. Default 2 GiB.
+	MaxArtifactBytes int64 `yaml:"max_artifact_bytes"`
+	// UploadTimeout bounds one upload's body, counted once the operator is authorized.
+	// Default 30 min: 2 GiB at 1.2 MB/s.
+	UploadTimeout time.Duration `yaml:"upload_timeout"`
+}
+
+// DefaultOptions returns the defaults.
+func DefaultOptions() Options {
+	return Options{MaxArtifactBytes: DefaultMaxArtifactBytes, UploadTimeout: 30 * time.Minute}
+}
+
+// Validate refuses a bound or a timeout of zero or less.
+func (o Options) Validate() error {
+	return optcheck.First(
+		optcheck.Positive("max_artifact_bytes", o.MaxArtifactBytes),
+		optcheck.Positive("upload_timeout", o.UploadTimeout),
+	)
 }
