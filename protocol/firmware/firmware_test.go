@@ -121,6 +121,10 @@ func TestVerify(t *testing.T) {
 		{name: "signed garbage", sm: signRaw(t, []byte("not json"), privA), running: "1.1.0", err: ErrMalformed},
 		{name: "signed manifest with an unknown field", sm: signRaw(t, []byte(`{"version":"1.2.0","model":"gw-1","artifact":{"name":"a","sha256":"`+strings.Repeat("0", 64)+`","size":1},"expires":"2027-01-01T00:00:00Z","created":"2026-12-01T00:00:00Z","requires":"x"}`), privA), running: "1.1.0", err: ErrMalformed, msg: "requires"},
 		{name: "signed manifest without expiry", sm: signRaw(t, []byte(`{"version":"1.2.0","model":"gw-1","artifact":{"name":"a","sha256":"`+strings.Repeat("0", 64)+`","size":1},"created":"2026-12-01T00:00:00Z"}`), privA), running: "1.1.0", err: ErrMalformed, msg: "expires"},
+		{name: "signed manifest with a duplicate key", sm: signRaw(t, []byte(`{"version":"1.2.0","model":"gw-1","artifact":{"name":"a","sha256":"`+strings.Repeat("0", 64)+`","size":1},"expires":"2027-01-01T00:00:00Z","created":"2026-12-01T00:00:00Z","model":"gw-2"}`), privA), running: "1.1.0", err: ErrMalformed, msg: `"model" appears twice`},
+		{name: "signed manifest with an upper-case key", sm: signRaw(t, []byte(`{"version":"1.2.0","model":"gw-1","artifact":{"name":"a","sha256":"`+strings.Repeat("0", 64)+`","size":1},"expires":"2027-01-01T00:00:00Z","created":"2026-12-01T00:00:00Z","Version":"9.0.0"}`), privA), running: "1.1.0", err: ErrMalformed, msg: `"Version"`},
+		{name: "signed manifest with a duplicate nested key", sm: signRaw(t, []byte(`{"version":"1.2.0","model":"gw-1","artifact":{"name":"a","name":"b","sha256":"`+strings.Repeat("0", 64)+`","size":1},"expires":"2027-01-01T00:00:00Z","created":"2026-12-01T00:00:00Z"}`), privA), running: "1.1.0", err: ErrMalformed, msg: `"name" appears twice`},
+		{name: "signed manifest expiring before it was made", sm: signRaw(t, []byte(`{"version":"1.2.0","model":"gw-1","artifact":{"name":"a","sha256":"`+strings.Repeat("0", 64)+`","size":1},"expires":"2026-11-01T00:00:00Z","created":"2026-12-01T00:00:00Z"}`), privA), running: "1.1.0", err: ErrMalformed, msg: "not after created"},
 		{name: "signed manifest with a bad version", sm: signRaw(t, []byte(`{"version":"1.2","model":"gw-1","artifact":{"name":"a","sha256":"`+strings.Repeat("0", 64)+`","size":1},"expires":"2027-01-01T00:00:00Z","created":"2026-12-01T00:00:00Z"}`), privA), running: "1.1.0", err: ErrMalformed, msg: `"1.2"`},
 	}
 	for _, tc := range cases {
@@ -252,6 +256,8 @@ func TestDecodeSignedManifestBounds(t *testing.T) {
 		{name: "not json", in: []byte("hello"), err: true},
 		{name: "trailing data", in: append(bytes.Clone(good), []byte(" {}")...), err: true},
 		{name: "unknown field", in: []byte(`{"manifest":"e30=","signatures":[],"x":1}`), err: true},
+		{name: "duplicate manifest", in: append([]byte(`{"manifest":"e30=",`), good[1:]...), err: true, msg: `"manifest" appears twice`},
+		{name: "upper-case key", in: bytes.Replace(good, []byte(`"signatures"`), []byte(`"Signatures"`), 1), err: true, msg: `"Signatures"`},
 		{name: "no signatures", in: []byte(`{"manifest":"e30=","signatures":[]}`), err: true, msg: "0 signatures"},
 		{name: "duplicate key id", in: dup, err: true, msg: "twice"},
 		{name: "short key id", in: []byte(`{"manifest":"e30=","signatures":[{"key_id":"abcd","sig":"` + strings.Repeat("A", 86) + `=="}]}`), err: true, msg: `"abcd"`},
@@ -455,15 +461,16 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 func TestSignRefusesInvalidManifest(t *testing.T) {
 	_, priv := testKey(1)
 	for name, f := range map[string]func(*Manifest){
-		"bad version":  func(m *Manifest) { m.Version = "1.2" },
-		"no model":     func(m *Manifest) { m.Model = "" },
-		"no name":      func(m *Manifest) { m.Artifact.Name = "" },
-		"short sha":    func(m *Manifest) { m.Artifact.SHA256 = "abcd" },
-		"upper sha":    func(m *Manifest) { m.Artifact.SHA256 = strings.ToUpper(m.Artifact.SHA256) },
-		"negative":     func(m *Manifest) { m.Artifact.Size = -1 },
-		"bad min_from": func(m *Manifest) { m.MinFrom = "x" },
-		"no expiry":    func(m *Manifest) { m.Expires = time.Time{} },
-		"no created":   func(m *Manifest) { m.Created = time.Time{} },
+		"bad version":   func(m *Manifest) { m.Version = "1.2" },
+		"no model":      func(m *Manifest) { m.Model = "" },
+		"no name":       func(m *Manifest) { m.Artifact.Name = "" },
+		"short sha":     func(m *Manifest) { m.Artifact.SHA256 = "abcd" },
+		"upper sha":     func(m *Manifest) { m.Artifact.SHA256 = strings.ToUpper(m.Artifact.SHA256) },
+		"negative":      func(m *Manifest) { m.Artifact.Size = -1 },
+		"bad min_from":  func(m *Manifest) { m.MinFrom = "x" },
+		"no expiry":     func(m *Manifest) { m.Expires = time.Time{} },
+		"no created":    func(m *Manifest) { m.Created = time.Time{} },
+		"expires first": func(m *Manifest) { m.Expires = m.Created },
 	} {
 		m := testManifest()
 		f(&m)
