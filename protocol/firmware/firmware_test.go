@@ -480,3 +480,20 @@ func TestSignRefusesInvalidManifest(t *testing.T) {
 	_, err := Sign(testManifest(), ed25519.PrivateKey("short"))
 	require.Error(t, err)
 }
+
+func TestNewTrustedKeys(t *testing.T) {
+	pubA, _ := testKey(1)
+	pubB, _ := testKey(2)
+	tk, err := NewTrustedKeys(pubA, pubB, pubA)
+	require.NoError(t, err)
+	require.Equal(t, 2, tk.Len(), "the same key twice is one key")
+	ids := tk.IDs()
+	require.ElementsMatch(t, []string{KeyID(pubA), KeyID(pubB)}, ids)
+	require.IsNonDecreasing(t, ids)
+
+	_, err = NewTrustedKeys(ed25519.PublicKey("short"))
+	require.Error(t, err)
+	require.Equal(t, 0, TrustedKeys{}.Len())
+	_, ok := TrustedKeys{}.Key(KeyID(pubA))
+	require.False(t, ok)
+}
