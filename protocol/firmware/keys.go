@@ -124,7 +124,11 @@ func NewTrustedKeys(pubs ...ed25519.PublicKey) (TrustedKeys, error) {
 		if len(pub) != ed25519.PublicKeySize {
 			return TrustedKeys{}, fmt.Errorf("trusted keys: ed25519 public key is %d bytes, want %d", len(pub), ed25519.PublicKeySize)
 		}
-		t.keys[KeyID(pub)] = bytes.Clone(pub)
+		id := KeyID(pub)
+		if have, ok := t.keys[id]; ok && !have.Equal(pub) {
+			return TrustedKeys{}, fmt.Errorf("trusted keys: two different keys share key ID %s", id)
+		}
+		t.keys[id] = bytes.Clone(pub)
 	}
 	return t, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -77,6 +78,10 @@ func (m Manifest) Validate() error {
 	}
 	if m.Created.IsZero() {
 		return fmt.Errorf("%w: manifest created is not set", ErrMalformed)
+	}
+	if !m.Expires.After(m.Created) {
+		return fmt.Errorf("%w: manifest expires %s is not after created %s", ErrMalformed,
+			m.Expires.UTC().Format(time.RFC3339), m.Created.UTC().Format(time.RFC3339))
 	}
 	return nil
 }
@@ -161,8 +166,14 @@ func DecodeSignedManifest(b []byte) (SignedManifest, error) {
 	return sm, nil
 }
 
-// decodeStrict decodes one JSON value with no unknown fields and nothing after it.
+// decodeStrict decodes one JSON value with no unknown fields and nothing after
+// it. Object keys must be unique and lower-case: encoding/json matches keys
+// without regard to case and lets a later duplicate win, where another
+// verifier's parser might take the first, so both are refused.
 func decodeStrict(b []byte, v any) error {
+	if err := checkKeys(b); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -186,4 +197,61 @@ func ParseManifest(b []byte) (Manifest, error) {
 		return Manifest{}, fmt.Errorf("parse manifest: %w", err)
 	}
 	return m, nil
+}
+
+// checkKeys walks the JSON tokens and refuses an object key that is not
+// lower-case or appears twice in its object.
+func checkKeys(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var stack []keyFrame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n := len(stack); n > 0 && stack[n-1].keys != nil && stack[n-1].wantKey {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:n-1]
+				markValue(stack)
+				continue
+			}
+			k, _ := tok.(string)
+			if k != strings.ToLower(k) {
+				return fmt.Errorf("key %q is not lower-case", k)
+			}
+			if stack[n-1].keys[k] {
+				return fmt.Errorf("key %q appears twice", k)
+			}
+			stack[n-1].keys[k] = true
+			stack[n-1].wantKey = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, keyFrame{keys: map[string]bool{}, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, keyFrame{})
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			markValue(stack)
+		default:
+			markValue(stack)
+		}
+	}
+}
+
+// keyFrame is an open object or array in checkKeys.
+type keyFrame struct {
+	keys    map[string]bool // nil for an array
+	wantKey bool            // in an object, the next token is a key
+}
+
+// markValue records that a value ended: in an object, a key comes next.
+func markValue(stack []keyFrame) {
+	if n := len(stack); n > 0 && stack[n-1].keys != nil {
+		stack[n-1].wantKey = true
+	}
 }
