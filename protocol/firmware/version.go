@@ -1,6 +1,7 @@
 package firmware
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
@@ -87,24 +88,14 @@ func isNumeric(s string) bool {
 	return true
 }
 
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 func (a version) compare(b version) int {
-	if c := cmpUint(a.major, b.major); c != 0 {
+	if c := cmp.Compare(a.major, b.major); c != 0 {
 		return c
 	}
-	if c := cmpUint(a.minor, b.minor); c != 0 {
+	if c := cmp.Compare(a.minor, b.minor); c != 0 {
 		return c
 	}
-	if c := cmpUint(a.patch, b.patch); c != 0 {
+	if c := cmp.Compare(a.patch, b.patch); c != 0 {
 		return c
 	}
 	// A release ranks above any of its prereleases.
@@ -123,7 +114,7 @@ func (a version) compare(b version) int {
 		case xn && yn:
 			// Equal-length digit strings without leading zeros compare as text;
 			// a longer one is larger. This also covers values beyond uint64.
-			if c := cmpUint(uint64(len(x)), uint64(len(y))); c != 0 {
+			if c := cmp.Compare(uint64(len(x)), uint64(len(y))); c != 0 {
 				return c
 			}
 			if c := strings.Compare(x, y); c != 0 {
@@ -139,7 +130,7 @@ func (a version) compare(b version) int {
 			}
 		}
 	}
-	return cmpUint(uint64(len(a.pre)), uint64(len(b.pre)))
+	return cmp.Compare(uint64(len(a.pre)), uint64(len(b.pre)))
 }
 
 // ValidVersion reports whether s is a semantic version this package accepts,

@@ -1,6 +1,7 @@
 package firmware
 
 import (
+	"cmp"
 	"errors"
 	"testing"
 
@@ -79,19 +80,9 @@ func TestVersionPrecedenceChain(t *testing.T) {
 		for j := range chain {
 			got, err := CompareVersions(chain[i], chain[j])
 			require.NoError(t, err)
-			require.Equal(t, cmpInt(i, j), got, "%s vs %s", chain[i], chain[j])
+			require.Equal(t, cmp.Compare(i, j), got, "%s vs %s", chain[i], chain[j])
 		}
 	}
-}
-
-func cmpInt(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func FuzzCompareVersions(f *testing.F) {
