@@ -140,7 +140,7 @@ func routes(c Config) []route {
 	fa := &firmwareAPI{reg: fr, artifacts: c.Artifacts}
 	sr, _ := c.Registry.(SessionRegistry)
 	mon := &monitorAPI{mon: c.Monitor, sessions: sr}
-	ru := &rulesAPI{rules: c.Rules}
+	ru := &rulesAPI{rules: c.Rules, parser: parser.NewParser(parser.Options{})}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
 		{"GET", "/api/v1/query", v, p.query},
