@@ -23,7 +23,7 @@ type Options struct {
 	MaxValues int `yaml:"max_values"`
 	// QueryTimeout bounds one run's queries together. Default 30 s; zero means the default.
 	QueryTimeout time.Duration `yaml:"query_timeout"`
-	// MinZ, MinFactor and MinShare are Analyze's thresholds (Config). Defaults 3, 1.25 and
+	// MinZ, MinFactor and MinShare are Analyze's thresholds (Config). Defaults 3.5, 1.25 and
 	// 0.5; zero means the default.
 	MinZ      float64 `yaml:"min_z"`
 	MinFactor float64 `yaml:"min_factor"`
