@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
+
+	"github.com/millwright/millwright/internal/tsdb"
 )
 
 func TestDefaultOptions(t *testing.T) {
@@ -176,4 +178,23 @@ func TestReload(t *testing.T) {
 	require.ErrorIs(t, err, ErrRules)
 	require.ErrorContains(t, err, f+": 5:15: group \"g\", rule 1, \"XHigh\": could not parse expression")
 	require.Equal(t, []string{"h/y:sum", "g/x:sum", "g/XHigh", "g/XLow"}, names())
+}
+
+// TestRuleQueryBounded: a rule's query is bounded by the store's query limits, as an API
+// query is: one that would load too many samples fails (health "err"), the others run.
+func TestRuleQueryBounded(t *testing.T) {
+	so := tsdb.DefaultOptions()
+	so.Sync, so.QueryMaxSamples = tsdb.SyncNever, 100
+	s, err := tsdb.Open(t.TempDir(), so, nil, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	writeSeries(t, s, labels.FromStrings(labels.MetricName, "x"), t0, t0.Add(time.Hour), 10*time.Second, 1)
+	o := DefaultOptions()
+	o.DefaultRules = false
+	o.RuleFiles = []string{writeFile(t, t.TempDir(), "r.yml", "groups:\n  - name: g\n    rules:\n      - record: x:hour\n        expr: count_over_time(x[1h])\n      - record: x:now\n        expr: x\n")}
+	m := newManual(t, s, o, Config{})
+	m.EvalAt(context.Background(), t0.Add(time.Hour))
+	rs := m.RuleGroups()[0].Rules()
+	require.ErrorContains(t, rs[0].LastError(), "query processing would load too many samples into memory")
+	require.NoError(t, rs[1].LastError())
 }

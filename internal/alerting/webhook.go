@@ -90,9 +90,10 @@ type hookLoop struct {
 	url   string
 	label string // the webhook's index in Options.Webhooks: URLs may hold secrets
 
-	mu    sync.Mutex
-	queue []*notifier.Alert
-	more  chan struct{}
+	mu     sync.Mutex
+	queue  []*notifier.Alert
+	closed bool // more is closed: the loop sends what it holds and ends
+	more   chan struct{}
 }
 
 func newWebhooks(opts Options, clk clock.Clock, logger *slog.Logger, reg prometheus.Registerer) *webhooks {
@@ -142,7 +143,10 @@ func (w *webhooks) start() {
 // cancels the POSTs in progress.
 func (w *webhooks) stop(ctx context.Context) error {
 	for _, l := range w.loops {
+		l.mu.Lock()
+		l.closed = true
 		close(l.more)
+		l.mu.Unlock()
 	}
 	done := make(chan struct{})
 	go func() { w.wg.Wait(); close(done) }()
@@ -195,13 +199,17 @@ func (w *webhooks) Send(alerts ...*notifier.Alert) {
 
 func (l *hookLoop) add(alerts []*notifier.Alert) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		l.w.dropped.WithLabelValues(l.label, "shutdown").Add(float64(len(alerts)))
+		return
+	}
 	l.queue = append(l.queue, alerts...)
 	if over := len(l.queue) - l.w.opts.QueueCapacity; over > 0 {
 		l.queue = slices.Delete(l.queue, 0, over)
 		l.w.dropped.WithLabelValues(l.label, "queue_full").Add(float64(over))
 	}
 	l.w.queued.WithLabelValues(l.label).Set(float64(len(l.queue)))
-	l.mu.Unlock()
 	select {
 	case l.more <- struct{}{}:
 	default:

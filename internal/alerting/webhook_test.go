@@ -132,3 +132,12 @@ func TestWebhookTimeout(t *testing.T) {
 	w.Send(alert("A", t0, t0.Add(time.Hour)))
 	require.Eventually(t, func() bool { return testutil.ToFloat64(w.messages.WithLabelValues("0", "failed")) == 1 }, 10*time.Second, time.Millisecond)
 }
+
+// TestWebhookAfterStop: alerts sent after the webhooks stopped are dropped and counted.
+func TestWebhookAfterStop(t *testing.T) {
+	w := testWebhooks(t, clock.NewFake(t0), "http://127.0.0.1:1/", nil)
+	w.start()
+	require.NoError(t, w.stop(context.Background()))
+	w.Send(alert("A", t0, t0.Add(time.Hour)))
+	require.Equal(t, 1.0, testutil.ToFloat64(w.dropped.WithLabelValues("0", "shutdown")))
+}

@@ -1,6 +1,7 @@
 package anomaly
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -169,9 +170,9 @@ func Generate(seed uint64, faulty bool) Scenario {
 		}
 		slices.SortFunc(eligible, func(a, b Key) int {
 			if a.Dimension != b.Dimension {
-				return compareStr(a.Dimension, b.Dimension)
+				return cmp.Compare(a.Dimension, b.Dimension)
 			}
-			return compareStr(a.Value, b.Value)
+			return cmp.Compare(a.Value, b.Value)
 		})
 		// Dimension first, uniformly, then a value: every dimension is faulted as often.
 		var dims []string
@@ -245,16 +246,6 @@ func Generate(seed uint64, faulty bool) Scenario {
 	}
 	sc.Inputs = []Input{drops, delay}
 	return sc
-}
-
-func compareStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func addTo(s *Series, w int, c Counts) {

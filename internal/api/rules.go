@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/rules"
 )
 
@@ -78,7 +79,10 @@ type alert struct {
 	Value           string        `json:"value"`
 }
 
-type rulesAPI struct{ rules Rules }
+type rulesAPI struct {
+	rules  Rules
+	parser parser.Parser
+}
 
 func toAlerts(as []*rules.Alert) []*alert {
 	out := make([]*alert, len(as))
@@ -109,7 +113,7 @@ func (a *rulesAPI) alerts(*http.Request) (any, *apiError) {
 }
 
 // list answers GET /api/v1/rules with Prometheus' filters: type, rule_name[], rule_group[],
-// file[], exclude_alerts.
+// file[], exclude_alerts, match[] (on the labels a rule's definition gives).
 func (a *rulesAPI) list(r *http.Request) (any, *apiError) {
 	if err := r.ParseForm(); err != nil {
 		return nil, badData(fmt.Errorf("error parsing form values: %w", err))
@@ -133,6 +137,22 @@ func (a *rulesAPI) list(r *http.Request) (any, *apiError) {
 			return nil, badData(fmt.Errorf("invalid parameter \"exclude_alerts\": error converting exclude_alerts: %w", err))
 		}
 	}
+	var matcherSets [][]*labels.Matcher
+	if ms := r.Form["match[]"]; len(ms) > 0 {
+		var err error
+		if matcherSets, err = a.parser.ParseMetricSelectors(ms); err != nil {
+			return nil, badData(err)
+		}
+	outer:
+		for _, set := range matcherSets {
+			for _, m := range set {
+				if !m.Matches("") {
+					continue outer
+				}
+			}
+			return nil, badData(errors.New("match[] must contain at least one non-empty matcher"))
+		}
+	}
 	res := &ruleDiscovery{RuleGroups: []*ruleGroup{}}
 	if a.rules == nil {
 		return res, nil
@@ -150,7 +170,7 @@ func (a *rulesAPI) list(r *http.Request) (any, *apiError) {
 			EvaluationTime: g.GetEvaluationTime().Seconds(),
 			LastEvaluation: g.GetLastEvaluation(),
 		}
-		for _, rr := range g.Rules() {
+		for _, rr := range g.Rules(matcherSets...) {
 			if len(names) > 0 && !names[rr.Name()] {
 				continue
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,6 +169,14 @@ func TestRulesAPIAsPrometheus(t *testing.T) {
 	require.Empty(t, got["data"].(map[string]any)["groups"])
 	_, got = getJSON(t, srv.URL+"/api/v1/rules?exclude_alerts=true&type=alert")
 	require.Nil(t, got["data"].(map[string]any)["groups"].([]any)[0].(map[string]any)["rules"].([]any)[0].(map[string]any)["alerts"])
+	// match[] selects on the labels a rule's definition gives.
+	_, got = getJSON(t, srv.URL+"/api/v1/rules?match[]="+url.QueryEscape(`{severity="page"}`))
+	rs := got["data"].(map[string]any)["groups"].([]any)[0].(map[string]any)["rules"].([]any)
+	require.Len(t, rs, 1)
+	require.Equal(t, "HighRequestLatency", rs[0].(map[string]any)["name"])
+	code, got = getJSON(t, srv.URL+"/api/v1/rules?match[]="+url.QueryEscape(`{severity=""}`))
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Equal(t, "bad_data", got["errorType"])
 	code, got = getJSON(t, srv.URL+"/api/v1/rules?type=both")
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Equal(t, "bad_data", got["errorType"])

@@ -27,8 +27,8 @@ import (
 // drops far above either.)
 func scaledDefaultRules(t *testing.T) string {
 	t.Helper()
-	scale := map[string]string{"1h": "1m", "10m": "10s", "15m": "15s", "1m": "1s"}
-	re := regexp.MustCompile(`(\[|offset |for: |keep_firing_for: |interval: )(1h|10m|15m|1m)\b`)
+	scale := map[string]string{"1h": "1m", "10m": "10s", "15m": "15s", "5m": "5s", "1m": "1s"}
+	re := regexp.MustCompile(`(\[|offset |for: |keep_firing_for: |interval: )(1h|10m|15m|5m|1m)\b`)
 	rules := re.ReplaceAllStringFunc(string(alerting.DefaultRules()), func(m string) string {
 		sub := re.FindStringSubmatch(m)
 		return sub[1] + scale[sub[2]]
