@@ -21,6 +21,9 @@ import (
 const (
 	// MailboxPath: GET returns the device's Mailbox (what is waiting for it).
 	MailboxPath = "/device/v1/mailbox"
+	// FirmwarePathPrefix + an artifact's SHA-256 (lowercase hex): GET the firmware image,
+	// with Range to resume a download cut halfway (the ETag is the SHA-256).
+	FirmwarePathPrefix = "/device/v1/firmware/"
 	// ReplyPathPrefix + command ID: POST a Reply to that command.
 	ReplyPathPrefix = "/device/v1/reply/"
 	// ConfigReportedPath: POST a ReportedConfig.

@@ -2,10 +2,12 @@
 // value (firmware=…, model=…, operator=…, group=…) that best explains the move; it also
 // measures per-group trends over long ranges.
 //
-// The statistics (Analyze, Trend) are pure functions of counts; the Finder reads those counts
-// from the embedded TSDB with PromQL, runs Analyze every interval, writes its findings back as
-// the series millwright_anomaly_factor and millwright_anomaly_share, and keeps the latest
-// report for the API. docs/monitoring.md, sections "Anomalies" and "Trends", explains the
+// The statistics (Analyze for moves, FindOutlier for values standing above the rest now,
+// Trend) are pure functions of counts, and Generate makes the scenarios they are measured on.
+// The Finder reads those counts from the embedded TSDB with PromQL, runs Analyze and
+// FindOutlier every interval, writes its findings back as the series millwright_anomaly_factor
+// and millwright_anomaly_share, records each window's counts for cheap trends
+// (millwright_anomaly_window_num and _den), and keeps the latest report for the API. docs/monitoring.md, sections "Anomalies" and "Trends", explains the
 // method and gives its measured precision and recall.
 package anomaly
 
@@ -131,8 +133,8 @@ type Input struct {
 type Config struct {
 	// MinZ is how many standard deviations above its baseline a count must be to be called a
 	// move (the fleet's, and a candidate group's against its own baseline and against the rest
-	// of the fleet). Default 4: with 4 metrics × hundreds of runs a day, a lower threshold
-	// would raise false alarms every day.
+	// of the fleet). Default 3 (docs/monitoring.md has what 3.5 would change: fewer false
+	// alarms, fewer candidates, so more moves left unexplained on a noisy metric).
 	MinZ float64
 	// MinFactor is the smallest factor (now over baseline, and group over rest) called a move.
 	// Default 1.25.
@@ -213,16 +215,16 @@ func (f Finding) Key() Key { return Key{Dimension: f.Dimension, Value: f.Value} 
 // must have before a move is called: a median and a MAD of fewer say nothing.
 const minBaselineWindows = 3
 
+// tieFactor is how close to the best lower-bound factor another candidate's must be to count
+// as rising as far (see Analyze).
+const tieFactor = 0.9
+
 // A group finding (the fleet did not move) needs its value at least this many times its own
 // baseline and the rest of the fleet, and, for counts, at least this many events now.
 const (
 	groupMinFactor = 2
 	groupMinEvents = 10
 )
-
-// shareSlack is how much less of the excess than the best candidate a more specific candidate
-// may account for and still be preferred.
-const shareSlack = 0.1
 
 // candidate is a dimension value under consideration.
 type candidate struct {
@@ -235,6 +237,9 @@ type candidate struct {
 	restNormal           bool
 	groupBase, restLevel float64
 	restNow              float64
+	// lowFactor is the lower bound of ownFactor: the group's count less two standard
+	// deviations, over what its own baseline predicts.
+	lowFactor float64
 }
 
 // Analyze decides whether in's fleet metric moved up and, if it did, which dimension value
@@ -246,10 +251,10 @@ type candidate struct {
 // MinFactor), stands above the rest of the fleet now (MinZ, MinFactor), and accounts for at
 // least cfg.MinShare of the fleet's excess (its count now minus its own baseline's
 // expectation, over the fleet's). Of the candidates, those whose rest of the fleet did not
-// move (rest normal) are preferred, and of them, among those within 0.1 of the best share, the
-// smallest (fewest devices, then the largest share): when firmware=2.1.0 runs only on model=gw-200, both account for the excess
-// and both rests are normal, but the firmware is the more specific explanation — the model's
-// other firmware is fine. A value whose rest also moved explains only part of the move and is
+// move (rest normal) are preferred, and of them the one that rose furthest above its own
+// baseline (by the lower bound of that factor): when firmware=2.1.0 runs only on model=gw-200,
+// both account for the excess and both rests are normal, but the model's other firmware is
+// fine and dilutes its rise, so the firmware is named, the more specific explanation. A value whose rest also moved explains only part of the move and is
 // named only when no value with a normal rest exists.
 func Analyze(in Input, cfg Config) *Finding {
 	k := in.Metric.Kind()
@@ -307,7 +312,12 @@ func Analyze(in Input, cfg Config) *Finding {
 		c.restNow = rest.Now.Num / rest.Now.Den
 		c.restFactor, c.restZ = rb.test(rest.Now)
 		c.restNormal = c.restZ < cfg.MinZ || c.restFactor < cfg.MinFactor
-		c.vsRest, c.vsRestZ = compare(s.Now, rest.Now, math.Max(gb.UnitVar, rb.UnitVar))
+		unit := math.Max(gb.UnitVar, rb.UnitVar)
+		c.vsRest, c.vsRestZ = compare(s.Now, rest.Now, unit)
+		if gb.Level > 0 && gb.Exposure > 0 {
+			sd := math.Sqrt(gb.UnitVar * s.Now.Den * (1 + s.Now.Den/gb.Exposure))
+			c.lowFactor = (s.Now.Num - 2*sd) / s.Now.Den / gb.Level
+		}
 		if c.ownZ < cfg.MinZ || c.ownFactor < cfg.MinFactor || c.vsRestZ < cfg.MinZ ||
 			c.vsRest < cfg.MinFactor || c.share < cfg.MinShare || s.Now.Num/s.Now.Den-gb.Level < in.Metric.MinDelta() {
 			continue
@@ -326,16 +336,13 @@ func Analyze(in Input, cfg Config) *Finding {
 		f.Text = fmt.Sprintf("%s up %.1f×, not explained by any single %s", in.Metric.Title(), factor, strings.Join(Dimensions, ", "))
 		return f
 	}
-	// Among candidates with a normal rest, only those within shareSlack of the best share
-	// compete on size: a subset of the faulty group that accounts for less of the excess is
-	// not more specific, it is incomplete.
-	best := 0.0
-	for _, c := range cands {
-		if c.restNormal {
-			best = math.Max(best, c.share)
-		}
-	}
-	cands = slices.DeleteFunc(cands, func(c candidate) bool { return c.restNormal && c.share < best-shareSlack })
+	// Among candidates with a normal rest, the one that rose furthest above its own baseline
+	// (by the lower bound of that factor) is the most specific: a superset of the faulty group
+	// is diluted by its healthy devices, and its share of the excess is inflated by their
+	// noise; a subset has faulty devices in its rest, so its rest is not normal (or, if those
+	// are few, it is as pure as the group, and the lower bound, which favours the larger
+	// count, prefers the group). Against its own baseline, not the rest of the fleet: a model
+	// that always drops more is no more specific for it.
 	slices.SortFunc(cands, func(a, b candidate) int {
 		if a.restNormal != b.restNormal {
 			if a.restNormal {
@@ -343,8 +350,10 @@ func Analyze(in Input, cfg Config) *Finding {
 			}
 			return 1
 		}
-		if a.restNormal && a.s.Devices != b.s.Devices {
-			return cmp.Compare(a.s.Devices, b.s.Devices)
+		if a.restNormal {
+			if c := cmp.Compare(b.lowFactor, a.lowFactor); c != 0 {
+				return c
+			}
 		}
 		if c := cmp.Compare(b.share, a.share); c != 0 {
 			return c
@@ -352,6 +361,16 @@ func Analyze(in Input, cfg Config) *Finding {
 		return cmp.Compare(a.key.String(), b.key.String())
 	})
 	c := cands[0]
+	// A candidate that rose nearly as far (within tieFactor) and accounts for more of the
+	// excess is the same explanation told better: a production line holding most of a faulty
+	// model rises as far as the model, by noise sometimes a little further.
+	if c.restNormal {
+		for _, o := range cands[1:] {
+			if o.restNormal && o.lowFactor >= tieFactor*cands[0].lowFactor && o.share > c.share {
+				c = o
+			}
+		}
+	}
 	f.Dimension, f.Value = c.key.Dimension, c.key.Value
 	f.Share = math.Min(math.Max(c.share, 0), 1)
 	f.GroupFactor = c.vsRest

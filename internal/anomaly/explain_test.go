@@ -183,3 +183,11 @@ func TestFindOutlierCleanRest(t *testing.T) {
 	require.NotNil(t, o)
 	require.Equal(t, fw210, Key{o.Dimension, o.Value}, o.Text)
 }
+
+func TestFindOutlierTooSmallToActOn(t *testing.T) {
+	// Ingest delay of 0.3 s against 0.05 s: six times, but a quarter second.
+	in := fleetOf(IngestDelaySeconds,
+		part{[]Key{fw210, gw200, opA}, 200, 0.3 * 200 * 0.25, 0.3 * 200 * 0.25},
+		part{[]Key{fw200, gw100, opB}, 800, 0.05 * 800 * 0.25, 0.05 * 800 * 0.25})
+	require.Nil(t, FindOutlier(in, DefaultConfig()))
+}

@@ -439,3 +439,32 @@ func TestFinderRecordsOnceAcrossRestart(t *testing.T) {
 	require.NotContains(t, logs.String(), "not recorded")
 	require.Equal(t, []float64{1}, f.query(`count_over_time(millwright_anomaly_window_den{metric="drops_per_device_hour",dimension=""}[1h])`, f.now))
 }
+
+// TestFinderGroupMove: 16 of 1,600 devices (a production line, all on model gw-100) start
+// dropping ten times as often; the fleet moves too little to be called, the line alone is the
+// finding, with scope "group" — not gw-100, which holds it, and whose other devices' noise
+// can make it seem to account for more of the excess.
+func TestFinderGroupMove(t *testing.T) {
+	f := newFleet(t, 1600)
+	for i, d := range f.devs {
+		if i%100 == 0 {
+			d.group = "line-x"
+		}
+	}
+	f.run(150, baseDrops, baseDelay, allOnline)
+	f.run(15, func(d *device) float64 {
+		if d.group == "line-x" {
+			return 10
+		}
+		return 1
+	}, baseDelay, allOnline)
+	fd, _ := f.finder(anomaly.Options{})
+	rep, err := fd.RunOnce(context.Background())
+	require.NoError(t, err)
+	require.Len(t, rep.Findings, 1, "%+v", rep.Findings)
+	got := rep.Findings[0]
+	require.Equal(t, "group", got.Scope, got.Text)
+	require.Equal(t, anomaly.Key{Dimension: "group", Value: "line-x"}, got.Key(), got.Text)
+	require.Less(t, got.Factor, 1.25)
+	require.Contains(t, got.Text, "drops per device-hour on group=line-x up ")
+}

@@ -35,7 +35,8 @@ type Outlier struct {
 
 // FindOutlier returns the dimension value of in whose metric now stands highest above the rest
 // of the fleet's (by the lower bound of the factor): at least cfg.MinDevices devices, z of at
-// least cfg.MinZ, and a lower bound of at least cfg.MinOutlierFactor. It looks only at rates
+// least cfg.MinZ, a lower bound of at least cfg.MinOutlierFactor, and a difference from the
+// rest of at least the metric's MinDelta (3× of 0.1 s of delay is nothing to act on). It looks only at rates
 // and means (drops, ingest delay): a group of devices all offline is usually a site switched
 // off, not a fault to name. It returns nil when no value stands out.
 //
@@ -76,8 +77,8 @@ func FindOutlier(in Input, cfg Config) *Outlier {
 			sd = math.Sqrt(s.Now.Num)
 		}
 		low := (s.Now.Num - 2*sd) / s.Now.Den / rr
-		if z < cfg.MinZ || low < cfg.MinOutlierFactor {
-			continue
+		if z < cfg.MinZ || low < cfg.MinOutlierFactor || s.Now.Num/s.Now.Den-rr < in.Metric.MinDelta() {
+			continue // not far enough above the rest, or by too little to act on
 		}
 		if best != nil && (low < best.FactorLow || low == best.FactorLow && key.String() > best.Dimension+"="+best.Value) {
 			continue

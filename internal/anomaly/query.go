@@ -1,6 +1,7 @@
 package anomaly
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -152,7 +153,7 @@ func loadFacts(ctx context.Context, st Store, ts time.Time, maxValues int) (*fac
 			if c := f.values[b] - f.values[a]; c != 0 {
 				return c
 			}
-			return compareStr(a.Value, b.Value)
+			return cmp.Compare(a.Value, b.Value)
 		})
 		for _, k := range vs[maxValues:] {
 			delete(f.values, k)

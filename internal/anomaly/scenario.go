@@ -1,6 +1,7 @@
 package anomaly
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -48,8 +49,8 @@ type simDevice struct {
 //
 // The fleet has 300–3,000 devices; 2–5 models, 3–7 firmware versions (each firmware mostly on
 // one model, so that firmware and model are correlated the way real fleets are), 2–4
-// operators and 3–8 groups (a fifth of the devices in none), every dimension's values of
-// varied sizes. A device's drop rate depends on its model and operator and on itself
+// operators and 3–8 groups (a fifth of the devices in none; half the groups lines of a
+// single model, the others mixed), every dimension's values of varied sizes. A device's drop rate depends on its model and operator and on itself
 // (log-normal), its ingest delay on its operator; counts are Poisson, delays have a spread as
 // large as their mean, and every window has a fleet-wide swing of about 5 % (network
 // weather), so the baseline windows differ by more than Poisson noise.
@@ -84,6 +85,15 @@ func Generate(seed uint64, faulty bool) Scenario {
 	home := make([]int, nFirmware) // each firmware's home model
 	for i := range home {
 		home[i] = r.IntN(nModels)
+	}
+	// Half the groups are production lines of one model (a group inside a model, the case
+	// where naming the model would be too broad); the others mix models.
+	groupModel := make([]int, nGroups)
+	for i := range groupModel {
+		groupModel[i] = -1
+		if r.IntN(2) == 0 {
+			groupModel[i] = r.IntN(nModels)
+		}
 	}
 	modelMult, opDrop, opDelay := make([]float64, nModels), make([]float64, nOperators), make([]float64, nOperators)
 	for i := range modelMult {
@@ -127,7 +137,16 @@ func Generate(seed uint64, faulty bool) Scenario {
 			batches:   15,
 		}
 		if r.Float64() >= 0.2 {
-			d.keys = append(d.keys, Key{"group", fmt.Sprintf("line-%d", pick(groupW)+1)})
+			w := make([]float64, nGroups)
+			any := false
+			for g := range w {
+				if groupModel[g] < 0 || groupModel[g] == m {
+					w[g], any = groupW[g], true
+				}
+			}
+			if any {
+				d.keys = append(d.keys, Key{"group", fmt.Sprintf("line-%d", pick(w)+1)})
+			}
 		}
 		devs[i] = d
 	}
@@ -151,9 +170,9 @@ func Generate(seed uint64, faulty bool) Scenario {
 		}
 		slices.SortFunc(eligible, func(a, b Key) int {
 			if a.Dimension != b.Dimension {
-				return compareStr(a.Dimension, b.Dimension)
+				return cmp.Compare(a.Dimension, b.Dimension)
 			}
-			return compareStr(a.Value, b.Value)
+			return cmp.Compare(a.Value, b.Value)
 		})
 		// Dimension first, uniformly, then a value: every dimension is faulted as often.
 		var dims []string
@@ -227,16 +246,6 @@ func Generate(seed uint64, faulty bool) Scenario {
 	}
 	sc.Inputs = []Input{drops, delay}
 	return sc
-}
-
-func compareStr(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func addTo(s *Series, w int, c Counts) {

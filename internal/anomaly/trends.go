@@ -1,6 +1,7 @@
 package anomaly
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -163,7 +164,7 @@ func (f *Finder) Trends(ctx context.Context, q TrendQuery) (*TrendReport, error)
 		ts.TrendResult = Trend(ts.Points)
 		rep.Series = append(rep.Series, ts)
 	}
-	slices.SortFunc(rep.Series, func(a, b TrendSeries) int { return compareStr(a.Value, b.Value) })
+	slices.SortFunc(rep.Series, func(a, b TrendSeries) int { return cmp.Compare(a.Value, b.Value) })
 	adjustSignificance(rep.Series)
 	return rep, nil
 }

@@ -85,6 +85,12 @@ type Config struct {
 	WriteTimeout time.Duration
 	// Registerer takes the API's metrics; nil for none.
 	Registerer prometheus.Registerer
+	// Artifacts is the firmware archive's artifact store, for the firmware routes (with
+	// Registry, which must then also be a FirmwareRegistry); nil answers them 503.
+	Artifacts Artifacts
+	// FirmwareUploadTimeout is how long a firmware upload's body may take to arrive, counted
+	// once the operator is authorized. Zero leaves the server's deadlines alone.
+	FirmwareUploadTimeout time.Duration
 	// Monitor is the fleet monitor, for the liveness routes; nil answers them 503, as it does
 	// the connection history unless Registry is also a SessionRegistry.
 	Monitor Monitor
@@ -130,6 +136,8 @@ func routes(c Config) []route {
 	an := &anomalyAPI{finder: c.Anomalies, slots: p.slots}
 	cr, _ := c.Registry.(ChannelRegistry)
 	ch := &channelAPI{reg: cr, ch: c.Channel}
+	fr, _ := c.Registry.(FirmwareRegistry)
+	fa := &firmwareAPI{reg: fr, artifacts: c.Artifacts}
 	sr, _ := c.Registry.(SessionRegistry)
 	mon := &monitorAPI{mon: c.Monitor, sessions: sr}
 	ru := &rulesAPI{rules: c.Rules, parser: parser.NewParser(parser.Options{})}
@@ -175,6 +183,11 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/anomalies", v, an.needs(an.latest)},
 		{"GET", "/api/v1/trends", v, an.needs(an.trends)},
 		{"GET", "/api/v1/devices/{id}/sessions", v, mon.needs(mon.deviceSessions)},
+		{"POST", "/api/v1/firmware", o, fa.needs(fa.upload)},
+		{"GET", "/api/v1/firmware", v, fa.needs(fa.list)},
+		{"GET", "/api/v1/firmware/release", v, fa.needs(fa.show)},
+		{"DELETE", "/api/v1/firmware/release", a, fa.needs(fa.remove)},
+		{"GET", "/api/v1/firmware/artifact", v, fa.needs(fa.artifact)},
 		{"GET", "/api/v1/liveness", v, mon.needs(mon.liveness)},
 		{"GET", "/api/v1/liveness/counts", v, mon.needs(mon.livenessCounts)},
 	}
@@ -196,6 +209,9 @@ func Handler(c Config) http.Handler {
 		}
 		if rt.waitsForCommand() {
 			h = commandWait(c.WriteTimeout, h)
+		}
+		if rt.method == http.MethodPost && rt.path == "/api/v1/firmware" {
+			h = uploadDeadline(c.FirmwareUploadTimeout, c.WriteTimeout, h)
 		}
 		mux.Handle(rt.method+" "+rt.path, authorize(c.Authenticate, rt.role, h))
 	}
@@ -282,9 +298,16 @@ func badData(err error) *apiError { return &apiError{errBadData, err, http.Statu
 // response is the envelope of every answer.
 type response = apitypes.Response[any]
 
+// rawAnswer is a route's answer that is not JSON (a firmware image): it writes itself.
+type rawAnswer func(w http.ResponseWriter)
+
 func handle(log *slog.Logger, f func(*http.Request) (any, *apiError)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		data, aerr := f(r)
+		if raw, ok := data.(rawAnswer); ok && aerr == nil {
+			raw(w)
+			return
+		}
 		if aerr != nil {
 			if aerr.status >= 500 {
 				log.Error("API request failed", "path", r.URL.Path, "error", aerr.err)

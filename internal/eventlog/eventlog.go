@@ -11,6 +11,7 @@ package eventlog
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -221,21 +222,11 @@ func (l *Log) List(q Query) ([]Event, error) {
 		seen[key] = true
 		out = append(out, e)
 	}
-	slices.SortStableFunc(out, func(a, b Event) int { return -cmpInt(a.Time, b.Time) })
+	slices.SortStableFunc(out, func(a, b Event) int { return cmp.Compare(b.Time, a.Time) })
 	if len(out) > q.Limit {
 		out = out[:q.Limit]
 	}
 	return out, nil
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Close flushes, fsyncs and closes the log.

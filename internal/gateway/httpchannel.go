@@ -62,20 +62,13 @@ func HTTPChannel(mb Mailbox, authz Authorizer, reg prometheus.Registerer) http.H
 		fail := func(status int, detail string) {
 			answer(status, map[string]string{"detail": detail})
 		}
-		device, err := httpDevice(r)
+		device, status, err := authorizeRequest(r, authz)
 		if err != nil {
 			httplimit.Refuse(w, r)
-			fail(http.StatusUnauthorized, err.Error())
-			return
-		}
-		if d := authz.Authorize(r.Context(), device, r.TLS.PeerCertificates[0]); !d.Admitted() {
-			httplimit.Refuse(w, r)
-			if d.Verdict == Refused {
-				fail(http.StatusForbidden, d.reason().Error())
-				return
+			if status == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", strconv.Itoa(retryAfterUnavailable))
 			}
-			w.Header().Set("Retry-After", strconv.Itoa(retryAfterUnavailable))
-			fail(http.StatusServiceUnavailable, "the device registry cannot answer")
+			fail(status, err.Error())
 			return
 		}
 		var rest string
@@ -140,5 +133,44 @@ func HTTPChannel(mb Mailbox, authz Authorizer, reg prometheus.Registerer) http.H
 		default:
 			fail(http.StatusBadRequest, err.Error())
 		}
+	})
+}
+
+// authorizeRequest is the device a request's verified client certificate names, if authz
+// admits it; otherwise the status to answer (401 without a device certificate, 403 for a
+// device that may not connect, 503 when the registry cannot answer) and why.
+func authorizeRequest(r *http.Request, authz Authorizer) (string, int, error) {
+	device, err := httpDevice(r)
+	if err != nil {
+		return "", http.StatusUnauthorized, err
+	}
+	if d := authz.Authorize(r.Context(), device, r.TLS.PeerCertificates[0]); !d.Admitted() {
+		if d.Verdict == Refused {
+			return "", http.StatusForbidden, d.reason()
+		}
+		return "", http.StatusServiceUnavailable, errors.New("the device registry cannot answer")
+	}
+	return device, 0, nil
+}
+
+// HTTPFirmware serves firmware artifacts to devices: GET protocol.FirmwarePathPrefix +
+// <sha256>, to a device its verified certificate names and authz admits, through serve (which
+// answers ranges, so a cut download resumes).
+func HTTPFirmware(authz Authorizer, serve func(w http.ResponseWriter, r *http.Request, sha256 string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, status, err := authorizeRequest(r, authz); err != nil {
+			httplimit.Refuse(w, r)
+			if status == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", strconv.Itoa(retryAfterUnavailable))
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "GET an artifact", http.StatusMethodNotAllowed)
+			return
+		}
+		serve(w, r, strings.TrimPrefix(r.URL.Path, protocol.FirmwarePathPrefix))
 	})
 }

@@ -73,6 +73,7 @@ func TestAnomaliesAndTrends(t *testing.T) {
 	require.Equal(t, "firmware", rep.Findings[0].Dimension)
 	require.Equal(t, "2.1.0", rep.Findings[0].Value)
 	table := cli("anomalies")
+	t.Logf("millwright anomalies:\n%s", table)
 	require.Contains(t, table, "400 devices")
 	require.Contains(t, table, "firmware=2.1.0")
 	require.Contains(t, table, "drops per device-hour up ")
@@ -84,6 +85,7 @@ func TestAnomaliesAndTrends(t *testing.T) {
 		require.Len(t, s.Points, 8, s.Value)
 	}
 	table = cli("trends", "--metric", "drops_per_device_hour", "--by", "firmware", "--range", "2h", "--step", "15m")
+	t.Logf("millwright trends:\n%s", table)
 	require.Contains(t, table, "drops_per_device_hour by firmware")
 	require.Equal(t, 5, len(strings.Split(strings.TrimSpace(table), "\n")), table) // title, header, 3 values
 

@@ -110,11 +110,18 @@ func (c *apiClient) call(ctx context.Context, method, path string, body, out any
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	return c.do(c.http, req, out)
+}
+
+// do sends req with the client's token through hc and decodes the data of the API's envelope
+// into out.
+func (c *apiClient) do(hc *http.Client, req *http.Request, out any) error {
+	method, path := req.Method, req.URL.Path
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}

@@ -157,6 +157,22 @@ var migrations = []migration{
 		`CREATE INDEX device_sessions_device ON device_sessions (device_id, connected_at)`,
 		`CREATE INDEX device_sessions_end ON device_sessions (disconnected_at)`,
 	}},
+	{version: 4, name: "firmware archive: releases", stmts: []string{
+		`CREATE TABLE firmware_releases (
+			version     {{key}} NOT NULL,
+			model       {{key}} NOT NULL,
+			sha256      TEXT NOT NULL,
+			size        BIGINT NOT NULL,
+			min_from    TEXT NOT NULL DEFAULT '',
+			notes       TEXT NOT NULL DEFAULT '',
+			manifest    TEXT NOT NULL,
+			uploaded_by TEXT NOT NULL DEFAULT '',
+			uploaded_at BIGINT NOT NULL,
+			PRIMARY KEY (version, model)
+		){{withoutRowID}}`,
+		`CREATE INDEX firmware_releases_model ON firmware_releases (model, version)`,
+		`CREATE INDEX firmware_releases_sha256 ON firmware_releases (sha256)`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

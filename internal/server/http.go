@@ -125,6 +125,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 
 	mux := http.NewServeMux()
 	mux.Handle("/device/v1/", s.monitor.HTTPHandler(gateway.HTTPChannel(s.channel, s.authz, s.reg)))
+	mux.Handle(protocol.FirmwarePathPrefix, s.monitor.HTTPHandler(gateway.HTTPFirmware(s.authz, s.firmware.Serve)))
 	mux.Handle(protocol.BatchPath, s.monitor.HTTPHandler(gateway.HTTPIngest(s.ingester(), s.authz, gateway.HTTPIngestOptions{
 		MaxPayload:   s.pipelineMaxPayload(),
 		BodyTimeout:  o.UploadTimeout,
@@ -154,6 +155,9 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		WriteTimeout:  o.WriteTimeout,
 		Registerer:    s.reg,
 		Monitor:       s.monitor,
+		Artifacts:     s.firmware,
+
+		FirmwareUploadTimeout: s.opts.Firmware.UploadTimeout,
 	}))
 	s.http = &http.Server{
 		Handler:           mux,

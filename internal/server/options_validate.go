@@ -29,6 +29,7 @@ func (o Options) Validate() error {
 		optcheck.Within("api", o.API.Validate()),
 		optcheck.Within("anomaly", o.Anomaly.Validate()),
 		optcheck.Within("monitor", o.Monitor.Validate()),
+		optcheck.Within("firmware", o.Firmware.Validate()),
 		optcheck.Within("alerting", o.Alerting.Validate()),
 	)
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/millwright/millwright/internal/devicepolicy"
 	"github.com/millwright/millwright/internal/estserver"
 	"github.com/millwright/millwright/internal/eventlog"
+	"github.com/millwright/millwright/internal/firmware"
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/gcpace"
 	"github.com/millwright/millwright/internal/ingest"
@@ -74,6 +75,9 @@ type Options struct {
 	// Monitor is the fleet monitor: per-device connectivity series, liveness, connection
 	// history.
 	Monitor monitor.Options `yaml:"monitor"`
+	// Firmware bounds the firmware archive (DataDir/firmware): an artifact's size, an upload's
+	// time.
+	Firmware firmware.Options `yaml:"firmware"`
 	// Alerting is the rule files evaluated on the telemetry store and where their alerts go
 	// (docs/monitoring.md "Alert rules").
 	Alerting alerting.Options `yaml:"alerting"`
@@ -100,6 +104,7 @@ func DefaultOptions() Options {
 		API:        api.DefaultOptions(),
 		Anomaly:    anomaly.DefaultOptions(),
 		Monitor:    monitor.DefaultOptions(),
+		Firmware:   firmware.DefaultOptions(),
 		Alerting:   alerting.DefaultOptions(),
 
 		ShutdownTimeout: 10 * time.Second,
@@ -123,6 +128,7 @@ type Server struct {
 	events   *eventlog.Log
 	pipeline *ingest.Pipeline
 	monitor  *monitor.Monitor
+	firmware *firmware.Store
 	facts    *devicepolicy.FactRecorder
 	channel  *devicechannel.Service
 	mqtt     *gateway.MQTT
@@ -199,6 +205,9 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 		logger.Warn("event log had a torn tail from a crash; cut off", "bytes", n)
 	}
 	s.pipeline = ingest.New(s.store, s.events, clk, opts.Ingest, logger.With("component", "ingest"), s.reg)
+	if s.firmware, err = firmware.Open(filepath.Join(dir, "firmware"), opts.Firmware.MaxArtifactBytes); err != nil {
+		return nil, err
+	}
 	s.monitor = monitor.New(s.store, s.registry, opts.Monitor, clk, logger.With("component", "monitor"), s.reg)
 
 	tlsCfg := &tls.Config{

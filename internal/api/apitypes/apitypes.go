@@ -370,3 +370,30 @@ type LivenessCounts struct {
 	By     string          `json:"by"`
 	Counts []LivenessCount `json:"counts"`
 }
+
+// FirmwareRelease is one artifact of a firmware release in the archive: a version for one
+// hardware model (POST /api/v1/firmware answers it; GET /api/v1/firmware lists them).
+type FirmwareRelease struct {
+	Version string `json:"version"`
+	Model   string `json:"model"`
+	SHA256  string `json:"sha256"`
+	Size    int64  `json:"size"`
+	MinFrom string `json:"min_from"`
+	Notes   string `json:"notes"`
+	// Manifest is the signed manifest as uploaded (protocol/firmware.SignedManifest).
+	Manifest   json.RawMessage `json:"manifest"`
+	UploadedBy string          `json:"uploaded_by"`
+	UploadedAt time.Time       `json:"uploaded_at"`
+}
+
+// FirmwareList is the archive's releases, by model and upload time.
+type FirmwareList struct {
+	Releases []FirmwareRelease `json:"releases"`
+}
+
+// Multipart form fields of a firmware upload (POST /api/v1/firmware): the signed manifest
+// first, then the artifact it pins.
+const (
+	FirmwareManifestField = "manifest"
+	FirmwareArtifactField = "artifact"
+)
