@@ -61,6 +61,7 @@ type Monitor struct {
 	flushMu   sync.Mutex
 	written   map[string]*written // by device: its series, and the facts last written
 	epoch     uint64              // flushes so far
+	prevWrite int64               // the time of the last write, Unix ms (0 before the first)
 	db        *ptsdb.DB           // the TSDB the series references in written belong to
 	lastPrune time.Time
 	live      *Liveness // the last flush's judgement

@@ -82,6 +82,7 @@ var fixedNames = [fxDisconnects]string{
 // every join for five minutes).
 type written struct {
 	fixed   [numFixed]ref
+	causes  [numCauses]bool // the disconnect causes whose series were begun
 	batches map[string]*ref
 	static  []ref
 	epoch   uint64 // the last flush that wrote the device
@@ -109,8 +110,13 @@ type batchWriter struct {
 	err   error
 }
 
-func (w *batchWriter) add(r *ref, v float64) {
-	if w.err != nil {
+func (w *batchWriter) add(r *ref, v float64) { w.addAt(r, w.t, v) }
+
+// addAt appends a sample at time t (Unix ms; 0 adds nothing): before the write's own time only
+// to begin a counter's series with the 0 it had at the previous write, which the store takes
+// within its out-of-order window.
+func (w *batchWriter) addAt(r *ref, t int64, v float64) {
+	if w.err != nil || t == 0 {
 		return
 	}
 	if w.app == nil {
@@ -118,7 +124,7 @@ func (w *batchWriter) add(r *ref, v float64) {
 			return
 		}
 	}
-	got, err := w.app.Append(r.ref, r.l, w.t, v)
+	got, err := w.app.Append(r.ref, r.l, t, v)
 	switch {
 	case err == nil:
 		r.ref = got
@@ -196,6 +202,16 @@ func (m *Monitor) write(ctx context.Context, devs []registry.FleetDevice, live *
 		w.add(&f[fxConnected], b2f(s.connected))
 		w.add(&f[fxConnects], float64(s.connects))
 		for ci := range numCauses {
+			// A cause's series begins with its first disconnect (most devices never see most
+			// causes, and every series costs the TSDB's head memory), with a 0 at the
+			// previous write so that increase() counts that first one.
+			if s.disconnects[ci] == 0 && !wr.causes[ci] {
+				continue
+			}
+			if !wr.causes[ci] {
+				wr.causes[ci] = true
+				w.addAt(&f[fxDisconnects+ci], m.prevWrite, 0)
+			}
 			w.add(&f[fxDisconnects+ci], float64(s.disconnects[ci]))
 		}
 		w.add(&f[fxReceivedBytes], float64(s.traffic.rxBytes))
@@ -210,6 +226,7 @@ func (m *Monitor) write(ctx context.Context, devs []registry.FleetDevice, live *
 				}
 				r = &ref{l: series(SeriesBatches, "device", d.ID, "result", result)}
 				wr.batches[result] = r
+				w.addAt(r, m.prevWrite, 0) // as for a cause: increase() counts the first batch
 			}
 			w.add(r, float64(n))
 		}
@@ -237,6 +254,9 @@ func (m *Monitor) write(ctx context.Context, devs []registry.FleetDevice, live *
 	}
 	w.commit()
 	m.met.samples.Add(float64(w.total))
+	if w.err == nil {
+		m.prevWrite = w.t
+	}
 	return w.err
 }
 
