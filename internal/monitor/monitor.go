@@ -7,7 +7,7 @@ package monitor
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"hash/maphash"
 	"log/slog"
 	"math"
@@ -202,12 +202,12 @@ func (m *Monitor) Disconnected(gc *gateway.Connection, cause gateway.Cause, end 
 		ReceivedBytes: int64(t.rxBytes), SentBytes: int64(t.txBytes), ReceivedMessages: int64(t.rxMsgs), SentMessages: int64(t.txMsgs),
 		TLSVersion: gc.TLSVersion, MQTTVersion: int(gc.MQTTVersion), Remote: gc.Remote, Node: m.node}
 	m.pmu.Lock()
-	if len(m.pending) < m.opts.MaxPendingSessions {
+	kept := len(m.pending) < m.opts.MaxPendingSessions
+	if kept {
 		m.pending = append(m.pending, s)
-		s.DeviceID = ""
 	}
 	m.pmu.Unlock()
-	if s.DeviceID != "" {
+	if !kept {
 		m.met.sessionsDropped.Inc()
 	}
 }
@@ -341,7 +341,7 @@ func (m *Monitor) Flush(ctx context.Context) (err error) {
 	m.liveMu.Lock()
 	m.live = live
 	m.liveMu.Unlock()
-	return errorsJoin(werr, m.recordSessions(ctx, now))
+	return errors.Join(werr, m.recordSessions(ctx, now))
 }
 
 // recordSessions writes the ended sessions waiting, and prunes the history once an hour.
@@ -370,16 +370,6 @@ func (m *Monitor) recordSessions(ctx context.Context, now time.Time) error {
 		m.lastPrune = now
 	}
 	return nil
-}
-
-func errorsJoin(a, b error) error {
-	switch {
-	case a == nil:
-		return b
-	case b == nil:
-		return a
-	}
-	return fmt.Errorf("%w; %w", a, b)
 }
 
 // seconds is t as Unix seconds, or NaN for the zero time.

@@ -5,8 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
+
+	"github.com/millwright/millwright/internal/firmware"
 )
 
 // ErrInUse means a firmware release cannot be deleted: devices still run it.
@@ -42,15 +43,13 @@ const (
 	MaxManifestLen = 64 << 10
 )
 
-var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
 func (rel Release) validate() error {
 	switch {
 	case rel.Version == "":
 		return fmt.Errorf("%w: a release needs a version", ErrInvalid)
 	case rel.Model == "":
 		return fmt.Errorf("%w: a release needs a hardware model", ErrInvalid)
-	case !sha256Hex.MatchString(rel.SHA256):
+	case !firmware.ValidSHA256(rel.SHA256):
 		return fmt.Errorf("%w: sha256 %q is not 64 lowercase hex digits", ErrInvalid, rel.SHA256)
 	case rel.Size <= 0:
 		return fmt.Errorf("%w: an artifact of %d bytes", ErrInvalid, rel.Size)
