@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/millwright/millwright/internal/api/apitypes"
 	"github.com/millwright/millwright/internal/monitor"
@@ -80,13 +81,28 @@ func (a *monitorAPI) liveness(r *http.Request) (any, *apiError) {
 	if state != "" && state != monitor.Online && state != monitor.Silent && state != monitor.Offline {
 		return nil, badData(fmt.Errorf(`invalid parameter "state": %q; use online, silent or offline`, state))
 	}
+	limit := apitypes.DefaultLivenessLimit
+	if s := r.FormValue("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 || n > apitypes.MaxLivenessLimit {
+			return nil, badData(fmt.Errorf(`invalid parameter "limit": want 1 to %d`, apitypes.MaxLivenessLimit))
+		}
+		limit = n
+	}
+	after := r.FormValue("after")
 	firmware, model, operator, group := r.FormValue("firmware"), r.FormValue("model"), r.FormValue("operator"), r.FormValue("group")
 	l := a.mon.Liveness()
 	out := apitypes.LivenessList{At: l.At, Devices: []apitypes.DeviceLiveness{}}
-	for _, d := range l.Devices {
-		if state != "" && d.State != state || firmware != "" && d.Firmware != firmware || model != "" && d.Model != model ||
+	// The devices are sorted by ID: a page starts after the last one of the page before.
+	start, _ := slices.BinarySearchFunc(l.Devices, after, func(d monitor.DeviceLiveness, id string) int { return strings.Compare(d.Device, id) })
+	for _, d := range l.Devices[start:] {
+		if d.Device == after || state != "" && d.State != state || firmware != "" && d.Firmware != firmware || model != "" && d.Model != model ||
 			operator != "" && d.Operator != operator || group != "" && !slices.Contains(d.Groups, group) {
 			continue
+		}
+		if len(out.Devices) == limit {
+			out.Next = out.Devices[limit-1].Device
+			break
 		}
 		out.Devices = append(out.Devices, apitypes.DeviceLiveness{Device: d.Device, State: string(d.State), Connected: d.Connected,
 			LastHeard: d.LastHeard, IntervalSeconds: d.Interval.Seconds(), IntervalSource: d.IntervalSource, SilentAfter: d.SilentAfter,

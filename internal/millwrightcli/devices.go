@@ -43,7 +43,7 @@ func newDevicesCmd() *cobra.Command {
 				if status != "" || len(tags) > 0 {
 					return usageError{errors.New("--silent and --state list active devices by liveness; they do not take --status or --tag")}
 				}
-				return listLiveness(cmd, c, url.Values{"state": {state}, "model": {model}, "operator": {operator}, "firmware": {firmware}, "group": {grp}})
+				return listLiveness(cmd, c, url.Values{"state": {state}, "model": {model}, "operator": {operator}, "firmware": {firmware}, "group": {grp}}, limit, all)
 			}
 			q := url.Values{}
 			for k, v := range map[string]string{"status": status, "model": model, "operator": operator, "firmware": firmware, "group": grp} {

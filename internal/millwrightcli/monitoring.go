@@ -63,16 +63,26 @@ func newSessionsCmd() *cobra.Command {
 	return cmd
 }
 
-// listLiveness prints the active devices' liveness, filtered by q.
-func listLiveness(cmd *cobra.Command, c *apiClient, q url.Values) error {
+// listLiveness prints the active devices' liveness, filtered by q: limit of them, or with all
+// every page.
+func listLiveness(cmd *cobra.Command, c *apiClient, q url.Values, limit int, all bool) error {
 	for k, v := range q {
 		if len(v) == 0 || v[0] == "" {
 			q.Del(k)
 		}
 	}
+	q.Set("limit", strconv.Itoa(limit))
 	var l apitypes.LivenessList
-	if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/liveness?"+q.Encode(), nil, &l); err != nil {
-		return err
+	for {
+		var page apitypes.LivenessList
+		if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/liveness?"+q.Encode(), nil, &page); err != nil {
+			return err
+		}
+		l.At, l.Devices = page.At, append(l.Devices, page.Devices...)
+		if !all || page.Next == "" {
+			break
+		}
+		q.Set("after", page.Next)
 	}
 	if c.json {
 		return printJSON(cmd.OutOrStdout(), l.Devices)

@@ -208,14 +208,36 @@ func TestMonitorDisconnectCauses(t *testing.T) {
 func TestMonitorLivenessAPI(t *testing.T) {
 	s := startServer(t, fastMonitor)
 	mustConnect(t, s, "live-1")
+	mustConnect(t, s, "live-2")
+	mustConnect(t, s, "live-3")
 	var counts apitypes.LivenessCounts
 	require.Eventually(t, func() bool {
 		code, pr := s.get(t, "/api/v1/liveness/counts", url.Values{"by": {"model"}})
 		require.Equal(t, http.StatusOK, code, pr.Error)
 		require.NoError(t, json.Unmarshal(pr.Data, &counts))
-		return len(counts.Counts) == 1 && counts.Counts[0].Online == 1
+		return len(counts.Counts) == 1 && counts.Counts[0].Online == 3
 	}, 20*time.Second, 50*time.Millisecond)
-	code, pr := s.get(t, "/api/v1/liveness", url.Values{"state": {"online"}})
+
+	// Pages, by device ID.
+	var page apitypes.LivenessList
+	code, pr := s.get(t, "/api/v1/liveness", url.Values{"limit": {"2"}})
+	require.Equal(t, http.StatusOK, code, pr.Error)
+	require.NoError(t, json.Unmarshal(pr.Data, &page))
+	require.Len(t, page.Devices, 2)
+	require.Equal(t, "live-2", page.Next)
+	code, pr = s.get(t, "/api/v1/liveness", url.Values{"limit": {"2"}, "after": {page.Next}})
+	require.Equal(t, http.StatusOK, code, pr.Error)
+	page = apitypes.LivenessList{}
+	require.NoError(t, json.Unmarshal(pr.Data, &page))
+	require.Len(t, page.Devices, 1)
+	require.Equal(t, "live-3", page.Devices[0].Device)
+	require.Empty(t, page.Next)
+	for _, bad := range []string{"0", "10001", "many"} {
+		code, pr = s.get(t, "/api/v1/liveness", url.Values{"limit": {bad}})
+		require.Equal(t, http.StatusBadRequest, code, bad)
+		require.Contains(t, pr.Error, `invalid parameter "limit": want 1 to 10000`)
+	}
+	code, pr = s.get(t, "/api/v1/liveness", url.Values{"state": {"online"}, "limit": {"1"}})
 	require.Equal(t, http.StatusOK, code)
 	var list apitypes.LivenessList
 	require.NoError(t, json.Unmarshal(pr.Data, &list))

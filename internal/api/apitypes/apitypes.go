@@ -349,11 +349,19 @@ type DeviceLiveness struct {
 	Groups          []string  `json:"groups"`
 }
 
-// LivenessList is the liveness of the active devices at the monitor's last judgement (At).
+// LivenessList is a page of the active devices' liveness at the monitor's last judgement
+// (At), sorted by device ID; Next, when set, is the after parameter of the next page.
 type LivenessList struct {
 	At      time.Time        `json:"at"`
 	Devices []DeviceLiveness `json:"devices"`
+	Next    string           `json:"next,omitempty"`
 }
+
+// Page sizes of GET /api/v1/liveness.
+const (
+	DefaultLivenessLimit = 1000
+	MaxLivenessLimit     = 10000
+)
 
 // LivenessCount is the number of active devices in each state for one value of a dimension.
 type LivenessCount struct {
