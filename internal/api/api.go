@@ -91,6 +91,9 @@ type Config struct {
 	// FirmwareUploadTimeout is how long a firmware upload's body may take to arrive, counted
 	// once the operator is authorized. Zero leaves the server's deadlines alone.
 	FirmwareUploadTimeout time.Duration
+	// FirmwareDownloadTimeout is how long sending an image to an operator may take, counted
+	// once the operator is authorized. Zero leaves the server's deadlines alone.
+	FirmwareDownloadTimeout time.Duration
 	// Monitor is the fleet monitor, for the liveness routes; nil answers them 503, as it does
 	// the connection history unless Registry is also a SessionRegistry.
 	Monitor Monitor
@@ -210,8 +213,11 @@ func Handler(c Config) http.Handler {
 		if rt.waitsForCommand() {
 			h = commandWait(c.WriteTimeout, h)
 		}
-		if rt.method == http.MethodPost && rt.path == "/api/v1/firmware" {
-			h = uploadDeadline(c.FirmwareUploadTimeout, c.WriteTimeout, h)
+		switch {
+		case rt.method == http.MethodPost && rt.path == "/api/v1/firmware":
+			h = transferDeadline(c.FirmwareUploadTimeout, c.WriteTimeout, h)
+		case rt.path == "/api/v1/firmware/artifact":
+			h = transferDeadline(c.FirmwareDownloadTimeout, c.WriteTimeout, h)
 		}
 		mux.Handle(rt.method+" "+rt.path, authorize(c.Authenticate, rt.role, h))
 	}

@@ -49,9 +49,9 @@ func (a *firmwareAPI) needs(h func(*http.Request) (any, *apiError)) func(*http.R
 	}
 }
 
-// uploadDeadline gives a firmware upload timeout more to arrive, counted once the operator is
-// authorized, and the server's write deadline after that.
-func uploadDeadline(timeout, writeTimeout time.Duration, next http.Handler) http.Handler {
+// transferDeadline gives a firmware upload or download timeout, counted once the operator is
+// authorized, and the server's write deadline more to be answered.
+func transferDeadline(timeout, writeTimeout time.Duration, next http.Handler) http.Handler {
 	if timeout <= 0 {
 		return next
 	}

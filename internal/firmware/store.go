@@ -159,17 +159,22 @@ type Options struct {
 	// UploadTimeout bounds one upload's body, counted once the operator is authorized.
 	// Default 30 min: 2 GiB at 1.2 MB/s.
 	UploadTimeout time.Duration `yaml:"upload_timeout"`
+	// DownloadTimeout bounds one download of an image, by a device or an operator, counted
+	// once it is authorized; a download cut by it resumes with Range. Default 30 min.
+	DownloadTimeout time.Duration `yaml:"download_timeout"`
 }
 
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options {
-	return Options{MaxArtifactBytes: DefaultMaxArtifactBytes, UploadTimeout: 30 * time.Minute}
+	return Options{MaxArtifactBytes: DefaultMaxArtifactBytes, UploadTimeout: 30 * time.Minute, DownloadTimeout: 30 * time.Minute}
 }
 
-// Validate refuses a bound or a timeout of zero or less.
+// Validate refuses a bound or a timeout of zero or less. The error is an *optcheck.Error keyed
+// by the option's YAML key.
 func (o Options) Validate() error {
 	return optcheck.First(
 		optcheck.Positive("max_artifact_bytes", o.MaxArtifactBytes),
 		optcheck.Positive("upload_timeout", o.UploadTimeout),
+		optcheck.Positive("download_timeout", o.DownloadTimeout),
 	)
 }

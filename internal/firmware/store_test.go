@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -107,4 +108,20 @@ func TestServeResumes(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusNotFound, resp.StatusCode)
+}
+
+func TestOptionsValidate(t *testing.T) {
+	require.NoError(t, DefaultOptions().Validate())
+	for _, c := range []struct {
+		mutate func(*Options)
+		want   string
+	}{
+		{func(o *Options) { o.MaxArtifactBytes = 0 }, "invalid max_artifact_bytes 0: must be positive"},
+		{func(o *Options) { o.UploadTimeout = -time.Second }, "invalid upload_timeout -1s: must be positive"},
+		{func(o *Options) { o.DownloadTimeout = 0 }, "invalid download_timeout 0s: must be positive"},
+	} {
+		o := DefaultOptions()
+		c.mutate(&o)
+		require.EqualError(t, o.Validate(), c.want)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -155,8 +156,9 @@ func authorizeRequest(r *http.Request, authz Authorizer) (string, int, error) {
 
 // HTTPFirmware serves firmware artifacts to devices: GET protocol.FirmwarePathPrefix +
 // <sha256>, to a device its verified certificate names and authz admits, through serve (which
-// answers ranges, so a cut download resumes).
-func HTTPFirmware(authz Authorizer, serve func(w http.ResponseWriter, r *http.Request, sha256 string)) http.Handler {
+// answers ranges, so a cut download resumes). An admitted download gets timeout (zero: the
+// server's deadlines) to be sent, an image over a slow link taking longer than an API answer.
+func HTTPFirmware(authz Authorizer, timeout time.Duration, serve func(w http.ResponseWriter, r *http.Request, sha256 string)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, status, err := authorizeRequest(r, authz); err != nil {
 			httplimit.Refuse(w, r)
@@ -171,6 +173,7 @@ func HTTPFirmware(authz Authorizer, serve func(w http.ResponseWriter, r *http.Re
 			http.Error(w, "GET an artifact", http.StatusMethodNotAllowed)
 			return
 		}
+		httplimit.Deadlines(w, timeout, timeout)
 		serve(w, r, strings.TrimPrefix(r.URL.Path, protocol.FirmwarePathPrefix))
 	})
 }

@@ -125,7 +125,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 
 	mux := http.NewServeMux()
 	mux.Handle("/device/v1/", s.monitor.HTTPHandler(gateway.HTTPChannel(s.channel, s.authz, s.reg)))
-	mux.Handle(protocol.FirmwarePathPrefix, s.monitor.HTTPHandler(gateway.HTTPFirmware(s.authz, s.firmware.Serve)))
+	mux.Handle(protocol.FirmwarePathPrefix, s.monitor.HTTPHandler(gateway.HTTPFirmware(s.authz, s.opts.Firmware.DownloadTimeout, s.firmware.Serve)))
 	mux.Handle(protocol.BatchPath, s.monitor.HTTPHandler(gateway.HTTPIngest(s.ingester(), s.authz, gateway.HTTPIngestOptions{
 		MaxPayload:   s.pipelineMaxPayload(),
 		BodyTimeout:  o.UploadTimeout,
@@ -157,7 +157,8 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Monitor:       s.monitor,
 		Artifacts:     s.firmware,
 
-		FirmwareUploadTimeout: s.opts.Firmware.UploadTimeout,
+		FirmwareUploadTimeout:   s.opts.Firmware.UploadTimeout,
+		FirmwareDownloadTimeout: s.opts.Firmware.DownloadTimeout,
 	}))
 	s.http = &http.Server{
 		Handler:           mux,
