@@ -112,6 +112,8 @@ type State struct {
 	FirmwareVersion string `json:"firmware_version,omitempty"`
 	HardwareModel   string `json:"hardware_model,omitempty"`
 	NetworkOperator string `json:"network_operator,omitempty"`
+	// Update is where the device is with a firmware update, when it has one to report.
+	Update *UpdateReport `json:"update,omitempty"`
 }
 
 // Mailbox is what an HTTPS device gets from MailboxPath: the commands waiting for it, oldest
@@ -210,6 +212,11 @@ func DecodeState(b []byte) (State, error) {
 		}
 		if strings.ContainsFunc(f.v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			return State{}, fmt.Errorf("%w: state %s has a control character", ErrChannelMessage, f.name)
+		}
+	}
+	if s.Update != nil {
+		if err := s.Update.validate(); err != nil {
+			return State{}, err
 		}
 	}
 	return s, nil

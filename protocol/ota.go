@@ -1,0 +1,96 @@
+package protocol
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Firmware updates over the device channel (docs/protocol.md, "Firmware updates"). The server
+// offers a release with a Command named CmdFirmwareUpdate; the device verifies the signed
+// manifest against the keys it trusts, downloads the artifact from ArgArtifactPath on its
+// HTTPS port (resuming with Range), verifies its size and SHA-256, installs it, and answers the
+// command once the image is installed and the device is about to run it. What happens after —
+// the restart into the new version, the confirmation, a rollback — it reports in
+// State.Update, and the version it runs in State.FirmwareVersion (or at connect).
+
+// CmdFirmwareUpdate is the command that offers a firmware release.
+const CmdFirmwareUpdate = "firmware.update"
+
+// Arguments of CmdFirmwareUpdate.
+const (
+	// ArgManifest is the release's firmware.SignedManifest envelope, as JSON.
+	ArgManifest = "manifest"
+	// ArgArtifactPath is where the device downloads the artifact: FirmwarePathPrefix + its
+	// SHA-256, on the device HTTPS port, with the device's certificate.
+	ArgArtifactPath = "path"
+	// ArgRollout is the ID of the rollout that made the offer, echoed in UpdateReport.
+	ArgRollout = "rollout"
+)
+
+// Reasons a device gives when it fails a CmdFirmwareUpdate (besides the Fail* of every
+// command); Detail says what exactly.
+const (
+	// FailVerify: the manifest is refused — no trusted signature, a bad one, another model,
+	// expired, a downgrade not signed as a rollback, the running version, or too old a
+	// running version for the release's min_from — or the artifact does not match it.
+	FailVerify = "verify"
+	// FailDownload: the artifact could not be downloaded.
+	FailDownload = "download"
+	// FailPrecheck: the device is not fit to install now (free space, its own checks).
+	FailPrecheck = "precheck"
+	// FailInstall: the installer failed; the device still runs its old version.
+	FailInstall = "install"
+)
+
+// The phases of an update a device reports in UpdateReport.Phase.
+const (
+	UpdateDownloading = "downloading"
+	UpdateInstalling  = "installing"
+	// UpdateRestarting: installed; the device restarts into the new version.
+	UpdateRestarting = "restarting"
+	// UpdateConfirmed: the device runs the new version, reached the server with it and
+	// committed it (it will not roll back by itself any more).
+	UpdateConfirmed = "confirmed"
+	// UpdateRolledBack: the device went back to the version it ran before (the new one did
+	// not come up, or could not reach the server within its confirmation time).
+	UpdateRolledBack = "rolled_back"
+	// UpdateFailed: the update stopped; the device runs its old version.
+	UpdateFailed = "failed"
+)
+
+// UpdateReport is where a device is with one firmware update, sent in State.Update.
+type UpdateReport struct {
+	// Command is the ID of the CmdFirmwareUpdate command.
+	Command string `json:"command"`
+	// Rollout is the command's ArgRollout.
+	Rollout string `json:"rollout,omitempty"`
+	// Version is the version being installed.
+	Version string `json:"version"`
+	// Phase is one of the Update* phases.
+	Phase string `json:"phase"`
+	// Detail explains a failure or a rollback for a person.
+	Detail string `json:"detail,omitempty"`
+}
+
+func (u *UpdateReport) validate() error {
+	if err := ValidateMessageID(u.Command); err != nil {
+		return fmt.Errorf("%w: update report command: %v", ErrChannelMessage, err)
+	}
+	switch u.Phase {
+	case UpdateDownloading, UpdateInstalling, UpdateRestarting, UpdateConfirmed, UpdateRolledBack, UpdateFailed:
+	default:
+		return fmt.Errorf("%w: update report phase %q is not one of downloading, installing, restarting, confirmed, rolled_back, failed", ErrChannelMessage, u.Phase)
+	}
+	for _, f := range []struct {
+		name, v string
+		max     int
+	}{{"rollout", u.Rollout, 64}, {"version", u.Version, 256}, {"detail", u.Detail, 4096}} {
+		if len(f.v) > f.max {
+			return fmt.Errorf("%w: update report %s is %d bytes, at most %d", ErrChannelMessage, f.name, len(f.v), f.max)
+		}
+		if f.name != "detail" && strings.ContainsFunc(f.v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return fmt.Errorf("%w: update report %s has a control character", ErrChannelMessage, f.name)
+		}
+	}
+	return nil
+}
