@@ -148,6 +148,9 @@ type CommandSpec struct {
 	TTL time.Duration
 	// MaxOpen bounds the device's open commands; 0 means DefaultMaxOpenCommands.
 	MaxOpen int
+	// MaxArgLen bounds one argument's value; 0 means MaxCommandArgLen. The server's own
+	// senders raise it (a firmware offer carries a signed manifest); the API does not.
+	MaxArgLen int
 }
 
 // ValidateCommandName checks a command name: 1 to MaxCommandNameLen bytes of a-z, 0-9 and
@@ -180,7 +183,11 @@ func (c CommandSpec) validate() error {
 		if err := validateName("argument name", k); err != nil {
 			return err
 		}
-		if err := validateText("argument "+k, v, MaxCommandArgLen); err != nil {
+		limit := MaxCommandArgLen
+		if c.MaxArgLen > 0 {
+			limit = c.MaxArgLen
+		}
+		if err := validateText("argument "+k, v, limit); err != nil {
 			return err
 		}
 	}
@@ -221,24 +228,29 @@ func (r *Registry) SendCommand(ctx context.Context, spec CommandSpec, actor, rem
 		if open >= spec.MaxOpen {
 			return fmt.Errorf("device %s has %d open commands: %w", spec.Device, open, ErrMailboxFull)
 		}
-		id := newMessageID(now)
-		expires := now.Add(spec.TTL)
-		payload, err := json.Marshal(protocol.Command{ID: id, Name: spec.Name, Args: spec.Args, ExpiresAt: expires})
-		if err != nil {
+		if msg, err = queueCommand(ctx, tx, spec, actor, now); err != nil {
 			return err
 		}
-		msg = Message{ID: id, Device: spec.Device, Kind: KindCommand, Name: spec.Name, Args: spec.Args, Payload: payload,
-			State: MessageQueued, CreatedBy: actor, CreatedAt: now, ExpiresAt: expires, UpdatedAt: now}
-		if err := insertMessage(ctx, tx, msg); err != nil {
-			return err
-		}
-		detail := strings.TrimSpace(spec.Name + " " + describeTags("args", spec.Args) + " expires " + expires.Format(time.RFC3339))
-		return r.audit(ctx, tx, now, actor, ActionCommandSend, spec.Device, id+": "+detail, remote)
+		detail := strings.TrimSpace(spec.Name + " " + describeTags("args", spec.Args) + " expires " + msg.ExpiresAt.Format(time.RFC3339))
+		return r.audit(ctx, tx, now, actor, ActionCommandSend, spec.Device, msg.ID+": "+detail, remote)
 	})
 	if err != nil {
 		return Message{}, fmt.Errorf("send command to %s: %w", spec.Device, err)
 	}
 	return msg, nil
+}
+
+// queueCommand inserts a checked command into the mailbox, queued, and returns it.
+func queueCommand(ctx context.Context, q querier, spec CommandSpec, actor string, now time.Time) (Message, error) {
+	id := newMessageID(now)
+	expires := now.Add(spec.TTL)
+	payload, err := json.Marshal(protocol.Command{ID: id, Name: spec.Name, Args: spec.Args, ExpiresAt: expires})
+	if err != nil {
+		return Message{}, err
+	}
+	msg := Message{ID: id, Device: spec.Device, Kind: KindCommand, Name: spec.Name, Args: spec.Args, Payload: payload,
+		State: MessageQueued, CreatedBy: actor, CreatedAt: now, ExpiresAt: expires, UpdatedAt: now}
+	return msg, insertMessage(ctx, q, msg)
 }
 
 // ActionCommandSend and ActionConfigSet are the audit actions of the device channel.

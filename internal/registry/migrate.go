@@ -173,6 +173,51 @@ var migrations = []migration{
 		`CREATE INDEX firmware_releases_model ON firmware_releases (model, version)`,
 		`CREATE INDEX firmware_releases_sha256 ON firmware_releases (sha256)`,
 	}},
+	{version: 5, name: "rollouts and update history", stmts: []string{
+		`CREATE TABLE rollouts (
+			id            {{key}} PRIMARY KEY,
+			version       TEXT NOT NULL,
+			selector      TEXT NOT NULL,
+			plan          TEXT NOT NULL,
+			plan_name     TEXT NOT NULL DEFAULT '',
+			state         TEXT NOT NULL,
+			phase         BIGINT NOT NULL DEFAULT 0,
+			phase_since   BIGINT NOT NULL,
+			halt_reason   TEXT NOT NULL DEFAULT '',
+			halt_evidence TEXT NOT NULL DEFAULT '',
+			created_by    TEXT NOT NULL DEFAULT '',
+			created_at    BIGINT NOT NULL,
+			updated_at    BIGINT NOT NULL
+		){{withoutRowID}}`,
+		`CREATE INDEX rollouts_state ON rollouts (state, id)`,
+		`CREATE TABLE rollout_devices (
+			rollout_id   {{key}} NOT NULL REFERENCES rollouts (id) ON DELETE CASCADE,
+			device_id    {{key}} NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+			phase        BIGINT NOT NULL,
+			from_version TEXT NOT NULL DEFAULT '',
+			target       TEXT NOT NULL DEFAULT '',
+			state        TEXT NOT NULL,
+			command_id   TEXT NOT NULL DEFAULT '',
+			offered_at   BIGINT NOT NULL DEFAULT 0,
+			installed_at BIGINT NOT NULL DEFAULT 0,
+			updated_at   BIGINT NOT NULL,
+			reported     TEXT NOT NULL DEFAULT '',
+			detail       TEXT NOT NULL DEFAULT '',
+			PRIMARY KEY (rollout_id, device_id)
+		){{withoutRowID}}`,
+		`CREATE INDEX rollout_devices_device ON rollout_devices (device_id, rollout_id)`,
+		`CREATE TABLE update_history (
+			id          {{identity}},
+			device_id   {{key}} NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+			rollout_id  TEXT NOT NULL DEFAULT '',
+			at          BIGINT NOT NULL,
+			event       TEXT NOT NULL,
+			from_version TEXT NOT NULL DEFAULT '',
+			to_version  TEXT NOT NULL DEFAULT '',
+			detail      TEXT NOT NULL DEFAULT ''
+		)`,
+		`CREATE INDEX update_history_device ON update_history (device_id, id)`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

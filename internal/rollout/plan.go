@@ -73,9 +73,66 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// Plan is a rollout's phases, in order.
+// Plan is a rollout's phases, in order, with its health gates and time limits.
 type Plan struct {
 	Phases []Phase `yaml:"phases"`
+	// Gates are the phase's health checks; none given: DefaultGates. An empty list ("gates:
+	// []") turns them off.
+	Gates []Gate `yaml:"gates"`
+	// Confirm is how long a device must run the new version, having reconnected with it,
+	// before its update counts as done. Default 10 minutes.
+	Confirm time.Duration `yaml:"confirm"`
+	// Deadline is how long a device has, from the offer, to report running the version
+	// offered; after it the device counts as unreachable. Default 48 hours.
+	Deadline time.Duration `yaml:"deadline"`
+	// AbsentAfter: a device not seen for this long when its phase offers the release is
+	// placed in the canary phase instead and waits until it is seen again. Default 180 days.
+	AbsentAfter time.Duration `yaml:"absent_after"`
+}
+
+// Defaults of a plan's time limits.
+const (
+	DefaultConfirm     = 10 * time.Minute
+	DefaultDeadline    = 48 * time.Hour
+	DefaultAbsentAfter = 180 * 24 * time.Hour
+)
+
+// WithDefaults fills the plan's unset limits and gates.
+func (p Plan) WithDefaults() Plan {
+	if p.Gates == nil {
+		p.Gates = DefaultGates()
+	}
+	gates := make([]Gate, len(p.Gates))
+	for i, g := range p.Gates {
+		gates[i] = g.withDefaults()
+	}
+	p.Gates = gates
+	if p.Confirm == 0 {
+		p.Confirm = DefaultConfirm
+	}
+	if p.Deadline == 0 {
+		p.Deadline = DefaultDeadline
+	}
+	if p.AbsentAfter == 0 {
+		p.AbsentAfter = DefaultAbsentAfter
+	}
+	return p
+}
+
+// CanaryPhase is the phase a device absent for long re-enters through: the phase named
+// "canary", else the first phase without a selector.
+func (p Plan) CanaryPhase() int {
+	for i, ph := range p.Phases {
+		if ph.Name == "canary" {
+			return i
+		}
+	}
+	for i, ph := range p.Phases {
+		if ph.Select.IsZero() {
+			return i
+		}
+	}
+	return len(p.Phases) - 1
 }
 
 // Built-in plans.
@@ -178,6 +235,22 @@ func (p Plan) Validate() error {
 			}
 		}
 		prev = ph.Percent
+	}
+	if p.Confirm < 0 || p.Deadline < 0 || p.AbsentAfter < 0 {
+		return planErr("confirm/deadline/absent_after", "must not be negative")
+	}
+	if len(p.Gates) > 32 {
+		return planErr("gates", "at most 32 gates, got %d", len(p.Gates))
+	}
+	gnames := map[string]int{}
+	for i, g := range p.Gates {
+		if err := g.withDefaults().validate(); err != nil {
+			return planErr(fmt.Sprintf("gates[%d]", i), "%v", err)
+		}
+		if j, dup := gnames[g.Name]; dup {
+			return planErr(fmt.Sprintf("gates[%d].name", i), "%q is already the name of gates[%d]", g.Name, j)
+		}
+		gnames[g.Name] = i
 	}
 	if last := p.Phases[len(p.Phases)-1]; last.Percent != 100 || !last.Select.IsZero() || last.Max != 0 {
 		return planErr(fmt.Sprintf("phases[%d]", len(p.Phases)-1), "the last phase must reach every device: percent 100, no select, no max")
