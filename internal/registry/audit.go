@@ -17,6 +17,7 @@ const (
 	ActionDeviceTags     = "device.tags"
 	ActionDeviceGroups   = "device.groups"
 	ActionDeviceFacts    = "device.facts"
+	ActionDeviceImport   = "device.import"
 	ActionCertificateAdd = "certificate.add"
 	ActionOperatorCreate = "operator.create"
 	ActionOperatorRevoke = "operator.revoke"

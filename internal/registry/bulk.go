@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // DeviceCertificate is a certificate issued to a device, for [Registry.AddCertificates].
@@ -74,4 +75,69 @@ func (r *Registry) AddCertificates(ctx context.Context, certs []DeviceCertificat
 		added += n
 	}
 	return added, nil
+}
+
+// DeviceImport is one device to import: an active device with its facts, tags and groups.
+type DeviceImport struct {
+	ID                        string
+	Tags                      map[string]string
+	Groups                    []string
+	Model, Operator, Firmware string
+	// LastSeen is when it was last seen; zero for never.
+	LastSeen time.Time
+}
+
+// ImportDevices creates many active devices in a few transactions (bulkChunk each), as a
+// migration from another platform or a simulated fleet needs; a device that exists already
+// is skipped. Each chunk is audited once as device.import by actor. It returns how many
+// devices were created.
+func (r *Registry) ImportDevices(ctx context.Context, devs []DeviceImport, actor, remote string) (int, error) {
+	if actor == "" {
+		return 0, fmt.Errorf("import devices: %w: an actor is required", ErrInvalid)
+	}
+	for _, d := range devs {
+		if err := validateDeviceID(d.ID); err != nil {
+			return 0, fmt.Errorf("import devices: %w", err)
+		}
+		for _, f := range []struct{ what, v string }{{"hardware model", d.Model}, {"network operator", d.Operator}, {"firmware version", d.Firmware}} {
+			if err := validateText(f.what, f.v, MaxValueLen); err != nil {
+				return 0, fmt.Errorf("import device %s: %w", d.ID, err)
+			}
+		}
+	}
+	created := 0
+	for start := 0; start < len(devs); start += bulkChunk {
+		chunk := devs[start:min(start+bulkChunk, len(devs))]
+		n := 0
+		err := r.write(ctx, func(tx *sql.Tx) error {
+			n = 0
+			now := r.now()
+			for _, d := range chunk {
+				res, err := tx.ExecContext(ctx, `INSERT INTO devices (id, status, hardware_model, network_operator, firmware_version, created_at,
+					enrolled_at, last_seen_at) VALUES ($1, 'active', $2, $3, $4, $5, $5, $6) ON CONFLICT (id) DO NOTHING`,
+					d.ID, d.Model, d.Operator, d.Firmware, toMS(now), toMS(d.LastSeen))
+				if err != nil {
+					return fmt.Errorf("device %s: %w", d.ID, err)
+				}
+				if k, _ := res.RowsAffected(); k == 0 {
+					continue
+				}
+				n++
+				if err := putTags(ctx, tx, d.ID, d.Tags); err != nil {
+					return err
+				}
+				for _, g := range d.Groups {
+					if _, err := tx.ExecContext(ctx, `INSERT INTO device_groups (device_id, name) VALUES ($1, $2)`, d.ID, g); err != nil {
+						return fmt.Errorf("device %s group %s: %w", d.ID, g, err)
+					}
+				}
+			}
+			return r.audit(ctx, tx, now, actor, ActionDeviceImport, chunk[0].ID, fmt.Sprintf("%d devices created, %s … %s", n, chunk[0].ID, chunk[len(chunk)-1].ID), remote)
+		})
+		if err != nil {
+			return created, fmt.Errorf("import devices: %w", err)
+		}
+		created += n
+	}
+	return created, nil
 }

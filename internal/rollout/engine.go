@@ -99,8 +99,12 @@ type Engine struct {
 // Actor is the audit actor of what the engine does by itself.
 const Actor = "rollout-engine"
 
-// NewEngine returns an engine over the registry and the telemetry store. mreg may be nil.
+// NewEngine returns an engine over the registry and the telemetry store. logger and mreg may
+// be nil.
 func NewEngine(reg *registry.Registry, store Store, clk clock.Clock, logger *slog.Logger, mreg prometheus.Registerer) *Engine {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	e := &Engine{reg: reg, store: store, clk: clk, log: logger, results: map[string][]Result{}, halted: map[string]labels.Labels{},
 		steps:       prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_rollout_steps_total", Help: "Rollout engine steps."}),
 		offers:      prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_rollout_offers_total", Help: "Firmware offers queued by rollouts."}),
@@ -216,7 +220,7 @@ func (e *Engine) Step(ctx context.Context) error {
 	}
 	var todo []registry.Rollout
 	for _, ro := range all {
-		if ro.State.Active() || ro.State == registry.RolloutRolledBack {
+		if ro.State.Active() || ro.State == registry.RolloutRolledBack || ro.State == registry.RolloutComplete {
 			todo = append(todo, ro)
 		}
 	}
@@ -333,7 +337,9 @@ func (e *Engine) stepOne(ctx context.Context, w *world, ro registry.Rollout) err
 	for _, r := range recs {
 		s.follow(r)
 	}
-	if ro.State == registry.RolloutRolledBack {
+	if ro.State == registry.RolloutRolledBack || ro.State == registry.RolloutComplete {
+		// Nothing more to offer; the devices still on their way (and the absent ones that
+		// come back) are followed.
 		return e.apply(ctx, s)
 	}
 	// The scope: active devices that match, whose model has the release.
@@ -504,7 +510,7 @@ func (s *stepper) follow(rec registry.RolloutDevice) {
 				s.put(rec, registry.UpdateConfirmed, "")
 				return
 			}
-			if s.ro.State != registry.RolloutRunning {
+			if s.ro.State != registry.RolloutRunning && s.ro.State != registry.RolloutComplete {
 				return // the next hop waits for the rollout to run
 			}
 			path, err := UpgradePath(s.w.releases[d.Model], d.Firmware, s.ro.Version)
@@ -516,7 +522,7 @@ func (s *stepper) follow(rec registry.RolloutDevice) {
 			s.offer(rec, d, path[0], registry.UpdateOffered, "hop")
 		}
 	case registry.UpdateWaiting:
-		if s.ro.State == registry.RolloutRunning && !d.LastSeen.IsZero() && now.Sub(d.LastSeen) <= s.plan.AbsentAfter && d.LastSeen.After(rec.UpdatedAt) &&
+		if (s.ro.State == registry.RolloutRunning || s.ro.State == registry.RolloutComplete) && !d.LastSeen.IsZero() && now.Sub(d.LastSeen) <= s.plan.AbsentAfter && d.LastSeen.After(rec.UpdatedAt) &&
 			(Progress{Phase: s.ro.Phase}).Offered(rec.Phase) {
 			s.place(d, rec.Phase)
 		}
