@@ -94,6 +94,9 @@ type Config struct {
 	// FirmwareDownloadTimeout is how long sending an image to an operator may take, counted
 	// once the operator is authorized. Zero leaves the server's deadlines alone.
 	FirmwareDownloadTimeout time.Duration
+	// Rollouts is the rollout engine, for the rollout routes; nil answers them 503. The
+	// update history route needs Registry to be an UpdateRegistry.
+	Rollouts Rollouts
 	// Monitor is the fleet monitor, for the liveness routes; nil answers them 503, as it does
 	// the connection history unless Registry is also a SessionRegistry.
 	Monitor Monitor
@@ -143,6 +146,8 @@ func routes(c Config) []route {
 	fa := &firmwareAPI{reg: fr, artifacts: c.Artifacts}
 	sr, _ := c.Registry.(SessionRegistry)
 	mon := &monitorAPI{mon: c.Monitor, sessions: sr}
+	ur, _ := c.Registry.(UpdateRegistry)
+	ra := &rolloutAPI{eng: c.Rollouts, history: ur}
 	ru := &rulesAPI{rules: c.Rules, parser: parser.NewParser(parser.Options{})}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
@@ -191,6 +196,15 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/firmware/release", v, fa.needs(fa.show)},
 		{"DELETE", "/api/v1/firmware/release", a, fa.needs(fa.remove)},
 		{"GET", "/api/v1/firmware/artifact", v, fa.needs(fa.artifact)},
+		{"POST", "/api/v1/rollouts", o, ra.needs(ra.create)},
+		{"GET", "/api/v1/rollouts", v, ra.needs(ra.list)},
+		{"GET", "/api/v1/rollouts/{id}", v, ra.needs(ra.show)},
+		{"GET", "/api/v1/rollouts/{id}/devices", v, ra.needs(ra.devices)},
+		{"POST", "/api/v1/rollouts/{id}/pause", o, ra.action(Rollouts.Pause)},
+		{"POST", "/api/v1/rollouts/{id}/resume", o, ra.action(Rollouts.Resume)},
+		{"POST", "/api/v1/rollouts/{id}/abort", o, ra.action(Rollouts.Abort)},
+		{"POST", "/api/v1/rollouts/{id}/rollback", o, ra.action(Rollouts.Rollback)},
+		{"GET", "/api/v1/devices/{id}/updates", v, ra.updates},
 		{"GET", "/api/v1/liveness", v, mon.needs(mon.liveness)},
 		{"GET", "/api/v1/liveness/counts", v, mon.needs(mon.livenessCounts)},
 	}

@@ -553,9 +553,16 @@ func (s *Service) Message(ctx context.Context, device, rest string, payload []by
 			return refuse(refusedMalformed, err)
 		}
 		s.met.received.WithLabelValues("state").Inc()
-		if s.facts != nil && st != (protocol.State{}) {
+		if s.facts != nil && (st.HardwareModel != "" || st.NetworkOperator != "" || st.FirmwareVersion != "") {
 			s.facts.Connected(device, gateway.Facts{HardwareModel: st.HardwareModel, NetworkOperator: st.NetworkOperator,
 				FirmwareVersion: st.FirmwareVersion, Seen: s.opts.Clock.Now()})
+		}
+		if st.Update != nil {
+			// A firmware update's progress: on the device's rollout record and in its update
+			// history (the rollout engine reads it at its next step).
+			if err := s.reg.RecordUpdateReport(ctx, device, *st.Update); err != nil {
+				return refuse(refusedUnavailable, fmt.Errorf("%w: %v", gateway.ErrChannelUnavailable, err))
+			}
 		}
 		return nil
 	case rest == protocol.TopicConfigReported:

@@ -109,6 +109,7 @@ file and line, and the rules running stay.`,
 	f.IntVar(&opts.Anomaly.MinDevices, "anomaly-min-devices", opts.Anomaly.MinDevices, "fewest devices a firmware, model, operator or group must have to be named as an anomaly's cause")
 	f.IntVar(&opts.Anomaly.MaxValues, "anomaly-max-values", opts.Anomaly.MaxValues, "values of one dimension the anomaly finder considers (the largest); the rest are counted in its report")
 	f.Var(durationFlag{&opts.Anomaly.QueryTimeout}, "anomaly-query-timeout", "longest one anomaly run's (or one trend request's) queries may take together")
+	f.Var(durationFlag{&opts.RolloutInterval}, "rollout-interval", "how often the rollout engine offers releases to the phases that opened, follows updates and judges the health gates")
 	f.Var(durationFlag{&opts.Monitor.Interval}, "monitor-interval", "how often every device's connectivity series are written and its liveness judged")
 	f.Float64Var(&opts.Monitor.SilentFactor, "silent-factor", opts.Monitor.SilentFactor, "a device unheard for this many times its own reporting interval is silent")
 	f.Var(durationFlag{&opts.Monitor.DefaultInterval}, "default-report-interval", "reporting interval of a device that reported none and has none configured")
@@ -164,6 +165,7 @@ var serverFlagKeys = map[string]string{
 	"anomaly-max-values":              "anomaly.max_values",
 	"anomaly-query-timeout":           "anomaly.query_timeout",
 	"monitor-interval":                "monitor.interval",
+	"rollout-interval":                "rollout_interval",
 	"silent-factor":                   "monitor.silent_factor",
 	"default-report-interval":         "monitor.default_interval",
 	"offline-after":                   "monitor.offline_after",

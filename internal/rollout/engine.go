@@ -843,3 +843,132 @@ func rollbackRelease(w *world, model, version string) (string, bool) {
 	}
 	return "", false
 }
+
+// Status is a rollout as the API and the CLI show it.
+type Status struct {
+	ID         string        `json:"id"`
+	Version    string        `json:"version"`
+	Plan       string        `json:"plan"`
+	State      string        `json:"state"`
+	Scope      Scope         `json:"scope"`
+	Phase      int           `json:"phase"`
+	PhaseName  string        `json:"phase_name"`
+	PhaseSince time.Time     `json:"phase_since"`
+	Phases     []PhaseStatus `json:"phases"`
+	HaltReason string        `json:"halt_reason,omitempty"`
+	// HaltEvidence is the failed gates' results when it halted.
+	HaltEvidence []Result `json:"halt_evidence,omitempty"`
+	// Counts are the placed devices by state; Devices their number.
+	Counts  map[string]int `json:"counts"`
+	Devices int            `json:"devices"`
+	// Gates are the verdicts of the engine's last step (none before one ran since the server
+	// started).
+	Gates     []Result  `json:"gates"`
+	Confirm   string    `json:"confirm"`
+	Deadline  string    `json:"deadline"`
+	CreatedBy string    `json:"created_by"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// PhaseStatus is one phase of a rollout's plan and the devices placed in it.
+type PhaseStatus struct {
+	Name    string  `json:"name"`
+	Percent float64 `json:"percent,omitempty"`
+	Max     int     `json:"max,omitempty"`
+	Select  string  `json:"select,omitempty"`
+	Soak    string  `json:"soak"`
+	// Placed counts the devices placed in this phase; Cohort those of this phase and every
+	// earlier one (phases are nested).
+	Placed int `json:"placed"`
+	Cohort int `json:"cohort"`
+}
+
+// Status reads one rollout's status.
+func (e *Engine) Status(ctx context.Context, id string) (Status, error) {
+	ro, err := e.reg.Rollout(ctx, id)
+	if err != nil {
+		return Status{}, err
+	}
+	recs, err := e.reg.RolloutDevices(ctx, id)
+	if err != nil {
+		return Status{}, err
+	}
+	return e.status(*ro, recs)
+}
+
+// List reads every rollout's status (without its devices: counts only), newest first.
+func (e *Engine) List(ctx context.Context) ([]Status, error) {
+	ros, err := e.reg.Rollouts(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Status, 0, len(ros))
+	for _, ro := range ros {
+		recs, err := e.reg.RolloutDevices(ctx, ro.ID)
+		if err != nil {
+			return nil, err
+		}
+		st, err := e.status(ro, recs)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func (e *Engine) status(ro registry.Rollout, recs []registry.RolloutDevice) (Status, error) {
+	scope, plan, err := decode(ro)
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{ID: ro.ID, Version: ro.Version, Plan: ro.PlanName, State: string(ro.State), Scope: scope, Phase: ro.Phase,
+		PhaseSince: ro.PhaseSince, HaltReason: ro.HaltReason, Counts: Counts(recs), Devices: len(recs), Gates: e.Results(ro.ID),
+		Confirm: plan.Confirm.String(), Deadline: plan.Deadline.String(), CreatedBy: ro.CreatedBy, CreatedAt: ro.CreatedAt, UpdatedAt: ro.UpdatedAt}
+	if st.Gates == nil {
+		st.Gates = []Result{}
+	}
+	if ro.HaltEvidence != "" {
+		_ = json.Unmarshal([]byte(ro.HaltEvidence), &st.HaltEvidence)
+	}
+	if ro.Phase >= 0 && ro.Phase < len(plan.Phases) {
+		st.PhaseName = plan.Phases[ro.Phase].Name
+	}
+	cohort := 0
+	for k, ph := range plan.Phases {
+		ps := PhaseStatus{Name: ph.Name, Percent: ph.Percent, Max: ph.Max, Soak: ph.Soak.String()}
+		for _, f := range [][2]string{{"tag", ph.Select.Tag}, {"group", ph.Select.Group}, {"model", ph.Select.Model}, {"operator", ph.Select.Operator}} {
+			if f[1] != "" {
+				ps.Select = strings.TrimSpace(ps.Select + " " + f[0] + "=" + f[1])
+			}
+		}
+		for _, r := range recs {
+			if r.Phase == k {
+				ps.Placed++
+			}
+		}
+		cohort += ps.Placed
+		ps.Cohort = cohort
+		st.Phases = append(st.Phases, ps)
+	}
+	return st, nil
+}
+
+// Devices returns a rollout's device records, only those in state when it is not empty.
+func (e *Engine) Devices(ctx context.Context, id, state string) ([]registry.RolloutDevice, error) {
+	if _, err := e.reg.Rollout(ctx, id); err != nil {
+		return nil, err
+	}
+	recs, err := e.reg.RolloutDevices(ctx, id)
+	if err != nil || state == "" {
+		return recs, err
+	}
+	out := []registry.RolloutDevice{}
+	for _, r := range recs {
+		if r.State == state {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}

@@ -156,6 +156,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Registerer:    s.reg,
 		Monitor:       s.monitor,
 		Artifacts:     s.firmware,
+		Rollouts:      s.rollouts,
 
 		FirmwareUploadTimeout:   s.opts.Firmware.UploadTimeout,
 		FirmwareDownloadTimeout: s.opts.Firmware.DownloadTimeout,

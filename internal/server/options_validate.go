@@ -21,6 +21,7 @@ func (o Options) Validate() error {
 	}
 	return optcheck.First(
 		optcheck.Positive("shutdown_timeout", o.ShutdownTimeout),
+		optcheck.Positive("rollout_interval", o.RolloutInterval),
 		optcheck.Within("mqtt", o.MQTT.Validate()),
 		optcheck.Within("enroll", o.Enroll.Validate()),
 		optcheck.Within("tsdb", o.TSDB.Validate()),

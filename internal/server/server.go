@@ -38,6 +38,7 @@ import (
 	"github.com/millwright/millwright/internal/monitor"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
+	"github.com/millwright/millwright/internal/rollout"
 	"github.com/millwright/millwright/internal/tsdb"
 )
 
@@ -81,6 +82,10 @@ type Options struct {
 	// Alerting is the rule files evaluated on the telemetry store and where their alerts go
 	// (docs/monitoring.md "Alert rules").
 	Alerting alerting.Options `yaml:"alerting"`
+	// RolloutInterval is how often the rollout engine steps every active rollout: offers to
+	// the phases that opened, follows each device's update, judges the health gates.
+	// Default 30 s.
+	RolloutInterval time.Duration `yaml:"rollout_interval"`
 	// ShutdownTimeout bounds how long each part of the server may take to stop at shutdown,
 	// one after the other: the MQTT listeners and their sessions, the HTTPS listener and its
 	// requests, the pipeline storing what it accepted, then each store. Default 10 s. A part
@@ -107,6 +112,8 @@ func DefaultOptions() Options {
 		Firmware:   firmware.DefaultOptions(),
 		Alerting:   alerting.DefaultOptions(),
 
+		RolloutInterval: 30 * time.Second,
+
 		ShutdownTimeout: 10 * time.Second,
 	}
 }
@@ -131,6 +138,7 @@ type Server struct {
 	firmware *firmware.Store
 	facts    *devicepolicy.FactRecorder
 	channel  *devicechannel.Service
+	rollouts *rollout.Engine
 	mqtt     *gateway.MQTT
 	httpLn   net.Listener
 	http     *http.Server
@@ -226,6 +234,8 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	s.mqtt.SetChannel(s.channel)
 	s.mqtt.SetObserver(s.monitor)
 	s.channel.SetTransport(s.mqtt)
+	s.rollouts = rollout.NewEngine(s.registry, s.store, clk, logger.With("component", "rollout"), s.reg)
+	s.rollouts.SetDeliver(s.channel.Queued)
 
 	if err := s.listenHTTP(tlsCfg); err != nil {
 		return nil, err
@@ -277,6 +287,10 @@ func (s *Server) parts() *lifecycle.Group {
 		// Stopped after the listeners, whose sessions acknowledge its messages, and before
 		// the registry, where it writes the last delivery steps.
 		g.Add(lifecycle.Part{Name: "device channel", Start: func() error { s.channel.Start(); return nil }, Stop: closer(s.channel.Close)})
+	}
+	if s.rollouts != nil {
+		// Reads the registry and the store and queues offers for the device channel.
+		g.Add(lifecycle.Part{Name: "rollout engine", Run: func(ctx context.Context) error { return s.rollouts.Run(ctx, s.opts.RolloutInterval) }})
 	}
 	if s.pacer != nil {
 		g.Add(lifecycle.Part{Name: "gc pacer", Run: func(ctx context.Context) error { s.pacer.Run(ctx); return nil }})
@@ -351,6 +365,9 @@ func (s *Server) Store() *tsdb.Store { return s.store }
 
 // Anomaly is the anomaly finder.
 func (s *Server) Anomaly() *anomaly.Finder { return s.anomaly }
+
+// Rollouts returns the rollout engine.
+func (s *Server) Rollouts() *rollout.Engine { return s.rollouts }
 
 // Registry is the device registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }
