@@ -164,3 +164,22 @@ func TestDefaultRulesAnomaly(t *testing.T) {
 	evalEvery(m, t0.Add(26*time.Minute), t0.Add(40*time.Minute), time.Minute, nil)
 	require.Empty(t, firing(t, m, "MillwrightAnomaly"))
 }
+
+// TestDefaultRulesRolloutHalted: a rollout halted by a gate raises an alert that carries the
+// gate's evidence, and only while it is halted.
+func TestDefaultRulesRolloutHalted(t *testing.T) {
+	s := openStore(t)
+	reason := "drops: 2 per device-hour on the new release (40 devices, 200 exposure) vs 0.2 on the old (360 devices, 3600): ratio 10 (fails at at least 1.5), p = 1e-30 (fails below 0.001)"
+	writeSeries(t, s, labels.FromStrings(labels.MetricName, "millwright_rollout_halted", "rollout", "r-1", "version", "1.1.0", "reason", reason),
+		t0, t0.Add(5*time.Minute), time.Minute, 1)
+	m := newManual(t, s, DefaultOptions(), Config{})
+	evalEvery(m, t0, t0.Add(5*time.Minute), time.Minute, nil)
+	got := firing(t, m, "MillwrightRolloutHalted")
+	require.Len(t, got, 1)
+	require.Equal(t, "critical", got[0].Labels.Get("severity"))
+	require.Equal(t, "Rollout r-1 of 1.1.0 halted by a health gate", got[0].Annotations.Get("summary"))
+	require.Contains(t, got[0].Annotations.Get("description"), reason)
+	require.Contains(t, got[0].Annotations.Get("description"), "millwright rollouts show r-1")
+	evalEvery(m, t0.Add(11*time.Minute), t0.Add(12*time.Minute), time.Minute, nil)
+	require.Empty(t, firing(t, m, "MillwrightRolloutHalted"), "the series ended: the rollout was resumed")
+}
