@@ -88,6 +88,10 @@ type Engine struct {
 	// device's next connect or poll).
 	deliver func([]registry.Message)
 
+	// stepMu serializes steps and operations: two at once would both offer to a device
+	// neither had seen offered.
+	stepMu sync.Mutex
+
 	mu      sync.Mutex
 	results map[string][]Result // rollout → its gates' last verdicts
 	halted  map[string]labels.Labels
@@ -212,6 +216,8 @@ func (e *Engine) Run(ctx context.Context, interval time.Duration) error {
 
 // Step steps every rollout that has something to follow.
 func (e *Engine) Step(ctx context.Context) error {
+	e.stepMu.Lock()
+	defer e.stepMu.Unlock()
 	start := time.Now()
 	defer func() { e.steps.Inc(); e.stepSeconds.Observe(time.Since(start).Seconds()) }()
 	all, err := e.reg.Rollouts(ctx, false)
@@ -757,6 +763,8 @@ func (e *Engine) Rollback(ctx context.Context, id, actor, remote string) (regist
 }
 
 func (e *Engine) end(ctx context.Context, id, actor, remote string, to registry.RolloutState) (registry.Rollout, error) {
+	e.stepMu.Lock()
+	defer e.stepMu.Unlock()
 	ro, err := e.reg.Rollout(ctx, id)
 	if err != nil {
 		return registry.Rollout{}, err
