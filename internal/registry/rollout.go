@@ -264,8 +264,8 @@ func updateRollout(ctx context.Context, q querier, ro Rollout) error {
 	return err
 }
 
-const rolloutDeviceColumns = `rd.rollout_id, rd.device_id, rd.phase, rd.from_version, rd.target, rd.state, rd.command_id, rd.offered_at,
-	rd.installed_at, rd.updated_at, rd.reported, rd.detail, COALESCE(m.state, ''), COALESCE(m.reason, '')`
+const rolloutDeviceColumns = `rollout_id, device_id, phase, from_version, target, state, command_id, offered_at,
+	installed_at, updated_at, reported, detail`
 
 func scanRolloutDevice(s scanner) (RolloutDevice, error) {
 	var (
@@ -273,27 +273,55 @@ func scanRolloutDevice(s scanner) (RolloutDevice, error) {
 		offered, installed, upd int64
 	)
 	err := s.Scan(&d.Rollout, &d.Device, &d.Phase, &d.From, &d.Target, &d.State, &d.Command, &offered, &installed, &upd,
-		&d.Reported, &d.Detail, &d.CommandState, &d.CommandReason)
+		&d.Reported, &d.Detail)
 	d.OfferedAt, d.InstalledAt, d.UpdatedAt = fromMS(offered), fromMS(installed), fromMS(upd)
 	return d, err
 }
 
-// RolloutDevices returns the device records of a rollout, with their offers' mailbox states,
-// by device ID.
+// RolloutDevices returns the device records of a rollout, by device ID, with the mailbox
+// state of the offers still in flight (offered, reverting).
 func (r *Registry) RolloutDevices(ctx context.Context, rollout string) ([]RolloutDevice, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT `+rolloutDeviceColumns+` FROM rollout_devices rd
-		LEFT JOIN mailbox m ON m.id = rd.command_id AND rd.command_id <> '' WHERE rd.rollout_id = $1 ORDER BY rd.device_id`, rollout)
+	rows, err := r.db.QueryContext(ctx, `SELECT `+rolloutDeviceColumns+` FROM rollout_devices WHERE rollout_id = $1 ORDER BY device_id`, rollout)
 	if err != nil {
 		return nil, fmt.Errorf("rollout %s devices: %w", rollout, err)
 	}
 	out := []RolloutDevice{}
+	index := map[string]int{}
 	err = eachRow(rows, func() error {
 		d, err := scanRolloutDevice(rows)
+		if d.State == UpdateOffered || d.State == UpdateReverting {
+			index[d.Command] = len(out)
+		}
 		out = append(out, d)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("rollout %s devices: %w", rollout, err)
+	}
+	if len(index) == 0 {
+		return out, nil
+	}
+	// The offers in flight: their mailbox state says whether the device answered.
+	rows, err = r.db.QueryContext(ctx, `SELECT m.id, m.state, m.reason FROM rollout_devices rd JOIN mailbox m ON m.id = rd.command_id
+		WHERE rd.rollout_id = $1 AND rd.state IN ('offered', 'reverting')`, rollout)
+	if err != nil {
+		return nil, fmt.Errorf("rollout %s offers: %w", rollout, err)
+	}
+	err = eachRow(rows, func() error {
+		var (
+			id, reason string
+			st         MessageState
+		)
+		if err := rows.Scan(&id, &st, &reason); err != nil {
+			return err
+		}
+		if i, ok := index[id]; ok {
+			out[i].CommandState, out[i].CommandReason = st, reason
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rollout %s offers: %w", rollout, err)
 	}
 	return out, nil
 }
