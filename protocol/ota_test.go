@@ -1,0 +1,25 @@
+package protocol
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestDecodeStateUpdate: a State may carry an update report, checked field by field.
+func TestDecodeStateUpdate(t *testing.T) {
+	s, err := DecodeState([]byte(`{"firmware_version":"2.1.0","update":{"command":"m-19e-ab","rollout":"r-1","version":"2.1.0","phase":"confirmed"}}`))
+	require.NoError(t, err)
+	require.Equal(t, &UpdateReport{Command: "m-19e-ab", Rollout: "r-1", Version: "2.1.0", Phase: UpdateConfirmed}, s.Update)
+	for body, want := range map[string]string{
+		`{"update":{"command":"M_1","version":"1","phase":"confirmed"}}`:                                           "outside a-z",
+		`{"update":{"command":"m-1","version":"1","phase":"done"}}`:                                                `phase "done"`,
+		`{"update":{"command":"m-1","version":"1\u0001","phase":"failed"}}`:                                        "control character",
+		`{"update":{"command":"m-1","version":"1","phase":"failed","detail":"` + strings.Repeat("x", 4097) + `"}}`: "detail is 4097 bytes",
+	} {
+		_, err := DecodeState([]byte(body))
+		require.ErrorIs(t, err, ErrChannelMessage, body)
+		require.ErrorContains(t, err, want, body)
+	}
+}
