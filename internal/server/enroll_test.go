@@ -39,7 +39,11 @@ func (s *testServer) apiCall(t *testing.T, token, method, path string, body, out
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := s.apiClient().Do(req)
+	// A client of its own, whose connection is closed after the call: a test making hundreds
+	// of calls must not hold hundreds of idle connections against the per-source bound.
+	c := s.apiClient()
+	defer c.CloseIdleConnections()
+	resp, err := c.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var pr promResponse
