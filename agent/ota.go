@@ -327,6 +327,7 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 	}
 	err = firmware.VerifyArtifact(f, m)
 	_ = f.Close()
+	_ = os.Remove(part + ".etag")
 	if err != nil {
 		_ = os.Remove(part)
 		return nil, failf(protocol.FailVerify, "%v", err)
