@@ -267,6 +267,9 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 		return nil, failf(protocol.FailVerify, "%v", err)
 	}
 	running := a.local.Identity.FirmwareVersion
+	if running == "" {
+		return nil, failf(protocol.FailPrecheck, "the device does not know the version it runs; its local configuration must set identity.firmware_version or identity.firmware_version_file")
+	}
 	m, err := firmware.Verify(sm, o.keys, a.local.Identity.HardwareModel, running, a.clk.Now())
 	if err != nil {
 		return nil, failf(protocol.FailVerify, "%v", err)

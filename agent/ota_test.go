@@ -509,6 +509,27 @@ func TestFirmwareUpdateOff(t *testing.T) {
 	require.Contains(t, c.Detail, "ota.trusted_keys_file")
 }
 
+// TestFirmwareConfig: trusted keys need an installer; the version file wins over the literal
+// and must hold a version.
+func TestFirmwareConfig(t *testing.T) {
+	s := startServer(t, nil)
+	k := newOTAKit(t, s)
+	cfg := k.otaConfig(t, "1.0.0")
+	opts := s.options(t, "ota-cfg")
+	_, err := agent.New(cfg, opts)
+	require.ErrorIs(t, err, agent.ErrConfig)
+	require.ErrorContains(t, err, "ota.install_command")
+	cfg.OTA.InstallCommand = []string{"/bin/true"}
+	require.NoError(t, os.WriteFile(cfg.Identity.FirmwareVersionFile, []byte("\n"), 0o600))
+	_, err = agent.New(cfg, opts)
+	require.ErrorContains(t, err, "identity.firmware_version_file")
+	require.NoError(t, os.WriteFile(cfg.Identity.FirmwareVersionFile, []byte("1.0.0\n"), 0o600))
+	bad := cfg
+	bad.OTA.TrustedKeysFile = cfg.Identity.FirmwareVersionFile
+	_, err = agent.New(bad, opts)
+	require.ErrorContains(t, err, "ota.trusted_keys_file")
+}
+
 // FuzzDecodePendingUpdate: the record decoder never panics, and what it accepts encodes
 // and decodes to the same record.
 func FuzzDecodePendingUpdate(f *testing.F) {
