@@ -370,6 +370,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		fcancel()
 	}
 	wg.Wait()
+	a.ota.httpc.CloseIdleConnections()
 	err = errors.Join(err, a.Close())
 	if restart {
 		return errors.Join(ErrRestartRequested, err)

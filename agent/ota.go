@@ -200,6 +200,19 @@ func (a *Agent) setupOTA(cfg Config, opts Options) error {
 	return nil
 }
 
+// removeStale removes the downloads of other artifacts than sha256 (an offer that was
+// replaced by another release): only one download is kept to resume.
+func (o *ota) removeStale(sha256 string) {
+	for _, pat := range []string{"*.part", "*.part.etag", "*.img"} {
+		files, _ := filepath.Glob(filepath.Join(o.dir, pat))
+		for _, f := range files {
+			if !strings.HasPrefix(filepath.Base(f), sha256+".") {
+				_ = os.Remove(f)
+			}
+		}
+	}
+}
+
 // savePending writes (or, for nil, removes) the pending-update record.
 func (o *ota) savePending(p *PendingUpdate) error {
 	o.mu.Lock()
@@ -295,6 +308,7 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 		return nil, failf(protocol.FailPrecheck, "ota.dir: %v", err)
 	}
 	part := filepath.Join(o.dir, m.Artifact.SHA256+".part")
+	o.removeStale(m.Artifact.SHA256)
 	var have int64
 	if fi, err := os.Stat(part); err == nil {
 		have = fi.Size()

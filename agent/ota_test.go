@@ -421,6 +421,108 @@ func TestFirmwareDownloadResumes(t *testing.T) {
 	require.Less(t, d.read.Load(), int64(size*5/4), "bytes read from the server")
 }
 
+// stallingDialer lets the first connection to target read stallAfter bytes, then holds it
+// (reads block until it is closed) and closes stalled.
+type stallingDialer struct {
+	target     string
+	stallAfter int64
+	stalled    chan struct{}
+	read       atomic.Int64
+	conns      atomic.Int32
+}
+
+func (d *stallingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil || addr != d.target {
+		return c, err
+	}
+	n := d.conns.Add(1)
+	return &stallConn{Conn: c, d: d, stall: n == 1 && d.stallAfter > 0, closed: make(chan struct{})}, nil
+}
+
+type stallConn struct {
+	net.Conn
+	d         *stallingDialer
+	stall     bool
+	seen      int64
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	if c.stall && c.seen >= c.d.stallAfter {
+		select {
+		case <-c.d.stalled:
+		default:
+			close(c.d.stalled)
+		}
+		<-c.closed
+		return 0, net.ErrClosed
+	}
+	n, err := c.Conn.Read(p)
+	c.seen += int64(n)
+	c.d.read.Add(int64(n))
+	return n, err
+}
+
+func (c *stallConn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// TestFirmwareDownloadResumesAfterRestart: the agent stops in the middle of a download; the
+// offer delivered again is answered failed, reason download; the next offer resumes the
+// download from the kept .part with Range.
+func TestFirmwareDownloadResumesAfterRestart(t *testing.T) {
+	s := startServer(t, nil)
+	k := newOTAKit(t, s)
+	const size = 4 << 20
+	image := randomImage(t, size)
+	m := manifest("2.1.0", image)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, image)
+
+	const id = "ota-resume-restart"
+	opts := s.options(t, id)
+	cfg := k.otaConfig(t, "1.0.0")
+	inst := newTestInstaller(cfg.Identity.FirmwareVersionFile)
+	opts.Installer = inst
+	target := net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Uplink.HTTPSPort))
+	d1 := &stallingDialer{target: target, stallAfter: size / 2, stalled: make(chan struct{})}
+	o1 := opts
+	o1.Dialer = d1
+	done, stop := startAgent(t, cfg, o1, nil)
+	var first apitypes.Command
+	code, e := s.api(t, http.MethodPost, "/api/v1/devices/"+id+"/commands", apitypes.CommandRequest{Name: protocol.CmdFirmwareUpdate,
+		Args: map[string]string{protocol.ArgManifest: signed}}, &first)
+	require.Equal(t, http.StatusOK, code, e)
+	select {
+	case <-d1.stalled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the download did not start")
+	}
+	stop()
+	require.NoError(t, <-done, "stopped, not restarting")
+	fi, err := os.Stat(filepath.Join(cfg.Spool.Dir, "ota", m.Artifact.SHA256+".part"))
+	require.NoError(t, err, "the partial download is kept")
+	require.Greater(t, fi.Size(), int64(size/4))
+
+	d2 := &stallingDialer{target: target, stalled: make(chan struct{})}
+	o2 := opts
+	o2.Dialer = d2
+	done2, _ := startAgent(t, cfg, o2, nil)
+	c := s.commandState(t, first.ID, 30*time.Second)
+	require.Equal(t, protocol.ReplyFailed, c.State)
+	require.Equal(t, protocol.FailDownload, c.Reason, c.Detail)
+
+	c = s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed})
+	require.Equal(t, protocol.ReplySucceeded, c.State, "%s: %s", c.Reason, c.Detail)
+	waitRestart(t, done2)
+	images, _, _ := inst.snapshot()
+	require.Equal(t, image, images["2.1.0"])
+	require.Less(t, d2.read.Load(), size-fi.Size()+size/8, "the second agent read only the rest")
+}
+
 // TestFirmwareConfirmTimeout: the new version does not reach the server within
 // ota.confirm_timeout (on the agent's fake clock): the agent rolls it back and restarts,
 // and reports rolled_back when it next reaches the server.
