@@ -374,9 +374,15 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 	if err := o.savePending(&p); err != nil {
 		return nil, failf(protocol.FailInstall, "installed, but the record of the update cannot be written: %v", err)
 	}
+	res := updateResult{Version: m.Version, Restart: true}
+	// Should the agent stop before its reply, the command delivered again is answered
+	// with it all the same.
+	if err := a.cmds.setProvisional(cmdID, protocol.Reply{State: protocol.ReplySucceeded, Result: mustJSON(res)}); err != nil {
+		log.Error("record the update's outcome with its command", "error", err)
+	}
 	a.reportUpdate(ctx, rep, protocol.UpdateRestarting, "")
 	log.Info("firmware installed; restarting into it")
-	return updateResult{Version: m.Version, Restart: true}, nil
+	return res, nil
 }
 
 // reportUpdate sends a State with an update report, best effort (the reply, or the report
