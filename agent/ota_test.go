@@ -254,6 +254,11 @@ func (s *testServer) firmwareVersion(t *testing.T, id string) string {
 // through the mailbox API; the agent downloads it over HTTPS, verifies it, installs it,
 // answers, restarts, comes back in the new version, commits it and reports it confirmed.
 func TestFirmwareUpdate(t *testing.T) {
+	t.Run("mqtt", func(t *testing.T) { testFirmwareUpdate(t, agent.TransportMQTT) })
+	t.Run("https", func(t *testing.T) { testFirmwareUpdate(t, agent.TransportHTTPS) })
+}
+
+func testFirmwareUpdate(t *testing.T, transport agent.Transport) {
 	s := startServer(t, nil)
 	k := newOTAKit(t, s)
 	image := randomImage(t, 300<<10)
@@ -261,9 +266,14 @@ func TestFirmwareUpdate(t *testing.T) {
 	signed := k.sign(t, m, nil)
 	k.upload(t, signed, image)
 
-	const id = "ota-good"
+	id := "ota-good-" + transport.String()
 	opts := s.options(t, id)
 	cfg := k.otaConfig(t, "1.0.0")
+	if transport == agent.TransportHTTPS {
+		cfg.Uplink.Transport = transport
+		cfg.Uplink.DevAddress = s.httpAddr
+		cfg.Uplink.MailboxInterval = 200 * time.Millisecond
+	}
 	inst := newTestInstaller(cfg.Identity.FirmwareVersionFile)
 	opts.Installer = inst
 	var rep1 reports
