@@ -312,6 +312,54 @@ func testFirmwareUpdate(t *testing.T, transport agent.Transport) {
 	require.Equal(t, protocol.ReplySucceeded, again.State)
 }
 
+// TestFirmwareInstallScript: the default installer runs ota.install_command with the image
+// and its version in the environment; a failing one is answered install with its output;
+// ota.commit_command runs after the restart.
+func TestFirmwareInstallScript(t *testing.T) {
+	s := startServer(t, nil)
+	k := newOTAKit(t, s)
+	image := randomImage(t, 100<<10)
+	m := manifest("1.2.0", image)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, image)
+
+	const id = "ota-script"
+	opts := s.options(t, id)
+	cfg := k.otaConfig(t, "1.0.0")
+	dir := t.TempDir()
+	vf := cfg.Identity.FirmwareVersionFile
+	cfg.OTA.InstallCommand = []string{"/bin/sh", "-c", `
+		if [ -e "$0/fail" ]; then echo "no spare slot" >&2; exit 3; fi
+		cp "$MW_FIRMWARE_FILE" "$0/slot-b" && echo "$MW_FIRMWARE_SHA256" > "$0/slot-b.sha256" && echo "$MW_FIRMWARE_VERSION" > "$1"`, dir, vf}
+	cfg.OTA.CommitCommand = []string{"/bin/sh", "-c", `echo "$MW_FIRMWARE_PREVIOUS_VERSION -> $MW_FIRMWARE_VERSION" > "$0/committed"`, dir}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "fail"), nil, 0o600))
+	done, _ := startAgent(t, cfg, opts, nil)
+
+	c := s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed})
+	require.Equal(t, protocol.ReplyFailed, c.State)
+	require.Equal(t, protocol.FailInstall, c.Reason)
+	require.Contains(t, c.Detail, "no spare slot")
+	require.Contains(t, c.Detail, "exit status 3")
+
+	require.NoError(t, os.Remove(filepath.Join(dir, "fail")))
+	c = s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed})
+	require.Equal(t, protocol.ReplySucceeded, c.State, "%s: %s", c.Reason, c.Detail)
+	waitRestart(t, done)
+	got, err := os.ReadFile(filepath.Join(dir, "slot-b"))
+	require.NoError(t, err)
+	require.Equal(t, image, got)
+	sum, err := os.ReadFile(filepath.Join(dir, "slot-b.sha256"))
+	require.NoError(t, err)
+	require.Equal(t, m.Artifact.SHA256+"\n", string(sum))
+
+	var rep reports
+	startAgent(t, cfg, opts, &rep)
+	require.Eventually(t, func() bool { return rep.last().Phase == protocol.UpdateConfirmed }, 30*time.Second, 20*time.Millisecond)
+	committed, err := os.ReadFile(filepath.Join(dir, "committed"))
+	require.NoError(t, err)
+	require.Equal(t, "1.0.0 -> 1.2.0\n", string(committed))
+}
+
 // TestFirmwareUpdateRefused: every manifest the device must refuse is answered failed,
 // reason verify, with the refusal's words, and nothing is installed.
 func TestFirmwareUpdateRefused(t *testing.T) {
