@@ -333,6 +333,11 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 		if ctx.Err() != nil {
 			return nil, err
 		}
+		if errors.Is(err, firmware.ErrArtifactMismatch) {
+			_ = os.Remove(part)
+			_ = os.Remove(part + ".etag")
+			return nil, failf(protocol.FailVerify, "%v", err)
+		}
 		if errors.Is(context.Cause(dctx), errCommandTimeout) {
 			return nil, failf(protocol.FailDownload, "the download did not finish within ota.download_timeout %v: %v", o.cfg.DownloadTimeout, err)
 		}

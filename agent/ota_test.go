@@ -386,6 +386,7 @@ func TestFirmwareUpdateRefused(t *testing.T) {
 		want     error
 	}{
 		{"tampered artifact", k.sign(t, manifest("1.1.0", tampered), nil), protocol.FirmwarePathPrefix + gm.Artifact.SHA256, firmware.ErrArtifactMismatch},
+		{"artifact longer than pinned", k.sign(t, manifest("1.1.0", tampered[:len(tampered)/2]), nil), protocol.FirmwarePathPrefix + gm.Artifact.SHA256, firmware.ErrArtifactMismatch},
 		{"unknown key", k.sign(t, gm, other), "", firmware.ErrUnknownKey},
 		{"wrong model", k.sign(t, func() firmware.Manifest { m := gm; m.Model = "gw-300"; return m }(), nil), "", firmware.ErrWrongModel},
 		{"downgrade", k.sign(t, manifest("0.9.0", good), nil), "", firmware.ErrDowngrade},
@@ -652,6 +653,30 @@ func TestFirmwareBootloaderRollback(t *testing.T) {
 	require.Eventually(t, func() bool { return rep.last().Phase == protocol.UpdateRolledBack }, 30*time.Second, 20*time.Millisecond)
 	require.Contains(t, rep.last().Detail, "bootloader")
 	require.NoFileExists(t, filepath.Join(dir, agent.PendingUpdateFile))
+}
+
+// TestFirmwarePrecheck: an artifact beyond ota.max_artifact_bytes, or more than the free
+// space, is refused before the download.
+func TestFirmwarePrecheck(t *testing.T) {
+	s := startServer(t, nil)
+	k := newOTAKit(t, s)
+	const id = "ota-precheck"
+	opts := s.options(t, id)
+	cfg := k.otaConfig(t, "1.0.0")
+	cfg.OTA.MaxArtifactBytes = 1 << 20
+	cfg.OTA.MinFreeBytes = 1 << 62
+	opts.Installer = newTestInstaller(cfg.Identity.FirmwareVersionFile)
+	startAgent(t, cfg, opts, nil)
+	m := manifest("1.1.0", randomImage(t, 1024))
+	m.Artifact.Size = 2 << 20
+	c := s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: k.sign(t, m, nil)})
+	require.Equal(t, protocol.ReplyFailed, c.State)
+	require.Equal(t, protocol.FailPrecheck, c.Reason)
+	require.Contains(t, c.Detail, "ota.max_artifact_bytes")
+	c = s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: k.sign(t, manifest("1.1.0", randomImage(t, 1024)), nil)})
+	require.Equal(t, protocol.ReplyFailed, c.State)
+	require.Equal(t, protocol.FailPrecheck, c.Reason)
+	require.Contains(t, c.Detail, "bytes free")
 }
 
 // TestFirmwareUpdateOff: without trusted keys firmware.update is refused.
