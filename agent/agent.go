@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +55,10 @@ type Options struct {
 	// LogLines is how many recent log lines the agent keeps in memory for the diag.logs
 	// command (at most 32 KiB of them). Default DefaultLogLines (200); negative keeps none.
 	LogLines int
+	// Installer installs firmware images for the firmware.update command and commits or
+	// rolls back an installed one. Default: the programs of ota.install_command,
+	// ota.commit_command and ota.rollback_command.
+	Installer Installer
 }
 
 // Agent is a device agent: it stores measurements in the durable spool and
@@ -79,6 +85,12 @@ type Agent struct {
 	rot     *estclient.Rotator // nil without tls.est_server
 	cmds    *cmdStore
 	parts   runParts
+	ota     *ota
+
+	// connected is poked when a connection to the server comes up (MQTT).
+	connected chan struct{}
+	// updateHook, if set, sees every update report the server took (tests).
+	updateHook func(protocol.UpdateReport)
 
 	// applyMu serialises remote configurations; cfg is the configuration in effect (the
 	// local one with the remote keys applied), remote what the server set.
@@ -113,7 +125,19 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Agent{local: cfg, m: newCounters(), flush: make(chan struct{}, 1), restartReq: make(chan struct{}), level: opts.LogLevel}
+	if f := cfg.Identity.FirmwareVersionFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, configErr("identity.firmware_version_file", "%v", err)
+		}
+		v := strings.TrimSpace(string(b))
+		if v == "" || len(v) > 256 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return nil, configErr("identity.firmware_version_file", "%s does not hold a version (one line, at most 256 bytes)", f)
+		}
+		cfg.Identity.FirmwareVersion = v
+	}
+	a := &Agent{local: cfg, m: newCounters(), flush: make(chan struct{}, 1), restartReq: make(chan struct{}), level: opts.LogLevel,
+		connected: make(chan struct{}, 1)}
 	a.clk = opts.Clock
 	if a.clk == nil {
 		a.clk = clock.Real()
@@ -155,6 +179,9 @@ func New(cfg Config, opts Options) (*Agent, error) {
 	a.dialer = opts.Dialer
 	if a.dialer == nil {
 		a.dialer = &net.Dialer{KeepAlive: 30 * time.Second}
+	}
+	if err := a.setupOTA(cfg, opts); err != nil {
+		return nil, err
 	}
 
 	so := cfg.Spool.Options
@@ -207,6 +234,7 @@ func New(cfg Config, opts Options) (*Agent, error) {
 			backoff: backoff.New(cfg.Uplink.Backoff, a.rnd),
 			recv:    a.receiveMQTT,
 			state:   a.stateBody,
+			onOpen:  a.pokeConnected,
 		}
 		mu.keepalive.Store(int64(eff.Uplink.Keepalive))
 		a.up = mu
@@ -311,6 +339,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if u, ok := a.up.(*httpsUplink); ok {
 		wg.Go(func() { a.mailboxLoop(ctx, u) })
 	}
+	a.parts.goWork(a.otaConfirm)
 	a.applyMu.Lock()
 	if iv := a.cfg.Health.Interval; iv > 0 {
 		a.parts.restart(&a.parts.health, func(ctx context.Context) { a.healthLoop(ctx, iv) })
@@ -341,6 +370,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		fcancel()
 	}
 	wg.Wait()
+	a.ota.httpc.CloseIdleConnections()
 	err = errors.Join(err, a.Close())
 	if restart {
 		return errors.Join(ErrRestartRequested, err)

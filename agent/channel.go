@@ -61,11 +61,16 @@ func (m channelMsg) path() string {
 
 // stateBody is the State message for identity, or nil when it says nothing.
 func stateBody(id IdentityConfig) []byte {
-	if id == (IdentityConfig{}) {
+	if id.FirmwareVersion == "" && id.HardwareModel == "" && id.NetworkOperator == "" {
 		return nil
 	}
-	b, _ := json.Marshal(protocol.State{FirmwareVersion: id.FirmwareVersion, HardwareModel: id.HardwareModel, NetworkOperator: id.NetworkOperator})
+	b, _ := json.Marshal(identityState(id))
 	return b
+}
+
+// identityState is the State of identity, without an update report.
+func identityState(id IdentityConfig) protocol.State {
+	return protocol.State{FirmwareVersion: id.FirmwareVersion, HardwareModel: id.HardwareModel, NetworkOperator: id.NetworkOperator}
 }
 
 // receiveMQTT takes a message the server published to the device (on paho's routing

@@ -119,6 +119,19 @@ func (s *cmdStore) finish(id string, r protocol.Reply) error {
 	return s.saveLocked()
 }
 
+// setProvisional replaces the reply kept for command id while it runs: what to answer if the
+// agent stops before it ends, now that it got further.
+func (s *cmdStore) setProvisional(id string, r protocol.Reply) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := s.find(id)
+	if i < 0 || !s.running[id] {
+		return nil
+	}
+	s.recs[i].Reply = &r
+	return s.saveLocked()
+}
+
 // abandon forgets that command id runs, keeping its provisional reply: the agent stopped
 // before the command ended.
 func (s *cmdStore) abandon(id string) {

@@ -84,6 +84,8 @@ type commandSpec struct {
 	provisional *protocol.Reply
 	// after runs once the reply has been sent (agent.restart stops the agent there).
 	after func(a *Agent)
+	// timeoutOf, when set, gives the timeout from the agent's configuration instead.
+	timeoutOf func(a *Agent) time.Duration
 }
 
 var commandSpecs = map[string]commandSpec{
@@ -98,6 +100,10 @@ var commandSpecs = map[string]commandSpec{
 		provisional: &protocol.Reply{State: protocol.ReplySucceeded, Detail: "the reboot command was started; the agent stopped before it returned",
 			Result: json.RawMessage(`{"rebooting":true}`)}},
 	CmdShellExec: {timeout: shellTimeout, args: []string{"command"}, run: (*Agent).shellExec},
+	protocol.CmdFirmwareUpdate: {args: []string{protocol.ArgManifest, protocol.ArgArtifactPath, protocol.ArgRollout},
+		run: (*Agent).firmwareUpdate, timeoutOf: (*Agent).firmwareUpdateTimeout, after: (*Agent).requestRestart,
+		provisional: &protocol.Reply{State: protocol.ReplyFailed, Reason: protocol.FailDownload,
+			Detail: "the agent stopped before the update ended; a new offer resumes the download where it stopped"}},
 }
 
 // CommandNames returns the names of the commands the agent runs, sorted.
@@ -169,7 +175,11 @@ func (a *Agent) execute(ctx context.Context, cmd protocol.Command, spec commandS
 		}
 	}
 	a.log.Info("running command", "id", cmd.ID, "name", cmd.Name)
-	tctx, cancel := clockTimeout(ctx, a.clk, spec.timeout)
+	timeout := spec.timeout
+	if spec.timeoutOf != nil {
+		timeout = spec.timeoutOf(a)
+	}
+	tctx, cancel := clockTimeout(context.WithValue(ctx, commandIDKey{}, cmd.ID), a.clk, timeout)
 	defer cancel()
 	result, err := spec.run(a, tctx, cmd.Args)
 	if ctx.Err() != nil {
@@ -179,7 +189,7 @@ func (a *Agent) execute(ctx context.Context, cmd protocol.Command, spec commandS
 	var ce *cmdError
 	switch {
 	case errors.Is(context.Cause(tctx), errCommandTimeout):
-		reply = protocol.Reply{State: protocol.ReplyFailed, Reason: protocol.FailTimeout, Detail: fmt.Sprintf("did not finish within %v", spec.timeout)}
+		reply = protocol.Reply{State: protocol.ReplyFailed, Reason: protocol.FailTimeout, Detail: fmt.Sprintf("did not finish within %v", timeout)}
 		if errors.As(err, &ce) {
 			result = ce.result
 		}

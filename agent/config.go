@@ -57,6 +57,83 @@ type Config struct {
 	// Commands says which of the server's commands that act on the device itself the agent
 	// runs (docs/agent.md, "Commands"). Local only: the server cannot set them.
 	Commands CommandsConfig `yaml:"commands"`
+	// OTA sets up signed over-the-air firmware updates (docs/agent.md, "Firmware updates").
+	// Local only: the server cannot set it. Default: off (firmware.update is refused).
+	OTA OTAConfig `yaml:"ota"`
+}
+
+// OTAConfig sets up the firmware.update command and the confirmation of an update after the
+// restart (docs/agent.md, "Firmware updates").
+type OTAConfig struct {
+	// TrustedKeysFile holds the ed25519 public keys (PEM "PUBLIC KEY" blocks) whose signature
+	// on a release's manifest the device accepts. Default (empty): updates are off and
+	// firmware.update is answered failed, reason "refused".
+	TrustedKeysFile string `yaml:"trusted_keys_file"`
+	// Dir holds the downloads (<sha256>.part, resumed after a cut or a restart) and the
+	// record of an installed update awaiting confirmation. Default <spool.dir>/ota.
+	Dir string `yaml:"dir"`
+	// InstallCommand is the program and arguments that install a verified image, run with
+	// MW_FIRMWARE_FILE (the image), MW_FIRMWARE_VERSION and MW_FIRMWARE_SHA256 in its
+	// environment. Exit status 0 means the image is installed and the device runs it after
+	// its restart. Required with trusted_keys_file unless the embedding program passes
+	// Options.Installer.
+	InstallCommand []string `yaml:"install_command"`
+	// CommitCommand runs once the new version reached the server (it marks the image good,
+	// for a bootloader that would otherwise fall back), with MW_FIRMWARE_VERSION and
+	// MW_FIRMWARE_PREVIOUS_VERSION. Default none.
+	CommitCommand []string `yaml:"commit_command"`
+	// RollbackCommand runs when the new version did not reach the server within
+	// confirm_timeout (it puts the previous image back), with the same environment; the agent
+	// restarts after it. Default none.
+	RollbackCommand []string `yaml:"rollback_command"`
+	// ConfirmTimeout is how long the new version has, from its start, to reach the server
+	// before it is rolled back. Default 10 min; must be positive.
+	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
+	// MinFreeBytes is the free space ota.dir must keep beyond what is left to download of
+	// the artifact. Default 0: a tenth of the artifact's size.
+	MinFreeBytes int64 `yaml:"min_free_bytes"`
+	// MaxArtifactBytes is the largest artifact the device takes. Default 2 GiB.
+	MaxArtifactBytes int64 `yaml:"max_artifact_bytes"`
+	// DownloadTimeout bounds the download of one artifact, resumptions included. Default
+	// 30 min; must be positive.
+	DownloadTimeout time.Duration `yaml:"download_timeout"`
+}
+
+// Defaults of OTAConfig.
+const (
+	DefaultOTAConfirmTimeout   = 10 * time.Minute
+	DefaultOTAMaxArtifactBytes = 2 << 30
+	DefaultOTADownloadTimeout  = 30 * time.Minute
+)
+
+// otaDir is ota.dir or its default.
+func (c Config) otaDir() string {
+	if c.OTA.Dir != "" {
+		return c.OTA.Dir
+	}
+	return filepath.Join(c.Spool.Dir, "ota")
+}
+
+func (o OTAConfig) validate() error {
+	for _, c := range []struct {
+		key  string
+		argv []string
+	}{{"ota.install_command", o.InstallCommand}, {"ota.commit_command", o.CommitCommand}, {"ota.rollback_command", o.RollbackCommand}} {
+		if len(c.argv) > 0 && c.argv[0] == "" {
+			return configErr(c.key, "the first element, the program, is empty")
+		}
+	}
+	switch {
+	case o.ConfirmTimeout <= 0:
+		return configErr("ota.confirm_timeout", "must be positive, got %v", o.ConfirmTimeout)
+	case o.DownloadTimeout <= 0:
+		return configErr("ota.download_timeout", "must be positive, got %v", o.DownloadTimeout)
+	case o.MinFreeBytes < 0:
+		return configErr("ota.min_free_bytes", "must not be negative, got %d", o.MinFreeBytes)
+	case o.MaxArtifactBytes <= 0:
+		return configErr("ota.max_artifact_bytes", "must be positive, got %d", o.MaxArtifactBytes)
+	}
+	return nil
 }
 
 // CommandsConfig enables the commands that reach beyond the agent. Both are off by default.
@@ -79,6 +156,10 @@ type IdentityConfig struct {
 	NetworkOperator string `yaml:"network_operator"`
 	// FirmwareVersion is the running firmware's version, such as "2.1.0". Default: none.
 	FirmwareVersion string `yaml:"firmware_version"`
+	// FirmwareVersionFile names a file holding the running firmware's version (surrounding
+	// white space ignored), read when the agent starts; it wins over firmware_version, so
+	// that a firmware installer can change it. Default: none.
+	FirmwareVersionFile string `yaml:"firmware_version_file"`
 }
 
 // userProperties returns the identity as MQTT 5 CONNECT user properties.
@@ -365,6 +446,11 @@ func DefaultConfig() Config {
 		},
 		Health: HealthConfig{Interval: 60 * time.Second},
 		Log:    LogConfig{Level: "info", Format: "text"},
+		OTA: OTAConfig{
+			ConfirmTimeout:   DefaultOTAConfirmTimeout,
+			MaxArtifactBytes: DefaultOTAMaxArtifactBytes,
+			DownloadTimeout:  DefaultOTADownloadTimeout,
+		},
 	}
 }
 
@@ -388,7 +474,8 @@ func LoadConfig(path string) (Config, error) {
 		return Config{}, fmt.Errorf("load config %s: %w", path, err)
 	}
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&cfg.TLS.CertFile, &cfg.TLS.KeyFile, &cfg.TLS.CAFile, &cfg.Spool.Dir} {
+	for _, p := range []*string{&cfg.TLS.CertFile, &cfg.TLS.KeyFile, &cfg.TLS.CAFile, &cfg.Spool.Dir,
+		&cfg.OTA.TrustedKeysFile, &cfg.OTA.Dir, &cfg.Identity.FirmwareVersionFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -533,6 +620,9 @@ func (c Config) Validate() error {
 	if err := c.Commands.validate(); err != nil {
 		return err
 	}
+	if err := c.OTA.validate(); err != nil {
+		return err
+	}
 	return c.Sources.validate()
 }
 
@@ -580,6 +670,8 @@ func (c Config) CheckFiles() error {
 		{"tls.cert_file", c.TLS.CertFile},
 		{"tls.key_file", c.TLS.KeyFile},
 		{"tls.ca_file", c.TLS.CAFile},
+		{"ota.trusted_keys_file", c.OTA.TrustedKeysFile},
+		{"identity.firmware_version_file", c.Identity.FirmwareVersionFile},
 	} {
 		if f.path == "" {
 			continue

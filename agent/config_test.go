@@ -20,25 +20,28 @@ func TestLoadConfigBad(t *testing.T) {
 	// Each bad fixture and the words its error must contain: the key's full
 	// path first.
 	cases := map[string][]string{
-		"unknown-key.bad.yml":         {"uplink.keep_alive", "unknown key", "line 3", `did you mean "keepalive"`},
-		"unknown-top.bad.yml":         {"schedul", "unknown key", "line 1", `did you mean "schedule"`},
-		"bad-duration.bad.yml":        {"schedule.interval", `invalid duration "45 seconds"`, "line 2"},
-		"bad-duration-nested.bad.yml": {"uplink.backoff.cap", `invalid duration "5x"`, "line 3"},
-		"missing-cert.bad.yml":        {"tls.cert_file", "does-not-exist.crt", "no such file"},
-		"key-without-cert.bad.yml":    {"tls.cert_file", "required with tls.key_file"},
-		"bad-transport.bad.yml":       {"uplink.transport", `"coap" is not a transport`},
-		"ip-zone.bad.yml":             {"uplink.zone", "IP address"},
-		"bad-keepalive.bad.yml":       {"uplink.keepalive", "whole seconds"},
-		"bad-window.bad.yml":          {"batch.max_window", "below batch.min_window"},
-		"bad-spool.bad.yml":           {"spool.sync", `"sometimes" is not one of always, batch, never`},
-		"bad-int.bad.yml":             {"batch.max_records", `"many" is not a valid int`},
-		"too-many-records.bad.yml":    {"batch.max_records", "outside 1-10000"},
-		"duplicate-key.bad.yml":       {"health.interval", "given twice", "line 3"},
-		"bad-exec.bad.yml":            {"sources.exec[0].intervall", "unknown key", `did you mean "interval"`},
-		"zero-interval.bad.yml":       {"schedule.interval", "must be positive"},
-		"section-scalar.bad.yml":      {"uplink", "expected a section of keys"},
-		"bad-aggregate.bad.yml":       {"sources.aggregate[0]", "below the minimum of 1s"},
-		"bad-jitter.bad.yml":          {"uplink.backoff.jitter", `"half" is not a jitter mode`, "line 3"},
+		"unknown-key.bad.yml":          {"uplink.keep_alive", "unknown key", "line 3", `did you mean "keepalive"`},
+		"unknown-top.bad.yml":          {"schedul", "unknown key", "line 1", `did you mean "schedule"`},
+		"bad-duration.bad.yml":         {"schedule.interval", `invalid duration "45 seconds"`, "line 2"},
+		"bad-duration-nested.bad.yml":  {"uplink.backoff.cap", `invalid duration "5x"`, "line 3"},
+		"missing-cert.bad.yml":         {"tls.cert_file", "does-not-exist.crt", "no such file"},
+		"key-without-cert.bad.yml":     {"tls.cert_file", "required with tls.key_file"},
+		"bad-transport.bad.yml":        {"uplink.transport", `"coap" is not a transport`},
+		"ip-zone.bad.yml":              {"uplink.zone", "IP address"},
+		"bad-keepalive.bad.yml":        {"uplink.keepalive", "whole seconds"},
+		"bad-window.bad.yml":           {"batch.max_window", "below batch.min_window"},
+		"bad-spool.bad.yml":            {"spool.sync", `"sometimes" is not one of always, batch, never`},
+		"bad-int.bad.yml":              {"batch.max_records", `"many" is not a valid int`},
+		"too-many-records.bad.yml":     {"batch.max_records", "outside 1-10000"},
+		"duplicate-key.bad.yml":        {"health.interval", "given twice", "line 3"},
+		"bad-exec.bad.yml":             {"sources.exec[0].intervall", "unknown key", `did you mean "interval"`},
+		"zero-interval.bad.yml":        {"schedule.interval", "must be positive"},
+		"section-scalar.bad.yml":       {"uplink", "expected a section of keys"},
+		"bad-aggregate.bad.yml":        {"sources.aggregate[0]", "below the minimum of 1s"},
+		"bad-jitter.bad.yml":           {"uplink.backoff.jitter", `"half" is not a jitter mode`, "line 3"},
+		"bad-ota-timeout.bad.yml":      {"ota.confirm_timeout", "must be positive"},
+		"missing-trusted-keys.bad.yml": {"ota.trusted_keys_file", "does-not-exist.pem", "no such file"},
+		"bad-ota-install.bad.yml":      {"ota.install_command", "the program, is empty"},
 	}
 	files, err := filepath.Glob("testdata/config/*.bad.yml")
 	require.NoError(t, err)
@@ -96,6 +99,11 @@ func TestLoadConfigGood(t *testing.T) {
 	require.Len(t, cfg.Sources.Aggregate, 1)
 	require.Equal(t, time.Minute, cfg.Sources.Aggregate[0].Window)
 	require.Len(t, cfg.Sources.Aggregate[0].Functions, 3)
+	require.Equal(t, "testdata/ota/version", cfg.Identity.FirmwareVersionFile, "relative to the configuration file")
+	require.Equal(t, OTAConfig{TrustedKeysFile: "testdata/ota/trusted.pem", Dir: "/tmp/mw-ota",
+		InstallCommand: []string{"/usr/local/sbin/install-firmware", "--slot", "b"}, CommitCommand: []string{"/usr/local/sbin/firmware-commit"},
+		RollbackCommand: []string{"/usr/local/sbin/firmware-rollback"}, ConfirmTimeout: 5 * time.Minute, MinFreeBytes: 1 << 20,
+		MaxArtifactBytes: 100 << 20, DownloadTimeout: time.Hour}, cfg.OTA)
 }
 
 func TestParseConfigZeroMeansZero(t *testing.T) {

@@ -54,6 +54,8 @@ type mqttUplink struct {
 	recv func(topic string, payload []byte)
 	// state is the State message published after each connection; nil: none.
 	state []byte
+	// onOpen, if set, is called once a connection's channel is open.
+	onOpen func()
 
 	mu   sync.Mutex
 	conn *mqttConn // nil while down
@@ -194,6 +196,9 @@ func (u *mqttUplink) openChannel(ctx context.Context, c *mqttConn) {
 		if err := u.publishOn(ctx, c, protocol.StateTopic(u.device), u.state); err != nil {
 			u.log.Debug("publish the device state", "error", err)
 		}
+	}
+	if u.onOpen != nil {
+		u.onOpen()
 	}
 }
 

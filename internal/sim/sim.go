@@ -24,6 +24,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -40,6 +41,7 @@ import (
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/protocol"
+	"github.com/millwright/millwright/protocol/firmware"
 )
 
 // Registrar records device certificates with the server, so that it admits their devices:
@@ -112,6 +114,12 @@ type Config struct {
 	// DrainTimeout bounds the drain at the end, when sampling has stopped and the agents flush
 	// their spools. Default 15 s.
 	DrainTimeout time.Duration
+	// OTATrust is a file of trusted firmware signing keys (PEM public keys, --ota-trust):
+	// with it the devices take signed firmware updates (firmware.update), download them from
+	// the server's device HTTPS port (ESTServer's port), "install" them by changing their
+	// firmware version — their connect facts and their firmware's misbehaviour follow — and
+	// restart their agent. Default none: firmware.update is refused.
+	OTATrust string
 	// Seed makes the random draws repeatable; 0 draws a seed.
 	Seed uint64
 	// Clock drives the agents, the sensors and the simulated faults. Default real.
@@ -172,6 +180,14 @@ func (c *Config) setDefaults() error {
 	if c.ESTServer == "" {
 		c.ESTServer = "https://" + net.JoinHostPort(host, "8443")
 	}
+	if c.OTATrust != "" {
+		if _, err := os.Stat(c.OTATrust); err != nil {
+			return cfgErr("--ota-trust", "%v", err)
+		}
+		if _, err := c.httpsPort(); err != nil {
+			return cfgErr("--est-server", "%v", err)
+		}
+	}
 	if c.CredsDir == "" {
 		if c.enrolling() {
 			c.CredsDir = "sim-credentials"
@@ -229,6 +245,19 @@ func (c *Config) setDefaults() error {
 
 func (c *Config) enrolling() bool { return c.Token != "" || c.TokenFile != "" }
 
+// httpsPort is the server's device HTTPS port: ESTServer's.
+func (c *Config) httpsPort() (int, error) {
+	u, err := url.Parse(c.ESTServer)
+	if err != nil {
+		return 0, err
+	}
+	port := u.Port()
+	if port == "" {
+		return 443, nil
+	}
+	return strconv.Atoi(port)
+}
+
 // device is one simulated device.
 type device struct {
 	name    string // <prefix>-<n>
@@ -237,6 +266,36 @@ type device struct {
 	mu     sync.Mutex
 	cur    *agent.Agent // replaced when the server restarts the agent (agent.restart)
 	before agent.Stats  // the counters of the agents it replaced, summed
+	fw     string       // the firmware version a firmware update installed; "" the profile's
+}
+
+// firmware is the version the device runs (installed by an update), "" for its profile's.
+func (d *device) firmware() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fw
+}
+
+func (d *device) setFirmware(v string) {
+	d.mu.Lock()
+	d.fw = v
+	d.mu.Unlock()
+}
+
+// simInstaller is a simulated device's firmware installer: installing an image changes the
+// version the device runs after its agent restarts; a rollback changes it back.
+type simInstaller struct{ d *device }
+
+func (i simInstaller) Install(_ context.Context, _ string, m firmware.Manifest) error {
+	i.d.setFirmware(m.Version)
+	return nil
+}
+
+func (i simInstaller) Commit(context.Context, agent.PendingUpdate) error { return nil }
+
+func (i simInstaller) Rollback(_ context.Context, u agent.PendingUpdate) error {
+	i.d.setFirmware(u.From)
+	return nil
 }
 
 func (d *device) agent() *agent.Agent {
@@ -348,7 +407,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	for i, pi := range assigned {
 		d := &device{name: names[i], profile: pi}
-		if d.cur, err = newAgent(&cfg, i, profiles[pi], certs[i], roots, host, spoolBase, fl, stopSampling); err != nil {
+		if d.cur, err = newAgent(&cfg, i, d, profiles[pi], certs[i], roots, host, spoolBase, fl, stopSampling); err != nil {
 			closeAll()
 			return nil, fmt.Errorf("device %s: %w", d.name, err)
 		}
@@ -377,7 +436,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				}
 				// The server sent agent.restart: the device's agent starts afresh in this
 				// process, on the same spool, as millwright-agent would execute itself anew.
-				a, err := newAgent(&cfg, i, profiles[d.profile], certs[i], roots, host, spoolBase, fl, stopSampling)
+				a, err := newAgent(&cfg, i, d, profiles[d.profile], certs[i], roots, host, spoolBase, fl, stopSampling)
 				if err != nil {
 					errs[i] = fmt.Errorf("device %s: restart: %w", d.name, err)
 					return
@@ -508,8 +567,20 @@ func readTokens(path string) (tokenList, error) {
 	return l, nil
 }
 
-// newAgent makes device i's agent.
-func newAgent(cfg *Config, i int, p *resolved, cert tls.Certificate, roots *x509.CertPool, host, spoolBase string, fl *faults, stop <-chan struct{}) (*agent.Agent, error) {
+// newAgent makes device i's agent, running the firmware dev runs.
+func newAgent(cfg *Config, i int, dev *device, p *resolved, cert tls.Certificate, roots *x509.CertPool, host, spoolBase string, fl *faults, stop <-chan struct{}) (*agent.Agent, error) {
+	if v := dev.firmware(); v != "" && v != p.FirmwareVersion {
+		// An update installed another version: the device reports it, and misbehaves as it
+		// does.
+		q := *p
+		q.FirmwareVersion, q.fwDrop = v, 0
+		for _, f := range cfg.Profiles.Firmware {
+			if f.Version == v {
+				q.fwDrop = f.DropInterval
+			}
+		}
+		p = &q
+	}
 	ac := agent.DefaultConfig()
 	ac.TLS.ServerName = host
 	ac.Uplink.DevAddress = cfg.Server
@@ -543,8 +614,14 @@ func newAgent(cfg *Config, i int, p *resolved, cert tls.Certificate, roots *x509
 	if len(p.metrics) > 0 {
 		srcs = append(srcs, newSensors(cfg.Clock, p.SampleInterval, p.metrics, rand.New(rand.NewPCG(cfg.Seed^0xda7a, uint64(i))), stop))
 	}
-	return agent.New(ac, agent.Options{Clock: cfg.Clock, Logger: cfg.AgentLogger, Rand: rnd.Int64N, Dialer: d,
-		Sources: srcs, Certificate: &cert, RootCAs: roots})
+	opts := agent.Options{Clock: cfg.Clock, Logger: cfg.AgentLogger, Rand: rnd.Int64N, Dialer: d,
+		Sources: srcs, Certificate: &cert, RootCAs: roots}
+	if cfg.OTATrust != "" {
+		ac.OTA.TrustedKeysFile = cfg.OTATrust
+		ac.Uplink.HTTPSPort, _ = cfg.httpsPort()
+		opts.Installer = simInstaller{dev}
+	}
+	return agent.New(ac, opts)
 }
 
 // contextTimeout is context.WithTimeout on clk.
