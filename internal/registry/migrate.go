@@ -203,6 +203,7 @@ var migrations = []migration{
 			updated_at   BIGINT NOT NULL,
 			reported     TEXT NOT NULL DEFAULT '',
 			detail       TEXT NOT NULL DEFAULT '',
+			attempts     BIGINT NOT NULL DEFAULT 0,
 			PRIMARY KEY (rollout_id, device_id)
 		){{withoutRowID}}`,
 		`CREATE INDEX rollout_devices_device ON rollout_devices (device_id, rollout_id)`,

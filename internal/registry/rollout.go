@@ -108,6 +108,9 @@ type RolloutDevice struct {
 	// (protocol.UpdateReport.Phase); Detail its, or the engine's, explanation.
 	Reported string `json:"reported,omitempty"`
 	Detail   string `json:"detail,omitempty"`
+	// Attempts counts the offers made for Target (a download the device could not finish
+	// is offered again, a few times).
+	Attempts int `json:"attempts"`
 	// CommandState, CommandReason: the offer's mailbox state and, for a failed one, reason
 	// (read, never written, with the record).
 	CommandState  MessageState `json:"command_state,omitempty"`
@@ -265,7 +268,7 @@ func updateRollout(ctx context.Context, q querier, ro Rollout) error {
 }
 
 const rolloutDeviceColumns = `rollout_id, device_id, phase, from_version, target, state, command_id, offered_at,
-	installed_at, updated_at, reported, detail`
+	installed_at, updated_at, reported, detail, attempts`
 
 func scanRolloutDevice(s scanner) (RolloutDevice, error) {
 	var (
@@ -273,7 +276,7 @@ func scanRolloutDevice(s scanner) (RolloutDevice, error) {
 		offered, installed, upd int64
 	)
 	err := s.Scan(&d.Rollout, &d.Device, &d.Phase, &d.From, &d.Target, &d.State, &d.Command, &offered, &installed, &upd,
-		&d.Reported, &d.Detail)
+		&d.Reported, &d.Detail, &d.Attempts)
 	d.OfferedAt, d.InstalledAt, d.UpdatedAt = fromMS(offered), fromMS(installed), fromMS(upd)
 	return d, err
 }
@@ -358,12 +361,13 @@ func (r *Registry) ApplyRolloutStep(ctx context.Context, step RolloutStep, remot
 				d.UpdatedAt = now
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO rollout_devices (rollout_id, device_id, phase, from_version, target, state,
-				command_id, offered_at, installed_at, updated_at, reported, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+				command_id, offered_at, installed_at, updated_at, reported, detail, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 				ON CONFLICT (rollout_id, device_id) DO UPDATE SET phase = excluded.phase, from_version = excluded.from_version,
 				target = excluded.target, state = excluded.state, command_id = excluded.command_id, offered_at = excluded.offered_at,
-				installed_at = excluded.installed_at, updated_at = excluded.updated_at, reported = excluded.reported, detail = excluded.detail`,
+				installed_at = excluded.installed_at, updated_at = excluded.updated_at, reported = excluded.reported, detail = excluded.detail,
+				attempts = excluded.attempts`,
 				d.Rollout, d.Device, d.Phase, d.From, d.Target, d.State, d.Command, toMS(d.OfferedAt), toMS(d.InstalledAt),
-				toMS(d.UpdatedAt), d.Reported, clipText(d.Detail, 4096)); err != nil {
+				toMS(d.UpdatedAt), d.Reported, clipText(d.Detail, 4096), d.Attempts); err != nil {
 				return fmt.Errorf("device %s: %w", d.Device, err)
 			}
 		}

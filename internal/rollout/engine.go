@@ -100,6 +100,9 @@ type Engine struct {
 	stepSeconds          prometheus.Histogram
 }
 
+// MaxOfferAttempts bounds the offers of one version to one device whose download failed.
+const MaxOfferAttempts = 3
+
 // Actor is the audit actor of what the engine does by itself.
 const Actor = "rollout-engine"
 
@@ -323,6 +326,10 @@ func (s *stepper) offer(rec registry.RolloutDevice, d registry.FleetDevice, targ
 			protocol.ArgRollout:      s.ro.ID,
 		}})
 	s.e.offers.Inc()
+	if rec.Target != target || rec.State != registry.UpdateOffered {
+		rec.Attempts = 0
+	}
+	rec.Attempts++
 	rec.Target, rec.State, rec.Command, rec.OfferedAt, rec.InstalledAt, rec.Reported = target, state, registry.OfferRef(len(s.step.Offers)-1), s.w.now, time.Time{}, ""
 	s.put(rec, event, "")
 }
@@ -494,6 +501,11 @@ func (s *stepper) follow(rec registry.RolloutDevice) {
 			rec.State, rec.InstalledAt = registry.UpdateInstalled, now
 			s.put(rec, registry.UpdateInstalled, "")
 		case rec.State == registry.UpdateUnreachable:
+		case rec.CommandState == registry.MessageFailed && rec.CommandReason == protocol.FailDownload && rec.Attempts < MaxOfferAttempts &&
+			s.ro.State == registry.RolloutRunning && rec.Reported != protocol.UpdateRolledBack:
+			// The device could not finish the download (cut off, or it restarted halfway); it
+			// keeps what it has, and a new offer resumes it.
+			s.offer(rec, d, rec.Target, registry.UpdateOffered, "reoffered")
 		case rec.CommandState == registry.MessageFailed || rec.Reported == protocol.UpdateFailed || rec.Reported == protocol.UpdateRolledBack:
 			rec.State = registry.UpdateFailed
 			detail := rec.Detail

@@ -116,6 +116,9 @@ func (r *rig) devicesAct() {
 		case "fail":
 			_, err := r.reg.CompleteCommand(r.ctx, m.Device, m.ID, protocol.Reply{State: protocol.ReplyFailed, Reason: protocol.FailInstall, Detail: "flash write error"})
 			require.NoError(r.t, err)
+		case "cut":
+			_, err := r.reg.CompleteCommand(r.ctx, m.Device, m.ID, protocol.Reply{State: protocol.ReplyFailed, Reason: protocol.FailDownload, Detail: "connection reset"})
+			require.NoError(r.t, err)
 		}
 	}
 	r.inbox = nil
@@ -413,4 +416,39 @@ gates: []
 		gates = append(gates, res.Gate+"="+res.Verdict)
 	}
 	require.Contains(t, gates, "update_failures=fail")
+}
+
+// TestDownloadCutIsOfferedAgain: a device whose download was cut is offered the same version
+// again, up to rollout.MaxOfferAttempts times; then it counts as failed.
+func TestDownloadCutIsOfferedAgain(t *testing.T) {
+	r := newRig(t)
+	r.release("1.0.0", "gw-200", "", false)
+	r.release("1.1.0", "gw-200", "", false)
+	ids := r.fleet("d", 2, "gw-200", "1.0.0", nil)
+	cuts := map[string]int{}
+	r.act = func(dev, _ string) string {
+		cuts[dev]++
+		if dev == ids[1] || cuts[dev] < 3 {
+			return "cut"
+		}
+		return "install"
+	}
+	plan, err := rollout.ParsePlan([]byte("phases:\n  - {name: all, percent: 100}\ngates: []\n"))
+	require.NoError(t, err)
+	ro, err := r.eng.Create(r.ctx, rollout.Spec{ID: "cuts", Version: "1.1.0", Plan: plan, Actor: "test"}, "")
+	require.NoError(t, err)
+	r.run(t0.Add(time.Hour), 5*time.Minute, nil)
+	require.Equal(t, "1.1.0", r.running[ids[0]], "cut twice, installed at the third offer")
+	require.Equal(t, rollout.MaxOfferAttempts, cuts[ids[1]], "offered at most %d times", rollout.MaxOfferAttempts)
+	recs, err := r.reg.RolloutDevices(r.ctx, ro.ID)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{registry.UpdateConfirmed: 1, registry.UpdateFailed: 1}, rollout.Counts(recs))
+	require.Contains(t, recs[1].Detail, "download")
+	hist, err := r.reg.UpdateHistory(r.ctx, ids[0], 0, 0)
+	require.NoError(t, err)
+	var events []string
+	for _, e := range hist {
+		events = append(events, e.Event)
+	}
+	require.Equal(t, []string{"confirmed", "installed", "reoffered", "reoffered", "offered"}, events)
 }
