@@ -609,6 +609,21 @@ func (e *Engine) judge(ctx context.Context, s *stepper, devs []Device, pr Progre
 		}
 	}
 	window := s.w.now.Sub(pr.Since)
+	var (
+		conn    map[string]float64
+		connErr error
+		read    bool
+	)
+	hours := func() (map[string]float64, error) {
+		if !read {
+			read = true
+			conn, connErr = e.perDevice(ctx, strings.ReplaceAll(ConnectedQuery, "$window", fmt.Sprintf("%ds", int64(max(window, time.Second)/time.Second))), s.w.now)
+			for dev, share := range conn {
+				conn[dev] = share * window.Hours()
+			}
+		}
+		return conn, connErr
+	}
 	var out []Result
 	for _, g := range s.plan.Gates {
 		switch g.Outcome {
@@ -623,7 +638,7 @@ func (e *Engine) judge(ctx context.Context, s *stepper, devs []Device, pr Progre
 			out = append(out, Result{Gate: g.Name, Verdict: GateInsufficient, Detail: g.Name + ": no device runs the release yet"})
 			continue
 		}
-		ns, os, err := e.samples(ctx, g, window, s.w.now, newer, older)
+		ns, os, err := e.samples(ctx, g, window, s.w.now, newer, older, hours)
 		if err != nil {
 			out = append(out, Result{Gate: g.Name, Verdict: GateInsufficient, Detail: fmt.Sprintf("%s: %v", g.Name, err)})
 			continue
@@ -633,46 +648,69 @@ func (e *Engine) judge(ctx context.Context, s *stepper, devs []Device, pr Progre
 	return out
 }
 
-// samples evaluates a comparison gate's query and sums it over the two groups.
-func (e *Engine) samples(ctx context.Context, g Gate, window time.Duration, now time.Time, newer, older map[string]bool) (Sample, Sample, error) {
-	qs := g.QueryFor(window)
+// ConnectedQuery gives each device's share of the window it was connected: the exposure of a
+// gate counted in device-hours is that share times the window's hours (so a device that was
+// offline, or talks HTTPS and holds no connection, brings no exposure and no events).
+const ConnectedQuery = `avg_over_time(millwright_device_connected[$window])`
+
+// perDevice evaluates qs at now and returns each device's value.
+func (e *Engine) perDevice(ctx context.Context, qs string, now time.Time) (map[string]float64, error) {
 	q, err := e.store.Engine().NewInstantQuery(ctx, e.store.Queryable(), nil, qs, now)
 	if err != nil {
-		return Sample{}, Sample{}, fmt.Errorf("query %s: %w", qs, err)
+		return nil, fmt.Errorf("query %s: %w", qs, err)
 	}
 	defer q.Close()
 	res := q.Exec(ctx)
 	if res.Err != nil {
-		return Sample{}, Sample{}, fmt.Errorf("query %s: %w", qs, res.Err)
+		return nil, fmt.Errorf("query %s: %w", qs, res.Err)
 	}
 	vec, err := res.Vector()
 	if err != nil {
-		return Sample{}, Sample{}, fmt.Errorf("query %s: %w", qs, err)
+		return nil, fmt.Errorf("query %s: %w", qs, err)
 	}
-	var ns, os Sample
-	seen := map[string]bool{}
+	out := make(map[string]float64, len(vec))
 	for _, smp := range vec {
-		dev := smp.Metric.Get("device")
-		side := &ns
-		switch {
-		case newer[dev]:
-		case older[dev]:
-			side = &os
-		default:
-			continue
-		}
-		side.Events += smp.F
-		if !seen[dev] {
-			seen[dev] = true
-			side.Devices++
+		if dev := smp.Metric.Get("device"); dev != "" {
+			out[dev] += smp.F
 		}
 	}
-	hours := window.Hours()
-	if g.Exposure == ExposureDevices {
-		hours = 1
+	return out, nil
+}
+
+// samples evaluates a comparison gate's query and sums it over the two groups. hours gives
+// each device's connected hours in the window (for device-hour exposure; read once a step).
+func (e *Engine) samples(ctx context.Context, g Gate, window time.Duration, now time.Time, newer, older map[string]bool, hours func() (map[string]float64, error)) (Sample, Sample, error) {
+	vals, err := e.perDevice(ctx, g.QueryFor(window), now)
+	if err != nil {
+		return Sample{}, Sample{}, err
 	}
-	ns.Exposure, os.Exposure = float64(ns.Devices)*hours, float64(os.Devices)*hours
-	return ns, os, nil
+	var conn map[string]float64
+	if g.Exposure != ExposureDevices {
+		if conn, err = hours(); err != nil {
+			return Sample{}, Sample{}, err
+		}
+	}
+	sum := func(group map[string]bool) Sample {
+		var s Sample
+		for dev := range group {
+			v, ok := vals[dev]
+			exp := 0.0
+			switch {
+			case g.Exposure == ExposureDevices && ok:
+				exp = 1
+			case g.Exposure != ExposureDevices:
+				exp = conn[dev]
+			}
+			if exp <= 0 {
+				continue
+			}
+			s.Events += v
+			s.Exposure += exp
+			s.Devices++
+		}
+		return s
+	}
+	return sum(newer), sum(older), nil
 }
 
 // Results returns the last verdicts of a rollout's gates.

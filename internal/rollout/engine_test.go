@@ -236,6 +236,8 @@ func (r *rig) writeDrops(counts map[string]float64, bad string, perHourGood, per
 		require.NoError(r.t, err)
 		_, err = app.Append(0, labels.FromStrings("__name__", "millwright_device_online", "device", id), ts, 1)
 		require.NoError(r.t, err)
+		_, err = app.Append(0, labels.FromStrings("__name__", "millwright_device_connected", "device", id), ts, 1)
+		require.NoError(r.t, err)
 	}
 	require.NoError(r.t, app.Commit())
 }

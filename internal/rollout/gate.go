@@ -1,8 +1,10 @@
 package rollout
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -175,11 +177,48 @@ type Result struct {
 	New     Sample  `json:"new"`
 	Old     *Sample `json:"old,omitempty"`
 	// Ratio is new rate / old rate (comparison gates) or the failed fraction (outcome gates).
-	Ratio     float64 `json:"ratio"`
+	Ratio     Number  `json:"ratio"`
 	Threshold float64 `json:"threshold"`
 	PValue    float64 `json:"p_value"`
 	Alpha     float64 `json:"alpha"`
 	Detail    string  `json:"detail"`
+}
+
+// Number is a float that JSON carries even when it is not finite, as Prometheus' API does:
+// NaN (no exposure) as "NaN", infinities as "+Inf" and "-Inf".
+type Number float64
+
+// MarshalJSON writes a finite number as a number, any other as a string.
+func (n Number) MarshalJSON() ([]byte, error) {
+	f := float64(n)
+	switch {
+	case math.IsNaN(f):
+		return []byte(`"NaN"`), nil
+	case math.IsInf(f, 1):
+		return []byte(`"+Inf"`), nil
+	case math.IsInf(f, -1):
+		return []byte(`"-Inf"`), nil
+	}
+	return json.Marshal(f)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (n *Number) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("number %q: %w", s, err)
+		}
+		*n = Number(f)
+		return nil
+	}
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*n = Number(f)
+	return nil
 }
 
 // Compare judges a comparison gate on the new and old samples.
@@ -191,13 +230,14 @@ func (g Gate) Compare(newS, oldS Sample) Result {
 		unit = "per device"
 	}
 	rn, ro := newS.Rate(), oldS.Rate()
-	r.Ratio = rn / ro
+	ratio := rn / ro
 	switch {
 	case ro == 0 && rn == 0:
-		r.Ratio = 1
+		ratio = 1
 	case ro == 0:
-		r.Ratio = math.Inf(1)
+		ratio = math.Inf(1)
 	}
+	r.Ratio = Number(ratio)
 	if newS.Exposure < g.MinExposure || oldS.Exposure < g.MinExposure {
 		r.Verdict = GateInsufficient
 		r.Detail = fmt.Sprintf("%s: not enough exposure yet (new %.4g, old %.4g; %.4g needed on each side)", g.Name, newS.Exposure, oldS.Exposure, g.MinExposure)
@@ -207,12 +247,12 @@ func (g Gate) Compare(newS, oldS Sample) Result {
 	// share of the exposure when both rates are equal (H0).
 	p0 := newS.Exposure / (newS.Exposure + oldS.Exposure)
 	n := newS.Events + oldS.Events
-	worse := r.Ratio >= g.Threshold
+	worse := ratio >= g.Threshold
 	if g.Worse == WorseHigher {
 		r.PValue = BinomialUpper(newS.Events, n, p0)
 	} else {
 		r.PValue = BinomialLower(newS.Events, n, p0)
-		worse = r.Ratio <= g.Threshold
+		worse = ratio <= g.Threshold
 	}
 	r.Verdict = GatePass
 	cmpWord := "at least"
@@ -223,7 +263,7 @@ func (g Gate) Compare(newS, oldS Sample) Result {
 		r.Verdict = GateFail
 	}
 	r.Detail = fmt.Sprintf("%s: %.4g %s on the new release (%d devices, %.4g exposure) vs %.4g on the old (%d devices, %.4g): ratio %.3g (fails at %s %.3g), p = %.3g (fails below %.3g)",
-		g.Name, rn, unit, newS.Devices, newS.Exposure, ro, oldS.Devices, oldS.Exposure, r.Ratio, cmpWord, g.Threshold, r.PValue, g.Alpha)
+		g.Name, rn, unit, newS.Devices, newS.Exposure, ro, oldS.Devices, oldS.Exposure, ratio, cmpWord, g.Threshold, r.PValue, g.Alpha)
 	return r
 }
 
@@ -232,9 +272,11 @@ func (g Gate) Bound(bad, finished int) Result {
 	g = g.withDefaults()
 	s := Sample{Events: float64(bad), Exposure: float64(finished), Devices: finished}
 	r := Result{Gate: g.Name, New: s, Threshold: g.Max, Alpha: g.Alpha, PValue: 1}
+	frac := 0.0
 	if finished > 0 {
-		r.Ratio = float64(bad) / float64(finished)
+		frac = float64(bad) / float64(finished)
 	}
+	r.Ratio = Number(frac)
 	if float64(finished) < g.MinExposure {
 		r.Verdict = GateInsufficient
 		r.Detail = fmt.Sprintf("%s: %d of %d finished offers (%.4g needed to decide)", g.Name, bad, finished, g.MinExposure)
@@ -242,11 +284,11 @@ func (g Gate) Bound(bad, finished int) Result {
 	}
 	r.PValue = BinomialUpper(float64(bad), float64(finished), g.Max)
 	r.Verdict = GatePass
-	if r.Ratio > g.Max && r.PValue < g.Alpha {
+	if frac > g.Max && r.PValue < g.Alpha {
 		r.Verdict = GateFail
 	}
 	r.Detail = fmt.Sprintf("%s: %d of %d finished offers (%.3g; fails above %.3g), p = %.3g (fails below %.3g)",
-		g.Name, bad, finished, r.Ratio, g.Max, r.PValue, g.Alpha)
+		g.Name, bad, finished, frac, g.Max, r.PValue, g.Alpha)
 	return r
 }
 

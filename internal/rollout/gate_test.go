@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -106,4 +107,19 @@ func TestGateNeedsExposureAndSignificance(t *testing.T) {
 	require.Equal(t, GateInsufficient, out.Bound(2, 3).Verdict)
 	require.Equal(t, GatePass, out.Bound(1, 10).Verdict, "1 failure of 10 is not evidence of more than 5 %")
 	require.Equal(t, GateFail, out.Bound(30, 100).Verdict)
+}
+
+// TestNumberJSON: ratios that are not finite travel in JSON as Prometheus writes them.
+func TestNumberJSON(t *testing.T) {
+	for f, want := range map[float64]string{1.5: `1.5`, math.Inf(1): `"+Inf"`, math.Inf(-1): `"-Inf"`} {
+		b, err := json.Marshal(Number(f))
+		require.NoError(t, err)
+		require.Equal(t, want, string(b))
+		var back Number
+		require.NoError(t, json.Unmarshal(b, &back))
+		require.Equal(t, f, float64(back))
+	}
+	b, err := json.Marshal(Result{Ratio: Number(math.NaN())})
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"ratio":"NaN"`)
 }

@@ -1,0 +1,111 @@
+package millwrightcli
+
+import (
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/millwright/millwright/internal/rollout"
+	"github.com/millwright/millwright/internal/server"
+)
+
+// rolloutPlan is the plan of the simulated rollouts: a canary of a fifth of the fleet soaks
+// 25 s, then everyone; an update is done after 2 s on the new version; one gate, the drops
+// per device-hour, with a minimum exposure scaled to seconds-long soaks.
+const rolloutPlan = `
+phases:
+  - {name: canary, percent: 20, soak: 25s}
+  - {name: complete, percent: 100}
+confirm: 2s
+deadline: 2m
+gates:
+  - {name: drops, query: 'increase(millwright_device_disconnects_total{cause=~"keepalive_timeout|reset|protocol_error"}[$window])', min_exposure: 0.02}
+  - {name: update_failures, outcome: failures, max: 0.05}
+`
+
+// simRollout starts a server stepping rollouts every second, uploads releases 2.0.3 and 2.1.0
+// of gw-100 signed with a key made here, runs a simulated fleet of 40 devices on 2.0.3 that
+// trust that key (profile gives the firmware's behaviour), and creates a rollout of 2.1.0.
+func simRollout(t *testing.T, firmware string) (*simServer, *cliAgainst, <-chan struct{}) {
+	s := startSimServerWith(t, func(o *server.Options) {
+		o.Monitor.Interval = time.Second
+		o.RolloutInterval = time.Second
+	})
+	cli := newCLI(t, s.srv)
+	keys := t.TempDir()
+	code, _, stderr := runIn("", "firmware", "keygen", "--out", keys)
+	require.Zero(t, code, stderr)
+	for _, v := range []string{"2.0.3", "2.1.0"} {
+		img := filepath.Join(t.TempDir(), v+".img")
+		b := make([]byte, 200_000)
+		_, _ = rand.Read(b)
+		require.NoError(t, os.WriteFile(img, b, 0o600))
+		cli.ok("firmware", "upload", "--key", filepath.Join(keys, "firmware.key"), "--version", v, "--model", "gw-100", img)
+	}
+	profile := filepath.Join(t.TempDir(), "fleet.yml")
+	require.NoError(t, os.WriteFile(profile, []byte("profiles:\n  - {name: gw, firmware_version: 2.0.3, network_operator: op-a, hardware_model: gw-100}\n"+firmware), 0o644))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		code, _, stderr := run("sim", "--json", "--log-level", "warn", "--server", s.srv.MQTTAddr().String(), "--data", s.dir,
+			"--api-server", s.api(), "--est-server", s.api(), "--ota-trust", filepath.Join(keys, "firmware.pub"),
+			"--devices", "40", "--id-prefix", "ro", "--profile", profile,
+			"--interval", "2s", "--jitter", "0s", "--sample-interval", "1s", "--backoff-base", "100ms", "--duration", "75s")
+		if code != 0 {
+			t.Errorf("sim: %s", stderr)
+		}
+	}()
+	t.Cleanup(func() { <-done })
+	// Every device connected once and reported its firmware before the rollout starts.
+	require.Eventually(t, func() bool {
+		v := s.query(t, `count(millwright_device_info{firmware="2.0.3"})`, time.Now())
+		return len(v) == 1 && v[0].Value[1] == "40"
+	}, 30*time.Second, 200*time.Millisecond)
+	plan := filepath.Join(t.TempDir(), "plan.yml")
+	require.NoError(t, os.WriteFile(plan, []byte(rolloutPlan), 0o644))
+	cli.ok("rollouts", "create", "--release", "2.1.0", "--plan", plan, "--model", "gw-100", "--id", "sim-210")
+	return s, cli, done
+}
+
+// TestSimRollout is the acceptance run of docs/rollouts.md on a simulated fleet of real
+// agents: a release whose devices drop their connection every 3 s halts in its canary phase
+// on the drops gate, with the evidence, and the rest of the fleet is never offered it; the
+// same release without the fault reaches every device, each updated through the agent's
+// signed OTA (verify, resumable download, install, restart) and confirmed.
+func TestSimRollout(t *testing.T) {
+	t.Run("faulty", func(t *testing.T) {
+		t.Parallel()
+		_, cli, _ := simRollout(t, "firmware:\n  - {version: 2.1.0, drop_interval: 3s}\n")
+		var st rollout.Status
+		require.Eventually(t, func() bool {
+			st = rollout.Status{}
+			decodeStrict(t, cli.ok("rollouts", "show", "sim-210", "-o", "json"), &st)
+			return st.State != "running"
+		}, 45*time.Second, time.Second)
+		require.Equal(t, "halted", st.State, "%+v", st.Gates)
+		require.Equal(t, "canary", st.PhaseName)
+		require.Contains(t, st.HaltReason, "drops:")
+		require.NotEmpty(t, st.HaltEvidence)
+		require.Equal(t, 8, st.Phases[0].Placed, "a fifth of 40 devices")
+		require.Equal(t, 8, st.Devices, "no device beyond the canary is offered the release")
+		t.Logf("halted: %s", st.HaltReason)
+	})
+	t.Run("healthy", func(t *testing.T) {
+		t.Parallel()
+		_, cli, _ := simRollout(t, "")
+		var st rollout.Status
+		require.Eventually(t, func() bool {
+			st = rollout.Status{}
+			decodeStrict(t, cli.ok("rollouts", "show", "sim-210", "-o", "json"), &st)
+			return st.State != "running"
+		}, 70*time.Second, time.Second, "%+v\n%s", &st, cli.ok("rollouts", "devices", "sim-210"))
+		require.Equal(t, "complete", st.State, "%+v", st)
+		require.Equal(t, map[string]int{"confirmed": 40}, st.Counts)
+		out := cli.ok("devices", "updates", "ro-1")
+		require.Contains(t, out, "confirmed")
+	})
+}
