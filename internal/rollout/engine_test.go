@@ -4,7 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"maps"
+	"math"
+	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -453,4 +457,82 @@ func TestDownloadCutIsOfferedAgain(t *testing.T) {
 		events = append(events, e.Event)
 	}
 	require.Equal(t, []string{"confirmed", "installed", "reoffered", "reoffered", "offered"}, events)
+}
+
+// TestSeededRollouts runs 20 healthy and 20 faulty rollouts through the engine, registry and
+// store, each with its own seed: 300 devices dropping their connection 0.3 times an hour at
+// random (Poisson), a canary of 5 % and an expansion to 20 % soaking a day each; the faulty
+// release drops three times as often. It counts false halts (a healthy release halted) and
+// missed halts (a faulty one that reached everyone) — the numbers in docs/rollouts.md.
+func TestSeededRollouts(t *testing.T) {
+	const seeds = 20
+	run := func(seed uint64, badRate float64) (halted bool, phase int) {
+		r := newRig(t)
+		rnd := rand.New(rand.NewPCG(seed, 99))
+		r.release("1.0.0", "gw-200", "", false)
+		r.release("1.1.0", "gw-200", "", false)
+		r.fleet("d", 300, "gw-200", "1.0.0", nil)
+		plan, err := rollout.ParsePlan([]byte(`
+phases:
+  - {name: canary, percent: 5, soak: 1d}
+  - {name: expansion, percent: 20, soak: 1d}
+  - {name: complete, percent: 100}
+gates:
+  - {name: drops, query: 'increase(millwright_device_disconnects_total{cause="reset"}[$window])'}
+`))
+		require.NoError(t, err)
+		ro, err := r.eng.Create(r.ctx, rollout.Spec{ID: fmt.Sprintf("seed-%d", seed), Version: "1.1.0", Plan: plan, Actor: "test"}, "")
+		require.NoError(t, err)
+		counts := map[string]float64{}
+		step := time.Hour
+		r.run(t0.Add(60*time.Hour), step, func() {
+			app, err := r.store.Appender(r.ctx)
+			require.NoError(t, err)
+			ts := r.clk.Now().UnixMilli()
+			for _, id := range slices.Sorted(maps.Keys(r.running)) {
+				v := r.running[id]
+				rate := 0.3
+				if v == "1.1.0" {
+					rate = badRate
+				}
+				counts[id] += poissonDraw(rnd, rate*step.Hours())
+				_, _ = app.Append(0, labels.FromStrings("__name__", "millwright_device_disconnects_total", "device", id, "cause", "reset"), ts, counts[id])
+				_, _ = app.Append(0, labels.FromStrings("__name__", "millwright_device_connected", "device", id), ts, 1)
+			}
+			require.NoError(t, app.Commit())
+		})
+		cur := r.rollout(ro.ID)
+		if cur.State == registry.RolloutHalted && badRate == 0.3 {
+			t.Logf("seed %d, a healthy release halted in phase %d: %s", seed, cur.Phase, cur.HaltReason)
+		}
+		return cur.State == registry.RolloutHalted, cur.Phase
+	}
+	falseHalts, missed := 0, 0
+	var caught []int
+	for s := range uint64(seeds) {
+		if h, _ := run(s, 0.3); h {
+			falseHalts++
+		}
+		h, phase := run(s+1000, 0.9)
+		if !h {
+			missed++
+		} else {
+			caught = append(caught, phase)
+		}
+	}
+	t.Logf("%d seeds: %d false halts of healthy releases, %d missed halts of releases with 3× the drops; halted in phases %v", seeds, falseHalts, missed, caught)
+	require.LessOrEqual(t, falseHalts, 1)
+	require.LessOrEqual(t, missed, 1)
+}
+
+// poissonDraw draws a Poisson variate of mean m (Knuth's method; m is small here).
+func poissonDraw(r *rand.Rand, m float64) float64 {
+	l, k, p := math.Exp(-m), 0.0, 1.0
+	for {
+		p *= r.Float64()
+		if p <= l {
+			return k
+		}
+		k++
+	}
 }

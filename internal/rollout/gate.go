@@ -44,7 +44,7 @@ type Gate struct {
 	// MinExposure is the least exposure (device-hours, devices, or finished offers) each
 	// side needs before the gate decides. Default 24 device-hours, 20 devices, or 5 offers.
 	MinExposure float64 `yaml:"min_exposure,omitempty" json:"min_exposure,omitempty"`
-	// Alpha is the test's significance level. Default 0.001: the engine looks at every step,
+	// Alpha is the test's significance level. Default 0.0001: the engine looks at every step,
 	// so each look must be strict for the whole soak to be.
 	Alpha float64 `yaml:"alpha,omitempty" json:"alpha,omitempty"`
 }
@@ -76,7 +76,7 @@ func DefaultGates() []Gate {
 // withDefaults fills a gate's zero fields.
 func (g Gate) withDefaults() Gate {
 	if g.Alpha == 0 {
-		g.Alpha = 0.001
+		g.Alpha = 0.0001
 	}
 	if g.Outcome != "" {
 		if g.MinExposure == 0 {
