@@ -219,6 +219,21 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX update_history_device ON update_history (device_id, id)`,
 	}},
+	{version: 6, name: "feedback events", stmts: []string{
+		`CREATE TABLE feedback_events (
+			id               {{identity}},
+			device_id        {{key}} NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+			firmware_version TEXT NOT NULL DEFAULT '',
+			model            TEXT NOT NULL DEFAULT '',
+			kind             TEXT NOT NULL,
+			severity         TEXT NOT NULL DEFAULT '',
+			message          TEXT NOT NULL DEFAULT '',
+			source           TEXT NOT NULL DEFAULT '',
+			at               BIGINT NOT NULL
+		)`,
+		`CREATE INDEX feedback_events_device ON feedback_events (device_id, id)`,
+		`CREATE INDEX feedback_events_firmware ON feedback_events (firmware_version, at)`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.
