@@ -20,19 +20,43 @@ func newRolloutsCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "rollouts", Short: "Roll a firmware release out in phases, halted by health gates (docs/rollouts.md)"}
 
 	var (
-		cf  clientFlags
-		req api.RolloutRequest
+		cf      clientFlags
+		req     api.RolloutRequest
+		selects []string
 	)
 	create := &cobra.Command{
-		Use:   "create --release VERSION [--plan guide|1-5-10-100|FILE] [--model M]... [--tag k=v]... [--group G]... [--operator O]...",
-		Short: "Start a rollout of a release from the archive to the devices in scope",
-		Args:  cobra.NoArgs,
+		Use:   "create --version VERSION [--select k=v]... [--plan guide|1-5-10-100|FILE]",
+		Short: "Start a rollout of a release from the archive to the devices in scope; prints the rollout's ID",
+		Long: `Start a rollout of a release from the archive to the devices in scope, and print its ID
+(with -o json, its whole status).
+
+The scope is every device, narrowed by --select: model=M, group=G and operator=O select by
+hardware model, group and network operator; any other key=value selects devices carrying that
+tag. Selections of one key are alternatives (model=a, model=b: either model) except tags, which
+must all match. --model, --group, --operator and --tag say the same.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := cf.client()
 			if err != nil {
 				return err
 			}
 			body := req
+			for _, sel := range selects {
+				k, v, ok := strings.Cut(sel, "=")
+				if !ok || k == "" || v == "" {
+					return fmt.Errorf("--select %q: want key=value (model=M, group=G, operator=O, or a tag k=v)", sel)
+				}
+				switch k {
+				case "model":
+					body.Models = append(body.Models, v)
+				case "group":
+					body.Groups = append(body.Groups, v)
+				case "operator":
+					body.Operators = append(body.Operators, v)
+				default:
+					body.Tags = append(body.Tags, sel)
+				}
+			}
 			if body.Plan != rollout.PlanGuide && body.Plan != rollout.Plan151 {
 				b, err := os.ReadFile(body.Plan)
 				if err != nil {
@@ -44,19 +68,24 @@ func newRolloutsCmd() *cobra.Command {
 			if err := c.call(cmd.Context(), http.MethodPost, "/api/v1/rollouts", body, &st); err != nil {
 				return err
 			}
-			return printRollout(cmd.OutOrStdout(), c.json, st)
+			if c.json {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), st.ID)
+			return err
 		},
 	}
 	cf.add(create)
 	f := create.Flags()
-	f.StringVar(&req.Version, "release", "", "the release's version (required; its artifacts must be in the archive)")
+	f.StringVar(&req.Version, "version", "", "the release's version (required; its artifacts must be in the archive)")
+	f.StringArrayVar(&selects, "select", nil, "only devices that match key=value: model=M, group=G, operator=O, or a tag k=v (repeatable)")
 	f.StringVar(&req.Plan, "plan", rollout.PlanGuide, "a built-in plan (guide, 1-5-10-100) or a plan file (YAML: phases, gates, confirm, deadline, absent_after)")
 	f.StringVar(&req.ID, "id", "", "the rollout's ID (default: made from the time)")
 	f.StringArrayVar(&req.Models, "model", nil, "only devices of this hardware model (repeatable)")
 	f.StringArrayVar(&req.Tags, "tag", nil, "only devices with this tag, key=value (repeatable: every one)")
 	f.StringArrayVar(&req.Groups, "group", nil, "only devices in this group (repeatable: any one)")
 	f.StringArrayVar(&req.Operators, "operator", nil, "only devices on this network operator (repeatable)")
-	_ = create.MarkFlagRequired("release")
+	_ = create.MarkFlagRequired("version")
 
 	var lf clientFlags
 	list := &cobra.Command{
@@ -76,10 +105,10 @@ func newRolloutsCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tRELEASE\tPLAN\tSTATE\tPHASE\tDEVICES\tCONFIRMED\tFAILED\tCREATED")
+			fmt.Fprintln(w, "ID\tRELEASE\tPLAN\tSTATE\tPHASE\tDEVICES\tSUCCEEDED\tFAILED\tCREATED")
 			for _, r := range out.Rollouts {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\n", r.ID, r.Version, r.Plan, r.State, r.PhaseName, r.Devices,
-					r.Counts["confirmed"], r.Counts["failed"], when(r.CreatedAt))
+					r.Counts["succeeded"], r.Counts["failed"], when(r.CreatedAt))
 			}
 			return w.Flush()
 		},
@@ -135,7 +164,7 @@ func newRolloutsCmd() *cobra.Command {
 		},
 	}
 	df.add(devices)
-	devices.Flags().StringVar(&state, "state", "", "only devices in this state (waiting, offered, installed, confirmed, failed, unreachable, current, no_path, reverting, reverted)")
+	devices.Flags().StringVar(&state, "state", "", "only devices in this state (waiting, offered, installed, succeeded, failed, unreachable, current, no_path, reverting, reverted)")
 
 	for _, a := range []struct{ name, short string }{
 		{"pause", "Pause a running rollout: no more offers; the devices offered it are followed"},
@@ -190,7 +219,7 @@ func printRollout(out io.Writer, asJSON bool, st rollout.Status) error {
 		return err
 	}
 	var counts []string
-	for _, s := range []string{"waiting", "offered", "installed", "confirmed", "failed", "unreachable", "current", "no_path", "reverting", "reverted"} {
+	for _, s := range []string{"waiting", "offered", "installed", "succeeded", "failed", "unreachable", "current", "no_path", "reverting", "reverted"} {
 		if n := st.Counts[s]; n > 0 {
 			counts = append(counts, fmt.Sprintf("%s %d", s, n))
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,21 +49,21 @@ func TestRolloutsCLI(t *testing.T) {
 	require.NoError(t, os.WriteFile(planFile, []byte("phases:\n  - {name: canary, percent: 10, soak: 1h}\n  - {name: complete, percent: 100}\ngates: []\n"), 0o600))
 	badPlan := filepath.Join(t.TempDir(), "bad.yml")
 	require.NoError(t, os.WriteFile(badPlan, []byte("phases:\n  - {name: canary, percent: 10, sok: 1h}\n"), 0o600))
-	code, _, stderr = cli.run("", "rollouts", "create", "--release", "1.1.0", "--plan", badPlan)
+	code, _, stderr = cli.run("", "rollouts", "create", "--version", "1.1.0", "--plan", badPlan)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "sok")
-	code, _, stderr = cli.run("", "rollouts", "create", "--release", "9.9.9", "--plan", planFile)
+	code, _, stderr = cli.run("", "rollouts", "create", "--version", "9.9.9", "--plan", planFile)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "no artifact of it")
 
 	var st rollout.Status
-	decodeStrict(t, cli.ok("rollouts", "create", "--release", "1.1.0", "--plan", planFile, "--model", "gw-200", "--id", "r-110", "-o", "json"), &st)
+	decodeStrict(t, cli.ok("rollouts", "create", "--version", "1.1.0", "--plan", planFile, "--select", "model=gw-200", "--id", "r-110", "-o", "json"), &st)
 	require.Equal(t, "r-110", st.ID)
 	require.Equal(t, "running", st.State)
 	require.Equal(t, "custom", st.Plan)
 	require.Equal(t, []string{"gw-200"}, st.Scope.Models)
 	require.Len(t, st.Phases, 2)
-	code, _, stderr = cli.run("", "rollouts", "create", "--release", "1.1.0", "--plan", planFile)
+	code, _, stderr = cli.run("", "rollouts", "create", "--version", "1.1.0", "--plan", planFile)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "rollout r-110")
 
@@ -97,9 +98,23 @@ func TestRolloutsCLI(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, registry.MessageSuperseded, msg.State, "an aborted rollout withdraws its offers")
 
+	// Without -o json, create prints the new rollout's ID alone, for scripts. --select takes
+	// model=, group=, operator= and tags.
+	code, _, stderr = cli.run("", "rollouts", "create", "--version", "1.1.0", "--select", "nokey")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, `--select "nokey": want key=value`)
+	id := strings.TrimSpace(cli.ok("rollouts", "create", "--version", "1.1.0", "--plan", planFile, "--select", "model=gw-200", "--select", "site=north", "--select", "group=line-1"))
+	require.NotEmpty(t, id)
+	require.NotContains(t, id, "\n")
+	decodeStrict(t, cli.ok("rollouts", "show", id, "-o", "json"), &st)
+	require.Equal(t, []string{"gw-200"}, st.Scope.Models)
+	require.Equal(t, []string{"site=north"}, st.Scope.Tags)
+	require.Equal(t, []string{"line-1"}, st.Scope.Groups)
+	decodeStrict(t, cli.ok("rollouts", "abort", id, "-o", "json"), &st)
+
 	var list api.RolloutList
 	decodeStrict(t, cli.ok("rollouts", "list", "-o", "json"), &list)
-	require.Len(t, list.Rollouts, 1)
+	require.Len(t, list.Rollouts, 2)
 	require.Contains(t, cli.ok("rollouts", "list"), "r-110")
 	var hist api.UpdateHistory
 	decodeStrict(t, cli.ok("devices", "updates", offered.Device, "-o", "json"), &hist)

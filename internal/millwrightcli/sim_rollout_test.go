@@ -67,7 +67,7 @@ func simRollout(t *testing.T, firmware string) (*simServer, *cliAgainst, <-chan 
 	}, 30*time.Second, 200*time.Millisecond)
 	plan := filepath.Join(t.TempDir(), "plan.yml")
 	require.NoError(t, os.WriteFile(plan, []byte(rolloutPlan), 0o644))
-	cli.ok("rollouts", "create", "--release", "2.1.0", "--plan", plan, "--model", "gw-100", "--id", "sim-210")
+	cli.ok("rollouts", "create", "--version", "2.1.0", "--plan", plan, "--model", "gw-100", "--id", "sim-210")
 	return s, cli, done
 }
 
@@ -103,9 +103,9 @@ func TestSimRollout(t *testing.T) {
 			decodeStrict(t, cli.ok("rollouts", "show", "sim-210", "-o", "json"), &st)
 			return st.State != "running"
 		}, 70*time.Second, time.Second, "%+v\n%s", &st, cli.ok("rollouts", "devices", "sim-210"))
-		require.Equal(t, "complete", st.State, "%+v", st)
-		require.Equal(t, map[string]int{"confirmed": 40}, st.Counts)
+		require.Equal(t, "completed", st.State, "%+v", st)
+		require.Equal(t, map[string]int{"succeeded": 40}, st.Counts)
 		out := cli.ok("devices", "updates", "ro-1")
-		require.Contains(t, out, "confirmed")
+		require.Contains(t, out, "succeeded")
 	})
 }

@@ -219,7 +219,7 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX update_history_device ON update_history (device_id, id)`,
 	}},
-	{version: 6, name: "feedback events", stmts: []string{
+	{version: 6, name: "feedback events; rollout states succeeded and completed", stmts: []string{
 		`CREATE TABLE feedback_events (
 			id               {{identity}},
 			device_id        {{key}} NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
@@ -233,6 +233,10 @@ var migrations = []migration{
 		)`,
 		`CREATE INDEX feedback_events_device ON feedback_events (device_id, id)`,
 		`CREATE INDEX feedback_events_firmware ON feedback_events (firmware_version, at)`,
+		// The states take the names operators read in the field guide's terms.
+		`UPDATE rollouts SET state = 'completed' WHERE state = 'complete'`,
+		`UPDATE rollout_devices SET state = 'succeeded' WHERE state = 'confirmed'`,
+		`UPDATE update_history SET event = 'succeeded' WHERE event = 'confirmed'`,
 	}},
 }
 

@@ -21,7 +21,7 @@ const (
 	RolloutPaused     RolloutState = "paused"
 	RolloutHalted     RolloutState = "halted"
 	RolloutAborted    RolloutState = "aborted"
-	RolloutComplete   RolloutState = "complete"
+	RolloutCompleted  RolloutState = "completed"
 	RolloutRolledBack RolloutState = "rolled_back"
 )
 
@@ -73,8 +73,8 @@ const (
 	UpdateOffered = "offered"
 	// UpdateInstalled: the device reports running Target; its confirmation window runs.
 	UpdateInstalled = "installed"
-	// UpdateConfirmed: it ran Target, reconnected and stayed well through the window.
-	UpdateConfirmed = "confirmed"
+	// UpdateSucceeded: it ran Target, reconnected and stayed well through the window.
+	UpdateSucceeded = "succeeded"
 	// UpdateFailed: the device refused or failed the update, or rolled it back.
 	UpdateFailed = "failed"
 	// UpdateUnreachable: the device did not report back before the deadline.

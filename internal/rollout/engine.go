@@ -229,7 +229,7 @@ func (e *Engine) Step(ctx context.Context) error {
 	}
 	var todo []registry.Rollout
 	for _, ro := range all {
-		if ro.State.Active() || ro.State == registry.RolloutRolledBack || ro.State == registry.RolloutComplete {
+		if ro.State.Active() || ro.State == registry.RolloutRolledBack || ro.State == registry.RolloutCompleted {
 			todo = append(todo, ro)
 		}
 	}
@@ -350,7 +350,7 @@ func (e *Engine) stepOne(ctx context.Context, w *world, ro registry.Rollout) err
 	for _, r := range recs {
 		s.follow(r)
 	}
-	if ro.State == registry.RolloutRolledBack || ro.State == registry.RolloutComplete {
+	if ro.State == registry.RolloutRolledBack || ro.State == registry.RolloutCompleted {
 		// Nothing more to offer; the devices still on their way (and the absent ones that
 		// come back) are followed.
 		return e.apply(ctx, s)
@@ -421,7 +421,7 @@ func (e *Engine) stepOne(ctx context.Context, w *world, ro registry.Rollout) err
 				// The next phase's devices are offered in the next step.
 			}
 			if pr.Complete && settled(len(plan.Phases)-1) && s.allPlaced(devs, phases) {
-				s.ro.State = registry.RolloutComplete
+				s.ro.State = registry.RolloutCompleted
 				s.step.Rollout, s.step.Audit, s.step.Actor, s.step.AuditDetail = &s.ro, registry.ActionRolloutComplete, Actor, "every device in scope is settled"
 			}
 		}
@@ -524,11 +524,11 @@ func (s *stepper) follow(rec registry.RolloutDevice) {
 			s.put(rec, registry.UpdateFailed, fmt.Sprintf("went back to %s after installing %s", d.Firmware, rec.Target))
 		case now.Sub(rec.InstalledAt) >= s.plan.Confirm && d.LastSeen.After(rec.InstalledAt):
 			if rec.Target == s.ro.Version || s.ro.State == registry.RolloutRolledBack {
-				rec.State = registry.UpdateConfirmed
-				s.put(rec, registry.UpdateConfirmed, "")
+				rec.State = registry.UpdateSucceeded
+				s.put(rec, registry.UpdateSucceeded, "")
 				return
 			}
-			if s.ro.State != registry.RolloutRunning && s.ro.State != registry.RolloutComplete {
+			if s.ro.State != registry.RolloutRunning && s.ro.State != registry.RolloutCompleted {
 				return // the next hop waits for the rollout to run
 			}
 			path, err := UpgradePath(s.w.releases[d.Model], d.Firmware, s.ro.Version)
@@ -540,7 +540,7 @@ func (s *stepper) follow(rec registry.RolloutDevice) {
 			s.offer(rec, d, path[0], registry.UpdateOffered, "hop")
 		}
 	case registry.UpdateWaiting:
-		if (s.ro.State == registry.RolloutRunning || s.ro.State == registry.RolloutComplete) && !d.LastSeen.IsZero() && now.Sub(d.LastSeen) <= s.plan.AbsentAfter && d.LastSeen.After(rec.UpdatedAt) &&
+		if (s.ro.State == registry.RolloutRunning || s.ro.State == registry.RolloutCompleted) && !d.LastSeen.IsZero() && now.Sub(d.LastSeen) <= s.plan.AbsentAfter && d.LastSeen.After(rec.UpdatedAt) &&
 			(Progress{Phase: s.ro.Phase}).Offered(rec.Phase) {
 			s.place(d, rec.Phase)
 		}
@@ -588,7 +588,7 @@ func (e *Engine) judge(ctx context.Context, s *stepper, devs []Device, pr Progre
 	for _, d := range devs {
 		r, placed := s.recs[d.ID]
 		switch {
-		case placed && (r.State == registry.UpdateInstalled || r.State == registry.UpdateConfirmed) && r.Target == s.ro.Version:
+		case placed && (r.State == registry.UpdateInstalled || r.State == registry.UpdateSucceeded) && r.Target == s.ro.Version:
 			newer[d.ID] = true
 		case !placed || r.State == registry.UpdateWaiting:
 			if fd, ok := s.device(d.ID); ok && fd.Firmware != s.ro.Version {
@@ -603,7 +603,7 @@ func (e *Engine) judge(ctx context.Context, s *stepper, devs []Device, pr Progre
 			case registry.UpdateUnreachable:
 				unreachable++
 				finished++
-			case registry.UpdateConfirmed, registry.UpdateInstalled:
+			case registry.UpdateSucceeded, registry.UpdateInstalled:
 				finished++
 			}
 		}
@@ -739,7 +739,7 @@ func (e *Engine) writeSeries(ctx context.Context, s *stepper) {
 			}
 		}
 	}))
-	for _, st := range []string{registry.UpdateWaiting, registry.UpdateOffered, registry.UpdateInstalled, registry.UpdateConfirmed,
+	for _, st := range []string{registry.UpdateWaiting, registry.UpdateOffered, registry.UpdateInstalled, registry.UpdateSucceeded,
 		registry.UpdateFailed, registry.UpdateUnreachable, registry.UpdateCurrent, registry.UpdateNoPath, registry.UpdateReverting, registry.UpdateReverted} {
 		_, _ = app.Append(0, labels.FromStrings("__name__", "millwright_rollout_devices", "rollout", s.ro.ID, "version", s.ro.Version, "state", st), ts, float64(counts[st]))
 	}
@@ -819,7 +819,7 @@ func (e *Engine) end(ctx context.Context, id, actor, remote string, to registry.
 	if err != nil {
 		return registry.Rollout{}, err
 	}
-	if !ro.State.Active() && !(ro.State == registry.RolloutComplete && to == registry.RolloutRolledBack) {
+	if !ro.State.Active() && !(ro.State == registry.RolloutCompleted && to == registry.RolloutRolledBack) {
 		return registry.Rollout{}, fmt.Errorf("%w: rollout %s is %s", ErrConflict, id, ro.State)
 	}
 	recs, err := e.reg.RolloutDevices(ctx, id)
@@ -849,7 +849,7 @@ func (e *Engine) end(ctx context.Context, id, actor, remote string, to registry.
 			if !ok || d.Firmware == r.From || r.From == "" {
 				continue
 			}
-			if c, _ := fw.CompareVersions(d.Firmware, ro.Version); d.Firmware == "" || c != 0 && r.State != registry.UpdateInstalled && r.State != registry.UpdateConfirmed {
+			if c, _ := fw.CompareVersions(d.Firmware, ro.Version); d.Firmware == "" || c != 0 && r.State != registry.UpdateInstalled && r.State != registry.UpdateSucceeded {
 				continue
 			}
 			rel, ok := rollbackRelease(w, d.Model, r.From)

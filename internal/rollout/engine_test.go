@@ -205,7 +205,7 @@ func TestGuidePlanOver10000Devices(t *testing.T) {
 	recs, err := r.reg.RolloutDevices(r.ctx, ro.ID)
 	require.NoError(t, err)
 	require.Len(t, recs, n)
-	require.Equal(t, map[string]int{registry.UpdateConfirmed: n}, rollout.Counts(recs))
+	require.Equal(t, map[string]int{registry.UpdateSucceeded: n}, rollout.Counts(recs))
 	for _, rec := range recs {
 		if rec.Phase == 0 {
 			d, err := r.reg.Device(r.ctx, rec.Device)
@@ -213,14 +213,14 @@ func TestGuidePlanOver10000Devices(t *testing.T) {
 			require.Equal(t, "test", d.Tags["ring"], "the test phase takes test devices only")
 		}
 	}
-	require.Equal(t, registry.RolloutComplete, r.rollout(ro.ID).State)
+	require.Equal(t, registry.RolloutCompleted, r.rollout(ro.ID).State)
 	hist, err := r.reg.UpdateHistory(r.ctx, recs[0].Device, 0, 0)
 	require.NoError(t, err)
 	var events []string
 	for _, e := range hist {
 		events = append(events, e.Event)
 	}
-	require.Equal(t, []string{registry.UpdateConfirmed, registry.UpdateInstalled, registry.UpdateOffered}, events)
+	require.Equal(t, []string{registry.UpdateSucceeded, registry.UpdateInstalled, registry.UpdateOffered}, events)
 }
 
 // drops writes each device's drop counter at ts: a device on firmware bad drops perHourBad
@@ -346,7 +346,7 @@ gates:
 	step := 30 * time.Minute
 	r.run(t0.Add(14*time.Hour), step, func() { r.writeDrops(counts, "none", 0.5, 0.5, step) })
 	cur := r.rollout(ro.ID)
-	require.Equal(t, registry.RolloutComplete, cur.State, "halted: %s", cur.HaltReason)
+	require.Equal(t, registry.RolloutCompleted, cur.State, "halted: %s", cur.HaltReason)
 }
 
 // TestUpgradeHopsAbsentAndFailures: a device too old for the release's min_from gets the
@@ -379,7 +379,7 @@ gates: []
 	for _, e := range hist {
 		events = append(events, e.Event+" "+e.To)
 	}
-	require.Equal(t, []string{"confirmed 2.0.0", "installed 2.0.0", "hop 2.0.0", "installed 1.0.0", "offered 1.0.0"}, events)
+	require.Equal(t, []string{"succeeded 2.0.0", "installed 2.0.0", "hop 2.0.0", "installed 1.0.0", "offered 1.0.0"}, events)
 
 	recs, err := r.reg.RolloutDevices(r.ctx, ro.ID)
 	require.NoError(t, err)
@@ -392,11 +392,11 @@ gates: []
 	require.Equal(t, registry.UpdateWaiting, sleep.State)
 	require.Equal(t, 0, sleep.Phase, "an absent device re-enters through the canary phase")
 	require.Contains(t, sleep.Detail, "absent since")
-	require.Equal(t, registry.RolloutComplete, r.rollout(ro.ID).State, "a rollout does not wait for absent devices")
+	require.Equal(t, registry.RolloutCompleted, r.rollout(ro.ID).State, "a rollout does not wait for absent devices")
 	r.seen[sleeper] = true
 	r.run(r.clk.Now().Add(time.Hour), 10*time.Minute, nil)
 	require.Equal(t, "2.0.0", r.running[sleeper], "seen again, it is offered and updated")
-	require.Equal(t, registry.RolloutComplete, r.rollout(ro.ID).State)
+	require.Equal(t, registry.RolloutCompleted, r.rollout(ro.ID).State)
 
 	// Failures: 30 of 100 canaries fail to install.
 	f := newRig(t)
@@ -448,7 +448,7 @@ func TestDownloadCutIsOfferedAgain(t *testing.T) {
 	require.Equal(t, rollout.MaxOfferAttempts, cuts[ids[1]], "offered at most %d times", rollout.MaxOfferAttempts)
 	recs, err := r.reg.RolloutDevices(r.ctx, ro.ID)
 	require.NoError(t, err)
-	require.Equal(t, map[string]int{registry.UpdateConfirmed: 1, registry.UpdateFailed: 1}, rollout.Counts(recs))
+	require.Equal(t, map[string]int{registry.UpdateSucceeded: 1, registry.UpdateFailed: 1}, rollout.Counts(recs))
 	require.Contains(t, recs[1].Detail, "download")
 	hist, err := r.reg.UpdateHistory(r.ctx, ids[0], 0, 0)
 	require.NoError(t, err)
@@ -456,7 +456,7 @@ func TestDownloadCutIsOfferedAgain(t *testing.T) {
 	for _, e := range hist {
 		events = append(events, e.Event)
 	}
-	require.Equal(t, []string{"confirmed", "installed", "reoffered", "reoffered", "offered"}, events)
+	require.Equal(t, []string{"succeeded", "installed", "reoffered", "reoffered", "offered"}, events)
 }
 
 // TestSeededRollouts runs 20 healthy and 20 faulty rollouts through the engine, registry and
