@@ -148,6 +148,8 @@ func routes(c Config) []route {
 	mon := &monitorAPI{mon: c.Monitor, sessions: sr}
 	ur, _ := c.Registry.(UpdateRegistry)
 	ra := &rolloutAPI{eng: c.Rollouts, history: ur}
+	fbr, _ := c.Registry.(FeedbackRegistry)
+	fb := &feedbackAPI{fr: fbr, mon: c.Monitor, now: c.Now}
 	ru := &rulesAPI{rules: c.Rules, parser: parser.NewParser(parser.Options{})}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
@@ -205,6 +207,9 @@ func routes(c Config) []route {
 		{"POST", "/api/v1/rollouts/{id}/abort", o, ra.action(Rollouts.Abort)},
 		{"POST", "/api/v1/rollouts/{id}/rollback", o, ra.action(Rollouts.Rollback)},
 		{"GET", "/api/v1/devices/{id}/updates", v, ra.updates},
+		{"POST", "/api/v1/devices/{id}/feedback", o, fb.needs(fb.record)},
+		{"GET", "/api/v1/feedback", v, fb.needs(fb.list)},
+		{"GET", "/api/v1/feedback/summary", v, fb.needs(fb.summary)},
 		{"GET", "/api/v1/liveness", v, mon.needs(mon.liveness)},
 		{"GET", "/api/v1/liveness/counts", v, mon.needs(mon.livenessCounts)},
 	}

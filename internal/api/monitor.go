@@ -17,6 +17,8 @@ import (
 // Monitor is what the liveness routes need of the fleet monitor.
 type Monitor interface {
 	Liveness() *monitor.Liveness
+	// Feedback counts a recorded feedback event in the device's series.
+	Feedback(device, kind string)
 }
 
 // SessionRegistry is what the connection-history route needs of the registry.

@@ -3,9 +3,7 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"strconv"
 
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/rollout"
@@ -163,20 +161,9 @@ func (a *rolloutAPI) updates(r *http.Request) (any, *apiError) {
 	if a.history == nil {
 		return nil, &apiError{errUnavailable, errors.New("this registry keeps no update history"), http.StatusServiceUnavailable}
 	}
-	limit, before := 0, int64(0)
-	if s := r.FormValue("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			return nil, badData(fmt.Errorf(`"limit" %q is not a number from 1 to 1000`, s))
-		}
-		limit = n
-	}
-	if s := r.FormValue("before"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 1 {
-			return nil, badData(fmt.Errorf(`"before" %q is not a positive event ID`, s))
-		}
-		before = n
+	limit, before, e := pageParams(r)
+	if e != nil {
+		return nil, e
 	}
 	ev, err := a.history.UpdateHistory(r.Context(), r.PathValue("id"), limit, before)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"sync"
@@ -83,6 +84,7 @@ type counters struct {
 	live           map[*gateway.Connection]struct{}
 	sessionSeconds float64
 	batches        map[string]uint64
+	feedback       map[string]uint64
 	delaySum       float64
 	delayCount     uint64
 	heard          time.Time
@@ -237,6 +239,17 @@ func (m *Monitor) Batch(device, result string, newest, arrived time.Time) {
 	mu.Unlock()
 }
 
+// Feedback counts a feedback event of kind recorded against device (registry.RecordFeedback),
+// for the series millwright_device_feedback_total that rollouts' feedback gate reads.
+func (m *Monitor) Feedback(device, kind string) {
+	c, mu := m.device(device)
+	if c.feedback == nil {
+		c.feedback = map[string]uint64{}
+	}
+	c.feedback[kind]++
+	mu.Unlock()
+}
+
 func (t *traffic) add(o traffic) {
 	t.rxBytes += o.rxBytes
 	t.rxMsgs += o.rxMsgs
@@ -263,6 +276,7 @@ type snapshot struct {
 	traffic        traffic
 	sessionSeconds float64
 	batches        map[string]uint64
+	feedback       map[string]uint64
 	delaySum       float64
 	delayCount     uint64
 	heard          time.Time
@@ -285,12 +299,7 @@ func (m *Monitor) snapshot(id string, now time.Time) (snapshot, bool) {
 		s.sessionSeconds += max(now.Sub(gc.Start), 0).Seconds()
 		s.heard = now
 	}
-	if len(c.batches) > 0 {
-		s.batches = make(map[string]uint64, len(c.batches))
-		for k, v := range c.batches {
-			s.batches[k] = v
-		}
-	}
+	s.batches, s.feedback = maps.Clone(c.batches), maps.Clone(c.feedback)
 	return s, true
 }
 

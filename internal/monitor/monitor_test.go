@@ -110,6 +110,8 @@ func TestSeriesJoinDeviceFacts(t *testing.T) {
 	r.mon.Disconnected(b, gateway.CauseKeepaliveTimeout, r.clk.Now())
 	r.mon.Batch("dev-a", ResultAccepted, r.clk.Now().Add(-2*time.Second), r.clk.Now())
 	r.mon.Batch("dev-a", "malformed", time.Time{}, r.clk.Now())
+	r.mon.Feedback("dev-b", "crash")
+	r.mon.Feedback("dev-b", "crash")
 	r.flush()
 
 	require.Equal(t, 1.0, r.value(`millwright_device_connected{device="dev-a"}`))
@@ -126,6 +128,9 @@ func TestSeriesJoinDeviceFacts(t *testing.T) {
 	require.Equal(t, 2.0, r.value(`millwright_device_ingest_delay_seconds_sum{device="dev-a"}`))
 	require.Equal(t, 1.0, r.value(`millwright_device_ingest_delay_seconds_count{device="dev-a"}`))
 	require.Equal(t, 1.0, r.value(`millwright_device_batches_total{device="dev-a",result="malformed"}`))
+	require.Equal(t, 2.0, r.value(`increase(millwright_device_feedback_total{device="dev-b",kind="crash"}[1m])`),
+		"feedback events count from a 0 at the previous write")
+	require.Empty(t, r.query(`millwright_device_feedback_total{device="dev-a"}`), "no feedback, no series")
 
 	// The join the issue asks for: disconnects by firmware, through the info series.
 	got := r.query(`sum by (firmware) (millwright_device_disconnects_total{cause!="clean"} * on (device) group_left (firmware) millwright_device_info)`)

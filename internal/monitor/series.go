@@ -29,6 +29,7 @@ const (
 	SeriesReceivedMessages  = "millwright_device_received_messages_total"
 	SeriesSentMessages      = "millwright_device_sent_messages_total"
 	SeriesBatches           = "millwright_device_batches_total"
+	SeriesFeedback          = "millwright_device_feedback_total"
 	SeriesIngestDelaySum    = "millwright_device_ingest_delay_seconds_sum"
 	SeriesIngestDelayCount  = "millwright_device_ingest_delay_seconds_count"
 	SeriesSessionSeconds    = "millwright_device_session_seconds_total"
@@ -81,11 +82,12 @@ var fixedNames = [fxDisconnects]string{
 // change (a firmware update must not leave two info series for one device, which would break
 // every join for five minutes).
 type written struct {
-	fixed   [numFixed]ref
-	causes  [numCauses]bool // the disconnect causes whose series were begun
-	batches map[string]*ref
-	static  []ref
-	epoch   uint64 // the last flush that wrote the device
+	fixed    [numFixed]ref
+	causes   [numCauses]bool // the disconnect causes whose series were begun
+	batches  map[string]*ref
+	feedback map[string]*ref
+	static   []ref
+	epoch    uint64 // the last flush that wrote the device
 }
 
 func newWritten(id string) *written {
@@ -171,6 +173,9 @@ func (m *Monitor) write(ctx context.Context, devs []registry.FleetDevice, live *
 			for _, r := range wr.batches {
 				r.ref = 0
 			}
+			for _, r := range wr.feedback {
+				r.ref = 0
+			}
 			for i := range wr.static {
 				wr.static[i].ref = 0
 			}
@@ -218,18 +223,8 @@ func (m *Monitor) write(ctx context.Context, devs []registry.FleetDevice, live *
 		w.add(&f[fxSentBytes], float64(s.traffic.txBytes))
 		w.add(&f[fxReceivedMessages], float64(s.traffic.rxMsgs))
 		w.add(&f[fxSentMessages], float64(s.traffic.txMsgs))
-		for result, n := range s.batches {
-			r := wr.batches[result]
-			if r == nil {
-				if wr.batches == nil {
-					wr.batches = map[string]*ref{}
-				}
-				r = &ref{l: series(SeriesBatches, "device", d.ID, "result", result)}
-				wr.batches[result] = r
-				w.addAt(r, m.prevWrite, 0) // as for a cause: increase() counts the first batch
-			}
-			w.add(r, float64(n))
-		}
+		m.writeCounters(w, &wr.batches, SeriesBatches, d.ID, "result", s.batches)
+		m.writeCounters(w, &wr.feedback, SeriesFeedback, d.ID, "kind", s.feedback)
 		w.add(&f[fxDelaySum], s.delaySum)
 		w.add(&f[fxDelayCount], float64(s.delayCount))
 		w.add(&f[fxSessionSeconds], s.sessionSeconds)
@@ -258,6 +253,24 @@ func (m *Monitor) write(ctx context.Context, devs []registry.FleetDevice, live *
 		m.prevWrite = w.t
 	}
 	return w.err
+}
+
+// writeCounters writes a device's counters of name, one series per value of label, each
+// begun as a disconnect cause's is: with a 0 at the previous write, so that increase() counts
+// its first event.
+func (m *Monitor) writeCounters(w *batchWriter, refs *map[string]*ref, name, device, label string, counts map[string]uint64) {
+	for v, n := range counts {
+		r := (*refs)[v]
+		if r == nil {
+			if *refs == nil {
+				*refs = map[string]*ref{}
+			}
+			r = &ref{l: series(name, "device", device, label, v)}
+			(*refs)[v] = r
+			w.addAt(r, m.prevWrite, 0)
+		}
+		w.add(r, float64(n))
+	}
 }
 
 // writeStatic writes a device's fact series — info, one per tag, one per group — with a

@@ -120,6 +120,18 @@ func (r *Registry) snapshotRows(ctx context.Context, what, q string, scan func(*
 }
 
 // eachRow calls fn for every row and closes rows.
+// pageBounds gives a listing by descending ID its bounds: limit, def when not positive and at
+// most most; before, the ID the page starts below, every ID when not positive.
+func pageBounds(limit int, before int64, def, most int) (int, int64) {
+	if limit <= 0 {
+		limit = def
+	}
+	if before <= 0 {
+		before = 1<<63 - 1
+	}
+	return min(limit, most), before
+}
+
 func eachRow(rows *sql.Rows, fn func() error) error {
 	defer rows.Close()
 	for rows.Next() {
@@ -221,9 +233,7 @@ func (r *Registry) DeviceSessions(ctx context.Context, device string, limit int,
 	if limit <= 0 || limit > MaxSessionsLimit {
 		return nil, fmt.Errorf("sessions: limit %d: %w: 1 to %d", limit, ErrInvalid, MaxSessionsLimit)
 	}
-	if before <= 0 {
-		before = 1<<63 - 1
-	}
+	limit, before = pageBounds(limit, before, limit, MaxSessionsLimit)
 	rows, err := r.db.QueryContext(ctx, `SELECT id, device_id, connected_at, disconnected_at, cause, received_bytes, sent_bytes,
 		received_messages, sent_messages, tls_version, mqtt_version, remote, node
 		FROM device_sessions WHERE device_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`, device, before, limit)

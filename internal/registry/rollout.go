@@ -454,13 +454,7 @@ func (r *Registry) RecordUpdateReport(ctx context.Context, device string, rep pr
 // UpdateHistory returns a device's update history, newest first: at most limit events
 // (1 to 1000; 0 means 100) with IDs below before (0: from the newest).
 func (r *Registry) UpdateHistory(ctx context.Context, device string, limit int, before int64) ([]UpdateEvent, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	limit = min(limit, 1000)
-	if before <= 0 {
-		before = 1 << 62
-	}
+	limit, before = pageBounds(limit, before, 100, 1000)
 	rows, err := r.db.QueryContext(ctx, `SELECT id, device_id, rollout_id, at, event, from_version, to_version, detail FROM update_history
 		WHERE device_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3`, device, before, limit)
 	if err != nil {

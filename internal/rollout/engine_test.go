@@ -225,6 +225,24 @@ func TestGuidePlanOver10000Devices(t *testing.T) {
 
 // drops writes each device's drop counter at ts: a device on firmware bad drops perHourBad
 // times an hour, any other perHourGood.
+// writeCounter adds to a counter series of every device, at perHourGood events an hour, or
+// perHourBad on the firmware bad, as the fleet monitor writes it.
+func (r *rig) writeCounter(name string, counts map[string]float64, bad string, perHourGood, perHourBad float64, dt time.Duration) {
+	r.t.Helper()
+	app, err := r.store.Appender(r.ctx)
+	require.NoError(r.t, err)
+	for id, fwv := range r.running {
+		rate := perHourGood
+		if fwv == bad {
+			rate = perHourBad
+		}
+		counts[id] += rate * dt.Hours()
+		_, err := app.Append(0, labels.FromStrings("__name__", name, "device", id, "kind", "crash"), r.clk.Now().UnixMilli(), counts[id])
+		require.NoError(r.t, err)
+	}
+	require.NoError(r.t, app.Commit())
+}
+
 func (r *rig) writeDrops(counts map[string]float64, bad string, perHourGood, perHourBad float64, dt time.Duration) {
 	r.t.Helper()
 	app, err := r.store.Appender(r.ctx)
@@ -347,6 +365,31 @@ gates:
 	r.run(t0.Add(14*time.Hour), step, func() { r.writeDrops(counts, "none", 0.5, 0.5, step) })
 	cur := r.rollout(ro.ID)
 	require.Equal(t, registry.RolloutCompleted, cur.State, "halted: %s", cur.HaltReason)
+}
+
+// TestFeedbackGateHalts: with the default gates, a release whose devices draw crash reports
+// ten times as often as the old version's halts in its canary phase on the feedback gate,
+// though it drops no more connections than the old one.
+func TestFeedbackGateHalts(t *testing.T) {
+	r := newRig(t)
+	r.release("1.0.0", "gw-200", "", false)
+	r.release("1.1.0", "gw-200", "", false)
+	r.fleet("d", 400, "gw-200", "1.0.0", nil)
+	plan, err := rollout.ParsePlan([]byte("phases:\n  - {name: canary, percent: 10, soak: 1d}\n  - {name: complete, percent: 100}\nconfirm: 10m\n"))
+	require.NoError(t, err)
+	ro, err := r.eng.Create(r.ctx, rollout.Spec{ID: "crashy", Version: "1.1.0", Plan: plan, Actor: "test"}, "")
+	require.NoError(t, err)
+	drops, feedback := map[string]float64{}, map[string]float64{}
+	step := 15 * time.Minute
+	r.run(t0.Add(24*time.Hour), step, func() {
+		r.writeDrops(drops, "none", 0.2, 0.2, step)
+		r.writeCounter("millwright_device_feedback_total", feedback, "1.1.0", 0.01, 0.1, step)
+	})
+	cur := r.rollout(ro.ID)
+	require.Equal(t, registry.RolloutHalted, cur.State, "the feedback gate halts the rollout")
+	require.Equal(t, 0, cur.Phase)
+	require.Contains(t, cur.HaltReason, "feedback:")
+	require.NotContains(t, cur.HaltReason, "drops:")
 }
 
 // TestUpgradeHopsAbsentAndFailures: a device too old for the release's min_from gets the

@@ -61,13 +61,15 @@ const (
 
 // DefaultGates are the gates of a rollout that names none: drops per device-hour,
 // reconnections per device-hour (a device that reboots reconnects), traffic per device-hour,
-// the share of devices offline, update failures and unreachable devices.
+// the share of devices offline, feedback events (feedback, incidents, crashes recorded against
+// devices) per device-hour, update failures and unreachable devices.
 func DefaultGates() []Gate {
 	return []Gate{
 		{Name: "drops", Query: `increase(millwright_device_disconnects_total{cause=~"keepalive_timeout|reset|protocol_error"}[$window])`},
 		{Name: "reconnects", Query: `increase(millwright_device_connects_total[$window])`},
 		{Name: "traffic", Query: `increase(millwright_device_received_bytes_total[$window])`, Worse: WorseLower},
 		{Name: "offline", Query: `1 - millwright_device_online`, Exposure: ExposureDevices, Threshold: 2},
+		{Name: "feedback", Query: `increase(millwright_device_feedback_total[$window])`},
 		{Name: "update_failures", Outcome: OutcomeFailures, Max: 0.05},
 		{Name: "unreachable", Outcome: OutcomeUnreachable, Max: 0.10},
 	}
