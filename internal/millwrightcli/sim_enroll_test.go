@@ -3,7 +3,6 @@ package millwrightcli
 import (
 	"context"
 	"crypto/x509"
-	"database/sql"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
+	"github.com/millwright/millwright/internal/registry/registrytest"
 	"github.com/millwright/millwright/internal/server"
 )
 
@@ -198,7 +198,7 @@ func TestSimEnrollTokens(t *testing.T) {
 // registered devices) and their data arrives.
 func TestSimPostgresRegistry(t *testing.T) {
 	t.Parallel()
-	dbURL := simSchemaURL(t)
+	dbURL := registrytest.SchemaURL(t)
 	s := startSimServerWith(t, func(o *server.Options) { o.Database = dbURL })
 	const n = 30
 	sm := runSim(t, "--server", s.srv.MQTTAddr().String(), "--data", s.dir, "--api-server", s.api(), "--devices", fmt.Sprint(n),
@@ -258,33 +258,4 @@ func TestSimPostgresRegistry(t *testing.T) {
 	require.Equal(t, n, again.Provisioning.Reused)
 	require.Zero(t, again.Provisioning.Registered)
 	require.Equal(t, n, again.ConnectedAtEnd)
-}
-
-// simSchemaURL creates a schema of its own on the test PostgreSQL server
-// ($MILLWRIGHT_TEST_POSTGRES, default 127.0.0.1:5432 database test), drops it when the test
-// ends, and returns a URL whose search_path is that schema.
-func simSchemaURL(t *testing.T) string {
-	t.Helper()
-	base := os.Getenv("MILLWRIGHT_TEST_POSTGRES")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	db, err := sql.Open("pgx", base)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, db.PingContext(ctx), "this test needs PostgreSQL (set MILLWRIGHT_TEST_POSTGRES to another URL)")
-	schema := fmt.Sprintf("mwsim_%d", time.Now().UnixNano())
-	_, err = db.ExecContext(ctx, "CREATE SCHEMA "+schema)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, err := db.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		require.NoError(t, err)
-		require.NoError(t, db.Close())
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
 }

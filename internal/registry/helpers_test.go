@@ -7,12 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"database/sql"
 	"fmt"
 	"math/big"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,15 +17,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/registry/registrytest"
 )
-
-// testPostgresURL is the PostgreSQL server the tests use; every test makes its own schema there.
-func testPostgresURL() string {
-	if u := os.Getenv("MILLWRIGHT_TEST_POSTGRES"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
 
 // testStart is the fake clock's start: not on a whole second, to catch lost milliseconds.
 var testStart = time.Date(2026, 3, 14, 15, 9, 26, 535_000_000, time.UTC)
@@ -56,7 +46,7 @@ func openTest(tb testing.TB, backend string) *Registry {
 	case BackendSQLite:
 		url = "sqlite://" + filepath.Join(tb.TempDir(), "registry.db")
 	case BackendPostgres:
-		url = testSchemaURL(tb)
+		url = registrytest.SchemaURL(tb)
 	default:
 		tb.Fatalf("unknown backend %q", backend)
 	}
@@ -69,34 +59,6 @@ func openTest(tb testing.TB, backend string) *Registry {
 		require.NoError(tb, r.Close())
 	})
 	return r
-}
-
-// testSchemaURL creates a schema mwtest_<random> on the test PostgreSQL server, drops it when
-// the test ends, and returns a URL whose search_path is that schema.
-func testSchemaURL(tb testing.TB) string {
-	tb.Helper()
-	base := testPostgresURL()
-	db, err := sql.Open("pgx", base)
-	require.NoError(tb, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := db.PingContext(ctx); err != nil {
-		_ = db.Close()
-		tb.Fatalf("the registry tests need PostgreSQL at %s (set MILLWRIGHT_TEST_POSTGRES to another URL): %v", redact(base), err)
-	}
-	schema := "mwtest_" + randomHex(12)
-	_, err = db.ExecContext(ctx, "CREATE SCHEMA "+schema)
-	require.NoError(tb, err)
-	tb.Cleanup(func() {
-		_, err := db.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		require.NoError(tb, err)
-		require.NoError(tb, db.Close())
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
 }
 
 func testURL(tb testing.TB, r *Registry) string {

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/registry/registrytest"
 )
 
 func TestMigrationsIdempotent(t *testing.T) {
@@ -64,7 +65,7 @@ func TestMigrationsConcurrentFresh(t *testing.T) {
 		if r.Backend() == BackendSQLite {
 			url = "sqlite://" + filepath.Join(t.TempDir(), "fresh.db")
 		} else {
-			url = testSchemaURL(t)
+			url = registrytest.SchemaURL(t)
 		}
 		var wg sync.WaitGroup
 		regs := make([]*Registry, 4)

@@ -96,8 +96,20 @@ type Engine struct {
 	results map[string][]Result // rollout → its gates' last verdicts
 	halted  map[string]labels.Labels
 
+	// leader, when set, says whether this server may step: of the servers sharing a
+	// registry, only the one holding the lock does.
+	leader  Leader
+	leading bool
+
 	steps, offers, halts prometheus.Counter
 	stepSeconds          prometheus.Histogram
+	leaderGauge          prometheus.Gauge
+}
+
+// Leader is the lock that lets one of the servers sharing a registry run the engine
+// (registry.Leadership).
+type Leader interface {
+	Leading(ctx context.Context) (bool, error)
 }
 
 // MaxOfferAttempts bounds the offers of one version to one device whose download failed.
@@ -117,11 +129,48 @@ func NewEngine(reg *registry.Registry, store Store, clk clock.Clock, logger *slo
 		offers:      prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_rollout_offers_total", Help: "Firmware offers queued by rollouts."}),
 		halts:       prometheus.NewCounter(prometheus.CounterOpts{Name: "millwright_rollout_halts_total", Help: "Rollouts halted by a failed health gate."}),
 		stepSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "millwright_rollout_step_seconds", Help: "Duration of one engine step over every active rollout.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}),
+		leaderGauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "millwright_rollout_leader", Help: "1 when this server runs the rollout engine for the registry, 0 while another server does."}),
 	}
 	if mreg != nil {
-		mreg.MustRegister(e.steps, e.offers, e.halts, e.stepSeconds)
+		mreg.MustRegister(e.steps, e.offers, e.halts, e.stepSeconds, e.leaderGauge)
 	}
 	return e
+}
+
+// SetLeader makes Run step only while l says this server leads. Without one, Run always
+// steps: the registry has one server.
+func (e *Engine) SetLeader(l Leader) { e.leader = l }
+
+// Tick steps every rollout if this server leads (see SetLeader), and says whether it did.
+func (e *Engine) Tick(ctx context.Context) (bool, error) {
+	if e.leader != nil {
+		ok, err := e.leader.Leading(ctx)
+		if err != nil {
+			return false, err
+		}
+		if ok != e.leading {
+			e.leading = ok
+			if ok {
+				e.log.Info("this server runs the rollout engine")
+			} else {
+				e.log.Info("another server runs the rollout engine; this one waits")
+			}
+		}
+		e.leaderGauge.Set(b2f(ok))
+		if !ok {
+			return false, nil
+		}
+	} else {
+		e.leaderGauge.Set(1)
+	}
+	return true, e.Step(ctx)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // SetDeliver sets where offers go as soon as they are queued.
@@ -204,7 +253,7 @@ func decode(ro registry.Rollout) (Scope, Plan, error) {
 // Run steps every active rollout every interval until ctx ends.
 func (e *Engine) Run(ctx context.Context, interval time.Duration) error {
 	for {
-		if err := e.Step(ctx); err != nil && ctx.Err() == nil {
+		if _, err := e.Tick(ctx); err != nil && ctx.Err() == nil {
 			e.log.Error("rollout step", "error", err)
 		}
 		t := e.clk.NewTimer(interval)

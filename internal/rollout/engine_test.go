@@ -18,6 +18,7 @@ import (
 
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/registry"
+	"github.com/millwright/millwright/internal/registry/registrytest"
 	"github.com/millwright/millwright/internal/rollout"
 	"github.com/millwright/millwright/internal/tsdb"
 	"github.com/millwright/millwright/protocol"
@@ -45,10 +46,14 @@ type rig struct {
 }
 
 func newRig(t testing.TB) *rig {
+	return newRigOn(t, "sqlite://"+filepath.Join(t.TempDir(), "registry.db"), clock.NewFake(t0))
+}
+
+// newRigOn is a rig on the registry at url: a second rig on the same url is a second server.
+func newRigOn(t testing.TB, url string, clk *clock.Fake) *rig {
 	t.Helper()
 	ctx := context.Background()
-	clk := clock.NewFake(t0)
-	reg, err := registry.Open(ctx, "sqlite://"+filepath.Join(t.TempDir(), "registry.db"), "", clk)
+	reg, err := registry.Open(ctx, url, "", clk)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, reg.Close()) })
 	store, err := tsdb.Open(t.TempDir(), tsdb.DefaultOptions(), nil, nil)
@@ -365,6 +370,53 @@ gates:
 	r.run(t0.Add(14*time.Hour), step, func() { r.writeDrops(counts, "none", 0.5, 0.5, step) })
 	cur := r.rollout(ro.ID)
 	require.Equal(t, registry.RolloutCompleted, cur.State, "halted: %s", cur.HaltReason)
+}
+
+// TestOneServerRunsTheEngine: of two servers sharing a PostgreSQL registry, the one holding
+// the lock offers; the other's steps do nothing until the first stops, and then it follows
+// the same rollout without offering anything twice.
+func TestOneServerRunsTheEngine(t *testing.T) {
+	url, clk := registrytest.SchemaURL(t), clock.NewFake(t0)
+	a, b := newRigOn(t, url, clk), newRigOn(t, url, clk)
+	la, lb := a.reg.Leadership("rollout-engine"), b.reg.Leadership("rollout-engine")
+	a.eng.SetLeader(la)
+	b.eng.SetLeader(lb)
+	a.release("1.0.0", "gw-200", "", false)
+	a.release("1.1.0", "gw-200", "", false)
+	a.fleet("d", 40, "gw-200", "1.0.0", nil)
+	plan, err := rollout.ParsePlan([]byte("phases:\n  - {name: canary, percent: 10, soak: 1h}\n  - {name: complete, percent: 100}\ngates: []\nconfirm: 10m\n"))
+	require.NoError(t, err)
+	ro, err := b.eng.Create(a.ctx, rollout.Spec{ID: "shared", Version: "1.1.0", Plan: plan, Actor: "test"}, "")
+	require.NoError(t, err, "any server creates rollouts")
+
+	stepped, err := a.eng.Tick(a.ctx)
+	require.NoError(t, err)
+	require.True(t, stepped)
+	stepped, err = b.eng.Tick(b.ctx)
+	require.NoError(t, err)
+	require.False(t, stepped, "the second server waits")
+	require.Len(t, a.inbox, 4)
+	require.Empty(t, b.inbox)
+	a.devicesAct()
+
+	require.NoError(t, la.Close()) // the first server stops
+	clk.Advance(2 * time.Hour)
+	b.running, b.seen, b.key = a.running, a.seen, a.key // the same devices and releases, now served by the second
+	for range 10 {
+		stepped, err = b.eng.Tick(b.ctx)
+		require.NoError(t, err)
+		require.True(t, stepped, "the second takes over")
+		b.devicesAct()
+		clk.Advance(20 * time.Minute)
+	}
+	recs, err := b.reg.RolloutDevices(b.ctx, ro.ID)
+	require.NoError(t, err)
+	require.Len(t, recs, 40)
+	require.Equal(t, map[string]int{registry.UpdateSucceeded: 40}, rollout.Counts(recs), "each device offered once, by one server or the other")
+	stepped, err = a.eng.Tick(a.ctx)
+	require.NoError(t, err)
+	require.False(t, stepped, "the first, back, waits for the second")
+	require.NoError(t, lb.Close())
 }
 
 // TestFeedbackGateHalts: with the default gates, a release whose devices draw crash reports

@@ -139,11 +139,13 @@ type Server struct {
 	facts    *devicepolicy.FactRecorder
 	channel  *devicechannel.Service
 	rollouts *rollout.Engine
-	mqtt     *gateway.MQTT
-	httpLn   net.Listener
-	http     *http.Server
-	pacer    *gcpace.Pacer
-	group    *lifecycle.Group
+	// rolloutLead is the lock that lets one of the servers sharing a registry run rollouts.
+	rolloutLead *registry.Leadership
+	mqtt        *gateway.MQTT
+	httpLn      net.Listener
+	http        *http.Server
+	pacer       *gcpace.Pacer
+	group       *lifecycle.Group
 }
 
 // New validates opts, prepares the data directory (CA, admin token, server certificate on
@@ -236,6 +238,8 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	s.channel.SetTransport(s.mqtt)
 	s.rollouts = rollout.NewEngine(s.registry, s.store, clk, logger.With("component", "rollout"), s.reg)
 	s.rollouts.SetDeliver(s.channel.Queued)
+	s.rolloutLead = s.registry.Leadership("rollout-engine")
+	s.rollouts.SetLeader(s.rolloutLead)
 
 	if err := s.listenHTTP(tlsCfg); err != nil {
 		return nil, err
@@ -290,7 +294,12 @@ func (s *Server) parts() *lifecycle.Group {
 	}
 	if s.rollouts != nil {
 		// Reads the registry and the store and queues offers for the device channel.
-		g.Add(lifecycle.Part{Name: "rollout engine", Run: func(ctx context.Context) error { return s.rollouts.Run(ctx, s.opts.RolloutInterval) }})
+		// Of the servers sharing a registry, the one holding the lock steps; it gives the lock
+		// up when it stops, and another takes over at its next step.
+		g.Add(lifecycle.Part{Name: "rollout engine", Run: func(ctx context.Context) error {
+			err := s.rollouts.Run(ctx, s.opts.RolloutInterval)
+			return errors.Join(err, s.rolloutLead.Close())
+		}})
 	}
 	if s.pacer != nil {
 		g.Add(lifecycle.Part{Name: "gc pacer", Run: func(ctx context.Context) error { s.pacer.Run(ctx); return nil }})
