@@ -32,12 +32,12 @@ func runIn(stdin string, args ...string) (code int, stdout, stderr string) {
 
 // cliAgainst runs the command line against a server with its admin token.
 type cliAgainst struct {
-	t    *testing.T
+	t    testing.TB
 	srv  *server.Server
 	conn []string
 }
 
-func newCLI(t *testing.T, srv *server.Server) *cliAgainst {
+func newCLI(t testing.TB, srv *server.Server) *cliAgainst {
 	return &cliAgainst{t: t, srv: srv, conn: []string{"--server", "https://" + srv.HTTPAddr().String(), "--data", srv.DataDir()}}
 }
 
@@ -55,7 +55,7 @@ func (c *cliAgainst) ok(args ...string) string {
 }
 
 // decode decodes a command's JSON output into v, refusing fields v does not have.
-func decodeStrict(t *testing.T, out string, v any) {
+func decodeStrict(t testing.TB, out string, v any) {
 	t.Helper()
 	dec := json.NewDecoder(strings.NewReader(out))
 	dec.DisallowUnknownFields()

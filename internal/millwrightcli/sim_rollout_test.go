@@ -2,8 +2,11 @@ package millwrightcli
 
 import (
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -108,4 +111,119 @@ func TestSimRollout(t *testing.T) {
 		out := cli.ok("devices", "updates", "ro-1")
 		require.Contains(t, out, "succeeded")
 	})
+}
+
+// BenchmarkSimRolloutSeeds repeats the acceptance run over 20 seeds, each against its own
+// server and simulated fleet of 80 real agents: 40 or so gw-100 devices are offered 2.1.0,
+// whose firmware drops its connection three times as often as 2.0.3 does (every 10 s on
+// average on top of the network's every 20 s, both exponential); the gw-200 devices are
+// offered 3.1.0, as healthy as 3.0.3. Both rollouts run the plan of TestSimRollout at once. It
+// reports the false halts (the healthy rollout halted), the missed halts (the faulty one
+// completed), the faulty halts outside the canary, and the healthy rollouts whose every device
+// did not succeed. docs/benchmarks.md has the numbers and the command:
+//
+//	go test -run '^$' -bench SimRolloutSeeds -benchtime 1x -timeout 60m ./internal/millwrightcli/
+func BenchmarkSimRolloutSeeds(b *testing.B) {
+	const seeds = 20
+	var falseHalts, missedHalts, lateHalts, incomplete int
+	var haltAfter []time.Duration
+	for seed := 1; seed <= seeds; seed++ {
+		b.Run(fmt.Sprintf("seed=%d", seed), func(b *testing.B) {
+			o := simRolloutPair(b, seed)
+			if o.healthy.State != "completed" {
+				falseHalts++
+			}
+			if o.faulty.State == "completed" {
+				missedHalts++
+			}
+			if o.faulty.State == "halted" {
+				haltAfter = append(haltAfter, o.haltAfter)
+				if o.faulty.PhaseName != "canary" {
+					lateHalts++
+				}
+			}
+			if o.healthy.State == "completed" && o.healthy.Counts["succeeded"] != o.healthy.Devices {
+				incomplete++
+			}
+			b.Logf("seed %d: healthy %s %v; faulty %s in %s after %v: %s", seed, o.healthy.State, o.healthy.Counts,
+				o.faulty.State, o.faulty.PhaseName, o.haltAfter.Round(time.Second), o.faulty.HaltReason)
+		})
+	}
+	slices.Sort(haltAfter)
+	b.Logf("%d seeds: %d false halts, %d missed halts, %d faulty halts after the canary, %d healthy rollouts incomplete; faulty halted after %v (median)",
+		seeds, falseHalts, missedHalts, lateHalts, incomplete, median(haltAfter))
+	b.ReportMetric(float64(falseHalts), "false-halts")
+	b.ReportMetric(float64(missedHalts), "missed-halts")
+}
+
+func median(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	return d[len(d)/2]
+}
+
+// pairOutcome is how the two rollouts of one seed ended.
+type pairOutcome struct {
+	healthy, faulty rollout.Status
+	// haltAfter is the time from the faulty rollout's creation to its halt.
+	haltAfter time.Duration
+}
+
+// simRolloutPair runs one seed of BenchmarkSimRolloutSeeds.
+func simRolloutPair(b *testing.B, seed int) pairOutcome {
+	s := startSimServerWith(b, func(o *server.Options) {
+		o.Monitor.Interval = time.Second
+		o.RolloutInterval = time.Second
+	})
+	cli := newCLI(b, s.srv)
+	keys := b.TempDir()
+	code, _, stderr := runIn("", "firmware", "keygen", "--out", keys)
+	require.Zero(b, code, stderr)
+	for _, r := range [][2]string{{"2.0.3", "gw-100"}, {"2.1.0", "gw-100"}, {"3.0.3", "gw-200"}, {"3.1.0", "gw-200"}} {
+		img := filepath.Join(b.TempDir(), r[0]+".img")
+		data := make([]byte, 100_000)
+		_, _ = rand.Read(data)
+		require.NoError(b, os.WriteFile(img, data, 0o600))
+		cli.ok("firmware", "upload", "--key", filepath.Join(keys, "firmware.key"), "--version", r[0], "--model", r[1], img)
+	}
+	profile := filepath.Join(b.TempDir(), "fleet.yml")
+	require.NoError(b, os.WriteFile(profile, []byte(`profiles:
+  - {name: a, firmware_version: 2.0.3, network_operator: op-a, hardware_model: gw-100, network: {drop_interval: 20s}}
+  - {name: b, firmware_version: 3.0.3, network_operator: op-a, hardware_model: gw-200, network: {drop_interval: 20s}}
+firmware:
+  - {version: 2.1.0, drop_interval: 10s}
+`), 0o644))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		code, _, stderr := run("sim", "--json", "--log-level", "warn", "--server", s.srv.MQTTAddr().String(), "--data", s.dir,
+			"--api-server", s.api(), "--est-server", s.api(), "--ota-trust", filepath.Join(keys, "firmware.pub"),
+			"--devices", "80", "--id-prefix", "ro", "--profile", profile, "--seed", strconv.Itoa(seed),
+			"--interval", "2s", "--jitter", "0s", "--sample-interval", "1s", "--backoff-base", "100ms", "--duration", "85s")
+		if code != 0 {
+			b.Errorf("sim: %s", stderr)
+		}
+	}()
+	b.Cleanup(func() { <-done })
+	require.Eventually(b, func() bool {
+		v := s.query(b, `count(millwright_device_info{firmware=~"2.0.3|3.0.3"})`, time.Now())
+		return len(v) == 1 && v[0].Value[1] == "80"
+	}, 30*time.Second, 200*time.Millisecond)
+	plan := filepath.Join(b.TempDir(), "plan.yml")
+	require.NoError(b, os.WriteFile(plan, []byte(rolloutPlan), 0o644))
+	start := time.Now()
+	cli.ok("rollouts", "create", "--version", "2.1.0", "--plan", plan, "--select", "model=gw-100", "--id", "faulty")
+	cli.ok("rollouts", "create", "--version", "3.1.0", "--plan", plan, "--select", "model=gw-200", "--id", "healthy")
+	var o pairOutcome
+	require.Eventually(b, func() bool {
+		o.healthy, o.faulty = rollout.Status{}, rollout.Status{}
+		decodeStrict(b, cli.ok("rollouts", "show", "faulty", "-o", "json"), &o.faulty)
+		if o.faulty.State == "halted" && o.haltAfter == 0 {
+			o.haltAfter = time.Since(start)
+		}
+		decodeStrict(b, cli.ok("rollouts", "show", "healthy", "-o", "json"), &o.healthy)
+		return o.faulty.State != "running" && o.healthy.State != "running"
+	}, 70*time.Second, time.Second)
+	return o
 }

@@ -28,7 +28,7 @@ type simServer struct {
 func startSimServer(t *testing.T) *simServer { return startSimServerWith(t, nil) }
 
 // startSimServerWith is startSimServer with options changed by mutate (nil for none).
-func startSimServerWith(t *testing.T, mutate func(*server.Options)) *simServer {
+func startSimServerWith(t testing.TB, mutate func(*server.Options)) *simServer {
 	t.Helper()
 	srv := servertest.Start(t, mutate)
 	return &simServer{srv: srv, dir: srv.DataDir()}
@@ -38,7 +38,7 @@ func startSimServerWith(t *testing.T, mutate func(*server.Options)) *simServer {
 func (s *simServer) api() string { return "https://" + s.srv.HTTPAddr().String() }
 
 // query runs a PromQL instant query through the server's API and returns the result vector.
-func (s *simServer) query(t *testing.T, q string, at time.Time) []struct {
+func (s *simServer) query(t testing.TB, q string, at time.Time) []struct {
 	Metric map[string]string `json:"metric"`
 	Value  [2]any            `json:"value"`
 	Values [][2]any          `json:"values"`
