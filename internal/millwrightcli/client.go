@@ -172,3 +172,13 @@ func printJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// printMore says that a list goes on, and how to get the rest: on standard output after a
+// table, on standard error after JSON, which stays one value a program can read.
+func printMore(cmd *cobra.Command, asJSON bool, hint string) {
+	w := cmd.OutOrStdout()
+	if asJSON {
+		w = cmd.ErrOrStderr()
+	}
+	fmt.Fprintln(w, "more: "+hint)
+}

@@ -55,17 +55,21 @@ func newDevicesCmd() *cobra.Command {
 				q.Add("tag", t)
 			}
 			q.Set("limit", strconv.Itoa(limit))
-			var devs []apitypes.Device
+			devs := []apitypes.Device{}
+			next := ""
 			for {
 				var page apitypes.DeviceList
 				if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/devices?"+q.Encode(), nil, &page); err != nil {
 					return err
 				}
-				devs = append(devs, page.Devices...)
-				if !all || page.Next == "" {
+				devs, next = append(devs, page.Devices...), page.Next
+				if !all || next == "" {
 					break
 				}
-				q.Set("after", page.Next)
+				q.Set("after", next)
+			}
+			if next != "" {
+				defer printMore(cmd, c.json, "more devices follow: --all lists every page")
 			}
 			if c.json {
 				return printJSON(cmd.OutOrStdout(), devs)

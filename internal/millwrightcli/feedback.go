@@ -85,6 +85,9 @@ func newFeedbackCmd() *cobra.Command {
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/feedback?"+q.Encode(), nil, &out); err != nil {
 				return err
 			}
+			if n := len(out.Events); n == filter.Limit {
+				defer printMore(cmd, c.json, fmt.Sprintf("--before %d", out.Events[n-1].ID))
+			}
 			if c.json {
 				return printJSON(cmd.OutOrStdout(), out)
 			}

@@ -39,6 +39,9 @@ func newSessionsCmd() *cobra.Command {
 				return err
 			}
 			if c.json {
+				if page.Next != 0 {
+					defer printMore(cmd, true, fmt.Sprintf("--before %d", page.Next))
+				}
 				return printJSON(cmd.OutOrStdout(), page)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -52,7 +55,7 @@ func newSessionsCmd() *cobra.Command {
 				return err
 			}
 			if page.Next != 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "more: --before %d\n", page.Next)
+				printMore(cmd, false, fmt.Sprintf("--before %d", page.Next))
 			}
 			return nil
 		},
@@ -72,17 +75,20 @@ func listLiveness(cmd *cobra.Command, c *apiClient, q url.Values, limit int, all
 		}
 	}
 	q.Set("limit", strconv.Itoa(limit))
-	var l apitypes.LivenessList
+	l := apitypes.LivenessList{Devices: []apitypes.DeviceLiveness{}}
 	for {
 		var page apitypes.LivenessList
 		if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/liveness?"+q.Encode(), nil, &page); err != nil {
 			return err
 		}
-		l.At, l.Devices = page.At, append(l.Devices, page.Devices...)
-		if !all || page.Next == "" {
+		l.At, l.Devices, l.Next = page.At, append(l.Devices, page.Devices...), page.Next
+		if !all || l.Next == "" {
 			break
 		}
-		q.Set("after", page.Next)
+		q.Set("after", l.Next)
+	}
+	if l.Next != "" {
+		defer printMore(cmd, c.json, "more devices follow: --all lists every page")
 	}
 	if c.json {
 		return printJSON(cmd.OutOrStdout(), l.Devices)

@@ -261,6 +261,9 @@ func newUpdatesCmd() *cobra.Command {
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/devices/"+url.PathEscape(args[0])+"/updates?"+q.Encode(), nil, &out); err != nil {
 				return err
 			}
+			if n := len(out.Events); n == limit {
+				defer printMore(cmd, c.json, fmt.Sprintf("--before %d", out.Events[n-1].ID))
+			}
 			if c.json {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
