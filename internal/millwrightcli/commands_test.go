@@ -69,7 +69,11 @@ func TestAPICommands(t *testing.T) {
 	require.Regexp(t, `Groups:\s+hall-2`, cli("devices", "show", "line-1"))
 	d = device("resume", "line-2")
 	require.Equal(t, apitypes.DeviceActive, d.Status)
-	d = device("revoke", "line-2")
+	code, _, stderr := run(append([]string{"devices", "revoke", "line-2"}, conn...)...)
+	require.Equal(t, 2, code, "a destructive command run by a script without --yes is refused")
+	require.Contains(t, stderr, "revoke device line-2: give --yes to confirm")
+	require.Equal(t, apitypes.DeviceActive, device("show", "line-2").Status, "and does nothing")
+	d = device("revoke", "line-2", "--yes")
 	require.Equal(t, apitypes.DeviceRevoked, d.Status)
 
 	var toks apitypes.TokensCreated
@@ -92,11 +96,11 @@ func TestAPICommands(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "ci.token")
 	require.NoError(t, os.WriteFile(tokenFile, []byte(created.Token+"\n"), 0o600))
 	cli("devices", "list", "--token-file", tokenFile)
-	code, _, stderr := run(append([]string{"operators", "list", "--token-file", tokenFile}, conn...)...)
+	code, _, stderr = run(append([]string{"operators", "list", "--token-file", tokenFile}, conn...)...)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "(forbidden)")
 
-	require.Equal(t, "revoked "+created.Operator.ID+"\n", cli("operators", "revoke", created.Operator.ID))
+	require.Equal(t, "revoked "+created.Operator.ID+"\n", cli("operators", "revoke", created.Operator.ID, "--yes"))
 	ops = nil
 	decode(cli("operators", "list", "-o", "json"), &ops)
 	require.False(t, ops[0].RevokedAt.IsZero())

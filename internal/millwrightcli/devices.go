@@ -116,17 +116,28 @@ func newDevicesCmd() *cobra.Command {
 	sf.add(show)
 	cmd.AddCommand(list, show)
 
-	for _, action := range []struct{ name, short string }{
-		{"suspend", "Suspend a device: refused at connect, its live session closed"},
-		{"resume", "Resume a suspended device"},
-		{"revoke", "Revoke a device and all its certificates; its session closed and the CRL updated"},
+	for _, action := range []struct {
+		name, short string
+		destroys    bool // asks for confirmation
+	}{
+		{"suspend", "Suspend a device: refused at connect, its live session closed", false},
+		{"resume", "Resume a suspended device", false},
+		{"revoke", "Revoke a device and all its certificates for good; its session closed and the CRL updated", true},
 	} {
-		var af clientFlags
+		var (
+			af  clientFlags
+			yes bool
+		)
 		c := &cobra.Command{
 			Use:   action.name + " ID",
 			Short: action.short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				if action.destroys {
+					if err := confirm(cmd, yes, action.name+" device "+args[0]); err != nil {
+						return err
+					}
+				}
 				c, err := af.client()
 				if err != nil {
 					return err
@@ -139,6 +150,9 @@ func newDevicesCmd() *cobra.Command {
 			},
 		}
 		af.add(c)
+		if action.destroys {
+			c.Flags().BoolVarP(&yes, "yes", "y", false, action.name+" without asking")
+		}
 		cmd.AddCommand(c)
 	}
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -191,14 +190,4 @@ type registrarFunc func(ctx context.Context, certs []*x509.Certificate) (int, er
 
 func (f registrarFunc) RegisterCertificates(ctx context.Context, certs []*x509.Certificate) (int, error) {
 	return f(ctx, certs)
-}
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w any) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
