@@ -177,6 +177,8 @@ func routes(c Config) []route {
 		{"POST", "/api/v1/devices/{id}/tags", o, d.tags},
 		{"POST", "/api/v1/devices/{id}/groups", o, d.groups},
 		{"POST", "/api/v1/enrollment-tokens", o, d.createTokens},
+		{"GET", "/api/v1/enrollment-tokens", o, d.listTokens},
+		{"DELETE", "/api/v1/enrollment-tokens/{id}", o, d.revokeToken},
 		{"POST", "/api/v1/certificates", o, d.addCertificates},
 		{"GET", "/api/v1/operators", a, d.listOperators},
 		{"POST", "/api/v1/operators", a, d.createOperator},

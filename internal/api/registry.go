@@ -26,6 +26,8 @@ type Registry interface {
 	SetTags(ctx context.Context, id string, set map[string]string, remove []string, actor, remote string) error
 	SetGroups(ctx context.Context, id string, add, remove []string, actor, remote string) error
 	CreateEnrollmentTokens(ctx context.Context, spec registry.TokenSpec, actor string) ([]string, error)
+	ListEnrollmentTokens(ctx context.Context, all bool) ([]registry.EnrollmentToken, error)
+	DeleteEnrollmentToken(ctx context.Context, id, actor, remote string) error
 	AddCertificates(ctx context.Context, certs []registry.DeviceCertificate, actor, remote string) (int, error)
 	CreateOperator(ctx context.Context, name string, role registry.Role, actor, remote string) (registry.Operator, string, error)
 	ListOperators(ctx context.Context) ([]registry.Operator, error)
@@ -197,7 +199,53 @@ func (d *registryAPI) createTokens(r *http.Request) (any, *apiError) {
 	if err != nil {
 		return nil, registryError(err)
 	}
-	return apitypes.TokensCreated{Tokens: toks, ExpiresIn: ttl.String()}, nil
+	ids := make([]string, len(toks))
+	for i, t := range toks {
+		ids[i] = registry.EnrollmentTokenID(t)
+	}
+	return apitypes.TokensCreated{Tokens: toks, IDs: ids, ExpiresIn: ttl.String()}, nil
+}
+
+// listTokens lists the enrollment tokens still usable, or with all=true every stored one.
+func (d *registryAPI) listTokens(r *http.Request) (any, *apiError) {
+	all := false
+	if s := r.FormValue("all"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return nil, badData(fmt.Errorf(`"all" %q is not true or false`, s))
+		}
+		all = b
+	}
+	toks, err := d.reg.ListEnrollmentTokens(r.Context(), all)
+	if err != nil {
+		return nil, registryError(err)
+	}
+	now := d.now()
+	out := apitypes.TokenList{Tokens: make([]apitypes.EnrollmentToken, len(toks))}
+	for i, t := range toks {
+		state := "unused"
+		switch {
+		case !t.UsedAt.IsZero():
+			state = "used"
+		case !t.ExpiresAt.After(now):
+			state = "expired"
+		}
+		out.Tokens[i] = apitypes.EnrollmentToken{ID: t.ID, State: state, Model: t.Model, DeviceID: t.DeviceID, Tags: t.Tags,
+			CreatedBy: t.CreatedBy, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, UsedAt: t.UsedAt, UsedBy: t.UsedBy}
+	}
+	return out, nil
+}
+
+// revokeToken deletes an unused enrollment token, so it can no longer enroll a device.
+func (d *registryAPI) revokeToken(r *http.Request) (any, *apiError) {
+	id := r.PathValue("id")
+	if err := d.reg.DeleteEnrollmentToken(r.Context(), id, actor(r), r.RemoteAddr); err != nil {
+		if errors.Is(err, registry.ErrTokenUsed) {
+			return nil, &apiError{errConflict, fmt.Errorf("%w: it enrolled a device, and stays as the record of that", err), http.StatusConflict}
+		}
+		return nil, registryError(err)
+	}
+	return apitypes.TokenRevoked{Revoked: id}, nil
 }
 
 // addCertificates records device certificates issued outside enrollment, each only once it
