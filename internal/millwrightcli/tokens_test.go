@@ -61,6 +61,20 @@ func TestTokensListAndRevoke(t *testing.T) {
 	require.True(t, strings.Contains(stderr, "not found"), stderr)
 	_, _, err = srv.Registry().Enroll(context.Background(), created.Tokens[0], "gw-200", "127.0.0.1:1", selfSigned)
 	require.Error(t, err, "a revoked token enrolls nothing")
+
+	// The audit log says who revoked them.
+	var entries []apitypes.AuditEntry
+	decodeStrict(t, cli.ok("audit", "--limit", "2", "-o", "json"), &entries)
+	require.Len(t, entries, 2)
+	require.Equal(t, "token.delete", entries[0].Action)
+	require.Equal(t, created.IDs[1], entries[0].Target)
+	require.Equal(t, "admin", entries[0].Actor)
+	out := cli.ok("audit", "--limit", "2")
+	require.Contains(t, out, "token.delete")
+	require.Regexp(t, `more: --before \d+`, out)
+	code, _, stderr = cli.run("", "audit", "--limit", "0")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "--limit 0")
 }
 
 // selfSigned issues a throwaway certificate for deviceID, as an enrollment's issuer would.
