@@ -55,6 +55,10 @@ type Config struct {
 	// DeviceChanged is called after a device's status changed (suspend, resume, revoke), so the
 	// gateway can close its sessions and the CRL can be rebuilt.
 	DeviceChanged func(id string, status registry.Status)
+	// DeviceDeleted is called after a device was deleted from the registry (and when it is
+	// deleted again, to finish an erasure cut short): it closes its session and erases its
+	// series and events, and says how many events it erased.
+	DeviceDeleted func(ctx context.Context, id string) (int, error)
 	// Channel is the device channel, for the configuration and command routes; nil answers
 	// them 503. Registry must then also be a ChannelRegistry.
 	Channel Channel
@@ -138,7 +142,7 @@ func rank(r registry.Role) int {
 func routes(c Config) []route {
 	p := &promAPI{queryable: c.Queryable, engine: c.Engine, parser: parser.NewParser(parser.Options{}), now: c.Now,
 		timeout: c.QueryTimeout, slots: newQuerySlots(c.Options.withDefaults().QueryMaxConcurrency, c.Registerer)}
-	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged, roots: c.DeviceRoots, now: c.Now, channel: c.Channel}
+	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged, deleted: c.DeviceDeleted, roots: c.DeviceRoots, now: c.Now, channel: c.Channel}
 	an := &anomalyAPI{finder: c.Anomalies, slots: p.slots}
 	cr, _ := c.Registry.(ChannelRegistry)
 	ch := &channelAPI{reg: cr, ch: c.Channel}
@@ -174,6 +178,7 @@ func routes(c Config) []route {
 		{"POST", "/api/v1/devices/{id}/suspend", o, d.setStatus(registry.StatusSuspended)},
 		{"POST", "/api/v1/devices/{id}/resume", o, d.setStatus(registry.StatusActive)},
 		{"POST", "/api/v1/devices/{id}/revoke", o, d.setStatus(registry.StatusRevoked)},
+		{"DELETE", "/api/v1/devices/{id}", a, d.deleteDevice},
 		{"POST", "/api/v1/devices/{id}/tags", o, d.tags},
 		{"POST", "/api/v1/devices/{id}/groups", o, d.groups},
 		{"POST", "/api/v1/enrollment-tokens", o, d.createTokens},

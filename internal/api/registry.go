@@ -23,6 +23,7 @@ type Registry interface {
 	Device(ctx context.Context, id string) (*registry.Device, error)
 	ListDevices(ctx context.Context, f registry.ListFilter) ([]registry.Device, string, error)
 	SetStatus(ctx context.Context, id string, s registry.Status, actor, remote string) error
+	DeleteDevice(ctx context.Context, id, actor, remote string) error
 	SetTags(ctx context.Context, id string, set map[string]string, remove []string, actor, remote string) error
 	SetGroups(ctx context.Context, id string, add, remove []string, actor, remote string) error
 	CreateEnrollmentTokens(ctx context.Context, spec registry.TokenSpec, actor string) ([]string, error)
@@ -40,6 +41,7 @@ var _ Registry = (*registry.Registry)(nil)
 type registryAPI struct {
 	reg     Registry
 	changed func(id string, s registry.Status)
+	deleted func(ctx context.Context, id string) (int, error)
 	roots   *x509.CertPool   // device CAs, for POST /api/v1/certificates
 	now     func() time.Time // when certificates are verified
 	channel Channel          // told of group and tag changes; may be nil
@@ -204,6 +206,29 @@ func (d *registryAPI) createTokens(r *http.Request) (any, *apiError) {
 		ids[i] = registry.EnrollmentTokenID(t)
 	}
 	return apitypes.TokensCreated{Tokens: toks, IDs: ids, ExpiresIn: ttl.String()}, nil
+}
+
+// deleteDevice erases a device: its registry rows, then its series and events. A device the
+// registry no longer has still gets its data erased (finishing an erasure a failure cut
+// short), and the answer is 404.
+func (d *registryAPI) deleteDevice(r *http.Request) (any, *apiError) {
+	id := r.PathValue("id")
+	regErr := d.reg.DeleteDevice(r.Context(), id, actor(r), r.RemoteAddr)
+	if regErr != nil && !errors.Is(regErr, registry.ErrNotFound) {
+		return nil, registryError(regErr)
+	}
+	events := 0
+	if d.deleted != nil {
+		n, err := d.deleted(r.Context(), id)
+		if err != nil {
+			return nil, &apiError{errInternal, fmt.Errorf("device %s: erasing its series and events failed (delete it again to finish): %w", id, err), http.StatusInternalServerError}
+		}
+		events = n
+	}
+	if regErr != nil {
+		return nil, registryError(regErr)
+	}
+	return apitypes.DeviceDeleted{Deleted: id, Events: events}, nil
 }
 
 // listTokens lists the enrollment tokens still usable, or with all=true every stored one.

@@ -108,3 +108,43 @@ func TestRepairAfterFailedWrite(t *testing.T) {
 	}
 	require.Equal(t, []string{"after", "before"}, values)
 }
+
+// TestErase removes one device's events, buffered ones included, keeps every other device's,
+// goes on appending after them, and survives a reopen.
+func TestErase(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir)
+	require.NoError(t, err)
+	s := func(v string) *string { return &v }
+	require.NoError(t, l.Append(
+		Event{Time: 1000, Device: "gone", Name: "state", String: s("idle")},
+		Event{Time: 1100, Device: "kept", Name: "state", String: s("idle")},
+	))
+	require.NoError(t, l.Flush(true))
+	require.NoError(t, l.Append(Event{Time: 1200, Device: "gone", Name: "note", String: s("buffered")}))
+
+	n, err := l.Erase("gone")
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	n, err = l.Erase("nobody")
+	require.NoError(t, err)
+	require.Zero(t, n)
+	got, err := l.List(Query{Device: "gone"})
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.NoError(t, l.Append(Event{Time: 1300, Device: "kept", Name: "state", String: s("running")}))
+	require.NoError(t, l.Close())
+
+	l, err = Open(dir)
+	require.NoError(t, err)
+	defer l.Close()
+	require.Zero(t, l.TornBytes())
+	got, err = l.List(Query{})
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	require.Equal(t, "running", *got[0].String)
+	require.Equal(t, "kept", got[1].Device)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temporary file is left")
+}

@@ -75,6 +75,13 @@ func TestAPICommands(t *testing.T) {
 	require.Equal(t, apitypes.DeviceActive, device("show", "line-2").Status, "and does nothing")
 	d = device("revoke", "line-2", "--yes")
 	require.Equal(t, apitypes.DeviceRevoked, d.Status)
+	code, _, stderr = run(append([]string{"devices", "delete", "line-2"}, conn...)...)
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "erase device line-2 and all its data: give --yes to confirm")
+	require.Equal(t, "deleted line-2: its records, certificates, series and 0 event(s)\n", cli("devices", "delete", "line-2", "--yes"))
+	code, _, stderr = run(append([]string{"devices", "show", "line-2"}, conn...)...)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "not found")
 
 	var toks apitypes.TokensCreated
 	decode(cli("tokens", "create", "--count", "2", "--expires", "2h", "-o", "json"), &toks)

@@ -156,6 +156,41 @@ func newDevicesCmd() *cobra.Command {
 		cmd.AddCommand(c)
 	}
 
+	var (
+		df     clientFlags
+		delYes bool
+	)
+	del := &cobra.Command{
+		Use:   "delete ID",
+		Short: "Erase a device: its registry record, certificates, history, series and events (admin only; asks first)",
+		Long: `Erase a device for good (data protection): its registry record, tags, groups,
+certificates, sessions, mailbox, configuration, update history and feedback, every series
+with its device label and its events. Its live session is closed. The audit log keeps what
+was done to it, and who deleted it. Revoke a device to keep its history instead.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, delYes, "erase device "+args[0]+" and all its data"); err != nil {
+				return err
+			}
+			c, err := df.client()
+			if err != nil {
+				return err
+			}
+			var out apitypes.DeviceDeleted
+			if err := c.call(cmd.Context(), http.MethodDelete, "/api/v1/devices/"+url.PathEscape(args[0]), nil, &out); err != nil {
+				return err
+			}
+			if c.json {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "deleted %s: its records, certificates, series and %d event(s)\n", out.Deleted, out.Events)
+			return err
+		},
+	}
+	df.add(del)
+	del.Flags().BoolVarP(&delYes, "yes", "y", false, "erase without asking")
+	cmd.AddCommand(del)
+
 	var tf clientFlags
 	tag := &cobra.Command{
 		Use:   "tag ID key=value...",

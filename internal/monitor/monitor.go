@@ -13,6 +13,7 @@ import (
 	"maps"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -237,6 +238,23 @@ func (m *Monitor) Batch(device, result string, newest, arrived time.Time) {
 	}
 	c.heard = later(c.heard, arrived)
 	mu.Unlock()
+}
+
+// Forget drops what the monitor keeps of a deleted device — its counters, the series it
+// writes, its ended sessions not yet recorded — and runs erase (which deletes the device's
+// series) with no flush running, so no flush writes the device's series again afterwards.
+func (m *Monitor) Forget(id string, erase func() error) error {
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
+	delete(m.written, id)
+	sh := &m.shards[maphash.String(m.seed, id)%shards]
+	sh.mu.Lock()
+	delete(sh.devs, id)
+	sh.mu.Unlock()
+	m.pmu.Lock()
+	m.pending = slices.DeleteFunc(m.pending, func(s registry.Session) bool { return s.DeviceID == id })
+	m.pmu.Unlock()
+	return erase()
 }
 
 // Feedback counts a feedback event of kind recorded against device (registry.RecordFeedback),

@@ -317,6 +317,39 @@ func (r *Registry) lockDevice(ctx context.Context, tx *sql.Tx, id string) (Statu
 	return s, err
 }
 
+// DeleteDevice erases a device from the registry (data protection): its row, tags, groups,
+// certificates, sessions, mailbox, configuration, rollout records, update history and
+// feedback. The audit log keeps the entries about it, and this one. Its certificates leave the
+// CRL with it; the gateway admits only certificates registered to a device, so they admit
+// nothing. The caller erases the device's series and events (the server's deviceDeleted).
+func (r *Registry) DeleteDevice(ctx context.Context, id, actor, remote string) error {
+	if err := validateDeviceID(id); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	err := r.write(ctx, func(tx *sql.Tx) error {
+		old, err := r.lockDevice(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM certificates WHERE device_id = $1`, id)
+		if err != nil {
+			return err
+		}
+		certs, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = $1`, id); err != nil {
+			return err
+		}
+		return r.audit(ctx, tx, r.now(), actor, ActionDeviceDelete, id, fmt.Sprintf("%s device erased with %d certificate(s)", old, certs), remote)
+	})
+	if err != nil {
+		return fmt.Errorf("delete device %s: %w", id, err)
+	}
+	return nil
+}
+
 // SetStatus moves a device to status s. Revoking also revokes every certificate of the device
 // not revoked yet; leaving revoked does not un-revoke them (the device needs a new
 // certificate). A device cannot be set back to pending. Setting the current status again

@@ -143,6 +143,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Events:        s.events,
 		Registry:      s.registry,
 		DeviceChanged: s.deviceChanged,
+		DeviceDeleted: s.deviceDeleted,
 		Channel:       s.channel,
 		Anomalies:     s.anomaly,
 		DeviceRoots:   tlsCfg.ClientCAs,

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/clock"
@@ -355,6 +356,25 @@ func (s *Server) deviceChanged(id string, status registry.Status) {
 		s.log.Info("closed the session of a device that may no longer connect", "device", id, "status", status)
 	}
 	s.enroll.InvalidateCRL()
+}
+
+// deviceDeleted erases what the server keeps of a device deleted from the registry, beyond
+// the registry: its live session is closed, then its events and its series (with the monitor
+// holding its flushes, so none writes them again) are erased. It says how many events went.
+func (s *Server) deviceDeleted(ctx context.Context, id string) (int, error) {
+	s.deviceChanged(id, registry.StatusRevoked)
+	events, err := s.events.Erase(id)
+	if err != nil {
+		return 0, err
+	}
+	err = s.monitor.Forget(id, func() error {
+		return s.store.DeleteSeries(ctx, labels.MustNewMatcher(labels.MatchEqual, "device", id))
+	})
+	if err != nil {
+		return events, err
+	}
+	s.log.Info("erased a deleted device's data", "device", id, "events", events)
+	return events, nil
 }
 
 // ingester is the gateway's Ingester: the pipeline, and each accepted batch marks its device

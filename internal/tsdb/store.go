@@ -420,6 +420,23 @@ func (s *Store) MaxValue(ctx context.Context, metric, device string) (float64, b
 	return last, found, nil
 }
 
+// DeleteSeries deletes every sample of the series that match ms, in the head and in every
+// block: the blocks are rewritten without them (CleanTombstones), so the data is gone from the
+// disk, not only hidden. A deleted device's data goes this way.
+func (s *Store) DeleteSeries(ctx context.Context, ms ...*labels.Matcher) error {
+	g := s.current()
+	if g == nil {
+		return ErrUnavailable
+	}
+	if err := g.db.Delete(ctx, math.MinInt64, math.MaxInt64, ms...); err != nil {
+		return fmt.Errorf("delete series %v: %w", ms, err)
+	}
+	if err := g.db.CleanTombstones(); err != nil {
+		return fmt.Errorf("rewrite blocks without the deleted series: %w", err)
+	}
+	return nil
+}
+
 // Close closes the store; it syncs the WAL first.
 func (s *Store) Close() error {
 	s.mu.Lock()

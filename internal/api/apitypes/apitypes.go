@@ -143,6 +143,13 @@ type TokenList struct {
 	Tokens []EnrollmentToken `json:"tokens"`
 }
 
+// DeviceDeleted is the answer of DELETE /api/v1/devices/{id}: the device is gone from the
+// registry, its series from the store, and Events of its events from the event log.
+type DeviceDeleted struct {
+	Deleted string `json:"deleted"`
+	Events  int    `json:"events"`
+}
+
 // TokenRevoked is the answer of DELETE /api/v1/enrollment-tokens/{id}.
 type TokenRevoked struct {
 	Revoked string `json:"revoked"`
