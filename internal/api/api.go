@@ -117,7 +117,7 @@ type route struct {
 // a query may.
 func (rt route) readsTSDB() bool {
 	return strings.HasPrefix(rt.path, "/api/v1/query") || rt.path == "/api/v1/series" ||
-		rt.path == "/api/v1/labels" || rt.path == "/api/v1/label/{name}/values" || rt.path == "/api/v1/trends"
+		rt.path == "/api/v1/labels" || rt.path == "/api/v1/label/{name}/values" || rt.path == "/api/v1/trends" || rt.path == "/api/v1/metadata"
 }
 
 // waitsForCommand reports whether a route may wait up to MaxCommandWait for a command's
@@ -166,7 +166,7 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/labels", v, p.labelNames},
 		{"POST", "/api/v1/labels", v, p.labelNames},
 		{"GET", "/api/v1/label/{name}/values", v, func(r *http.Request) (any, *apiError) { return p.labelValues(r, r.PathValue("name")) }},
-		{"GET", "/api/v1/metadata", v, func(*http.Request) (any, *apiError) { return map[string]any{}, nil }},
+		{"GET", "/api/v1/metadata", v, p.metadata},
 		{"GET", "/api/v1/status/buildinfo", v, func(*http.Request) (any, *apiError) {
 			return map[string]string{"version": Version, "application": "millwright"}, nil
 		}},
