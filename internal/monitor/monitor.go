@@ -24,6 +24,7 @@ import (
 
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/gateway"
+	"github.com/millwright/millwright/internal/logx"
 	"github.com/millwright/millwright/internal/registry"
 )
 
@@ -67,6 +68,7 @@ type Monitor struct {
 	db        *ptsdb.DB           // the TSDB the series references in written belong to
 	lastPrune time.Time
 	live      *Liveness // the last flush's judgement
+	errs      *logx.Every
 	liveMu    sync.RWMutex
 	met       metrics
 }
@@ -128,7 +130,7 @@ func New(store Store, reg Registry, opts Options, clk clock.Clock, logger *slog.
 	}
 	node, _ := os.Hostname()
 	m := &Monitor{opts: opts.withDefaults(), store: store, reg: reg, clk: clk, log: logger, node: node,
-		seed: maphash.MakeSeed(), written: map[string]*written{}, live: &Liveness{}}
+		seed: maphash.MakeSeed(), written: map[string]*written{}, live: &Liveness{}, errs: logx.NewEvery(logx.ErrorInterval, clk.Now)}
 	for i := range m.shards {
 		m.shards[i].devs = map[string]*counters{}
 	}
@@ -337,7 +339,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 			return nil
 		case <-t.C():
 			if err := m.Flush(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("write the device series", "error", err)
+				m.errs.Log(ctx, m.log, slog.LevelWarn, "flush", "write the device series", "error", err)
 			}
 			t.Reset(m.opts.Interval)
 		}

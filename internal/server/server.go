@@ -337,7 +337,8 @@ func (s *Server) parts() *lifecycle.Group {
 					return err
 				}
 				s.log.Info("millwright server running",
-					"mqtt", s.MQTTAddr().String(), "https", s.HTTPAddr().String(), "data", s.opts.DataDir)
+					"mqtt", s.MQTTAddr().String(), "https", s.HTTPAddr().String(), "data", s.opts.DataDir,
+					"admin_token", filepath.Join(s.opts.DataDir, AdminTokenFile), "ca", filepath.Join(s.opts.DataDir, pki.CAFile))
 				return nil
 			},
 			// Close waits until every session has ended: each publish in progress has had its

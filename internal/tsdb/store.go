@@ -28,6 +28,8 @@ import (
 	ptsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/wlog"
+
+	"github.com/millwright/millwright/internal/logx"
 )
 
 // SyncPolicy says what a commit waits for before an acknowledgement is sent.
@@ -210,7 +212,7 @@ func (s *Store) open() (*generation, error) {
 	if s.reg != nil {
 		reg = s.reg
 	}
-	db, err := ptsdb.Open(s.dir, s.log.With("component", "tsdb"), reg, topts, nil)
+	db, err := ptsdb.Open(s.dir, logx.Library(s.log.With("component", "tsdb")), reg, topts, nil)
 	if err != nil {
 		if s.reg != nil {
 			s.reg.unregisterAll()
