@@ -3,8 +3,6 @@ package millwrightcli
 import (
 	"fmt"
 	"net/http"
-	"net/url"
-	"strconv"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -14,32 +12,28 @@ import (
 
 func newAuditCmd() *cobra.Command {
 	var (
-		cf     clientFlags
-		limit  int
-		before int64
+		cf clientFlags
+		pg *pager
 	)
 	cmd := &cobra.Command{
 		Use:   "audit [--limit N] [--before ID]",
 		Short: "List the audit log, newest first: who did what to which device, token, operator, rollout (admin only)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if limit < 1 || limit > 10000 {
-				return usageError{fmt.Errorf("invalid --limit %d: want 1 to 10000", limit)}
+			q, err := pg.query()
+			if err != nil {
+				return err
 			}
 			c, err := cf.client()
 			if err != nil {
 				return err
 			}
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			if before > 0 {
-				q.Set("before", strconv.FormatInt(before, 10))
-			}
 			var out []apitypes.AuditEntry
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/audit?"+q.Encode(), nil, &out); err != nil {
 				return err
 			}
-			if n := len(out); n == limit {
-				defer printMore(cmd, c.json, fmt.Sprintf("--before %d", out[n-1].ID))
+			if n := len(out); n > 0 {
+				defer pg.more(cmd, c.json, n, out[n-1].ID)
 			}
 			if c.json {
 				if out == nil {
@@ -56,7 +50,6 @@ func newAuditCmd() *cobra.Command {
 		},
 	}
 	cf.add(cmd)
-	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many entries (1 to 10000)")
-	cmd.Flags().Int64Var(&before, "before", 0, "only entries older than this entry ID (the next page)")
+	pg = addPager(cmd, 100, 10000, "entries")
 	return cmd
 }

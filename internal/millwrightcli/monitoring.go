@@ -17,22 +17,21 @@ import (
 // newSessionsCmd is `millwright devices sessions ID`: the device's connection history.
 func newSessionsCmd() *cobra.Command {
 	var (
-		cf     clientFlags
-		limit  int
-		before int64
+		cf clientFlags
+		pg *pager
 	)
 	cmd := &cobra.Command{
 		Use:   "sessions ID",
 		Short: "Show a device's connection history, newest first: when, how long, why it ended, traffic",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
+			q, err := pg.query()
 			if err != nil {
 				return err
 			}
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			if before > 0 {
-				q.Set("before", strconv.FormatInt(before, 10))
+			c, err := cf.client()
+			if err != nil {
+				return err
 			}
 			var page apitypes.SessionList
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/devices/"+url.PathEscape(args[0])+"/sessions?"+q.Encode(), nil, &page); err != nil {
@@ -61,8 +60,7 @@ func newSessionsCmd() *cobra.Command {
 		},
 	}
 	cf.add(cmd)
-	cmd.Flags().IntVar(&limit, "limit", 20, "sessions to show (1 to 1000)")
-	cmd.Flags().Int64Var(&before, "before", 0, "show sessions older than this ID (the \"more\" line of the previous page)")
+	pg = addPager(cmd, 20, 1000, "sessions")
 	return cmd
 }
 
