@@ -61,7 +61,7 @@ const (
 	// PendingInstalled: installed; the device is to restart into it and confirm it.
 	PendingInstalled = "installed"
 	// PendingConfirmed: the new version reached the server and was committed; the report
-	// "confirmed" is still to be delivered.
+	// "succeeded" is still to be delivered.
 	PendingConfirmed = "confirmed"
 	// PendingRolledBack: the update was rolled back; the report is still to be delivered.
 	PendingRolledBack = "rolled_back"
@@ -113,7 +113,7 @@ func DecodePendingUpdate(b []byte) (PendingUpdate, error) {
 	default:
 		return PendingUpdate{}, fmt.Errorf("pending update record: state %q is not installed, confirmed or rolled_back", u.State)
 	}
-	rep := protocol.UpdateReport{Command: u.Command, Rollout: u.Rollout, Version: u.Version, Phase: protocol.UpdateConfirmed, Detail: u.Detail}
+	rep := protocol.UpdateReport{Command: u.Command, Rollout: u.Rollout, Version: u.Version, Phase: protocol.UpdateSucceeded, Detail: u.Detail}
 	if _, err := protocol.DecodeState(mustJSON(protocol.State{Update: &rep})); err != nil {
 		return PendingUpdate{}, fmt.Errorf("pending update record: %w", err)
 	}
@@ -262,7 +262,51 @@ type updateResult struct {
 }
 
 // firmwareUpdate runs firmware.update: verify, pre-check, download, verify, install, record.
+// It reports every phase, offered first; a failure is reported (updateFailed) once the
+// failed reply is sent.
 func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any, error) {
+	rep := offerReport(commandID(ctx), args)
+	a.reportUpdate(ctx, rep, protocol.UpdateOffered, "")
+	return a.runUpdate(ctx, args, rep)
+}
+
+// offerReport is the update report of the offer with command ID id and arguments args.
+func offerReport(id string, args map[string]string) protocol.UpdateReport {
+	rep := protocol.UpdateReport{Command: id, Rollout: args[protocol.ArgRollout], Version: offeredVersion(args[protocol.ArgManifest])}
+	if protocol.ValidateMessageID(rep.Command) != nil {
+		rep.Command = ""
+	}
+	if len(rep.Rollout) > 64 || strings.ContainsFunc(rep.Rollout, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		rep.Rollout = ""
+	}
+	return rep
+}
+
+// offeredVersion is the version a signed manifest names, unverified (for the reports only);
+// "" when it does not parse.
+func offeredVersion(manifest string) string {
+	sm, err := firmware.DecodeSignedManifest([]byte(manifest))
+	if err != nil {
+		return ""
+	}
+	m, err := firmware.ParseManifest(sm.Manifest)
+	if err != nil {
+		return ""
+	}
+	return m.Version
+}
+
+// updateFailed reports a firmware.update answered failed: phase failed, with the reply's
+// reason and detail. It runs once the reply was sent, so the server has the reason of the
+// reply (which decides, for a download, whether the offer is made again) first.
+func (a *Agent) updateFailed(ctx context.Context, cmd protocol.Command, reply protocol.Reply) {
+	rep := offerReport(cmd.ID, cmd.Args)
+	rep.Reason = reply.Reason
+	a.reportUpdate(ctx, rep, protocol.UpdateFailed, reply.Detail)
+}
+
+// runUpdate is firmwareUpdate's work; rep is its report, offered.
+func (a *Agent) runUpdate(ctx context.Context, args map[string]string, rep protocol.UpdateReport) (any, error) {
 	o := a.ota
 	if !o.on {
 		return nil, failf(protocol.FailRefused, "firmware updates are off on this device; its local configuration must set ota.trusted_keys_file")
@@ -294,10 +338,7 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 	if !strings.HasPrefix(path, protocol.FirmwarePathPrefix) || strings.ContainsAny(path, "?#%") || strings.Contains(path, "..") {
 		return nil, failf(protocol.FailBadArgs, "path %q is not under %s", path, protocol.FirmwarePathPrefix)
 	}
-	rep := protocol.UpdateReport{Command: cmdID, Rollout: args[protocol.ArgRollout], Version: m.Version}
-	if protocol.ValidateMessageID(rep.Command) != nil {
-		rep.Command = ""
-	}
+	rep.Version = m.Version
 	log := a.log.With("version", m.Version, "sha256", m.Artifact.SHA256)
 
 	// Pre-checks.
@@ -354,6 +395,7 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 		_ = os.Remove(part)
 		return nil, failf(protocol.FailVerify, "%v", err)
 	}
+	a.reportUpdate(ctx, rep, protocol.UpdateVerified, "")
 	image := filepath.Join(o.dir, m.Artifact.SHA256+".img")
 	if err := os.Rename(part, image); err != nil {
 		return nil, failf(protocol.FailDownload, "%v", err)
@@ -385,7 +427,7 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 	if err := a.cmds.setProvisional(cmdID, protocol.Reply{State: protocol.ReplySucceeded, Result: mustJSON(res)}); err != nil {
 		log.Error("record the update's outcome with its command", "error", err)
 	}
-	a.reportUpdate(ctx, rep, protocol.UpdateRestarting, "")
+	a.reportUpdate(ctx, rep, protocol.UpdateRebooting, "")
 	log.Info("firmware installed; restarting into it")
 	return res, nil
 }
@@ -522,7 +564,7 @@ func truncateFrom(f *os.File, err error) error {
 }
 
 // otaConfirm settles an update installed before this start: it waits for the new version to
-// reach the server, commits it and reports "confirmed"; or rolls it back after
+// reach the server, commits it and reports "succeeded"; or rolls it back after
 // ota.confirm_timeout and restarts; or reports a rollback that already happened.
 func (a *Agent) otaConfirm(ctx context.Context) {
 	o := a.ota
@@ -593,7 +635,7 @@ func (a *Agent) otaConfirm(ctx context.Context) {
 			_ = o.savePending(p)
 		}
 	}
-	phase := protocol.UpdateConfirmed
+	phase := protocol.UpdateSucceeded
 	if p.State == PendingRolledBack {
 		phase = protocol.UpdateRolledBack
 	}

@@ -171,6 +171,19 @@ func (r *reports) phases() []string {
 	return out
 }
 
+// forCommand is the reports of one command, in order.
+func (r *reports) forCommand(id string) []protocol.UpdateReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []protocol.UpdateReport
+	for _, u := range r.all {
+		if u.Command == id {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 func (r *reports) last() protocol.UpdateReport {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -287,7 +300,7 @@ func testFirmwareUpdate(t *testing.T, transport agent.Transport) {
 	waitRestart(t, done)
 	images, _, _ := inst.snapshot()
 	require.Equal(t, image, images["1.1.0"], "the installer got the image")
-	require.Equal(t, []string{protocol.UpdateDownloading, protocol.UpdateInstalling, protocol.UpdateRestarting}, rep1.phases())
+	require.Equal(t, []string{protocol.UpdateOffered, protocol.UpdateDownloading, protocol.UpdateVerified, protocol.UpdateInstalling, protocol.UpdateRebooting}, rep1.phases())
 	require.Equal(t, "r-1", rep1.last().Rollout)
 	require.Equal(t, c.ID, rep1.last().Command)
 	pending := filepath.Join(cfg.Spool.Dir, "ota", agent.PendingUpdateFile)
@@ -298,7 +311,7 @@ func testFirmwareUpdate(t *testing.T, transport agent.Transport) {
 	// The program starts the agent again: it runs 1.1.0 now.
 	var rep2 reports
 	startAgent(t, cfg, opts, &rep2)
-	require.Eventually(t, func() bool { return rep2.last().Phase == protocol.UpdateConfirmed }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return rep2.last().Phase == protocol.UpdateSucceeded }, 30*time.Second, 20*time.Millisecond)
 	require.Equal(t, "1.1.0", rep2.last().Version)
 	require.Equal(t, c.ID, rep2.last().Command)
 	_, commits, rollbacks := inst.snapshot()
@@ -354,7 +367,7 @@ func TestFirmwareInstallScript(t *testing.T) {
 
 	var rep reports
 	startAgent(t, cfg, opts, &rep)
-	require.Eventually(t, func() bool { return rep.last().Phase == protocol.UpdateConfirmed }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return rep.last().Phase == protocol.UpdateSucceeded }, 30*time.Second, 20*time.Millisecond)
 	committed, err := os.ReadFile(filepath.Join(dir, "committed"))
 	require.NoError(t, err)
 	require.Equal(t, "1.0.0 -> 1.2.0\n", string(committed))
@@ -374,7 +387,8 @@ func TestFirmwareUpdateRefused(t *testing.T) {
 	cfg := k.otaConfig(t, "1.0.0")
 	inst := newTestInstaller(cfg.Identity.FirmwareVersionFile)
 	opts.Installer = inst
-	startAgent(t, cfg, opts, nil)
+	var rep reports
+	startAgent(t, cfg, opts, &rep)
 
 	_, other, err := firmware.GenerateKey()
 	require.NoError(t, err)
@@ -407,6 +421,13 @@ func TestFirmwareUpdateRefused(t *testing.T) {
 			require.Equal(t, protocol.ReplyFailed, c.State)
 			require.Equal(t, protocol.FailVerify, c.Reason)
 			require.Contains(t, c.Detail, tc.want.Error())
+			// Reported too: offered, then failed(verify), once the reply is sent.
+			require.Eventually(t, func() bool { l := rep.last(); return l.Command == c.ID && l.Phase == protocol.UpdateFailed }, 10*time.Second, 10*time.Millisecond)
+			got := rep.forCommand(c.ID)
+			require.Equal(t, protocol.UpdateOffered, got[0].Phase)
+			last := got[len(got)-1]
+			require.Equal(t, protocol.FailVerify, last.Reason)
+			require.Contains(t, last.Detail, tc.want.Error())
 		})
 	}
 	images, _, _ := inst.snapshot()

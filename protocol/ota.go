@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -42,21 +43,38 @@ const (
 	FailInstall = "install"
 )
 
-// The phases of an update a device reports in UpdateReport.Phase.
+// The phases of an update a device reports in UpdateReport.Phase, in the order they happen
+// (issue 15: offered, downloading, verified, installing, rebooting, succeeded, failed(reason),
+// rolled back).
 const (
+	// UpdateOffered: the device received the offer and is about to check it.
+	UpdateOffered = "offered"
+	// UpdateDownloading: the manifest was accepted (its signature by a trusted key, the
+	// model, the version order) and the device has checked it can take the update; the
+	// download starts (after the offer's ArgStartWithin delay).
 	UpdateDownloading = "downloading"
-	UpdateInstalling  = "installing"
-	// UpdateRestarting: installed; the device restarts into the new version.
-	UpdateRestarting = "restarting"
-	// UpdateConfirmed: the device runs the new version, reached the server with it and
+	// UpdateVerified: the artifact was downloaded and matches the signed manifest (size and
+	// SHA-256).
+	UpdateVerified = "verified"
+	// UpdateInstalling: the pre-install checks passed; the installer runs.
+	UpdateInstalling = "installing"
+	// UpdateRebooting: installed; the device restarts into the new version.
+	UpdateRebooting = "rebooting"
+	// UpdateSucceeded: the device runs the new version, reached the server with it and
 	// committed it (it will not roll back by itself any more).
-	UpdateConfirmed = "confirmed"
+	UpdateSucceeded = "succeeded"
+	// UpdateFailed: the update stopped; the device runs its old version. UpdateReport.Reason
+	// says why (FailVerify, FailDownload, FailPrecheck, FailInstall, or a reason of every
+	// command).
+	UpdateFailed = "failed"
 	// UpdateRolledBack: the device went back to the version it ran before (the new one did
 	// not come up, or could not reach the server within its confirmation time).
 	UpdateRolledBack = "rolled_back"
-	// UpdateFailed: the update stopped; the device runs its old version.
-	UpdateFailed = "failed"
 )
+
+// UpdatePhases lists the phases in the order they happen.
+var UpdatePhases = []string{UpdateOffered, UpdateDownloading, UpdateVerified, UpdateInstalling, UpdateRebooting,
+	UpdateSucceeded, UpdateFailed, UpdateRolledBack}
 
 // UpdateReport is where a device is with one firmware update, sent in State.Update.
 type UpdateReport struct {
@@ -68,6 +86,9 @@ type UpdateReport struct {
 	Version string `json:"version"`
 	// Phase is one of the Update* phases.
 	Phase string `json:"phase"`
+	// Reason is, for UpdateFailed only, the failure's reason code: the Reason of the
+	// command's failed reply (FailVerify, FailPrecheck, …).
+	Reason string `json:"reason,omitempty"`
 	// Detail explains a failure or a rollback for a person.
 	Detail string `json:"detail,omitempty"`
 }
@@ -76,15 +97,16 @@ func (u *UpdateReport) validate() error {
 	if err := ValidateMessageID(u.Command); err != nil {
 		return fmt.Errorf("%w: update report command: %v", ErrChannelMessage, err)
 	}
-	switch u.Phase {
-	case UpdateDownloading, UpdateInstalling, UpdateRestarting, UpdateConfirmed, UpdateRolledBack, UpdateFailed:
-	default:
-		return fmt.Errorf("%w: update report phase %q is not one of downloading, installing, restarting, confirmed, rolled_back, failed", ErrChannelMessage, u.Phase)
+	if !slices.Contains(UpdatePhases, u.Phase) {
+		return fmt.Errorf("%w: update report phase %q is not one of %s", ErrChannelMessage, u.Phase, strings.Join(UpdatePhases, ", "))
+	}
+	if u.Reason != "" && u.Phase != UpdateFailed {
+		return fmt.Errorf("%w: update report reason %q with phase %q: a reason goes with %q only", ErrChannelMessage, u.Reason, u.Phase, UpdateFailed)
 	}
 	for _, f := range []struct {
 		name, v string
 		max     int
-	}{{"rollout", u.Rollout, 64}, {"version", u.Version, 256}, {"detail", u.Detail, 4096}} {
+	}{{"rollout", u.Rollout, 64}, {"version", u.Version, 256}, {"reason", u.Reason, 64}, {"detail", u.Detail, 4096}} {
 		if len(f.v) > f.max {
 			return fmt.Errorf("%w: update report %s is %d bytes, at most %d", ErrChannelMessage, f.name, len(f.v), f.max)
 		}

@@ -9,11 +9,23 @@ import (
 
 // TestDecodeStateUpdate: a State may carry an update report, checked field by field.
 func TestDecodeStateUpdate(t *testing.T) {
-	s, err := DecodeState([]byte(`{"firmware_version":"2.1.0","update":{"command":"m-19e-ab","rollout":"r-1","version":"2.1.0","phase":"confirmed"}}`))
+	s, err := DecodeState([]byte(`{"firmware_version":"2.1.0","update":{"command":"m-19e-ab","rollout":"r-1","version":"2.1.0","phase":"succeeded"}}`))
 	require.NoError(t, err)
-	require.Equal(t, &UpdateReport{Command: "m-19e-ab", Rollout: "r-1", Version: "2.1.0", Phase: UpdateConfirmed}, s.Update)
+	require.Equal(t, &UpdateReport{Command: "m-19e-ab", Rollout: "r-1", Version: "2.1.0", Phase: UpdateSucceeded}, s.Update)
+	s, err = DecodeState([]byte(`{"update":{"command":"m-1","version":"2.1.0","phase":"failed","reason":"precheck","detail":"battery at 12 %"}}`))
+	require.NoError(t, err)
+	require.Equal(t, &UpdateReport{Command: "m-1", Version: "2.1.0", Phase: UpdateFailed, Reason: FailPrecheck, Detail: "battery at 12 %"}, s.Update)
+	for _, phase := range UpdatePhases {
+		_, err := DecodeState([]byte(`{"update":{"command":"m-1","version":"1","phase":"` + phase + `"}}`))
+		require.NoError(t, err, phase)
+	}
 	for body, want := range map[string]string{
-		`{"update":{"command":"M_1","version":"1","phase":"confirmed"}}`:                                           "outside a-z",
+		`{"update":{"command":"M_1","version":"1","phase":"succeeded"}}`:                                           "outside a-z",
+		`{"update":{"command":"m-1","version":"1","phase":"confirmed"}}`:                                           `phase "confirmed"`,
+		`{"update":{"command":"m-1","version":"1","phase":"restarting"}}`:                                          `phase "restarting"`,
+		`{"update":{"command":"m-1","version":"1","phase":"installing","reason":"install"}}`:                       "goes with \"failed\" only",
+		`{"update":{"command":"m-1","version":"1","phase":"failed","reason":"` + strings.Repeat("x", 65) + `"}}`:   "reason is 65 bytes",
+		`{"update":{"command":"m-1","version":"1","phase":"failed","reason":"a\u0002"}}`:                           "reason has a control character",
 		`{"update":{"command":"m-1","version":"1","phase":"done"}}`:                                                `phase "done"`,
 		`{"update":{"command":"m-1","version":"1\u0001","phase":"failed"}}`:                                        "control character",
 		`{"update":{"command":"m-1","version":"1","phase":"failed","detail":"` + strings.Repeat("x", 4097) + `"}}`: "detail is 4097 bytes",
