@@ -88,7 +88,7 @@ type commandSpec struct {
 	// failure in an update report then, so that the server has the reply's reason first).
 	failed func(a *Agent, ctx context.Context, cmd protocol.Command, reply protocol.Reply)
 	// timeoutOf, when set, gives the timeout from the agent's configuration instead.
-	timeoutOf func(a *Agent) time.Duration
+	timeoutOf func(a *Agent, args map[string]string) time.Duration
 }
 
 var commandSpecs = map[string]commandSpec{
@@ -103,7 +103,7 @@ var commandSpecs = map[string]commandSpec{
 		provisional: &protocol.Reply{State: protocol.ReplySucceeded, Detail: "the reboot command was started; the agent stopped before it returned",
 			Result: json.RawMessage(`{"rebooting":true}`)}},
 	CmdShellExec: {timeout: shellTimeout, args: []string{"command"}, run: (*Agent).shellExec},
-	protocol.CmdFirmwareUpdate: {args: []string{protocol.ArgManifest, protocol.ArgArtifactPath, protocol.ArgRollout},
+	protocol.CmdFirmwareUpdate: {args: []string{protocol.ArgManifest, protocol.ArgArtifactPath, protocol.ArgRollout, protocol.ArgStartWithin},
 		run: (*Agent).firmwareUpdate, timeoutOf: (*Agent).firmwareUpdateTimeout, after: (*Agent).requestRestart, failed: (*Agent).updateFailed,
 		provisional: &protocol.Reply{State: protocol.ReplyFailed, Reason: protocol.FailDownload,
 			Detail: "the agent stopped before the update ended; a new offer resumes the download where it stopped"}},
@@ -183,7 +183,7 @@ func (a *Agent) execute(ctx context.Context, cmd protocol.Command, spec commandS
 	a.log.Info("running command", "id", cmd.ID, "name", cmd.Name)
 	timeout := spec.timeout
 	if spec.timeoutOf != nil {
-		timeout = spec.timeoutOf(a)
+		timeout = spec.timeoutOf(a, cmd.Args)
 	}
 	tctx, cancel := clockTimeout(context.WithValue(ctx, commandIDKey{}, cmd.ID), a.clk, timeout)
 	defer cancel()

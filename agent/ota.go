@@ -250,9 +250,11 @@ func (o *ota) current() *PendingUpdate {
 	return &c
 }
 
-// firmwareUpdateTimeout is firmware.update's: the download and the installation.
-func (a *Agent) firmwareUpdateTimeout() time.Duration {
-	return a.local.OTA.DownloadTimeout + otaInstallTimeout
+// firmwareUpdateTimeout is firmware.update's: the start delay, the download and the
+// installation.
+func (a *Agent) firmwareUpdateTimeout(args map[string]string) time.Duration {
+	delay, _ := protocol.ParseStartWithin(args[protocol.ArgStartWithin])
+	return delay + a.local.OTA.DownloadTimeout + otaInstallTimeout
 }
 
 // updateResult is the result of a successful firmware.update.
@@ -338,6 +340,10 @@ func (a *Agent) runUpdate(ctx context.Context, args map[string]string, rep proto
 	if !strings.HasPrefix(path, protocol.FirmwarePathPrefix) || strings.ContainsAny(path, "?#%") || strings.Contains(path, "..") {
 		return nil, failf(protocol.FailBadArgs, "path %q is not under %s", path, protocol.FirmwarePathPrefix)
 	}
+	startWithin, err := protocol.ParseStartWithin(args[protocol.ArgStartWithin])
+	if err != nil {
+		return nil, failf(protocol.FailBadArgs, "%v", err)
+	}
 	rep.Version = m.Version
 	log := a.log.With("version", m.Version, "sha256", m.Artifact.SHA256)
 
@@ -361,6 +367,16 @@ func (a *Agent) runUpdate(ctx context.Context, args map[string]string, rep proto
 	if free, ok := freeBytes(o.dir); ok {
 		if need := max(m.Artifact.Size-have, 0) + margin; free < need {
 			return nil, failf(protocol.FailPrecheck, "%d bytes free in %s, the update needs %d (%d to download and %d to spare)", free, o.dir, need, max(m.Artifact.Size-have, 0), margin)
+		}
+	}
+
+	// Wait the offer's start delay, so that the devices offered at once do not all download
+	// at once.
+	if startWithin > 0 {
+		delay := time.Duration(a.rnd(int64(startWithin)))
+		log.Info("firmware download starts after a random delay", "delay", delay, "start_within", startWithin)
+		if !clock.Sleep(ctx, a.clk, delay) {
+			return nil, ctx.Err()
 		}
 	}
 

@@ -753,3 +753,70 @@ func FuzzDecodePendingUpdate(f *testing.F) {
 		require.Equal(t, p, q)
 	})
 }
+
+// TestFirmwareStartDelay: an offer with start_within waits a uniform random time below it, on
+// the agent's clock, between the offer and the download; a value beyond a day is bad_args.
+func TestFirmwareStartDelay(t *testing.T) {
+	s := startServer(t, nil)
+	k := newOTAKit(t, s)
+	image := randomImage(t, 64<<10)
+	m := manifest("1.3.0", image)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, image)
+
+	const id = "ota-delay"
+	opts := s.options(t, id)
+	cfg := k.otaConfig(t, "1.0.0")
+	opts.Installer = newTestInstaller(cfg.Identity.FirmwareVersionFile)
+	fake := clock.NewFake(time.Now())
+	opts.Clock = fake
+	opts.Rand = func(n int64) int64 { // the delay drawn is half of start_within; no other scatter
+		if n == int64(120*time.Second) {
+			return n / 2
+		}
+		return 0
+	}
+	var mu sync.Mutex
+	at := map[string]time.Time{}
+	rep := &reports{}
+	a, err := agent.New(cfg, opts)
+	require.NoError(t, err)
+	agent.SetUpdateHook(a, func(u protocol.UpdateReport) {
+		mu.Lock()
+		if _, seen := at[u.Phase]; !seen {
+			at[u.Phase] = fake.Now()
+		}
+		mu.Unlock()
+		rep.hook(u)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool { return s.firmwareVersion(t, id) == "1.0.0" }, 30*time.Second, 20*time.Millisecond)
+
+	c := s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed, protocol.ArgStartWithin: "86401"})
+	require.Equal(t, protocol.ReplyFailed, c.State)
+	require.Equal(t, protocol.FailBadArgs, c.Reason)
+	require.Contains(t, c.Detail, "more than 86400 seconds")
+
+	var first apitypes.Command
+	code, e := s.api(t, http.MethodPost, "/api/v1/devices/"+id+"/commands", apitypes.CommandRequest{Name: protocol.CmdFirmwareUpdate,
+		Args: map[string]string{protocol.ArgManifest: signed, protocol.ArgStartWithin: "120"}}, &first)
+	require.Equal(t, http.StatusOK, code, e)
+	require.Eventually(t, func() bool { l := rep.last(); return l.Command == first.ID && l.Phase == protocol.UpdateOffered }, 30*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		fake.Advance(time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		_, ok := at[protocol.UpdateRebooting]
+		return ok
+	}, 30*time.Second, 5*time.Millisecond)
+	mu.Lock()
+	waited := at[protocol.UpdateDownloading].Sub(at[protocol.UpdateOffered])
+	mu.Unlock()
+	require.GreaterOrEqual(t, waited, 60*time.Second, "the download waited the delay drawn")
+	require.Less(t, waited, 120*time.Second, "and less than start_within")
+	c = s.commandState(t, first.ID, 30*time.Second)
+	require.Equal(t, protocol.ReplySucceeded, c.State, "%s: %s", c.Reason, c.Detail)
+}

@@ -3,7 +3,9 @@ package protocol
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Firmware updates over the device channel (docs/protocol.md, "Firmware updates"). The server
@@ -26,7 +28,36 @@ const (
 	ArgArtifactPath = "path"
 	// ArgRollout is the ID of the rollout that made the offer, echoed in UpdateReport.
 	ArgRollout = "rollout"
+	// ArgStartWithin spreads the downloads of devices offered a release at once: the device
+	// waits a uniform random time in [0, start_within) seconds (on its clock) before it
+	// downloads. A decimal integer of seconds, 0 to MaxStartWithin; absent or 0: at once.
+	ArgStartWithin = "start_within"
 )
+
+// MaxStartWithin bounds ArgStartWithin: a day.
+const MaxStartWithin = 24 * time.Hour
+
+// ParseStartWithin reads an ArgStartWithin value ("" is 0).
+func ParseStartWithin(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || len(s) > 1 && s[0] == '0' {
+		return 0, fmt.Errorf("%s %q is not a whole number of seconds", ArgStartWithin, s)
+	}
+	if d := time.Duration(n) * time.Second; d <= MaxStartWithin {
+		return d, nil
+	}
+	return 0, fmt.Errorf("%s %s is more than %d seconds", ArgStartWithin, s, int64(MaxStartWithin/time.Second))
+}
+
+// FormatStartWithin is d as an ArgStartWithin value: whole seconds, rounded up, at most
+// MaxStartWithin.
+func FormatStartWithin(d time.Duration) string {
+	d = min(max(d, 0), MaxStartWithin)
+	return strconv.FormatInt(int64((d+time.Second-1)/time.Second), 10)
+}
 
 // Reasons a device gives when it fails a CmdFirmwareUpdate (besides the Fail* of every
 // command); Detail says what exactly.

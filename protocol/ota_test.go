@@ -3,6 +3,7 @@ package protocol
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -34,4 +35,41 @@ func TestDecodeStateUpdate(t *testing.T) {
 		require.ErrorIs(t, err, ErrChannelMessage, body)
 		require.ErrorContains(t, err, want, body)
 	}
+}
+
+// TestStartWithin: the offer's start delay is whole seconds up to a day; what is formatted
+// parses back.
+func TestStartWithin(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": 0, "0": 0, "600": 10 * time.Minute, "86400": MaxStartWithin} {
+		got, err := ParseStartWithin(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for in, want := range map[string]string{"86401": "more than 86400", "-1": "not a whole", "1.5": "not a whole", "010": "not a whole", "1e3": "not a whole", "99999999999": "not a whole"} {
+		_, err := ParseStartWithin(in)
+		require.ErrorContains(t, err, want, in)
+	}
+	for d, want := range map[time.Duration]string{0: "0", -time.Second: "0", 1500 * time.Millisecond: "2", 10 * time.Minute: "600", 48 * time.Hour: "86400"} {
+		require.Equal(t, want, FormatStartWithin(d), d)
+		_, err := ParseStartWithin(FormatStartWithin(d))
+		require.NoError(t, err)
+	}
+}
+
+// FuzzParseStartWithin: the start delay parser never panics, and what it accepts is at most
+// a day and formats back to itself.
+func FuzzParseStartWithin(f *testing.F) {
+	for _, s := range []string{"", "0", "600", "86400", "86401", "-1", "010", "1e3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseStartWithin(s)
+		if err != nil {
+			return
+		}
+		require.LessOrEqual(t, d, MaxStartWithin)
+		if s != "" {
+			require.Equal(t, s, FormatStartWithin(d))
+		}
+	})
 }

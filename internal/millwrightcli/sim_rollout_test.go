@@ -14,7 +14,8 @@ import (
 )
 
 // rolloutPlan is the plan of the simulated rollouts: a canary of a fifth of the fleet soaks
-// 25 s, then everyone; an update is done after 2 s on the new version; one gate, the drops
+// 25 s, then everyone; the devices start their downloads within 2 s of the offer; an update is
+// done after 2 s on the new version; one gate, the drops
 // per device-hour, with a minimum exposure scaled to seconds-long soaks.
 const rolloutPlan = `
 phases:
@@ -22,6 +23,7 @@ phases:
   - {name: complete, percent: 100}
 confirm: 2s
 deadline: 2m
+download_window: 2s
 gates:
   - {name: drops, query: 'increase(millwright_device_disconnects_total{cause=~"keepalive_timeout|reset|protocol_error"}[$window])', min_exposure: 0.02}
   - {name: update_failures, outcome: failures, max: 0.05}
