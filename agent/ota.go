@@ -36,7 +36,18 @@ const (
 	otaRetryWait = 30 * time.Second
 	// maxPendingUpdate bounds the pending-update record the agent reads.
 	maxPendingUpdate = 16 << 10
+	// maxDownloadRetryAfter bounds the wait a server busy with other downloads asks for
+	// (Retry-After); the agent adds up to half of it at random.
+	maxDownloadRetryAfter = 10 * time.Minute
 )
+
+// errServerBusy: the server serves as many downloads as it will at once; retry after.
+type errServerBusy struct {
+	after time.Duration
+	err   error
+}
+
+func (e *errServerBusy) Error() string { return e.err.Error() }
 
 // PendingUpdateFile is the file in ota.dir that records an installed update until the new
 // version is confirmed or rolled back, and its outcome until the server has it.
@@ -505,6 +516,18 @@ func (a *Agent) download(ctx context.Context, path, part string, size int64) err
 		if n > 0 {
 			wait = time.Second
 		}
+		var busy *errServerBusy
+		if errors.As(err, &busy) {
+			// Not a fault: wait what the server asks, and a random half of it more, so that
+			// the devices it turned away do not all come back at once.
+			after := min(max(busy.after, time.Second), maxDownloadRetryAfter)
+			after += time.Duration(a.rnd(int64(after/2) + 1))
+			a.log.Info("firmware download deferred: the server is busy with other downloads", "attempt", attempt, "have", off, "retry_in", after)
+			if !clock.Sleep(ctx, a.clk, after) {
+				return err
+			}
+			continue
+		}
 		a.log.Info("firmware download cut; resuming", "attempt", attempt, "error", err, "retry_in", wait)
 		if !clock.Sleep(ctx, a.clk, wait) {
 			return err
@@ -554,8 +577,13 @@ func (a *Agent) fetchRange(ctx context.Context, url string, f *os.File, off, siz
 		return 0, true, truncateFrom(f, fmt.Errorf("GET %s: %s", req.URL.Path, resp.Status))
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return 0, resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests,
-			fmt.Errorf("GET %s: %s %s", req.URL.Path, resp.Status, strings.TrimSpace(string(b)))
+		err := fmt.Errorf("GET %s: %s %s", req.URL.Path, resp.Status, strings.TrimSpace(string(b)))
+		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests {
+			if after := parseRetryAfter(resp.Header.Get("Retry-After"), a.clk.Now()); after > 0 {
+				return 0, true, &errServerBusy{after: after, err: err}
+			}
+		}
+		return 0, resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, err
 	}
 	n, err := io.Copy(f, io.LimitReader(resp.Body, size-off+1))
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/millwright/millwright/agent"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/api/apitypes"
+	"github.com/millwright/millwright/internal/server"
 	"github.com/millwright/millwright/protocol"
 	"github.com/millwright/millwright/protocol/firmware"
 )
@@ -819,4 +820,79 @@ func TestFirmwareStartDelay(t *testing.T) {
 	require.Less(t, waited, 120*time.Second, "and less than start_within")
 	c = s.commandState(t, first.ID, 30*time.Second)
 	require.Equal(t, protocol.ReplySucceeded, c.State, "%s: %s", c.Reason, c.Detail)
+}
+
+// TestFirmwareDownloadsBounded: a server that serves one download at a time answers a second
+// device 503 with Retry-After; that device waits what it was told (on its clock) and then
+// resumes its download where a cut had left it.
+func TestFirmwareDownloadsBounded(t *testing.T) {
+	s := startServer(t, func(o *server.Options) { o.Firmware.MaxDownloads = 1 })
+	k := newOTAKit(t, s)
+	// Large enough that the socket buffers between the server and a stalled reader do not
+	// hold the rest of it: the server is still sending while the reader stalls.
+	const size = 24 << 20
+	image := randomImage(t, size)
+	m := manifest("2.2.0", image)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, image)
+	target := func(cfg agent.Config) string {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Uplink.HTTPSPort))
+	}
+
+	// Device B, on a fake clock, is cut halfway through its download.
+	optsB := s.options(t, "ota-busy-b")
+	cfgB := k.otaConfig(t, "1.0.0")
+	instB := newTestInstaller(cfgB.Identity.FirmwareVersionFile)
+	optsB.Installer = instB
+	fake := clock.NewFake(time.Now())
+	optsB.Clock = fake
+	optsB.Rand = func(int64) int64 { return 0 } // no jitter: the wait is the Retry-After
+	cutB := &cuttingDialer{target: target(cfgB), cutAfter: size / 2}
+	optsB.Dialer = cutB
+	doneB, _ := startAgent(t, cfgB, optsB, nil)
+	require.Eventually(t, func() bool { return s.firmwareVersion(t, "ota-busy-b") == "1.0.0" }, 30*time.Second, 20*time.Millisecond)
+	var offerB apitypes.Command
+	code, e := s.api(t, http.MethodPost, "/api/v1/devices/ota-busy-b/commands", apitypes.CommandRequest{Name: protocol.CmdFirmwareUpdate,
+		Args: map[string]string{protocol.ArgManifest: signed}}, &offerB)
+	require.Equal(t, http.StatusOK, code, e)
+	require.Eventually(t, func() bool { return cutB.read.Load() >= size/2 }, 30*time.Second, 5*time.Millisecond, "B was cut")
+
+	// Device A takes the one download slot and holds it.
+	optsA := s.options(t, "ota-busy-a")
+	cfgA := k.otaConfig(t, "1.0.0")
+	optsA.Installer = newTestInstaller(cfgA.Identity.FirmwareVersionFile)
+	stallA := &stallingDialer{target: target(cfgA), stallAfter: 1 << 20, stalled: make(chan struct{})}
+	optsA.Dialer = stallA
+	doneA, stopA := startAgent(t, cfgA, optsA, nil)
+	code, e = s.api(t, http.MethodPost, "/api/v1/devices/ota-busy-a/commands", apitypes.CommandRequest{Name: protocol.CmdFirmwareUpdate,
+		Args: map[string]string{protocol.ArgManifest: signed}}, nil)
+	require.Equal(t, http.StatusOK, code, e)
+	select {
+	case <-stallA.stalled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("A's download did not start")
+	}
+	require.Equal(t, 1.0, s.metric(t, "millwright_firmware_downloads"))
+
+	// B resumes after its 1 s backoff and is refused.
+	require.Eventually(t, func() bool {
+		fake.Advance(time.Second)
+		return s.metric(t, "millwright_firmware_downloads_refused_total") >= 1
+	}, 30*time.Second, 20*time.Millisecond)
+	refusedAt := fake.Now()
+
+	// A stops; the slot is free. B waits the Retry-After on its clock, then resumes.
+	stopA()
+	require.NoError(t, <-doneA)
+	require.Eventually(t, func() bool { return s.metric(t, "millwright_firmware_downloads") == 0 }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		fake.Advance(time.Second)
+		return s.commandState(t, offerB.ID, 0).State == protocol.ReplySucceeded
+	}, 60*time.Second, 20*time.Millisecond)
+	waitRestart(t, doneB)
+	require.GreaterOrEqual(t, fake.Now().Sub(refusedAt), 29*time.Second, "B waited the Retry-After of %v", 30*time.Second)
+	images, _, _ := instB.snapshot()
+	require.Equal(t, image, images["2.2.0"])
+	require.Less(t, cutB.read.Load(), int64(size*5/4), "B resumed where the cut had left it")
+	require.Equal(t, 1.0, s.metric(t, "millwright_firmware_downloads_refused_total"))
 }

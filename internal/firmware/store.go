@@ -162,11 +162,15 @@ type Options struct {
 	// DownloadTimeout bounds one download of an image, by a device or an operator, counted
 	// once it is authorized; a download cut by it resumes with Range. Default 30 min.
 	DownloadTimeout time.Duration `yaml:"download_timeout"`
+	// MaxDownloads bounds the artifact downloads served to devices at once; beyond, a device
+	// is answered 503 with Retry-After and resumes later. Default 256.
+	MaxDownloads int `yaml:"max_downloads"`
 }
 
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options {
-	return Options{MaxArtifactBytes: DefaultMaxArtifactBytes, UploadTimeout: 30 * time.Minute, DownloadTimeout: 30 * time.Minute}
+	return Options{MaxArtifactBytes: DefaultMaxArtifactBytes, UploadTimeout: 30 * time.Minute, DownloadTimeout: 30 * time.Minute,
+		MaxDownloads: DefaultMaxDownloads}
 }
 
 // Validate refuses a bound or a timeout of zero or less. The error is an *optcheck.Error keyed
@@ -176,5 +180,6 @@ func (o Options) Validate() error {
 		optcheck.Positive("max_artifact_bytes", o.MaxArtifactBytes),
 		optcheck.Positive("upload_timeout", o.UploadTimeout),
 		optcheck.Positive("download_timeout", o.DownloadTimeout),
+		optcheck.Positive("max_downloads", o.MaxDownloads),
 	)
 }
