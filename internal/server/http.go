@@ -139,7 +139,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Name: "millwright_firmware_downloads_total",
 		Help: "Firmware artifact downloads (GET requests, resumptions included) admitted.",
 	}, func() float64 { return float64(downloads.Served()) })
-	mux.Handle(protocol.FirmwarePathPrefix, s.monitor.HTTPHandler(gateway.HTTPFirmware(s.authz, s.opts.Firmware.DownloadTimeout, downloads.Serve(s.firmware.Serve))))
+	mux.Handle(protocol.FirmwarePathPrefix, s.monitor.HTTPHandler(gateway.HTTPFirmware(s.authz, s.opts.Firmware.DownloadTimeout, downloads.Serve(s.firmware.ServeDevice))))
 	mux.Handle(protocol.BatchPath, s.monitor.HTTPHandler(gateway.HTTPIngest(s.ingester(), s.authz, gateway.HTTPIngestOptions{
 		MaxPayload:   s.pipelineMaxPayload(),
 		BodyTimeout:  o.UploadTimeout,
