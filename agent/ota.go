@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -391,45 +394,66 @@ func (a *Agent) runUpdate(ctx context.Context, args map[string]string, rep proto
 		}
 	}
 
-	// Download.
-	a.reportUpdate(ctx, rep, protocol.UpdateDownloading, "")
-	log.Info("downloading firmware", "path", path, "size", m.Artifact.Size, "resume_from", have)
+	// The device's power must allow an update (checked again before the installer).
+	if err := o.powerCheck(ctx, m); err != nil {
+		return nil, err
+	}
+
+	// Download: a delta from the installed image when there is one to use, else — or when
+	// anything goes wrong with the delta — the whole artifact. Either is verified against
+	// the signed manifest.
 	dctx, cancel := clockTimeout(ctx, a.clk, o.cfg.DownloadTimeout)
-	err = a.download(dctx, path, part, m.Artifact.Size)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
+	defer cancel()
+	var base *deltaBase
+	if have == 0 {
+		base = o.deltaBase(m, log)
+	}
+	detail, verified := "", ""
+	if base != nil {
+		detail = "asking for a delta from the installed image " + base.sha[:12]
+	}
+	a.reportUpdate(ctx, rep, protocol.UpdateDownloading, detail)
+	if base != nil {
+		log.Info("downloading a firmware delta", "path", path, "base", base.sha, "size", m.Artifact.Size)
+		n, err := a.downloadDelta(dctx, path, part, base, m)
+		if err == nil {
+			err = verifyFile(part, m)
 		}
-		if errors.Is(err, firmware.ErrArtifactMismatch) {
+		switch {
+		case err == nil:
+			verified = fmt.Sprintf("rebuilt from a delta of %d bytes from the installed image %s (the artifact is %d bytes)", n, base.sha[:12], m.Artifact.Size)
+		case dctx.Err() != nil:
+			return nil, a.downloadFailure(ctx, dctx, err, part)
+		default:
+			log.Warn("firmware delta not usable; downloading the whole artifact", "error", err)
+			_ = os.Remove(part)
+			_ = os.Remove(part + ".etag")
+			base = nil
+		}
+	}
+	if base == nil {
+		log.Info("downloading firmware", "path", path, "size", m.Artifact.Size, "resume_from", have)
+		if err := a.download(dctx, path, part, m.Artifact.Size); err != nil {
+			return nil, a.downloadFailure(ctx, dctx, err, part)
+		}
+		if err := verifyFile(part, m); err != nil {
 			_ = os.Remove(part)
 			_ = os.Remove(part + ".etag")
 			return nil, failf(protocol.FailVerify, "%v", err)
 		}
-		if errors.Is(context.Cause(dctx), errCommandTimeout) {
-			return nil, failf(protocol.FailDownload, "the download did not finish within ota.download_timeout %v: %v", o.cfg.DownloadTimeout, err)
-		}
-		return nil, failf(protocol.FailDownload, "%v", err)
 	}
-	f, err := os.Open(part)
-	if err != nil {
-		return nil, failf(protocol.FailDownload, "%v", err)
-	}
-	err = firmware.VerifyArtifact(f, m)
-	_ = f.Close()
 	_ = os.Remove(part + ".etag")
-	if err != nil {
-		_ = os.Remove(part)
-		return nil, failf(protocol.FailVerify, "%v", err)
-	}
-	a.reportUpdate(ctx, rep, protocol.UpdateVerified, "")
+	a.reportUpdate(ctx, rep, protocol.UpdateVerified, verified)
 	image := filepath.Join(o.dir, m.Artifact.SHA256+".img")
 	if err := os.Rename(part, image); err != nil {
 		return nil, failf(protocol.FailDownload, "%v", err)
 	}
 	defer os.Remove(image)
 
-	// Install.
+	// Install, if the power still allows it.
+	if err := o.powerCheck(ctx, m); err != nil {
+		return nil, err
+	}
 	a.reportUpdate(ctx, rep, protocol.UpdateInstalling, "")
 	log.Info("installing firmware")
 	ictx, icancel := context.WithTimeout(ctx, otaInstallTimeout)
@@ -457,6 +481,172 @@ func (a *Agent) runUpdate(ctx context.Context, args map[string]string, rep proto
 	a.reportUpdate(ctx, rep, protocol.UpdateRebooting, "")
 	log.Info("firmware installed; restarting into it")
 	return res, nil
+}
+
+// downloadFailure is the error of firmware.update for a failed download (dctx: the
+// download's context, within ctx).
+func (a *Agent) downloadFailure(ctx, dctx context.Context, err error, part string) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	if errors.Is(err, firmware.ErrArtifactMismatch) {
+		_ = os.Remove(part)
+		_ = os.Remove(part + ".etag")
+		return failf(protocol.FailVerify, "%v", err)
+	}
+	if errors.Is(context.Cause(dctx), errCommandTimeout) {
+		return failf(protocol.FailDownload, "the download did not finish within ota.download_timeout %v: %v", a.ota.cfg.DownloadTimeout, err)
+	}
+	return failf(protocol.FailDownload, "%v", err)
+}
+
+// verifyFile checks that file is the artifact m pins (size and SHA-256).
+func verifyFile(file string, m firmware.Manifest) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return firmware.VerifyArtifact(f, m)
+}
+
+// powerCheckTimeout bounds ota.power_check_command.
+const powerCheckTimeout = time.Minute
+
+// powerCheck refuses an update (precheck) when the device's power does not allow one:
+// ota.battery_capacity_file below ota.min_battery_percent, or ota.power_check_command
+// failing.
+func (o *ota) powerCheck(ctx context.Context, m firmware.Manifest) error {
+	if f := o.cfg.BatteryCapacityFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return failf(protocol.FailPrecheck, "the battery's charge cannot be read (ota.battery_capacity_file): %v", err)
+		}
+		pct, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return failf(protocol.FailPrecheck, "ota.battery_capacity_file %s holds %q, not a percentage", f, clip(strings.TrimSpace(string(b))))
+		}
+		if pct < o.cfg.MinBatteryPercent {
+			return failf(protocol.FailPrecheck, "the battery is at %d %%, below ota.min_battery_percent %d %%", pct, o.cfg.MinBatteryPercent)
+		}
+	}
+	if len(o.cfg.PowerCheckCommand) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, powerCheckTimeout)
+		defer cancel()
+		if err := runHook(cctx, "ota.power_check_command", o.cfg.PowerCheckCommand, "MW_FIRMWARE_VERSION="+m.Version); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return failf(protocol.FailPrecheck, "the power check refused the update: %v", err)
+		}
+	}
+	return nil
+}
+
+// deltaBase is the installed image, as the base of a delta.
+type deltaBase struct {
+	sha  string
+	data []byte
+}
+
+// deltaBase reads ota.installed_image to ask for a delta of m from it; nil when there is
+// none to use (not configured, missing, too large, or m's artifact itself).
+func (o *ota) deltaBase(m firmware.Manifest, log *slog.Logger) *deltaBase {
+	path := o.cfg.InstalledImage
+	if path == "" {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		log.Info("no firmware delta: the installed image cannot be read", "ota.installed_image", path, "error", err)
+		return nil
+	case !fi.Mode().IsRegular() || fi.Size() == 0:
+		log.Info("no firmware delta: the installed image is not a regular file with content", "ota.installed_image", path)
+		return nil
+	case fi.Size()+m.Artifact.Size > o.cfg.DeltaMaxBytes:
+		log.Info("no firmware delta: the installed image and the artifact are larger than ota.delta_max_bytes together",
+			"installed", fi.Size(), "artifact", m.Artifact.Size, "ota.delta_max_bytes", o.cfg.DeltaMaxBytes)
+		return nil
+	}
+	b, err := readFileMax(path, fi.Size())
+	if err != nil || int64(len(b)) != fi.Size() {
+		log.Info("no firmware delta: the installed image changed while read", "ota.installed_image", path, "error", err)
+		return nil
+	}
+	sum := sha256.Sum256(b)
+	d := &deltaBase{sha: hex.EncodeToString(sum[:]), data: b}
+	if d.sha == m.Artifact.SHA256 {
+		return nil
+	}
+	return d
+}
+
+// readFileMax reads at most n+1 bytes of path.
+func readFileMax(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, n+1))
+}
+
+// downloadDelta downloads the delta of m's artifact from base (resuming like any download,
+// into <sha256>.delta-<base>.part), rebuilds the artifact into part, and returns the
+// delta's size. The caller verifies part.
+func (a *Agent) downloadDelta(ctx context.Context, path, part string, base *deltaBase, m firmware.Manifest) (int64, error) {
+	o := a.ota
+	url := path + "?" + protocol.DeltaQuery + "=" + base.sha
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, o.base+url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := o.httpc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("HEAD %s: %w", req.URL.Path, err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("HEAD %s delta from %s: %s", req.URL.Path, base.sha, resp.Status)
+	}
+	size := resp.ContentLength
+	if size <= 0 || size >= m.Artifact.Size {
+		return 0, fmt.Errorf("the delta is %d bytes, the artifact %d", size, m.Artifact.Size)
+	}
+	dpart := filepath.Join(o.dir, m.Artifact.SHA256+".delta-"+base.sha+".part")
+	if err := a.download(ctx, url, dpart, size); err != nil {
+		return 0, err
+	}
+	defer func() {
+		_ = os.Remove(dpart)
+		_ = os.Remove(dpart + ".etag")
+	}()
+	in, err := os.Open(dpart)
+	if err != nil {
+		return 0, err
+	}
+	defer in.Close()
+	dec, err := protocol.NewDeltaReader(in, base.data, base.sha, m.Artifact.Size)
+	if err != nil {
+		return 0, err
+	}
+	defer dec.Close()
+	out, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(out, io.LimitReader(dec, m.Artifact.Size+1))
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("decode the delta: %w", err)
+	}
+	if n != m.Artifact.Size {
+		return 0, fmt.Errorf("the delta gives %d bytes, the artifact is %d", n, m.Artifact.Size)
+	}
+	return size, nil
 }
 
 // reportUpdate sends a State with an update report, best effort (the reply, or the report

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -895,4 +896,78 @@ func TestFirmwareDownloadsBounded(t *testing.T) {
 	require.Equal(t, image, images["2.2.0"])
 	require.Less(t, cutB.read.Load(), int64(size*5/4), "B resumed where the cut had left it")
 	require.Equal(t, 1.0, s.metric(t, "millwright_firmware_downloads_refused_total"))
+}
+
+// TestFirmwareDelta: a device whose ota.installed_image holds an artifact of the archive asks
+// for the new one as a delta from it, reads a fraction of the artifact's bytes from the
+// server, rebuilds and verifies it, and installs it. A delta that does not decode (a damaged
+// one is planted in the server's cache) and an installed image the archive does not hold
+// each end in the whole artifact's download, and the update succeeds all the same.
+func TestFirmwareDelta(t *testing.T) {
+	s := startServer(t, nil)
+	k := newOTAKit(t, s)
+	const size = 2 << 20
+	base := randomImage(t, size)
+	target := append(append(append([]byte(nil), base[:size/3]...), randomImage(t, 8<<10)...), base[size/3+2048:]...)
+	target = append(target, randomImage(t, 16<<10)...)
+	k.upload(t, k.sign(t, manifest("1.0.0", base), nil), base)
+	m := manifest("1.1.0", target)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, target)
+	baseSum := sha256.Sum256(base)
+	baseSHA := hex.EncodeToString(baseSum[:])
+
+	update := func(t *testing.T, id string, installed []byte) (*cuttingDialer, *reports) {
+		t.Helper()
+		opts := s.options(t, id)
+		cfg := k.otaConfig(t, "1.0.0")
+		cfg.OTA.InstalledImage = filepath.Join(t.TempDir(), "installed.img")
+		require.NoError(t, os.WriteFile(cfg.OTA.InstalledImage, installed, 0o600))
+		inst := newTestInstaller(cfg.Identity.FirmwareVersionFile)
+		opts.Installer = inst
+		d := &cuttingDialer{target: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Uplink.HTTPSPort)), cutAfter: 1 << 40}
+		opts.Dialer = d
+		rep := &reports{}
+		done, _ := startAgent(t, cfg, opts, rep)
+		c := s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed})
+		require.Equal(t, protocol.ReplySucceeded, c.State, "%s: %s", c.Reason, c.Detail)
+		waitRestart(t, done)
+		images, _, _ := inst.snapshot()
+		require.Equal(t, target, images["1.1.0"], "the installer got the artifact")
+		left, _ := filepath.Glob(filepath.Join(cfg.Spool.Dir, "ota", "*.part*"))
+		require.Empty(t, left, "no download left behind")
+		return d, rep
+	}
+	verifiedDetail := func(rep *reports) string {
+		rep.mu.Lock()
+		defer rep.mu.Unlock()
+		for _, u := range rep.all {
+			if u.Phase == protocol.UpdateVerified {
+				return u.Detail
+			}
+		}
+		return "no verified report"
+	}
+
+	t.Run("damaged delta", func(t *testing.T) {
+		dir := filepath.Join(s.dir, "firmware", "delta", m.Artifact.SHA256)
+		require.NoError(t, os.MkdirAll(dir, 0o700))
+		bad := filepath.Join(dir, baseSHA+"."+strings.Repeat("0", 64))
+		require.NoError(t, os.WriteFile(bad, randomImage(t, 4096), 0o600))
+		d, rep := update(t, "ota-delta-bad", base)
+		require.NoError(t, os.Remove(bad))
+		require.Greater(t, d.read.Load(), int64(len(target)), "the whole artifact was downloaded")
+		require.Empty(t, verifiedDetail(rep), "verified from a whole download")
+	})
+	t.Run("base not in the archive", func(t *testing.T) {
+		d, rep := update(t, "ota-delta-unknown", randomImage(t, size))
+		require.Greater(t, d.read.Load(), int64(len(target)))
+		require.Empty(t, verifiedDetail(rep))
+	})
+	t.Run("delta", func(t *testing.T) {
+		d, rep := update(t, "ota-delta", base)
+		require.Less(t, d.read.Load(), int64(len(target)/10), "a delta of an image with 26 KiB changed")
+		require.Contains(t, verifiedDetail(rep), "rebuilt from a delta of")
+		require.Contains(t, rep.forCommand(rep.last().Command)[1].Detail, "delta from the installed image "+baseSHA[:12])
+	})
 }
