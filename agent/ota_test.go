@@ -971,3 +971,55 @@ func TestFirmwareDelta(t *testing.T) {
 		require.Contains(t, rep.forCommand(rep.last().Command)[1].Detail, "delta from the installed image "+baseSHA[:12])
 	})
 }
+
+// TestFirmwarePowerCheck: a battery below ota.min_battery_percent, and a power check command
+// that exits non-zero, each refuse the update as failed, reason precheck, reported so, and
+// nothing is installed; with the power good the update goes through.
+func TestFirmwarePowerCheck(t *testing.T) {
+	s := startServer(t, nil)
+	k := newOTAKit(t, s)
+	image := randomImage(t, 64<<10)
+	m := manifest("1.4.0", image)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, image)
+
+	const id = "ota-power"
+	opts := s.options(t, id)
+	cfg := k.otaConfig(t, "1.0.0")
+	dir := t.TempDir()
+	battery := filepath.Join(dir, "capacity")
+	require.NoError(t, os.WriteFile(battery, []byte("12\n"), 0o600))
+	cfg.OTA.BatteryCapacityFile = battery
+	require.Equal(t, agent.DefaultOTAMinBattery, cfg.OTA.MinBatteryPercent)
+	cfg.OTA.PowerCheckCommand = []string{"/bin/sh", "-c", `if [ -e "$0/on-battery" ]; then echo "on battery, not mains ($MW_FIRMWARE_VERSION waits)"; exit 1; fi`, dir}
+	inst := newTestInstaller(cfg.Identity.FirmwareVersionFile)
+	opts.Installer = inst
+	rep := &reports{}
+	done, _ := startAgent(t, cfg, opts, rep)
+
+	refused := func(want string) {
+		t.Helper()
+		c := s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed})
+		require.Equal(t, protocol.ReplyFailed, c.State)
+		require.Equal(t, protocol.FailPrecheck, c.Reason)
+		require.Contains(t, c.Detail, want)
+		require.Eventually(t, func() bool { l := rep.last(); return l.Command == c.ID && l.Phase == protocol.UpdateFailed }, 10*time.Second, 10*time.Millisecond)
+		require.Equal(t, protocol.FailPrecheck, rep.last().Reason)
+		require.Contains(t, rep.last().Detail, want)
+	}
+	refused("the battery is at 12 %, below ota.min_battery_percent 30 %")
+	require.NoError(t, os.WriteFile(battery, []byte("eighty"), 0o600))
+	refused(`holds "eighty", not a percentage`)
+	require.NoError(t, os.WriteFile(battery, []byte("80\n"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "on-battery"), nil, 0o600))
+	refused("on battery, not mains (1.4.0 waits)")
+	images, _, _ := inst.snapshot()
+	require.Empty(t, images, "nothing installed")
+
+	require.NoError(t, os.Remove(filepath.Join(dir, "on-battery")))
+	c := s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed})
+	require.Equal(t, protocol.ReplySucceeded, c.State, "%s: %s", c.Reason, c.Detail)
+	waitRestart(t, done)
+	images, _, _ = inst.snapshot()
+	require.Equal(t, image, images["1.4.0"])
+}
