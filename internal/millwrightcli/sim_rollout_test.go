@@ -54,7 +54,7 @@ func simRollout(t *testing.T, firmware string) (*simServer, *cliAgainst, <-chan 
 	go func() {
 		defer close(done)
 		code, _, stderr := run("sim", "--json", "--log-level", "warn", "--server", s.srv.MQTTAddr().String(), "--data", s.dir,
-			"--api-server", s.api(), "--est-server", s.api(), "--ota-trust", filepath.Join(keys, "firmware.pub"),
+			"--api-server", s.api(), "--est-server", s.api(), "--firmware-key", filepath.Join(keys, "firmware.pub"),
 			"--devices", "40", "--id-prefix", "ro", "--profile", profile,
 			"--interval", "2s", "--jitter", "0s", "--sample-interval", "1s", "--backoff-base", "100ms", "--duration", "75s")
 		if code != 0 {
