@@ -109,6 +109,7 @@ file and line, and the rules running stay.`,
 	f.IntVar(&opts.Anomaly.MinDevices, "anomaly-min-devices", opts.Anomaly.MinDevices, "fewest devices a firmware, model, operator or group must have to be named as an anomaly's cause")
 	f.IntVar(&opts.Anomaly.MaxValues, "anomaly-max-values", opts.Anomaly.MaxValues, "values of one dimension the anomaly finder considers (the largest); the rest are counted in its report")
 	f.Var(durationFlag{&opts.Anomaly.QueryTimeout}, "anomaly-query-timeout", "longest one anomaly run's (or one trend request's) queries may take together")
+	f.IntVar(&opts.Firmware.MaxDownloads, "firmware-max-downloads", opts.Firmware.MaxDownloads, "firmware artifact downloads served to devices at once; beyond, a device is answered 503 with Retry-After and resumes later")
 	f.Var(durationFlag{&opts.RolloutInterval}, "rollout-interval", "how often the rollout engine offers releases to the phases that opened, follows updates and judges the health gates")
 	f.Var(durationFlag{&opts.Monitor.Interval}, "monitor-interval", "how often every device's connectivity series are written and its liveness judged")
 	f.Float64Var(&opts.Monitor.SilentFactor, "silent-factor", opts.Monitor.SilentFactor, "a device unheard for this many times its own reporting interval is silent")
@@ -166,6 +167,7 @@ var serverFlagKeys = map[string]string{
 	"anomaly-query-timeout":           "anomaly.query_timeout",
 	"monitor-interval":                "monitor.interval",
 	"rollout-interval":                "rollout_interval",
+	"firmware-max-downloads":          "firmware.max_downloads",
 	"silent-factor":                   "monitor.silent_factor",
 	"default-report-interval":         "monitor.default_interval",
 	"offline-after":                   "monitor.offline_after",

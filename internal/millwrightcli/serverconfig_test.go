@@ -95,6 +95,8 @@ func TestServerConfig(t *testing.T) {
 		}},
 		{args: []string{"--anomaly-window", "5s"}, err: "invalid --anomaly-window 5s: must be a whole number of seconds, at least 10s"},
 		{args: []string{"--anomaly-baseline-windows", "2"}, err: "invalid --anomaly-baseline-windows 2: must be at least 3"},
+		{args: []string{"--firmware-max-downloads", "32"}, want: func(c *serverConfig) { c.Firmware.MaxDownloads = 32 }},
+		{args: []string{"--firmware-max-downloads", "0"}, err: "invalid --firmware-max-downloads 0: must be positive"},
 
 		{file: "unknown-key.bad.yml", err: `config testdata/server/unknown-key.bad.yml: tsdb.retension: unknown key (line 2); did you mean "retention"?`},
 		{file: "unknown-top.bad.yml", err: "fsync: unknown key (line 2)"},

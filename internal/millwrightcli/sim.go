@@ -159,7 +159,7 @@ at most --drain-timeout, and a summary is printed (--json for a machine-readable
 	f.Var(durationFlag{&cfg.ProgressInterval}, "progress-interval", "progress line interval when stdout is not a terminal")
 	cfg.DrainTimeout = sim.DefaultDrainTimeout
 	f.Var(durationFlag{&cfg.DrainTimeout}, "drain-timeout", "longest wait at the end for the agents to flush their spools")
-	f.StringVar(&cfg.OTATrust, "ota-trust", "", "file of trusted firmware signing keys (PEM, from firmware keygen): the devices take signed firmware updates, downloaded from --est-server's port")
+	f.StringVar(&cfg.FirmwareKey, "firmware-key", "", "file of trusted firmware signing keys (PEM, firmware.pub of firmware keygen): the devices take signed firmware updates, downloaded from --est-server's port")
 	f.Uint64Var(&cfg.Seed, "seed", 0, "seed of the random draws (0: a random seed, printed in the summary)")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON (progress goes to stderr)")
 	f.StringVar(&logLevel, "log-level", "info", "simulator log level: debug, info, warn, error")

@@ -18,7 +18,8 @@ import (
 )
 
 // rolloutPlan is the plan of the simulated rollouts: a canary of a fifth of the fleet soaks
-// 25 s, then everyone; an update is done after 2 s on the new version; one gate, the drops
+// 25 s, then everyone; the devices start their downloads within 2 s of the offer; an update is
+// done after 2 s on the new version; one gate, the drops
 // per device-hour, with a minimum exposure scaled to seconds-long soaks.
 const rolloutPlan = `
 phases:
@@ -26,6 +27,7 @@ phases:
   - {name: complete, percent: 100}
 confirm: 2s
 deadline: 2m
+download_window: 2s
 gates:
   - {name: drops, query: 'increase(millwright_device_disconnects_total{cause=~"keepalive_timeout|reset|protocol_error"}[$window])', min_exposure: 0.02}
   - {name: update_failures, outcome: failures, max: 0.05}
@@ -56,7 +58,7 @@ func simRollout(t *testing.T, firmware string) (*simServer, *cliAgainst, <-chan 
 	go func() {
 		defer close(done)
 		code, _, stderr := run("sim", "--json", "--log-level", "warn", "--server", s.srv.MQTTAddr().String(), "--data", s.dir,
-			"--api-server", s.api(), "--est-server", s.api(), "--ota-trust", filepath.Join(keys, "firmware.pub"),
+			"--api-server", s.api(), "--est-server", s.api(), "--firmware-key", filepath.Join(keys, "firmware.pub"),
 			"--devices", "40", "--id-prefix", "ro", "--profile", profile,
 			"--interval", "2s", "--jitter", "0s", "--sample-interval", "1s", "--backoff-base", "100ms", "--duration", "75s")
 		if code != 0 {
@@ -200,7 +202,7 @@ firmware:
 	go func() {
 		defer close(done)
 		code, _, stderr := run("sim", "--json", "--log-level", "warn", "--server", s.srv.MQTTAddr().String(), "--data", s.dir,
-			"--api-server", s.api(), "--est-server", s.api(), "--ota-trust", filepath.Join(keys, "firmware.pub"),
+			"--api-server", s.api(), "--est-server", s.api(), "--firmware-key", filepath.Join(keys, "firmware.pub"),
 			"--devices", "80", "--id-prefix", "ro", "--profile", profile, "--seed", strconv.Itoa(seed),
 			"--interval", "2s", "--jitter", "0s", "--sample-interval", "1s", "--backoff-base", "100ms", "--duration", "100s")
 		if code != 0 {

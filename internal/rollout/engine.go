@@ -380,6 +380,7 @@ func (s *stepper) offer(rec registry.RolloutDevice, d registry.FleetDevice, targ
 			protocol.ArgManifest:     rel.Manifest,
 			protocol.ArgArtifactPath: protocol.FirmwarePathPrefix + rel.SHA256,
 			protocol.ArgRollout:      s.ro.ID,
+			protocol.ArgStartWithin:  protocol.FormatStartWithin(s.plan.DownloadWindow),
 		}})
 	s.e.offers.Inc()
 	if rec.Target != target || rec.State != registry.UpdateOffered {
