@@ -1,0 +1,88 @@
+package dnsserver
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/millwright/millwright/internal/registry"
+)
+
+// target is where one route sends a device: a cluster's addresses or one address, until an
+// expiry (zero: none).
+type target struct {
+	addrs   []netip.Addr
+	expires time.Time
+}
+
+// snapshot is the zone as of one registry revision, immutable once built: queries read it
+// without locks. Only routed devices are in it; every other name gets the wildcard.
+type snapshot struct {
+	serial uint32
+	// wildcard: the default cluster's addresses; nil when there is no default (or it drains).
+	wildcard []netip.Addr
+	// devices: for each device some route selects, its targets in precedence order (its own,
+	// its groups' by group name, its tags' by key=value). The first not expired answers;
+	// when all expired, the wildcard.
+	devices map[string][]target
+	// expiry is the earliest route expiry, zero for none: the answer of some device changes then.
+	expiry time.Time
+}
+
+// buildSnapshot turns the registry's data into a snapshot.
+func buildSnapshot(d *registry.DNSData) *snapshot {
+	s := &snapshot{serial: uint32(d.Revision), devices: map[string][]target{}}
+	clusters := map[string][]netip.Addr{}
+	for _, c := range d.Clusters {
+		if c.Draining {
+			continue
+		}
+		clusters[c.Name] = c.Addresses
+		if c.Default {
+			s.wildcard = c.Addresses
+		}
+	}
+	// Routes come ordered by scope name (device < group < tag) and selector: the order of
+	// precedence.
+	rts := slices.Clone(d.Routes)
+	rank := map[registry.RouteScope]int{registry.RouteDevice: 0, registry.RouteGroup: 1, registry.RouteTag: 2}
+	slices.SortStableFunc(rts, func(a, b registry.Route) int { return rank[a.Scope] - rank[b.Scope] })
+	for _, rt := range rts {
+		t := target{expires: rt.ExpiresAt}
+		if rt.Cluster != "" {
+			addrs, ok := clusters[rt.Cluster]
+			if !ok {
+				continue // a draining cluster: its devices fall through
+			}
+			t.addrs = addrs
+		} else {
+			t.addrs = []netip.Addr{rt.Address}
+		}
+		if !t.expires.IsZero() && (s.expiry.IsZero() || t.expires.Before(s.expiry)) {
+			s.expiry = t.expires
+		}
+		var members []string
+		switch rt.Scope {
+		case registry.RouteDevice:
+			members = []string{rt.Selector}
+		case registry.RouteGroup:
+			members = d.GroupMembers[rt.Selector]
+		case registry.RouteTag:
+			members = d.TagMembers[rt.Selector]
+		}
+		for _, m := range members {
+			s.devices[m] = append(s.devices[m], t)
+		}
+	}
+	return s
+}
+
+// lookup returns the addresses answering for device at now, and whether the name exists.
+func (s *snapshot) lookup(device string, now time.Time) ([]netip.Addr, bool) {
+	for _, t := range s.devices[device] {
+		if t.expires.IsZero() || now.Before(t.expires) {
+			return t.addrs, true
+		}
+	}
+	return s.wildcard, s.wildcard != nil
+}
