@@ -112,3 +112,5 @@ func (r *rig) dig(t *testing.T, args ...string) digResult {
 	a := r.srv.Addr()
 	return dig(t, a.IP.String(), a.Port, args...)
 }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
