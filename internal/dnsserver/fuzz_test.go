@@ -33,7 +33,7 @@ func FuzzAnswer(f *testing.F) {
 	sn := buildSnapshot(&registry.DNSData{Revision: 7,
 		Clusters: []registry.Cluster{{Name: "eu-1", Default: true, Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}}},
 		Routes: []registry.Route{{Scope: registry.RouteDevice, Selector: "dev-1", Address: netip.MustParseAddr("203.0.113.7"),
-			ExpiresAt: testStart.Add(time.Minute)}}})
+			ExpiresAt: testStart.Add(time.Minute)}}}, testStart)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var req dns.Msg
 		if req.Unpack(data) != nil {

@@ -32,13 +32,34 @@ func TestDefaults(t *testing.T) {
 	require.Equal(t, 10*time.Second, o.TCPIdleTimeout)
 	require.Equal(t, 100, o.TCPQueries)
 	require.Equal(t, []string{"ns1." + testZone + "."}, o.Nameservers)
+	require.Equal(t, 100.0, o.MoveRate)
+	require.NoError(t, DefaultOptions().Validate())
+	for _, c := range []struct {
+		change func(o *Options)
+		key    string
+	}{
+		{func(o *Options) { o.TTL = 0 }, "ttl"},
+		{func(o *Options) { o.RateLimit = 0 }, "rate_limit"},
+		{func(o *Options) { o.Slip = 0 }, "slip"},
+		{func(o *Options) { o.MaxTCPConnections = -1 }, "max_tcp_connections"},
+		{func(o *Options) { o.TCPIdleTimeout = 0 }, "tcp_idle_timeout"},
+		{func(o *Options) { o.MoveRate = -3 }, "move_rate"},
+		{func(o *Options) { o.TSIGKeys = []string{"k:hmac-sha256:c2hvcnQ="} }, "tsig_keys"},
+		{func(o *Options) { o.Secondaries = []string{"192.0.2.53"} }, "secondaries"},
+	} {
+		o := DefaultOptions()
+		c.change(&o)
+		err := o.Validate()
+		require.Error(t, err)
+		require.Contains(t, err.Error(), c.key)
+		require.NotContains(t, err.Error(), "c2hvcnQ=", "secrets stay out of errors")
+	}
 
 	for _, c := range []struct {
 		o    Options
 		want string
 	}{
 		{Options{Listen: ":0"}, "a zone is required"},
-		{Options{Zone: testZone}, "a listen address is required"},
 		{Options{Zone: testZone, Listen: ":0", TTL: time.Millisecond}, "TTL 1ms"},
 		{Options{Zone: testZone, Listen: ":0", TTL: 2 * time.Hour}, "TTL 2h0m0s"},
 		{Options{Zone: testZone, Listen: ":0", RateBurst: -1}, "rate burst -1"},

@@ -4,20 +4,26 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/millwright/millwright/internal/optcheck"
 )
 
 // Options configure a Server. Zero values of the numeric limits mean their defaults (see
 // DefaultOptions), never "no limit".
 type Options struct {
-	// Zone is the gateway zone the server is authoritative for, e.g. "gw.example.org".
-	Zone string `yaml:"zone"`
-	// Listen is the UDP and TCP address, e.g. ":53" or "127.0.0.1:5353". Required.
-	Listen string `yaml:"listen"`
+	// Zone is the gateway zone the server is authoritative for, e.g. "gw.example.org" (the
+	// server's --zone).
+	Zone string `yaml:"-"`
+	// Listen is the UDP and TCP address, e.g. ":53" or "127.0.0.1:5353" (the server's
+	// --dns-listen). Empty: nothing is served, but the snapshot is still kept and OnMoved
+	// still told of moves, so a node without DNS moves its connected devices too.
+	Listen string `yaml:"-"`
 	// TTL of the device answers (A/AAAA). Default 30s: a moved device's old answer leaves
 	// caches within it. 1s to 1h.
 	TTL time.Duration `yaml:"ttl"`
@@ -68,6 +74,9 @@ type Options struct {
 	// Refresh is how often the server checks the registry's revision and reloads its
 	// snapshot when it moved (default 1s). Reload() does it at once.
 	Refresh time.Duration `yaml:"refresh"`
+	// MoveRate is how many connected devices a second are told to reconnect after a change
+	// moved them (default 100); a drain gives its own rate.
+	MoveRate float64 `yaml:"move_rate"`
 }
 
 // DefaultOptions returns the defaults, with Zone and Listen empty.
@@ -86,6 +95,7 @@ func DefaultOptions() Options {
 		NotifyTimeout:     2 * time.Second,
 		NotifyAttempts:    5,
 		Refresh:           time.Second,
+		MoveRate:          100,
 	}
 }
 
@@ -141,9 +151,6 @@ func (o Options) withDefaults() (Options, []tsigKey, error) {
 		return o, nil, fmt.Errorf("%w: zone %q is not a domain name", ErrOptions, o.Zone)
 	}
 	o.Zone = dns.CanonicalName(o.Zone)
-	if o.Listen == "" {
-		return o, nil, fmt.Errorf("%w: a listen address is required", ErrOptions)
-	}
 	if o.TTL == 0 {
 		o.TTL = d.TTL
 	}
@@ -181,6 +188,12 @@ func (o Options) withDefaults() (Options, []tsigKey, error) {
 	if o.RateLimit == 0 {
 		o.RateLimit = d.RateLimit
 	}
+	if o.MoveRate == 0 {
+		o.MoveRate = d.MoveRate
+	}
+	if o.MoveRate < 0 {
+		return o, nil, fmt.Errorf("%w: move rate %v is negative", ErrOptions, o.MoveRate)
+	}
 	if o.RateLimit < 0 {
 		return o, nil, fmt.Errorf("%w: rate limit %v is negative", ErrOptions, o.RateLimit)
 	}
@@ -205,4 +218,48 @@ func (o Options) withDefaults() (Options, []tsigKey, error) {
 		keys = append(keys, tsigKey{name, alg, secret})
 	}
 	return o, keys, nil
+}
+
+// Validate refuses limits and deadlines that are zero or negative (zero would fall back to a
+// default the operator did not choose), a TTL outside 1s to 1h and malformed TSIG keys and
+// names. New still fills zero fields with their defaults. The error is an *optcheck.Error
+// keyed by the option's YAML key.
+func (o Options) Validate() error {
+	if o.TTL < time.Second || o.TTL > time.Hour {
+		return optcheck.Invalid("ttl", o.TTL, "must be 1s to 1h")
+	}
+	for _, k := range o.TSIGKeys {
+		if _, _, _, err := ParseTSIGKey(k); err != nil {
+			return optcheck.Invalid("tsig_keys", redactKey(k), err.Error())
+		}
+	}
+	for _, ns := range o.Nameservers {
+		if _, ok := dns.IsDomainName(ns); !ok {
+			return optcheck.Invalid("nameservers", ns, "not a domain name")
+		}
+	}
+	for _, a := range o.Secondaries {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return optcheck.Invalid("secondaries", a, "want host:port")
+		}
+	}
+	if !(o.RateLimit > 0) {
+		return optcheck.Invalid("rate_limit", o.RateLimit, "must be positive")
+	}
+	if !(o.MoveRate > 0) {
+		return optcheck.Invalid("move_rate", o.MoveRate, "must be positive")
+	}
+	return optcheck.First(
+		optcheck.Positive("rate_burst", o.RateBurst),
+		optcheck.Positive("slip", o.Slip),
+		optcheck.Positive("rate_sources", o.RateSources),
+		optcheck.Positive("max_udp_in_flight", o.MaxUDPInFlight),
+		optcheck.Positive("max_tcp_connections", o.MaxTCPConnections),
+		optcheck.Positive("max_tcp_per_source", o.MaxTCPPerSource),
+		optcheck.Positive("tcp_idle_timeout", o.TCPIdleTimeout),
+		optcheck.Positive("tcp_queries", o.TCPQueries),
+		optcheck.Positive("notify_timeout", o.NotifyTimeout),
+		optcheck.Positive("notify_attempts", o.NotifyAttempts),
+		optcheck.Positive("refresh", o.Refresh),
+	)
 }

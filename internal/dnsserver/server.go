@@ -63,7 +63,7 @@ type Server struct {
 
 	snap     atomic.Pointer[snapshot]
 	reloadMu sync.Mutex // one reload at a time
-	onMoved  atomic.Pointer[func([]string)]
+	onMoved  atomic.Pointer[func([]string, bool)]
 
 	udp, tcp *dns.Server
 	addr     atomic.Pointer[net.UDPAddr]
@@ -90,14 +90,24 @@ func New(opts Options, src Source, clk clock.Clock, logger *slog.Logger, reg pro
 	return s, nil
 }
 
-// OnMoved sets the function told the devices whose answer changed because their route
-// expired, so their connections can be moved. It is called from the server's own goroutine.
-func (s *Server) OnMoved(fn func(devices []string)) { s.onMoved.Store(&fn) }
+// OnMoved sets the function told, at each reload, the devices whose answer changed (a route
+// set, cleared or expired, a cluster drained, a group or tag changed), so that their
+// connections can be moved; unrouted is true when the wildcard's answer changed, and so every
+// device without a route of its own (HasRoute) moved too. It is called from Reload, before
+// Reload returns.
+func (s *Server) OnMoved(fn func(devices []string, unrouted bool)) { s.onMoved.Store(&fn) }
+
+// HasRoute reports whether a route of its own, its groups' or its tags' answers for device now.
+func (s *Server) HasRoute(device string) bool {
+	sn := s.snap.Load()
+	return sn != nil && sn.hasRoute(device, s.clk.Now())
+}
 
 // Zone is the zone served, in canonical form ("gw.example.org.").
 func (s *Server) Zone() string { return s.opts.Zone }
 
-// Addr is the UDP (and TCP) address the server listens on, once started.
+// Addr is the UDP (and TCP) address the server listens on, once started; nil when it
+// serves nothing (no Options.Listen).
 func (s *Server) Addr() *net.UDPAddr { return s.addr.Load() }
 
 // Serial is the SOA serial of the snapshot being served.
@@ -114,8 +124,15 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.Reload(ctx); err != nil {
 		return err
 	}
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	s.wg.Go(func() { s.maintain(lctx) })
+	if s.opts.Listen == "" {
+		return nil
+	}
 	pc, ln, err := listenBoth(s.opts.Listen)
 	if err != nil {
+		_ = s.Stop()
 		return fmt.Errorf("dns listen %s: %w", s.opts.Listen, err)
 	}
 	s.addr.Store(pc.LocalAddr().(*net.UDPAddr))
@@ -142,9 +159,6 @@ func (s *Server) Start(ctx context.Context) error {
 		})
 		<-started
 	}
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	s.wg.Go(func() { s.maintain(lctx) })
 	s.log.Info("dns server listening", "addr", s.Addr().String(), "zone", s.opts.Zone, "serial", s.Serial())
 	return nil
 }
@@ -196,13 +210,18 @@ func (s *Server) Reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reload dns zone: %w", err)
 	}
-	sn := buildSnapshot(d)
+	sn := buildSnapshot(d, s.clk.Now())
 	old := s.snap.Swap(sn)
 	s.m.serial.Set(float64(sn.serial))
 	s.m.routed.Set(float64(len(sn.devices)))
 	if old != nil && old.serial != sn.serial {
 		s.log.Info("dns zone reloaded", "serial", sn.serial, "routed_devices", len(sn.devices))
 		s.notifyAll(sn.serial)
+	}
+	if fn := s.onMoved.Load(); fn != nil && old != nil {
+		if devices, unrouted := moved(old, sn, sn.at); len(devices) > 0 || unrouted {
+			(*fn)(devices, unrouted)
+		}
 	}
 	return nil
 }
@@ -234,14 +253,12 @@ func (s *Server) maintain(ctx context.Context) {
 		}
 		sn = s.snap.Load()
 		if !sn.expiry.IsZero() && !s.clk.Now().Before(sn.expiry) {
-			moved, err := s.src.ExpireRoutes(ctx)
-			if err != nil {
+			// The answers changed at the expiry already; removing the routes moves the
+			// serial, and the reload below tells OnMoved.
+			if expired, err := s.src.ExpireRoutes(ctx); err != nil {
 				s.log.Error("expire dns routes", "err", err)
-			} else if len(moved) > 0 {
-				s.log.Info("dns routes expired", "devices", len(moved))
-				if fn := s.onMoved.Load(); fn != nil {
-					(*fn)(moved)
-				}
+			} else if len(expired) > 0 {
+				s.log.Info("dns routes expired", "devices", len(expired))
 			}
 		}
 		rev, err := s.src.DNSRevision(ctx)

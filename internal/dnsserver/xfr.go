@@ -100,24 +100,13 @@ func zoneRecords(sn *snapshot, opts *Options, now time.Time) []dns.RR {
 	}
 	slices.Sort(devices)
 	for _, d := range devices {
-		if !hasExplicit(sn, d, now) {
+		if !sn.hasRoute(d, now) {
 			continue // every route of it expired: the wildcard answers
 		}
 		addrs, _ := sn.lookup(d, now)
 		out = append(out, addrRecords(d+"."+opts.Zone, addrs, ttl)...)
 	}
 	return append(out, soa)
-}
-
-// hasExplicit reports whether a route (not expired) answers for device, even if with the
-// wildcard's addresses: its name then exists in the zone.
-func hasExplicit(sn *snapshot, device string, now time.Time) bool {
-	for _, t := range sn.devices[device] {
-		if t.expires.IsZero() || now.Before(t.expires) {
-			return true
-		}
-	}
-	return false
 }
 
 // notifyAll tells every secondary that the zone changed (RFC 1996), each in its own goroutine.

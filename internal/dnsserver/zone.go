@@ -27,11 +27,13 @@ type snapshot struct {
 	devices map[string][]target
 	// expiry is the earliest route expiry, zero for none: the answer of some device changes then.
 	expiry time.Time
+	// at is when the snapshot was made: moved compares its answers then with a newer one's.
+	at time.Time
 }
 
 // buildSnapshot turns the registry's data into a snapshot.
-func buildSnapshot(d *registry.DNSData) *snapshot {
-	s := &snapshot{serial: uint32(d.Revision), devices: map[string][]target{}}
+func buildSnapshot(d *registry.DNSData, at time.Time) *snapshot {
+	s := &snapshot{serial: uint32(d.Revision), devices: map[string][]target{}, at: at}
 	clusters := map[string][]netip.Addr{}
 	for _, c := range d.Clusters {
 		if c.Draining {
@@ -85,4 +87,40 @@ func (s *snapshot) lookup(device string, now time.Time) ([]netip.Addr, bool) {
 		}
 	}
 	return s.wildcard, s.wildcard != nil
+}
+
+// moved returns the devices with a route in old or new whose answer in new at now differs
+// from old's when old was made, and whether the wildcard's answer changed (then every device
+// without a route in new moved too).
+func moved(old, new *snapshot, now time.Time) (devices []string, wildcard bool) {
+	seen := map[string]bool{}
+	check := func(d string) {
+		if seen[d] {
+			return
+		}
+		seen[d] = true
+		a, _ := old.lookup(d, old.at)
+		b, _ := new.lookup(d, now)
+		if !slices.Equal(a, b) {
+			devices = append(devices, d)
+		}
+	}
+	for d := range old.devices {
+		check(d)
+	}
+	for d := range new.devices {
+		check(d)
+	}
+	slices.Sort(devices)
+	return devices, !slices.Equal(old.wildcard, new.wildcard)
+}
+
+// hasRoute reports whether a route, not expired at now, answers for device.
+func (s *snapshot) hasRoute(device string, now time.Time) bool {
+	for _, t := range s.devices[device] {
+		if t.expires.IsZero() || now.Before(t.expires) {
+			return true
+		}
+	}
+	return false
 }
