@@ -54,3 +54,19 @@ func (c *conn) moveTo(serverRef string) {
 	c.wmu.Unlock()
 	_ = c.nc.Close()
 }
+
+// Devices lists the devices with a live connection.
+func (m *MQTT) Devices() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, 0, len(m.sessions))
+	for id, s := range m.sessions {
+		s.mu.Lock()
+		live := s.conn != nil
+		s.mu.Unlock()
+		if live {
+			out = append(out, id)
+		}
+	}
+	return out
+}
