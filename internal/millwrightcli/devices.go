@@ -178,7 +178,7 @@ func newDevicesCmd() *cobra.Command {
 	}
 	gf.add(group)
 	group.Flags().BoolVar(&remove, "remove", false, "remove from the groups instead")
-	cmd.AddCommand(tag, untag, group, newSessionsCmd(), newLivenessCmd(), newUpdatesCmd())
+	cmd.AddCommand(tag, untag, group, newSessionsCmd(), newLivenessCmd(), newUpdatesCmd(), newRouteCmd())
 	return cmd
 }
 

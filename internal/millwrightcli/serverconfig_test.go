@@ -1,6 +1,7 @@
 package millwrightcli
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -212,6 +213,7 @@ func TestServerConfigDocs(t *testing.T) {
 	want.MQTT.MaxConcurrentHandshakes, want.API.QueryMaxConcurrency = 16, 2
 	want.ServerNames = []string{}
 	want.Alerting.RuleFiles, want.Alerting.Alertmanagers, want.Alerting.Webhooks = []string{}, []string{}, []string{}
+	want.DNS.Nameservers, want.DNS.NameserverAddresses, want.DNS.TSIGKeys, want.DNS.Secondaries = []string{}, []netip.Addr{}, []string{}, []string{}
 	require.Equal(t, want, got, "the example in docs/operations.md differs from the defaults")
 
 	readme, err := os.ReadFile("../../README.md")
