@@ -61,20 +61,21 @@ func newMover(dns *dnsserver.Server, gw DeviceMover, clk clock.Clock, log *slog.
 // Moved is the API's word that the registry changed: the zone is reloaded at once, which
 // tells onMoved the devices whose answer changed; a drain's rate applies to them.
 func (mv *mover) Moved(_ []string, perSecond float64) {
-	if perSecond > 0 {
-		mv.next.Store(math.Float64bits(perSecond))
-	}
+	mv.setNext(perSecond)
 	if err := mv.dns.Reload(context.Background()); err != nil {
 		mv.log.Error("reload the dns zone after a change", "err", err)
 	}
-	mv.next.Store(0)
+	mv.setNext(0)
 }
+
+// setNext sets the rate of the next batch onMoved queues (0: the default).
+func (mv *mover) setNext(perSecond float64) { mv.next.Store(math.Float64bits(max(perSecond, 0))) }
 
 // onMoved queues the devices whose answer changed (and, when the wildcard's did, every
 // connected device without a route of its own).
 func (mv *mover) onMoved(devices []string, unrouted bool) {
 	rate := mv.rate
-	if r := math.Float64frombits(mv.next.Load()); r > 0 {
+	if r := math.Float64frombits(mv.next.Swap(0)); r > 0 {
 		rate = r
 	}
 	if unrouted {
