@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -46,8 +47,20 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "load time per server")
 	workers := flag.Int("workers", 16, "closed-loop UDP clients")
 	knotd := flag.String("knotd", "/usr/sbin/knotd", "Knot's server binary")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of this process (server and load) to this file")
 	flag.Parse()
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*devices, *routed, *duration, *workers, *knotd); err != nil {
+		pprof.StopCPUProfile()
 		log.Fatal(err)
 	}
 }
@@ -149,6 +162,38 @@ func run(n int, routed float64, duration time.Duration, workers int, knotd strin
 		}
 		fmt.Printf("%-10s %8.0f q/s  p50 %6.0f µs  p99 %6.0f µs  p99.9 %6.0f µs  lost %d\n", target.name, res.qps,
 			us(res.p50), us(res.p99), us(res.p999), res.lost)
+	}
+	if _, err := exec.LookPath("dnsperf"); err != nil {
+		fmt.Println("dnsperf: not installed (apt-get install dnsperf); skipped")
+		return nil
+	}
+	data := filepath.Join(dir, "queries")
+	var sb strings.Builder
+	for _, n := range names {
+		sb.WriteString(n + " A\n")
+	}
+	if err := os.WriteFile(data, []byte(sb.String()), 0o600); err != nil {
+		return err
+	}
+	for _, target := range []struct{ name, addr string }{{"millwright", srv.Addr().String()}, {"knot", knotAddr}} {
+		host, port, _ := net.SplitHostPort(target.addr)
+		out, err := exec.Command("dnsperf", "-s", host, "-p", port, "-d", data, "-l", fmt.Sprint(int(duration.Seconds())), "-c", "4", "-q", "200").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("dnsperf: %w\n%s", err, out)
+		}
+		var qps, avg, lost string
+		for line := range strings.SplitSeq(string(out), "\n") {
+			line = strings.TrimSpace(line)
+			switch {
+			case strings.HasPrefix(line, "Queries per second:"):
+				qps = strings.TrimSpace(strings.TrimPrefix(line, "Queries per second:"))
+			case strings.HasPrefix(line, "Average Latency (s):"):
+				avg = strings.TrimSpace(strings.TrimPrefix(line, "Average Latency (s):"))
+			case strings.HasPrefix(line, "Queries lost:"):
+				lost = strings.TrimSpace(strings.TrimPrefix(line, "Queries lost:"))
+			}
+		}
+		fmt.Printf("dnsperf %-10s %s q/s, average latency %s s, lost %s\n", target.name, qps, avg, lost)
 	}
 	return nil
 }
