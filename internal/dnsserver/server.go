@@ -67,7 +67,6 @@ type Server struct {
 
 	udp, tcp *dns.Server
 	addr     atomic.Pointer[net.UDPAddr]
-	kick     chan struct{}
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 }
@@ -85,8 +84,7 @@ func New(opts Options, src Source, clk clock.Clock, logger *slog.Logger, reg pro
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{opts: opts, keys: keys, src: src, clk: clk, log: logger, m: newMetrics(reg),
-		rate: newRateLimiter(opts.RateLimit, opts.RateBurst, opts.RateSources), udpSem: make(chan struct{}, opts.MaxUDPInFlight),
-		kick: make(chan struct{}, 1)}
+		rate: newRateLimiter(opts.RateLimit, opts.RateBurst, opts.RateSources), udpSem: make(chan struct{}, opts.MaxUDPInFlight)}
 	return s, nil
 }
 
@@ -226,14 +224,6 @@ func (s *Server) Reload(ctx context.Context) error {
 	return nil
 }
 
-// Changed asks the server to reload soon, without waiting for it (the API calls it after a move).
-func (s *Server) Changed() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
-
 // maintain reloads on a revision change and expires routes when their time comes.
 func (s *Server) maintain(ctx context.Context) {
 	for {
@@ -248,17 +238,18 @@ func (s *Server) maintain(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C():
-		case <-s.kick:
-			t.Stop()
 		}
 		sn = s.snap.Load()
-		if !sn.expiry.IsZero() && !s.clk.Now().Before(sn.expiry) {
+		// A stale route (one the registry still had when the snapshot was made, past its
+		// expiry) is retried at most every Refresh, never in a tight loop.
+		expired := sn.stale || !sn.expiry.IsZero() && !s.clk.Now().Before(sn.expiry)
+		if expired {
 			// The answers changed at the expiry already; removing the routes moves the
 			// serial, and the reload below tells OnMoved.
-			if expired, err := s.src.ExpireRoutes(ctx); err != nil {
+			if devices, err := s.src.ExpireRoutes(ctx); err != nil {
 				s.log.Error("expire dns routes", "err", err)
-			} else if len(expired) > 0 {
-				s.log.Info("dns routes expired", "devices", len(expired))
+			} else if len(devices) > 0 {
+				s.log.Info("dns routes expired", "devices", len(devices))
 			}
 		}
 		rev, err := s.src.DNSRevision(ctx)
@@ -268,7 +259,7 @@ func (s *Server) maintain(ctx context.Context) {
 			}
 			continue
 		}
-		if uint32(rev) != sn.serial || (!sn.expiry.IsZero() && !s.clk.Now().Before(sn.expiry)) {
+		if uint32(rev) != sn.serial || expired {
 			if err := s.Reload(ctx); err != nil && ctx.Err() == nil {
 				s.log.Error("reload dns zone", "err", err)
 			}

@@ -25,8 +25,11 @@ type snapshot struct {
 	// its groups' by group name, its tags' by key=value). The first not expired answers;
 	// when all expired, the wildcard.
 	devices map[string][]target
-	// expiry is the earliest route expiry, zero for none: the answer of some device changes then.
+	// expiry is the earliest route expiry after at, zero for none: the answer of some device
+	// changes then. stale: a route in the registry had expired already at at (it is removed
+	// at the next maintenance).
 	expiry time.Time
+	stale  bool
 	// at is when the snapshot was made: moved compares its answers then with a newer one's.
 	at time.Time
 }
@@ -60,7 +63,11 @@ func buildSnapshot(d *registry.DNSData, at time.Time) *snapshot {
 		} else {
 			t.addrs = []netip.Addr{rt.Address}
 		}
-		if !t.expires.IsZero() && (s.expiry.IsZero() || t.expires.Before(s.expiry)) {
+		switch {
+		case t.expires.IsZero():
+		case !t.expires.After(at):
+			s.stale = true
+		case s.expiry.IsZero() || t.expires.Before(s.expiry):
 			s.expiry = t.expires
 		}
 		var members []string
