@@ -95,6 +95,17 @@ func New(opts Options, src Source, clk clock.Clock, logger *slog.Logger, reg pro
 // Reload returns.
 func (s *Server) OnMoved(fn func(devices []string, unrouted bool)) { s.onMoved.Store(&fn) }
 
+// Answer is what the server answers for device now: its addresses of both families, nil
+// when the name has no answer.
+func (s *Server) Answer(device string) []netip.Addr {
+	sn := s.snap.Load()
+	if sn == nil {
+		return nil
+	}
+	addrs, _ := sn.lookup(device, s.clk.Now())
+	return addrs
+}
+
 // HasRoute reports whether a route of its own, its groups' or its tags' answers for device now.
 func (s *Server) HasRoute(device string) bool {
 	sn := s.snap.Load()

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -69,4 +70,27 @@ func (m *MQTT) Devices() []string {
 		}
 	}
 	return out
+}
+
+// LocalAddr is the address of this server that device's live connection reached (the
+// listener's own address, or the one the device dialed when it listens on all of them), and
+// whether the device is connected.
+func (m *MQTT) LocalAddr(id string) (netip.Addr, bool) {
+	m.mu.Lock()
+	s := m.sessions[id]
+	m.mu.Unlock()
+	if s == nil {
+		return netip.Addr{}, false
+	}
+	s.mu.Lock()
+	c := s.conn
+	s.mu.Unlock()
+	if c == nil {
+		return netip.Addr{}, false
+	}
+	ap, err := netip.ParseAddrPort(c.nc.LocalAddr().String())
+	if err != nil {
+		return netip.Addr{}, true
+	}
+	return ap.Addr().Unmap(), true
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"math"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +22,7 @@ import (
 type DeviceMover interface {
 	MoveDevice(id, serverRef string) bool
 	Devices() []string
+	LocalAddr(id string) (netip.Addr, bool)
 }
 
 // mover tells the connected devices that DNS routing moved to reconnect, one after the other
@@ -41,6 +44,13 @@ type mover struct {
 	wake    chan struct{}
 }
 
+func (mv *mover) answer(device string) []netip.Addr {
+	if mv.dns == nil {
+		return nil
+	}
+	return mv.dns.Answer(device)
+}
+
 type moveItem struct {
 	device string
 	rate   float64
@@ -52,7 +62,7 @@ func newMover(dns *dnsserver.Server, gw DeviceMover, clk clock.Clock, log *slog.
 	mv := &mover{dns: dns, gw: gw, clk: clk, log: log, zone: strings.TrimSuffix(zone, "."), rate: rate,
 		pending: map[string]bool{}, wake: make(chan struct{}, 1),
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "millwright_dns_moves_total",
-			Help: "Devices whose DNS answer changed, by result: moved (a connected device was told to reconnect) or absent (not connected here)."}, []string{"result"})}
+			Help: "Devices whose DNS answer changed, by result: moved (a connected device was told to reconnect), stays (its new answer is this node's address) or absent (not connected here)."}, []string{"result"})}
 	reg.MustRegister(mv.moves)
 	dns.OnMoved(mv.onMoved)
 	return mv
@@ -119,7 +129,14 @@ func (mv *mover) Run(ctx context.Context) error {
 				continue
 			}
 		}
-		if !mv.gw.MoveDevice(it.device, it.device+"."+mv.zone) {
+		// A device whose new answer includes the address it reached here stays: this node
+		// is where it is sent (the other nodes move their devices here).
+		local, ok := mv.gw.LocalAddr(it.device)
+		if ok && local.IsValid() && slices.Contains(mv.answer(it.device), local) {
+			mv.moves.WithLabelValues("stays").Inc()
+			continue
+		}
+		if !ok || !mv.gw.MoveDevice(it.device, it.device+"."+mv.zone) {
 			mv.moves.WithLabelValues("absent").Inc()
 			continue
 		}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +33,12 @@ func (g *fakeGateway) MoveDevice(id, ref string) bool {
 }
 
 func (g *fakeGateway) Devices() []string { return nil }
+
+func (g *fakeGateway) LocalAddr(id string) (netip.Addr, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return netip.Addr{}, g.connected[id]
+}
 
 func (g *fakeGateway) count() int {
 	g.mu.Lock()
