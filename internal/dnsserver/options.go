@@ -230,7 +230,7 @@ func (o Options) Validate() error {
 	}
 	for _, k := range o.TSIGKeys {
 		if _, _, _, err := ParseTSIGKey(k); err != nil {
-			return optcheck.Invalid("tsig_keys", redactKey(k), err.Error())
+			return optcheck.Invalid("tsig_keys", redactKey(k), strings.TrimPrefix(err.Error(), ErrOptions.Error()+": "))
 		}
 	}
 	for _, ns := range o.Nameservers {

@@ -97,6 +97,19 @@ func TestServerConfig(t *testing.T) {
 		{args: []string{"--anomaly-window", "5s"}, err: "invalid --anomaly-window 5s: must be a whole number of seconds, at least 10s"},
 		{args: []string{"--anomaly-baseline-windows", "2"}, err: "invalid --anomaly-baseline-windows 2: must be at least 3"},
 
+		{file: "dns.good.yml", want: func(c *serverConfig) {
+			c.Zone, c.DNSListen = "gw.example.org", "127.0.0.1:5353"
+			c.DNS.TTL, c.DNS.RateLimit, c.DNS.MoveRate = 10*time.Second, 500, 20
+			c.DNS.TSIGKeys = []string{"xfr-key:hmac-sha256:bWlsbHdyaWdodC10ZXN0LXRzaWcta2V5LTMyLWJ5dGU="}
+			c.DNS.Secondaries = []string{"198.51.100.53:53"}
+		}},
+		{args: []string{"--dns-listen", ":5353", "--dns-ttl", "5s", "--dns-notify", "192.0.2.53:53", "--dns-move-rate", "7"}, want: func(c *serverConfig) {
+			c.DNSListen, c.DNS.TTL, c.DNS.Secondaries, c.DNS.MoveRate = ":5353", 5*time.Second, []string{"192.0.2.53:53"}, 7
+		}},
+		{file: "dns-bad-ttl.bad.yml", err: "invalid dns.ttl 2h in testdata/server/dns-bad-ttl.bad.yml (line 3): must be 1s to 1h"},
+		{file: "dns-bad-key.bad.yml", err: `invalid dns.tsig_keys "xfr-key:md5:…" in testdata/server/dns-bad-key.bad.yml (line 2): TSIG key xfr-key: algorithm "md5": want hmac-sha256, hmac-sha384, hmac-sha512 or hmac-sha1`},
+		{args: []string{"--dns-rate-limit", "0"}, err: "invalid --dns-rate-limit 0: must be positive"},
+		{args: []string{"--dns-notify", "192.0.2.53"}, err: `invalid --dns-notify "192.0.2.53": want host:port`},
 		{file: "unknown-key.bad.yml", err: `config testdata/server/unknown-key.bad.yml: tsdb.retension: unknown key (line 2); did you mean "retention"?`},
 		{file: "unknown-top.bad.yml", err: "fsync: unknown key (line 2)"},
 		{file: "hidden-field.bad.yml", err: "mqtt.clock: unknown key (line 2)"},
