@@ -45,7 +45,11 @@ func testPostgresSchema(t testing.TB) string {
 		require.NoError(t, err)
 		require.NoError(t, db.Close())
 	})
-	return base + "&search_path=" + schema
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	return base + sep + "search_path=" + schema
 }
 
 // freePortOn finds a TCP port free on every one of hosts.
