@@ -104,6 +104,9 @@ type Config struct {
 	// Monitor is the fleet monitor, for the liveness routes; nil answers them 503, as it does
 	// the connection history unless Registry is also a SessionRegistry.
 	Monitor Monitor
+	// Routing is told of DNS routing changes (the cluster and route routes need Registry to
+	// be a RoutingRegistry, or answer 503); nil: no one is told.
+	Routing Routing
 }
 
 // route is one API route and the least role that may call it.
@@ -155,6 +158,8 @@ func routes(c Config) []route {
 	fbr, _ := c.Registry.(FeedbackRegistry)
 	fb := &feedbackAPI{fr: fbr, mon: c.Monitor, now: c.Now}
 	ru := &rulesAPI{rules: c.Rules, parser: parser.NewParser(parser.Options{})}
+	rr, _ := c.Registry.(RoutingRegistry)
+	dn := &dnsAPI{reg: rr, routing: c.Routing, now: c.Now}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
 		{"GET", "/api/v1/query", v, p.query},
@@ -219,6 +224,13 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/feedback/summary", v, fb.needs(fb.summary)},
 		{"GET", "/api/v1/liveness", v, mon.needs(mon.liveness)},
 		{"GET", "/api/v1/liveness/counts", v, mon.needs(mon.livenessCounts)},
+		{"GET", "/api/v1/clusters", v, dn.needs(dn.listClusters)},
+		{"POST", "/api/v1/clusters", o, dn.needs(dn.addCluster)},
+		{"DELETE", "/api/v1/clusters/{name}", o, dn.needs(dn.removeCluster)},
+		{"POST", "/api/v1/clusters/{name}/drain", o, dn.needs(dn.drain)},
+		{"GET", "/api/v1/routes", v, dn.needs(dn.listRoutes)},
+		{"PUT", "/api/v1/routes", o, dn.needs(dn.setRoute)},
+		{"DELETE", "/api/v1/routes", o, dn.needs(dn.clearRoute)},
 	}
 }
 

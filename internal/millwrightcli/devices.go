@@ -231,7 +231,7 @@ was done to it, and who deleted it. Revoke a device to keep its history instead.
 	}
 	gf.add(group)
 	group.Flags().BoolVar(&remove, "remove", false, "remove from the groups instead")
-	cmd.AddCommand(tag, untag, group, newSessionsCmd(), newLivenessCmd(), newUpdatesCmd())
+	cmd.AddCommand(tag, untag, group, newSessionsCmd(), newLivenessCmd(), newUpdatesCmd(), newRouteCmd())
 	return cmd
 }
 

@@ -73,6 +73,12 @@ file and line, and the rules running stay.`,
 	f.StringVar(&opts.CAKey, "ca-key", "", "the private key of --ca-cert")
 	f.StringVar(&opts.Zone, "zone", opts.Zone, "gateway DNS zone; the server certificate covers *.<zone>")
 	f.StringSliceVar(&opts.ServerNames, "server-name", nil, "extra DNS name or IP address for the server certificate (repeatable)")
+	f.StringVar(&opts.DNSListen, "dns-listen", "", "UDP and TCP address of the authoritative DNS server for --zone, such as :53 (empty: no DNS served)")
+	f.Var(durationFlag{&opts.DNS.TTL}, "dns-ttl", "TTL of the DNS answers for devices (1s to 1h): a moved device's old answer leaves caches within it")
+	f.Float64Var(&opts.DNS.RateLimit, "dns-rate-limit", opts.DNS.RateLimit, "UDP DNS answers a second to one source (IPv4 /24, IPv6 /56); beyond, dropped or truncated")
+	f.StringArrayVar(&opts.DNS.TSIGKeys, "dns-tsig-key", nil, "TSIG key name:algorithm:base64secret for zone transfers and NOTIFY (repeatable; prefer the configuration file, a command line is visible to other users)")
+	f.StringArrayVar(&opts.DNS.Secondaries, "dns-notify", nil, "secondary DNS server host:port sent a NOTIFY at every change of the zone (repeatable)")
+	f.Float64Var(&opts.DNS.MoveRate, "dns-move-rate", opts.DNS.MoveRate, "connected devices a second told to reconnect after a DNS change moved them")
 	f.Var(durationFlag{&opts.TSDB.Retention}, "retention", "how long telemetry is kept")
 	f.Var(durationFlag{&opts.TSDB.OutOfOrderWindow}, "out-of-order-window", "how late a sample may arrive and still be stored")
 	f.StringVar((*string)(&opts.TSDB.Sync), "fsync", string(opts.TSDB.Sync), "durability before an acknowledgement: always (fsync every group commit; survives power loss) or never (survives a process crash only)")
@@ -134,6 +140,12 @@ var serverFlagKeys = map[string]string{
 	"ca-key":                          "ca_key",
 	"zone":                            "zone",
 	"server-name":                     "server_names",
+	"dns-listen":                      "dns_listen",
+	"dns-ttl":                         "dns.ttl",
+	"dns-rate-limit":                  "dns.rate_limit",
+	"dns-tsig-key":                    "dns.tsig_keys",
+	"dns-notify":                      "dns.secondaries",
+	"dns-move-rate":                   "dns.move_rate",
 	"retention":                       "tsdb.retention",
 	"out-of-order-window":             "tsdb.out_of_order_window",
 	"fsync":                           "tsdb.fsync",

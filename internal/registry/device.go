@@ -444,6 +444,9 @@ func (r *Registry) SetTags(ctx context.Context, id string, set map[string]string
 				return err
 			}
 		}
+		if err := bumpIfTagsRouted(ctx, tx, slices.Concat(slices.Collect(maps.Keys(set)), remove)); err != nil {
+			return err
+		}
 		detail := strings.TrimSpace(describeTags("set", set) + " " + describeList("removed", remove))
 		return r.audit(ctx, tx, r.now(), actor, ActionDeviceTags, id, detail, remote)
 	})
@@ -485,6 +488,9 @@ func (r *Registry) SetGroups(ctx context.Context, id string, add, remove []strin
 			if _, err := tx.ExecContext(ctx, `DELETE FROM device_groups WHERE device_id = $1 AND name = $2`, id, g); err != nil {
 				return err
 			}
+		}
+		if err := bumpIfGroupsRouted(ctx, tx, slices.Concat(add, remove)); err != nil {
+			return err
 		}
 		detail := strings.TrimSpace(describeList("added", add) + " " + describeList("removed", remove))
 		return r.audit(ctx, tx, r.now(), actor, ActionDeviceGroups, id, detail, remote)

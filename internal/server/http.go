@@ -172,6 +172,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Monitor:       s.monitor,
 		Artifacts:     s.firmware,
 		Rollouts:      s.rollouts,
+		Routing:       s.mover,
 
 		FirmwareUploadTimeout:   s.opts.Firmware.UploadTimeout,
 		FirmwareDownloadTimeout: s.opts.Firmware.DownloadTimeout,

@@ -29,6 +29,7 @@ import (
 	"github.com/millwright/millwright/internal/api"
 	"github.com/millwright/millwright/internal/devicechannel"
 	"github.com/millwright/millwright/internal/devicepolicy"
+	"github.com/millwright/millwright/internal/dnsserver"
 	"github.com/millwright/millwright/internal/estserver"
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/firmware"
@@ -61,6 +62,12 @@ type Options struct {
 	CAKey  string `yaml:"ca_key"`
 	// ServerNames are extra DNS names or IP addresses for the server certificate.
 	ServerNames []string `yaml:"server_names"`
+	// DNSListen is the UDP and TCP address of the authoritative DNS server for Zone (e.g.
+	// ":53"); empty (the default) serves no DNS. Either way the server moves the devices
+	// connected to it whose DNS answer changed (docs/dns.md).
+	DNSListen string `yaml:"dns_listen"`
+	// DNS configures the DNS server: TTL, limits, TSIG keys, secondaries to notify.
+	DNS dnsserver.Options `yaml:"dns"`
 	// Database is the registry: empty for SQLite in DataDir/registry.db, or a postgres:// URL.
 	Database string              `yaml:"database"`
 	MQTT     gateway.MQTTOptions `yaml:"mqtt"`
@@ -112,6 +119,7 @@ func DefaultOptions() Options {
 		Monitor:    monitor.DefaultOptions(),
 		Firmware:   firmware.DefaultOptions(),
 		Alerting:   alerting.DefaultOptions(),
+		DNS:        dnsserver.DefaultOptions(),
 
 		RolloutInterval: 30 * time.Second,
 
@@ -143,6 +151,8 @@ type Server struct {
 	// rolloutLead is the lock that lets one of the servers sharing a registry run rollouts.
 	rolloutLead *registry.Leadership
 	mqtt        *gateway.MQTT
+	dns         *dnsserver.Server
+	mover       *mover
 	httpLn      net.Listener
 	http        *http.Server
 	pacer       *gcpace.Pacer
@@ -241,6 +251,12 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	s.rollouts.SetDeliver(s.channel.Queued)
 	s.rolloutLead = s.registry.Leadership("rollout-engine")
 	s.rollouts.SetLeader(s.rolloutLead)
+	dnsOpts := opts.DNS
+	dnsOpts.Zone, dnsOpts.Listen = opts.Zone, opts.DNSListen
+	if s.dns, err = dnsserver.New(dnsOpts, s.registry, clk, logger.With("component", "dns"), s.reg); err != nil {
+		return nil, err
+	}
+	s.mover = newMover(s.dns, s.mqtt, clk, logger.With("component", "dns"), s.reg, opts.Zone, opts.DNS.MoveRate)
 
 	if err := s.listenHTTP(tlsCfg); err != nil {
 		return nil, err
@@ -301,6 +317,14 @@ func (s *Server) parts() *lifecycle.Group {
 			err := s.rollouts.Run(ctx, s.opts.RolloutInterval)
 			return errors.Join(err, s.rolloutLead.Close())
 		}})
+	}
+	if s.dns != nil {
+		// Reads the registry: started after it opened, stopped before it closes.
+		g.Add(lifecycle.Part{Name: "dns", Start: func() error { return s.dns.Start(context.Background()) },
+			Stop: func(context.Context) error { return s.dns.Stop() }})
+	}
+	if s.mover != nil {
+		g.Add(lifecycle.Part{Name: "dns mover", Run: s.mover.Run})
 	}
 	if s.pacer != nil {
 		g.Add(lifecycle.Part{Name: "gc pacer", Run: func(ctx context.Context) error { s.pacer.Run(ctx); return nil }})
@@ -398,6 +422,10 @@ func (s *Server) Anomaly() *anomaly.Finder { return s.anomaly }
 
 // Rollouts returns the rollout engine.
 func (s *Server) Rollouts() *rollout.Engine { return s.rollouts }
+
+// DNS is the authoritative DNS server of the gateway zone (serving only with
+// Options.DNSListen).
+func (s *Server) DNS() *dnsserver.Server { return s.dns }
 
 // Registry is the device registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }
