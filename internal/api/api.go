@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 
+	"github.com/millwright/millwright/buildinfo"
 	"github.com/millwright/millwright/internal/api/apitypes"
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/httplimit"
@@ -30,8 +31,12 @@ import (
 	"github.com/millwright/millwright/protocol"
 )
 
-// Version is reported by /api/v1/status/buildinfo.
-var Version = "0.1.0-dev"
+// buildInfo is the answer of /api/v1/status/buildinfo: the fields `millwright version`
+// prints (package buildinfo), named as Prometheus names them, and the application.
+type buildInfo struct {
+	buildinfo.Info
+	Application string `json:"application"`
+}
 
 // Principal is who made a request.
 type Principal struct {
@@ -164,7 +169,7 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/label/{name}/values", v, func(r *http.Request) (any, *apiError) { return p.labelValues(r, r.PathValue("name")) }},
 		{"GET", "/api/v1/metadata", v, func(*http.Request) (any, *apiError) { return map[string]any{}, nil }},
 		{"GET", "/api/v1/status/buildinfo", v, func(*http.Request) (any, *apiError) {
-			return map[string]string{"version": Version, "application": "millwright"}, nil
+			return buildInfo{Info: buildinfo.Get(), Application: "millwright"}, nil
 		}},
 		{"GET", "/api/v1/rules", v, ru.list},
 		{"GET", "/api/v1/alerts", v, ru.alerts},

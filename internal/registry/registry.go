@@ -297,6 +297,19 @@ func (r *Registry) closeStatements() error {
 	return errors.Join(errs...)
 }
 
+// Ping checks that the database answers: a closed registry, an unreachable PostgreSQL or a
+// SQLite file gone bad fails.
+func (r *Registry) Ping(ctx context.Context) error {
+	if err := r.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping registry: %w", err)
+	}
+	var one int
+	if err := r.db.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("ping registry: %w", err)
+	}
+	return nil
+}
+
 // Backend reports which database the registry runs on: "sqlite" or "postgres".
 func (r *Registry) Backend() string { return r.d.name }
 

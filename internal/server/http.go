@@ -132,6 +132,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		WriteTimeout: o.WriteTimeout,
 	}, s.reg)))
 	s.enroll.Register(mux)
+	s.healthHandlers(mux)
 	var rules api.Rules
 	if s.alerting != nil {
 		rules = s.alerting

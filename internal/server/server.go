@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -146,6 +147,8 @@ type Server struct {
 	http        *http.Server
 	pacer       *gcpace.Pacer
 	group       *lifecycle.Group
+	// serving is set once every listener serves, cleared when shutdown begins (/-/ready).
+	serving atomic.Bool
 }
 
 // New validates opts, prepares the data directory (CA, admin token, server certificate on
@@ -335,13 +338,17 @@ func (s *Server) parts() *lifecycle.Group {
 				if err := s.mqtt.Start(); err != nil {
 					return err
 				}
+				s.serving.Store(true)
 				s.log.Info("millwright server running",
 					"mqtt", s.MQTTAddr().String(), "https", s.HTTPAddr().String(), "data", s.opts.DataDir)
 				return nil
 			},
 			// Close waits until every session has ended: each publish in progress has had its
 			// answer from the pipeline.
-			Stop: closer(s.mqtt.Close),
+			Stop: func(context.Context) error {
+				s.serving.Store(false)
+				return s.mqtt.Close()
+			},
 		})
 	}
 	return g

@@ -150,8 +150,9 @@ type Store struct {
 	reg    *collectorSet
 	engine *promql.Engine
 
-	mu  sync.Mutex  // guards gen
-	gen *generation // nil while reopening
+	mu     sync.Mutex  // guards gen and closed
+	gen    *generation // nil while reopening, and once closed
+	closed bool
 }
 
 // generation is one open TSDB and the syncers of its logs. Readers count the queriers open on
@@ -420,11 +421,29 @@ func (s *Store) MaxValue(ctx context.Context, metric, device string) (float64, b
 	return last, found, nil
 }
 
+// ErrClosed is returned by Ready once the store is closed.
+var ErrClosed = errors.New("telemetry store closed")
+
+// Ready reports whether the store takes writes and queries: nil when it is open, ErrClosed
+// once Close was called, ErrUnavailable while it reopens after a write error.
+func (s *Store) Ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.gen == nil:
+		return ErrUnavailable
+	}
+	return nil
+}
+
 // Close closes the store; it syncs the WAL first.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	g := s.gen
 	s.gen = nil
+	s.closed = true
 	s.mu.Unlock()
 	if g == nil {
 		return nil
