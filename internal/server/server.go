@@ -23,10 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/millwright/millwright/atomicfile"
+	"github.com/millwright/millwright/buildinfo"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/alerting"
 	"github.com/millwright/millwright/internal/anomaly"
 	"github.com/millwright/millwright/internal/api"
+	"github.com/millwright/millwright/internal/datadir"
 	"github.com/millwright/millwright/internal/devicechannel"
 	"github.com/millwright/millwright/internal/devicepolicy"
 	"github.com/millwright/millwright/internal/estserver"
@@ -123,6 +125,7 @@ func DefaultOptions() Options {
 type Server struct {
 	opts     Options
 	log      *slog.Logger
+	lock     *datadir.Lock
 	clk      clock.Clock
 	ca       *pki.CA
 	token    string
@@ -173,6 +176,14 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	dir := opts.DataDir
+	// One server per data directory, and only of a format this build knows.
+	if s.lock, err = datadir.Acquire(dir); err != nil {
+		return nil, err
+	}
+	stamp, err := datadir.Check(dir, buildinfo.Get().Version)
+	if err != nil {
+		return nil, err
+	}
 	ca, err := loadCA(opts, clk, logger)
 	if err != nil {
 		return nil, err
@@ -251,6 +262,12 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	// goroutine stack as heap, and the stacks would otherwise double the garbage allowed. The
 	// collector runs on the process's real time, whatever clock the server's logic is given.
 	s.pacer = gcpace.New(clock.Real(), s.reg)
+	if err := datadir.Write(dir, buildinfo.Get().Version); err != nil {
+		return nil, err
+	}
+	if stamp.Version != buildinfo.Get().Version {
+		logger.Info("data directory stamped", "format", datadir.Format, "version", buildinfo.Get().Version, "previous", stamp.Version)
+	}
 	s.group = s.parts()
 	return s, nil
 }
@@ -266,6 +283,10 @@ func (s *Server) parts() *lifecycle.Group {
 	g := lifecycle.New(clock.Real(), s.opts.ShutdownTimeout, s.log)
 	closer := func(close func() error) func(context.Context) error {
 		return func(context.Context) error { return close() }
+	}
+	if s.lock != nil {
+		// Released last, once every store is closed.
+		g.Add(lifecycle.Part{Name: "data directory lock", Stop: closer(s.lock.Release)})
 	}
 	if s.registry != nil {
 		g.Add(lifecycle.Part{Name: "registry", Stop: closer(s.registry.Close)})
