@@ -105,6 +105,11 @@ type Config struct {
 	// Monitor is the fleet monitor, for the liveness routes; nil answers them 503, as it does
 	// the connection history unless Registry is also a SessionRegistry.
 	Monitor Monitor
+	// Backup writes the backup archive of POST /api/v1/backup (admin); nil answers 503.
+	Backup BackupFunc
+	// BackupTimeout bounds sending a backup, counted once the admin is authorized. Zero means
+	// DefaultBackupTimeout (an hour).
+	BackupTimeout time.Duration
 }
 
 // route is one API route and the least role that may call it.
@@ -217,6 +222,7 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/feedback/summary", v, fb.needs(fb.summary)},
 		{"GET", "/api/v1/liveness", v, mon.needs(mon.liveness)},
 		{"GET", "/api/v1/liveness/counts", v, mon.needs(mon.livenessCounts)},
+		{"POST", "/api/v1/backup", a, backup(c.Backup, c.BackupTimeout, c.Logger)},
 	}
 }
 

@@ -158,6 +158,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Monitor:       s.monitor,
 		Artifacts:     s.firmware,
 		Rollouts:      s.rollouts,
+		Backup:        s.backupFor,
 
 		FirmwareUploadTimeout:   s.opts.Firmware.UploadTimeout,
 		FirmwareDownloadTimeout: s.opts.Firmware.DownloadTimeout,

@@ -89,6 +89,9 @@ type Options struct {
 	// the phases that opened, follows each device's update, judges the health gates.
 	// Default 30 s.
 	RolloutInterval time.Duration `yaml:"rollout_interval"`
+	// ConfigFile is the configuration file these options were read from, if any; backups
+	// include it. Not a key of the file.
+	ConfigFile string `yaml:"-"`
 	// ShutdownTimeout bounds how long each part of the server may take to stop at shutdown,
 	// one after the other: the MQTT listeners and their sessions, the HTTPS listener and its
 	// requests, the pipeline storing what it accepted, then each store. Default 10 s. A part
@@ -182,6 +185,9 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	}
 	stamp, err := datadir.Check(dir, buildinfo.Get().Version)
 	if err != nil {
+		return nil, err
+	}
+	if err := removeBackupLeftovers(dir); err != nil {
 		return nil, err
 	}
 	ca, err := loadCA(opts, clk, logger)

@@ -338,6 +338,27 @@ func (q *releasingQuerier) Close() error {
 	return err
 }
 
+// Snapshot writes a consistent copy of the store into dir, which must be on the same file
+// system as the store: every persisted block (hard links) and the head as a block of its own
+// (Prometheus's TSDB snapshot, withHead). Opening dir as a store's directory gives the same
+// answers as the store gave at the snapshot. It returns ErrUnavailable while the store
+// reopens.
+func (s *Store) Snapshot(dir string) error {
+	s.mu.Lock()
+	g := s.gen
+	if g == nil {
+		s.mu.Unlock()
+		return ErrUnavailable
+	}
+	g.readers.Add(1)
+	s.mu.Unlock()
+	defer g.readers.Done()
+	if err := g.db.Snapshot(dir, true); err != nil {
+		return fmt.Errorf("snapshot tsdb: %w", err)
+	}
+	return nil
+}
+
 // Engine returns the PromQL engine.
 func (s *Store) Engine() *promql.Engine { return s.engine }
 
