@@ -31,8 +31,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = enrollCmd(ctx, args[1:], stdout, stderr)
 	case "check":
 		err = checkCmd(args[1:], stdout, stderr)
-	case "version":
-		fmt.Fprintln(stdout, "millwright-agent", Version())
+	case "version", "--version", "-version":
+		err = printVersion(stdout)
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 	default:
@@ -67,7 +67,8 @@ Usage:
                                          make the device key and enroll it with a one-time token
   millwright-agent run --config FILE     run the agent
   millwright-agent check --config FILE   check the configuration and credentials, then exit
-  millwright-agent version               print the version
+  millwright-agent version               print the version, revision, build date and Go version
+                                         (also --version)
 
 docs/agent.md describes every configuration key.
 `)

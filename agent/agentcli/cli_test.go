@@ -21,7 +21,8 @@ func TestMain_(t *testing.T) {
 		{[]string{"check", "--config", "../testdata/config/unknown-key.bad.yml"}, 1, "", "uplink.keep_alive: unknown key"},
 		{[]string{"run", "--config", "../testdata/config/missing-cert.bad.yml"}, 1, "", "tls.cert_file: open ../testdata/certs/does-not-exist.crt: no such file"},
 		{[]string{"check", "--config", "../testdata/config/full.good.yml"}, 0, "endpoint:    pump-7.gw.example.net:18443 (https)", ""},
-		{[]string{"version"}, 0, "millwright-agent ", ""},
+		{[]string{"version"}, 0, "millwright-agent version ", ""},
+		{[]string{"--version"}, 0, "  go version: go", ""},
 		{[]string{"help"}, 0, "millwright-agent run --config FILE", ""},
 	}
 	for _, tc := range cases {

@@ -1,27 +1,15 @@
 package agentcli
 
-import "runtime/debug"
+import (
+	"io"
 
-// version is set at link time: -ldflags "-X github.com/millwright/millwright/agent/agentcli.version=1.2.3".
-var version string
+	"github.com/millwright/millwright/buildinfo"
+)
 
-// Version returns the agent's version: the link-time version, else the
-// module version or VCS revision from the build information.
-func Version() string {
-	if version != "" {
-		return version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			return "devel-" + s.Value[:12]
-		}
-	}
-	return "devel"
-}
+// Version returns the agent's version: the release build's, else the module version, else
+// "devel" (package buildinfo).
+func Version() string { return buildinfo.Get().Version }
+
+// printVersion writes what `millwright-agent version` and `--version` print: the same build
+// information the server's /api/v1/status/buildinfo reports.
+func printVersion(w io.Writer) error { return buildinfo.Get().Print(w, "millwright-agent") }

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 
+	"github.com/millwright/millwright/buildinfo"
 	"github.com/millwright/millwright/internal/api/apitypes"
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/httplimit"
@@ -30,8 +31,12 @@ import (
 	"github.com/millwright/millwright/protocol"
 )
 
-// Version is reported by /api/v1/status/buildinfo.
-var Version = "0.1.0-dev"
+// buildInfo is the answer of /api/v1/status/buildinfo: the fields `millwright version`
+// prints (package buildinfo), named as Prometheus names them, and the application.
+type buildInfo struct {
+	buildinfo.Info
+	Application string `json:"application"`
+}
 
 // Principal is who made a request.
 type Principal struct {
@@ -107,6 +112,11 @@ type Config struct {
 	// Routing is told of DNS routing changes (the cluster and route routes need Registry to
 	// be a RoutingRegistry, or answer 503); nil: no one is told.
 	Routing Routing
+	// Backup writes the backup archive of POST /api/v1/backup (admin); nil answers 503.
+	Backup BackupFunc
+	// BackupTimeout bounds sending a backup, counted once the admin is authorized. Zero means
+	// DefaultBackupTimeout (an hour).
+	BackupTimeout time.Duration
 }
 
 // route is one API route and the least role that may call it.
@@ -173,7 +183,7 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/label/{name}/values", v, func(r *http.Request) (any, *apiError) { return p.labelValues(r, r.PathValue("name")) }},
 		{"GET", "/api/v1/metadata", v, p.metadata},
 		{"GET", "/api/v1/status/buildinfo", v, func(*http.Request) (any, *apiError) {
-			return map[string]string{"version": Version, "application": "millwright"}, nil
+			return buildInfo{Info: buildinfo.Get(), Application: "millwright"}, nil
 		}},
 		{"GET", "/api/v1/rules", v, ru.list},
 		{"GET", "/api/v1/alerts", v, ru.alerts},
@@ -231,6 +241,7 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/routes", v, dn.needs(dn.listRoutes)},
 		{"PUT", "/api/v1/routes", o, dn.needs(dn.setRoute)},
 		{"DELETE", "/api/v1/routes", o, dn.needs(dn.clearRoute)},
+		{"POST", "/api/v1/backup", a, backup(c.Backup, c.BackupTimeout, c.Logger)},
 	}
 }
 

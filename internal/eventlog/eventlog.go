@@ -325,6 +325,20 @@ func syncDir(dir string) error {
 	return errors.Join(d.Sync(), d.Close())
 }
 
+// Flushed is how many bytes of whole lines the file holds: the end of the last successful
+// Flush. Those bytes never change while the log is open.
+func (l *Log) Flushed() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.written
+}
+
+// Copy writes the first n bytes of the log's file to w (n from Flushed), while appends go on:
+// a consistent copy for a backup.
+func (l *Log) Copy(w io.Writer, n int64) (int64, error) {
+	return io.Copy(w, io.NewSectionReader(l.f, 0, n))
+}
+
 // Close flushes, fsyncs and closes the log.
 func (l *Log) Close() error {
 	err := l.Flush(true)

@@ -62,6 +62,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newServerCmd(), newDevCmd(), newTokensCmd(), newDevicesCmd(), newConfigCmd(), newCommandsCmd(), newOperatorsCmd(), newAnomaliesCmd(), newTrendsCmd(), newFirmwareCmd(), newRolloutsCmd(), newFeedbackCmd(), newAuditCmd(), newClustersCmd(), newGatewaysCmd(), newSimCmd())
+	root.AddCommand(newVersionCmd(), newBackupCmd(), newRestoreCmd())
+	setVersion(root)
 	return root
 }
 

@@ -107,6 +107,7 @@ func (c *serverCommand) resolve() (serverConfig, error) {
 			return cfg, setErr
 		}
 		cfg, lines = file, l
+		cfg.ConfigFile = c.configFile // backups include it
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{c.describe(err, lines)}

@@ -109,3 +109,7 @@ func clampLimit(n int) int {
 	}
 	return n
 }
+
+// ActionServerBackup is audited when an admin fetches a backup of the server's data
+// (POST /api/v1/backup); the detail counts its files and bytes.
+const ActionServerBackup = "server.backup"

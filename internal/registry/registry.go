@@ -297,6 +297,35 @@ func (r *Registry) closeStatements() error {
 	return errors.Join(errs...)
 }
 
+// Ping checks that the database answers: a closed registry, an unreachable PostgreSQL or a
+// SQLite file gone bad fails.
+func (r *Registry) Ping(ctx context.Context) error {
+	if err := r.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping registry: %w", err)
+	}
+	var one int
+	if err := r.db.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("ping registry: %w", err)
+	}
+	return nil
+}
+
+// ErrNotSQLite is returned by CopyTo on PostgreSQL, whose backups are pg_dump's.
+var ErrNotSQLite = errors.New("registry is in PostgreSQL: back it up with pg_dump")
+
+// CopyTo writes a consistent copy of a SQLite registry to the new file path (VACUUM INTO),
+// while the registry keeps serving: readers go on, writers wait for the copy to end. On
+// PostgreSQL it returns ErrNotSQLite.
+func (r *Registry) CopyTo(ctx context.Context, path string) error {
+	if r.d != sqliteDialect {
+		return ErrNotSQLite
+	}
+	if _, err := r.db.ExecContext(ctx, `VACUUM INTO $1`, path); err != nil {
+		return fmt.Errorf("copy registry to %s: %w", path, err)
+	}
+	return nil
+}
+
 // Backend reports which database the registry runs on: "sqlite" or "postgres".
 func (r *Registry) Backend() string { return r.d.name }
 

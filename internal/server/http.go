@@ -146,6 +146,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		WriteTimeout: o.WriteTimeout,
 	}, s.reg)))
 	s.enroll.Register(mux)
+	s.healthHandlers(mux)
 	var rules api.Rules
 	if s.alerting != nil {
 		rules = s.alerting
@@ -173,6 +174,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Artifacts:     s.firmware,
 		Rollouts:      s.rollouts,
 		Routing:       s.mover,
+		Backup:        s.backupFor,
 
 		FirmwareUploadTimeout:   s.opts.Firmware.UploadTimeout,
 		FirmwareDownloadTimeout: s.opts.Firmware.DownloadTimeout,

@@ -8,7 +8,7 @@ import (
 	"github.com/millwright/millwright/clock"
 )
 
-// TestPartsOrder: the parts start storage first and the listeners last, so that they stop
+// TestPartsOrder: the data directory lock is taken first and released last; the parts start storage first and the listeners last, so that they stop
 // the other way round — the listeners, then the pipeline with what it accepted, then storage —
 // and nothing acknowledged is lost; the device channel stops after the listeners (whose
 // sessions acknowledge its messages) and before the registry it writes to; the monitor stops
@@ -21,5 +21,5 @@ func TestPartsOrder(t *testing.T) {
 	s, err := New(opts, clock.Real(), nil)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, s.Close()) }()
-	require.Equal(t, []string{"registry", "tsdb", "alerting", "anomaly finder", "event log", "monitor", "device channel", "rollout engine", "dns", "dns mover", "gc pacer", "ingest", "https", "mqtt"}, s.group.Names())
+	require.Equal(t, []string{"data directory lock", "registry", "tsdb", "alerting", "anomaly finder", "event log", "monitor", "device channel", "rollout engine", "dns", "dns mover", "gc pacer", "ingest", "https", "mqtt"}, s.group.Names())
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,10 +24,12 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/millwright/millwright/atomicfile"
+	"github.com/millwright/millwright/buildinfo"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/alerting"
 	"github.com/millwright/millwright/internal/anomaly"
 	"github.com/millwright/millwright/internal/api"
+	"github.com/millwright/millwright/internal/datadir"
 	"github.com/millwright/millwright/internal/devicechannel"
 	"github.com/millwright/millwright/internal/devicepolicy"
 	"github.com/millwright/millwright/internal/dnsserver"
@@ -94,6 +97,9 @@ type Options struct {
 	// the phases that opened, follows each device's update, judges the health gates.
 	// Default 30 s.
 	RolloutInterval time.Duration `yaml:"rollout_interval"`
+	// ConfigFile is the configuration file these options were read from, if any; backups
+	// include it. Not a key of the file.
+	ConfigFile string `yaml:"-"`
 	// ShutdownTimeout bounds how long each part of the server may take to stop at shutdown,
 	// one after the other: the MQTT listeners and their sessions, the HTTPS listener and its
 	// requests, the pipeline storing what it accepted, then each store. Default 10 s. A part
@@ -131,6 +137,7 @@ func DefaultOptions() Options {
 type Server struct {
 	opts     Options
 	log      *slog.Logger
+	lock     *datadir.Lock
 	clk      clock.Clock
 	ca       *pki.CA
 	token    string
@@ -157,6 +164,8 @@ type Server struct {
 	http        *http.Server
 	pacer       *gcpace.Pacer
 	group       *lifecycle.Group
+	// serving is set once every listener serves, cleared when shutdown begins (/-/ready).
+	serving atomic.Bool
 }
 
 // New validates opts, prepares the data directory (CA, admin token, server certificate on
@@ -181,6 +190,17 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	dir := opts.DataDir
+	// One server per data directory, and only of a format this build knows.
+	if s.lock, err = datadir.Acquire(dir); err != nil {
+		return nil, err
+	}
+	stamp, err := datadir.Check(dir, buildinfo.Get().Version)
+	if err != nil {
+		return nil, err
+	}
+	if err := removeBackupLeftovers(dir); err != nil {
+		return nil, err
+	}
 	ca, err := loadCA(opts, clk, logger)
 	if err != nil {
 		return nil, err
@@ -265,6 +285,12 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	// goroutine stack as heap, and the stacks would otherwise double the garbage allowed. The
 	// collector runs on the process's real time, whatever clock the server's logic is given.
 	s.pacer = gcpace.New(clock.Real(), s.reg)
+	if err := datadir.Write(dir, buildinfo.Get().Version); err != nil {
+		return nil, err
+	}
+	if stamp.Version != buildinfo.Get().Version {
+		logger.Info("data directory stamped", "format", datadir.Format, "version", buildinfo.Get().Version, "previous", stamp.Version)
+	}
 	s.group = s.parts()
 	return s, nil
 }
@@ -280,6 +306,10 @@ func (s *Server) parts() *lifecycle.Group {
 	g := lifecycle.New(clock.Real(), s.opts.ShutdownTimeout, s.log)
 	closer := func(close func() error) func(context.Context) error {
 		return func(context.Context) error { return close() }
+	}
+	if s.lock != nil {
+		// Released last, once every store is closed.
+		g.Add(lifecycle.Part{Name: "data directory lock", Stop: closer(s.lock.Release)})
 	}
 	if s.registry != nil {
 		g.Add(lifecycle.Part{Name: "registry", Stop: closer(s.registry.Close)})
@@ -360,6 +390,7 @@ func (s *Server) parts() *lifecycle.Group {
 				if err := s.mqtt.Start(); err != nil {
 					return err
 				}
+				s.serving.Store(true)
 				s.log.Info("millwright server running",
 					"mqtt", s.MQTTAddr().String(), "https", s.HTTPAddr().String(), "data", s.opts.DataDir,
 					"admin_token", filepath.Join(s.opts.DataDir, AdminTokenFile), "ca", filepath.Join(s.opts.DataDir, pki.CAFile))
@@ -367,7 +398,10 @@ func (s *Server) parts() *lifecycle.Group {
 			},
 			// Close waits until every session has ended: each publish in progress has had its
 			// answer from the pipeline.
-			Stop: closer(s.mqtt.Close),
+			Stop: func(context.Context) error {
+				s.serving.Store(false)
+				return s.mqtt.Close()
+			},
 		})
 	}
 	return g

@@ -152,8 +152,9 @@ type Store struct {
 	reg    *collectorSet
 	engine *promql.Engine
 
-	mu  sync.Mutex  // guards gen
-	gen *generation // nil while reopening
+	mu     sync.Mutex  // guards gen and closed
+	gen    *generation // nil while reopening, and once closed
+	closed bool
 }
 
 // generation is one open TSDB and the syncers of its logs. Readers count the queriers open on
@@ -339,6 +340,27 @@ func (q *releasingQuerier) Close() error {
 	return err
 }
 
+// Snapshot writes a consistent copy of the store into dir, which must be on the same file
+// system as the store: every persisted block (hard links) and the head as a block of its own
+// (Prometheus's TSDB snapshot, withHead). Opening dir as a store's directory gives the same
+// answers as the store gave at the snapshot. It returns ErrUnavailable while the store
+// reopens.
+func (s *Store) Snapshot(dir string) error {
+	s.mu.Lock()
+	g := s.gen
+	if g == nil {
+		s.mu.Unlock()
+		return ErrUnavailable
+	}
+	g.readers.Add(1)
+	s.mu.Unlock()
+	defer g.readers.Done()
+	if err := g.db.Snapshot(dir, true); err != nil {
+		return fmt.Errorf("snapshot tsdb: %w", err)
+	}
+	return nil
+}
+
 // Engine returns the PromQL engine.
 func (s *Store) Engine() *promql.Engine { return s.engine }
 
@@ -439,11 +461,29 @@ func (s *Store) DeleteSeries(ctx context.Context, ms ...*labels.Matcher) error {
 	return nil
 }
 
+// ErrClosed is returned by Ready once the store is closed.
+var ErrClosed = errors.New("telemetry store closed")
+
+// Ready reports whether the store takes writes and queries: nil when it is open, ErrClosed
+// once Close was called, ErrUnavailable while it reopens after a write error.
+func (s *Store) Ready() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.gen == nil:
+		return ErrUnavailable
+	}
+	return nil
+}
+
 // Close closes the store; it syncs the WAL first.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	g := s.gen
 	s.gen = nil
+	s.closed = true
 	s.mu.Unlock()
 	if g == nil {
 		return nil
