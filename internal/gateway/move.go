@@ -15,18 +15,7 @@ import (
 // reconnects and resolves its name again. Its session here ends, as it does at a takeover. It
 // reports whether the device was connected.
 func (m *MQTT) MoveDevice(id, serverRef string) bool {
-	m.mu.Lock()
-	s := m.sessions[id]
-	var c *conn
-	if s != nil {
-		delete(m.sessions, id)
-		s.mu.Lock()
-		c = s.conn
-		s.conn = nil
-		s.end()
-		s.mu.Unlock()
-	}
-	m.mu.Unlock()
+	c := m.endSession(id)
 	if c == nil {
 		return false
 	}
