@@ -248,17 +248,7 @@ func (r *Registry) Clusters(ctx context.Context) ([]Cluster, error) {
 }
 
 func clusters(ctx context.Context, q querier) ([]Cluster, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+clusterColumns+` FROM dns_clusters ORDER BY name`)
-	if err != nil {
-		return nil, err
-	}
-	out := []Cluster{}
-	err = eachRow(rows, func() error {
-		c, err := scanCluster(rows)
-		out = append(out, c)
-		return err
-	})
-	return out, err
+	return queryAll(ctx, q, scanCluster, `SELECT `+clusterColumns+` FROM dns_clusters ORDER BY name`)
 }
 
 // RemoveCluster removes a cluster no route refers to, audited as cluster.remove; one with
@@ -405,17 +395,7 @@ func (r *Registry) Routes(ctx context.Context) ([]Route, error) {
 }
 
 func routes(ctx context.Context, q querier) ([]Route, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+routeColumns+` FROM dns_routes ORDER BY scope, selector`)
-	if err != nil {
-		return nil, err
-	}
-	out := []Route{}
-	err = eachRow(rows, func() error {
-		rt, err := scanRoute(rows)
-		out = append(out, rt)
-		return err
-	})
-	return out, err
+	return queryAll(ctx, q, scanRoute, `SELECT `+routeColumns+` FROM dns_routes ORDER BY scope, selector`)
 }
 
 // SetRoute sends the devices rt selects to rt.Cluster (which must exist: an unknown one is
