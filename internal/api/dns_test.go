@@ -42,15 +42,7 @@ func TestDNSRoutes(t *testing.T) {
 	require.NoError(t, err)
 	moved := &movedLog{}
 	srv := httptest.NewServer(api.Handler(api.Config{
-		Authenticate: func(_ context.Context, tok string) (api.Principal, error) {
-			switch tok {
-			case "op":
-				return api.Principal{Name: "operator:ci", Role: registry.RoleOperator}, nil
-			case "view":
-				return api.Principal{Name: "operator:eyes", Role: registry.RoleViewer}, nil
-			}
-			return api.Principal{}, registry.ErrTokenInvalid
-		},
+		Authenticate: testTokens,
 		Registry: reg,
 		Routing:  moved,
 		Now:      func() time.Time { return now },
