@@ -969,6 +969,9 @@ func TestFirmwareDelta(t *testing.T) {
 		require.Less(t, d.read.Load(), int64(len(target)/10), "a delta of an image with 26 KiB changed")
 		require.Contains(t, verifiedDetail(rep), "rebuilt from a delta of")
 		require.Contains(t, rep.forCommand(rep.last().Command)[1].Detail, "delta from the installed image "+baseSHA[:12])
+		require.Equal(t, 1.0, s.metric(t, "millwright_firmware_deltas_made_total"))
+		require.GreaterOrEqual(t, s.metric(t, "millwright_firmware_delta_downloads_total"), 2.0, "the damaged one and this one")
+		require.Equal(t, 1.0, s.metric(t, "millwright_firmware_delta_refused_total"), "the base the archive does not hold")
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -42,6 +43,15 @@ var ErrNoDelta = errors.New("no delta")
 // deltas makes and keeps deltas: at <dir>/delta/<target>/<base>.<sha256 of the delta>.
 type deltas struct {
 	make sync.Mutex // one delta is made at a time (CPU and memory)
+	// made counts deltas made; served, device requests answered with a delta; none, those
+	// answered 404 for want of one.
+	made, served, none atomic.Uint64
+}
+
+// DeltaStats counts deltas made, device requests answered with a delta, and those answered
+// that there is none (the device then downloads the whole artifact).
+func (s *Store) DeltaStats() (made, served, none uint64) {
+	return s.deltas.made.Load(), s.deltas.served.Load(), s.deltas.none.Load()
 }
 
 func (s *Store) deltaDir(target string) string { return filepath.Join(s.dir, "delta", target) }
@@ -131,6 +141,7 @@ func (s *Store) Delta(target, base string) (path, sum string, err error) {
 		return "", "", err
 	}
 	f = nil
+	s.deltas.made.Add(1)
 	return dst, sum, nil
 }
 
@@ -172,6 +183,7 @@ func (s *Store) ServeDevice(w http.ResponseWriter, r *http.Request, sum string) 
 		status := http.StatusInternalServerError
 		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNoDelta) {
 			status = http.StatusNotFound
+			s.deltas.none.Add(1)
 		}
 		http.Error(w, err.Error(), status)
 		return
@@ -182,6 +194,9 @@ func (s *Store) ServeDevice(w http.ResponseWriter, r *http.Request, sum string) 
 		return
 	}
 	defer f.Close()
+	if r.Method != http.MethodHead {
+		s.deltas.served.Add(1)
+	}
 	w.Header().Set("ETag", `"`+sum+"."+base+"."+dsum+`"`)
 	w.Header().Set("Content-Type", "application/zstd")
 	w.Header().Set("Cache-Control", "private, max-age=31536000, immutable")

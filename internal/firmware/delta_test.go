@@ -127,6 +127,9 @@ func TestDeltaServe(t *testing.T) {
 	require.ErrorIs(t, err, ErrNoDelta)
 	require.ErrorContains(t, err, "more than 268435456")
 
+	made, served, none := s.DeltaStats()
+	require.Equal(t, []uint64{1, 3, 2}, []uint64{made, served, none}, "made once; served whole, resumed and not modified; two without a delta")
+
 	require.NoError(t, s.Delete(bsum))
 	kept, _ = filepath.Glob(filepath.Join(s.dir, "delta", tsum, bsum+".*"))
 	require.Empty(t, kept, "deleting the base deletes its deltas")

@@ -139,6 +139,16 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Name: "millwright_firmware_downloads_total",
 		Help: "Firmware artifact downloads (GET requests, resumptions included) admitted.",
 	}, func() float64 { return float64(downloads.Served()) })
+	for _, c := range []struct {
+		name, help string
+		v          func(made, served, none uint64) uint64
+	}{
+		{"millwright_firmware_deltas_made_total", "Firmware deltas made (each pair once; kept on disk).", func(m, _, _ uint64) uint64 { return m }},
+		{"millwright_firmware_delta_downloads_total", "Device downloads answered with a delta (resumptions included).", func(_, s, _ uint64) uint64 { return s }},
+		{"millwright_firmware_delta_refused_total", "Device requests for a delta answered 404: no delta for the pair, the device downloads the whole image.", func(_, _, n uint64) uint64 { return n }},
+	} {
+		f.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help}, func() float64 { return float64(c.v(s.firmware.DeltaStats())) })
+	}
 	mux.Handle(protocol.FirmwarePathPrefix, s.monitor.HTTPHandler(gateway.HTTPFirmware(s.authz, s.opts.Firmware.DownloadTimeout, downloads.Serve(s.firmware.ServeDevice))))
 	mux.Handle(protocol.BatchPath, s.monitor.HTTPHandler(gateway.HTTPIngest(s.ingester(), s.authz, gateway.HTTPIngestOptions{
 		MaxPayload:   s.pipelineMaxPayload(),
