@@ -49,8 +49,8 @@ func startCertAPI(t *testing.T, roots func(*pki.CA) *x509.CertPool) *certAPI {
 	require.NoError(t, err)
 	srv := httptest.NewServer(api.Handler(api.Config{
 		Authenticate: testTokens,
-		Registry:    reg,
-		DeviceRoots: roots(ca),
+		Registry:     reg,
+		DeviceRoots:  roots(ca),
 	}))
 	t.Cleanup(srv.Close)
 	return &certAPI{url: srv.URL, reg: reg, ca: ca}

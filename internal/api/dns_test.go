@@ -43,9 +43,9 @@ func TestDNSRoutes(t *testing.T) {
 	moved := &movedLog{}
 	srv := httptest.NewServer(api.Handler(api.Config{
 		Authenticate: testTokens,
-		Registry: reg,
-		Routing:  moved,
-		Now:      func() time.Time { return now },
+		Registry:     reg,
+		Routing:      moved,
+		Now:          func() time.Time { return now },
 	}))
 	t.Cleanup(srv.Close)
 	call := func(method, path, token string, body any) (int, apitypes.Response[json.RawMessage]) {
