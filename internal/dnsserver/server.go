@@ -159,14 +159,20 @@ func (s *Server) Start(ctx context.Context) error {
 		ReadTimeout: idle, WriteTimeout: idle, IdleTimeout: func() time.Duration { return idle }, MaxTCPQueries: s.opts.TCPQueries,
 		MsgInvalidFunc: func([]byte, error) { s.m.dropped.WithLabelValues("malformed").Inc() }}
 	for _, srv := range []*dns.Server{s.udp, s.tcp} {
-		started := make(chan struct{})
+		started, failed := make(chan struct{}), make(chan error, 1)
 		srv.NotifyStartedFunc = func() { close(started) }
 		s.wg.Go(func() {
 			if err := srv.ActivateAndServe(); err != nil {
+				failed <- err
 				s.log.Error("dns server stopped", "err", err)
 			}
 		})
-		<-started
+		select {
+		case <-started:
+		case err := <-failed:
+			_ = s.Stop()
+			return fmt.Errorf("dns serve %s: %w", s.opts.Listen, err)
+		}
 	}
 	s.log.Info("dns server listening", "addr", s.Addr().String(), "zone", s.opts.Zone, "serial", s.Serial())
 	return nil
