@@ -261,7 +261,7 @@ itself; --clear removes it. Every move is audited and in the devices' update his
 	f.StringVar(&address, "address", "", "one IPv4 or IPv6 address to send them to (a debug gateway)")
 	f.StringVar(&group, "group", "", "route a group's devices")
 	f.StringVar(&tag, "tag", "", "route the devices with this tag, key=value")
-	f.DurationVar(&expires, "expires", 0, "end the route by itself after this long, such as 10m")
+	f.Var(durationFlag{&expires}, "expires", "end the route by itself after this long, such as 10m (0: it stays until cleared)")
 	f.BoolVar(&clear, "clear", false, "remove the route")
 	return cmd
 }
