@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -107,4 +108,33 @@ func TestRepairAfterFailedWrite(t *testing.T) {
 		values = append(values, *e.String)
 	}
 	require.Equal(t, []string{"after", "before"}, values)
+}
+
+// TestCopy: a copy holds the lines flushed when Flushed was read, whole, while appends go on.
+func TestCopy(t *testing.T) {
+	l, err := Open(t.TempDir())
+	require.NoError(t, err)
+	defer func() { require.NoError(t, l.Close()) }()
+	s := func(v string) *string { return &v }
+	require.NoError(t, l.Append(Event{Time: 1, Device: "d1", Name: "state", String: s("a")}))
+	require.NoError(t, l.Flush(false))
+	require.NoError(t, l.Append(Event{Time: 2, Device: "d1", Name: "state", String: s("b")})) // buffered
+	n := l.Flushed()
+	require.NoError(t, l.Flush(false))
+
+	var buf bytes.Buffer
+	got, err := l.Copy(&buf, n)
+	require.NoError(t, err)
+	require.Equal(t, n, got)
+	require.Equal(t, `{"t":1,"device":"d1","name":"state","vs":"a"}`+"\n", buf.String())
+
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, FileName), buf.Bytes(), 0o600))
+	c, err := Open(dir)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, c.Close()) }()
+	require.Zero(t, c.TornBytes())
+	events, err := c.List(Query{})
+	require.NoError(t, err)
+	require.Len(t, events, 1)
 }

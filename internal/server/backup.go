@@ -82,7 +82,7 @@ func (s *Server) Backup(ctx context.Context, w io.Writer) (_ backup.Manifest, er
 	}
 
 	snap := filepath.Join(tmp, "tsdb")
-	if err := s.store.Snapshot(snap); err != nil {
+	if err := s.store.Snapshot(ctx, snap); err != nil {
 		return m, err
 	}
 	if err := aw.AddTree("tsdb", snap, nil); err != nil {
