@@ -124,7 +124,7 @@ func (a *Agent) onCommand(cmd protocol.Command) {
 		}
 		a.sendReply(ctx, cmd.ID, reply)
 		if after != nil {
-			after()
+			after(ctx)
 		}
 	})
 }

@@ -84,8 +84,11 @@ type commandSpec struct {
 	provisional *protocol.Reply
 	// after runs once the reply has been sent (agent.restart stops the agent there).
 	after func(a *Agent)
+	// failed, if set, runs once a failed reply has been sent (firmware.update reports the
+	// failure in an update report then, so that the server has the reply's reason first).
+	failed func(a *Agent, ctx context.Context, cmd protocol.Command, reply protocol.Reply)
 	// timeoutOf, when set, gives the timeout from the agent's configuration instead.
-	timeoutOf func(a *Agent) time.Duration
+	timeoutOf func(a *Agent, args map[string]string) time.Duration
 }
 
 var commandSpecs = map[string]commandSpec{
@@ -100,8 +103,8 @@ var commandSpecs = map[string]commandSpec{
 		provisional: &protocol.Reply{State: protocol.ReplySucceeded, Detail: "the reboot command was started; the agent stopped before it returned",
 			Result: json.RawMessage(`{"rebooting":true}`)}},
 	CmdShellExec: {timeout: shellTimeout, args: []string{"command"}, run: (*Agent).shellExec},
-	protocol.CmdFirmwareUpdate: {args: []string{protocol.ArgManifest, protocol.ArgArtifactPath, protocol.ArgRollout},
-		run: (*Agent).firmwareUpdate, timeoutOf: (*Agent).firmwareUpdateTimeout, after: (*Agent).requestRestart,
+	protocol.CmdFirmwareUpdate: {args: []string{protocol.ArgManifest, protocol.ArgArtifactPath, protocol.ArgRollout, protocol.ArgStartWithin},
+		run: (*Agent).firmwareUpdate, timeoutOf: (*Agent).firmwareUpdateTimeout, after: (*Agent).requestRestart, failed: (*Agent).updateFailed,
 		provisional: &protocol.Reply{State: protocol.ReplyFailed, Reason: protocol.FailDownload,
 			Detail: "the agent stopped before the update ended; a new offer resumes the download where it stopped"}},
 }
@@ -113,7 +116,7 @@ func CommandNames() []string { return slices.Sorted(maps.Keys(commandSpecs)) }
 // send now: it is running already (its reply follows), or the agent stopped while it ran.
 // A command seen before is not run again: its kept reply is returned. after, if not nil,
 // is to be called once the reply was sent.
-func (a *Agent) command(ctx context.Context, cmd protocol.Command) (reply protocol.Reply, after func(), ok bool) {
+func (a *Agent) command(ctx context.Context, cmd protocol.Command) (reply protocol.Reply, after func(context.Context), ok bool) {
 	spec, known := commandSpecs[cmd.Name]
 	c, kept, err := a.cmds.begin(cmd.ID, spec.provisional)
 	switch {
@@ -144,8 +147,11 @@ func (a *Agent) command(ctx context.Context, cmd protocol.Command) (reply protoc
 		}
 	}
 	a.finishCommand(cmd, reply)
-	if spec.after != nil && reply.State == protocol.ReplySucceeded {
-		after = func() { spec.after(a) }
+	switch {
+	case spec.after != nil && reply.State == protocol.ReplySucceeded:
+		after = func(context.Context) { spec.after(a) }
+	case spec.failed != nil && reply.State == protocol.ReplyFailed:
+		after = func(ctx context.Context) { spec.failed(a, ctx, cmd, reply) }
 	}
 	return reply, after, true
 }
@@ -177,7 +183,7 @@ func (a *Agent) execute(ctx context.Context, cmd protocol.Command, spec commandS
 	a.log.Info("running command", "id", cmd.ID, "name", cmd.Name)
 	timeout := spec.timeout
 	if spec.timeoutOf != nil {
-		timeout = spec.timeoutOf(a)
+		timeout = spec.timeoutOf(a, cmd.Args)
 	}
 	tctx, cancel := clockTimeout(context.WithValue(ctx, commandIDKey{}, cmd.ID), a.clk, timeout)
 	defer cancel()

@@ -97,6 +97,28 @@ type OTAConfig struct {
 	// DownloadTimeout bounds the download of one artifact, resumptions included. Default
 	// 30 min; must be positive.
 	DownloadTimeout time.Duration `yaml:"download_timeout"`
+	// InstalledImage is a file that holds exactly the artifact the device runs (kept by the
+	// installer, e.g. copied there by commit_command). With it the agent asks the server for
+	// the new artifact as a delta from it (zstd with the installed image as dictionary),
+	// rebuilds the artifact and verifies it like a full download; on any trouble with the
+	// delta it downloads the whole artifact. Default none: whole artifacts only.
+	InstalledImage string `yaml:"installed_image"`
+	// DeltaMaxBytes bounds the installed image and the new artifact together for a delta:
+	// the image is read into memory, and decoding keeps a window of up to the power of two
+	// above both. Larger: whole artifacts only. Default 64 MiB; must be positive.
+	DeltaMaxBytes int64 `yaml:"delta_max_bytes"`
+	// PowerCheckCommand runs just before the installer, with the new version in
+	// MW_FIRMWARE_VERSION: a non-zero exit (its output says why) refuses the update as
+	// failed, reason precheck — e.g. the device runs on battery, or a machine is running.
+	// Default none.
+	PowerCheckCommand []string `yaml:"power_check_command"`
+	// BatteryCapacityFile is a file holding the battery's charge in percent, such as
+	// /sys/class/power_supply/BAT0/capacity, read just before the installer; below
+	// MinBatteryPercent, or unreadable, the update is refused (precheck). Default none.
+	BatteryCapacityFile string `yaml:"battery_capacity_file"`
+	// MinBatteryPercent is the least charge BatteryCapacityFile must show. Default 30; 0 to
+	// 100.
+	MinBatteryPercent int `yaml:"min_battery_percent"`
 }
 
 // Defaults of OTAConfig.
@@ -104,6 +126,8 @@ const (
 	DefaultOTAConfirmTimeout   = 10 * time.Minute
 	DefaultOTAMaxArtifactBytes = 2 << 30
 	DefaultOTADownloadTimeout  = 30 * time.Minute
+	DefaultOTADeltaMaxBytes    = 64 << 20
+	DefaultOTAMinBattery       = 30
 )
 
 // otaDir is ota.dir or its default.
@@ -132,6 +156,12 @@ func (o OTAConfig) validate() error {
 		return configErr("ota.min_free_bytes", "must not be negative, got %d", o.MinFreeBytes)
 	case o.MaxArtifactBytes <= 0:
 		return configErr("ota.max_artifact_bytes", "must be positive, got %d", o.MaxArtifactBytes)
+	case o.DeltaMaxBytes <= 0:
+		return configErr("ota.delta_max_bytes", "must be positive, got %d", o.DeltaMaxBytes)
+	case o.MinBatteryPercent < 0 || o.MinBatteryPercent > 100:
+		return configErr("ota.min_battery_percent", "want 0 to 100, got %d", o.MinBatteryPercent)
+	case len(o.PowerCheckCommand) > 0 && o.PowerCheckCommand[0] == "":
+		return configErr("ota.power_check_command", "the first element, the program, is empty")
 	}
 	return nil
 }
@@ -447,9 +477,11 @@ func DefaultConfig() Config {
 		Health: HealthConfig{Interval: 60 * time.Second},
 		Log:    LogConfig{Level: "info", Format: "text"},
 		OTA: OTAConfig{
-			ConfirmTimeout:   DefaultOTAConfirmTimeout,
-			MaxArtifactBytes: DefaultOTAMaxArtifactBytes,
-			DownloadTimeout:  DefaultOTADownloadTimeout,
+			ConfirmTimeout:    DefaultOTAConfirmTimeout,
+			MaxArtifactBytes:  DefaultOTAMaxArtifactBytes,
+			DownloadTimeout:   DefaultOTADownloadTimeout,
+			DeltaMaxBytes:     DefaultOTADeltaMaxBytes,
+			MinBatteryPercent: DefaultOTAMinBattery,
 		},
 	}
 }
@@ -475,7 +507,7 @@ func LoadConfig(path string) (Config, error) {
 	}
 	dir := filepath.Dir(path)
 	for _, p := range []*string{&cfg.TLS.CertFile, &cfg.TLS.KeyFile, &cfg.TLS.CAFile, &cfg.Spool.Dir,
-		&cfg.OTA.TrustedKeysFile, &cfg.OTA.Dir, &cfg.Identity.FirmwareVersionFile} {
+		&cfg.OTA.TrustedKeysFile, &cfg.OTA.Dir, &cfg.Identity.FirmwareVersionFile, &cfg.OTA.InstalledImage, &cfg.OTA.BatteryCapacityFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}

@@ -42,6 +42,8 @@ func TestLoadConfigBad(t *testing.T) {
 		"bad-ota-timeout.bad.yml":      {"ota.confirm_timeout", "must be positive"},
 		"missing-trusted-keys.bad.yml": {"ota.trusted_keys_file", "does-not-exist.pem", "no such file"},
 		"bad-ota-install.bad.yml":      {"ota.install_command", "the program, is empty"},
+		"bad-ota-delta.bad.yml":        {"ota.delta_max_bytes", "must be positive, got 0"},
+		"bad-ota-battery.bad.yml":      {"ota.min_battery_percent", "want 0 to 100, got 101"},
 	}
 	files, err := filepath.Glob("testdata/config/*.bad.yml")
 	require.NoError(t, err)
@@ -103,7 +105,8 @@ func TestLoadConfigGood(t *testing.T) {
 	require.Equal(t, OTAConfig{TrustedKeysFile: "testdata/ota/trusted.pem", Dir: "/tmp/mw-ota",
 		InstallCommand: []string{"/usr/local/sbin/install-firmware", "--slot", "b"}, CommitCommand: []string{"/usr/local/sbin/firmware-commit"},
 		RollbackCommand: []string{"/usr/local/sbin/firmware-rollback"}, ConfirmTimeout: 5 * time.Minute, MinFreeBytes: 1 << 20,
-		MaxArtifactBytes: 100 << 20, DownloadTimeout: time.Hour}, cfg.OTA)
+		MaxArtifactBytes: 100 << 20, DownloadTimeout: time.Hour, InstalledImage: "testdata/ota/installed.img", DeltaMaxBytes: 32 << 20,
+		PowerCheckCommand: []string{"/usr/local/sbin/on-mains"}, BatteryCapacityFile: "/sys/class/power_supply/BAT0/capacity", MinBatteryPercent: 50}, cfg.OTA)
 }
 
 func TestParseConfigZeroMeansZero(t *testing.T) {

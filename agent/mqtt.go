@@ -111,6 +111,7 @@ func (u *mqttUplink) current() *mqttConn {
 // do not connect in step (no wait with backoff jitter none).
 func (u *mqttUplink) run(ctx context.Context) {
 	wait := u.backoff.Initial()
+	failures := 0 // connect failures in a row
 	for {
 		if !clock.Sleep(ctx, u.clk, wait) {
 			return
@@ -123,15 +124,23 @@ func (u *mqttUplink) run(ctx context.Context) {
 			}
 			u.m.connectFailure(cause)
 			wait = u.backoff.Next()
-			u.log.Debug("MQTT connect failed", "addr", u.addr, "cause", cause, "error", err, "retry_in", wait)
+			failures++
+			// At info the 1st, 2nd, 4th, 8th… failure in a row: an unreachable server is
+			// reported without a line per retry.
+			level := slog.LevelDebug
+			if failures&(failures-1) == 0 {
+				level = slog.LevelInfo
+			}
+			u.log.Log(ctx, level, "MQTT connect failed", "addr", u.addr, "cause", cause, "error", err, "failures_in_a_row", failures, "retry_in", wait)
 			continue
 		}
+		failures = 0
 		up := u.clk.Now()
 		u.mu.Lock()
 		u.conn = c
 		u.mu.Unlock()
 		u.m.setConnected(true)
-		u.log.Debug("MQTT connected", "addr", u.addr, "topic_alias_maximum", c.aliasMax)
+		u.log.Info("MQTT connected", "addr", u.addr, "topic_alias_maximum", c.aliasMax)
 		go u.openChannel(ctx, c)
 
 		var cause2 string

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -36,7 +39,18 @@ const (
 	otaRetryWait = 30 * time.Second
 	// maxPendingUpdate bounds the pending-update record the agent reads.
 	maxPendingUpdate = 16 << 10
+	// maxDownloadRetryAfter bounds the wait a server busy with other downloads asks for
+	// (Retry-After); the agent adds up to half of it at random.
+	maxDownloadRetryAfter = 10 * time.Minute
 )
+
+// errServerBusy: the server serves as many downloads as it will at once; retry after.
+type errServerBusy struct {
+	after time.Duration
+	err   error
+}
+
+func (e *errServerBusy) Error() string { return e.err.Error() }
 
 // PendingUpdateFile is the file in ota.dir that records an installed update until the new
 // version is confirmed or rolled back, and its outcome until the server has it.
@@ -61,7 +75,7 @@ const (
 	// PendingInstalled: installed; the device is to restart into it and confirm it.
 	PendingInstalled = "installed"
 	// PendingConfirmed: the new version reached the server and was committed; the report
-	// "confirmed" is still to be delivered.
+	// "succeeded" is still to be delivered.
 	PendingConfirmed = "confirmed"
 	// PendingRolledBack: the update was rolled back; the report is still to be delivered.
 	PendingRolledBack = "rolled_back"
@@ -113,7 +127,7 @@ func DecodePendingUpdate(b []byte) (PendingUpdate, error) {
 	default:
 		return PendingUpdate{}, fmt.Errorf("pending update record: state %q is not installed, confirmed or rolled_back", u.State)
 	}
-	rep := protocol.UpdateReport{Command: u.Command, Rollout: u.Rollout, Version: u.Version, Phase: protocol.UpdateConfirmed, Detail: u.Detail}
+	rep := protocol.UpdateReport{Command: u.Command, Rollout: u.Rollout, Version: u.Version, Phase: protocol.UpdateSucceeded, Detail: u.Detail}
 	if _, err := protocol.DecodeState(mustJSON(protocol.State{Update: &rep})); err != nil {
 		return PendingUpdate{}, fmt.Errorf("pending update record: %w", err)
 	}
@@ -250,9 +264,11 @@ func (o *ota) current() *PendingUpdate {
 	return &c
 }
 
-// firmwareUpdateTimeout is firmware.update's: the download and the installation.
-func (a *Agent) firmwareUpdateTimeout() time.Duration {
-	return a.local.OTA.DownloadTimeout + otaInstallTimeout
+// firmwareUpdateTimeout is firmware.update's: the start delay, the download and the
+// installation.
+func (a *Agent) firmwareUpdateTimeout(args map[string]string) time.Duration {
+	delay, _ := protocol.ParseStartWithin(args[protocol.ArgStartWithin])
+	return delay + a.local.OTA.DownloadTimeout + otaInstallTimeout
 }
 
 // updateResult is the result of a successful firmware.update.
@@ -262,7 +278,51 @@ type updateResult struct {
 }
 
 // firmwareUpdate runs firmware.update: verify, pre-check, download, verify, install, record.
+// It reports every phase, offered first; a failure is reported (updateFailed) once the
+// failed reply is sent.
 func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any, error) {
+	rep := offerReport(commandID(ctx), args)
+	a.reportUpdate(ctx, rep, protocol.UpdateOffered, "")
+	return a.runUpdate(ctx, args, rep)
+}
+
+// offerReport is the update report of the offer with command ID id and arguments args.
+func offerReport(id string, args map[string]string) protocol.UpdateReport {
+	rep := protocol.UpdateReport{Command: id, Rollout: args[protocol.ArgRollout], Version: offeredVersion(args[protocol.ArgManifest])}
+	if protocol.ValidateMessageID(rep.Command) != nil {
+		rep.Command = ""
+	}
+	if len(rep.Rollout) > 64 || strings.ContainsFunc(rep.Rollout, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		rep.Rollout = ""
+	}
+	return rep
+}
+
+// offeredVersion is the version a signed manifest names, unverified (for the reports only);
+// "" when it does not parse.
+func offeredVersion(manifest string) string {
+	sm, err := firmware.DecodeSignedManifest([]byte(manifest))
+	if err != nil {
+		return ""
+	}
+	m, err := firmware.ParseManifest(sm.Manifest)
+	if err != nil {
+		return ""
+	}
+	return m.Version
+}
+
+// updateFailed reports a firmware.update answered failed: phase failed, with the reply's
+// reason and detail. It runs once the reply was sent, so the server has the reason of the
+// reply (which decides, for a download, whether the offer is made again) first.
+func (a *Agent) updateFailed(ctx context.Context, cmd protocol.Command, reply protocol.Reply) {
+	rep := offerReport(cmd.ID, cmd.Args)
+	rep.Reason = reply.Reason
+	a.reportUpdate(ctx, rep, protocol.UpdateFailed, reply.Detail)
+}
+
+// runUpdate is firmwareUpdate's work; rep is its report, offered.
+func (a *Agent) runUpdate(ctx context.Context, args map[string]string, rep protocol.UpdateReport) (any, error) {
 	o := a.ota
 	if !o.on {
 		return nil, failf(protocol.FailRefused, "firmware updates are off on this device; its local configuration must set ota.trusted_keys_file")
@@ -294,10 +354,11 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 	if !strings.HasPrefix(path, protocol.FirmwarePathPrefix) || strings.ContainsAny(path, "?#%") || strings.Contains(path, "..") {
 		return nil, failf(protocol.FailBadArgs, "path %q is not under %s", path, protocol.FirmwarePathPrefix)
 	}
-	rep := protocol.UpdateReport{Command: cmdID, Rollout: args[protocol.ArgRollout], Version: m.Version}
-	if protocol.ValidateMessageID(rep.Command) != nil {
-		rep.Command = ""
+	startWithin, err := protocol.ParseStartWithin(args[protocol.ArgStartWithin])
+	if err != nil {
+		return nil, failf(protocol.FailBadArgs, "%v", err)
 	}
+	rep.Version = m.Version
 	log := a.log.With("version", m.Version, "sha256", m.Artifact.SHA256)
 
 	// Pre-checks.
@@ -323,44 +384,76 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 		}
 	}
 
-	// Download.
-	a.reportUpdate(ctx, rep, protocol.UpdateDownloading, "")
-	log.Info("downloading firmware", "path", path, "size", m.Artifact.Size, "resume_from", have)
-	dctx, cancel := clockTimeout(ctx, a.clk, o.cfg.DownloadTimeout)
-	err = a.download(dctx, path, part, m.Artifact.Size)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, err
+	// Wait the offer's start delay, so that the devices offered at once do not all download
+	// at once.
+	if startWithin > 0 {
+		delay := time.Duration(a.rnd(int64(startWithin)))
+		log.Info("firmware download starts after a random delay", "delay", delay, "start_within", startWithin)
+		if !clock.Sleep(ctx, a.clk, delay) {
+			return nil, ctx.Err()
 		}
-		if errors.Is(err, firmware.ErrArtifactMismatch) {
+	}
+
+	// The device's power must allow an update (checked again before the installer).
+	if err := o.powerCheck(ctx, m); err != nil {
+		return nil, err
+	}
+
+	// Download: a delta from the installed image when there is one to use, else — or when
+	// anything goes wrong with the delta — the whole artifact. Either is verified against
+	// the signed manifest.
+	dctx, cancel := clockTimeout(ctx, a.clk, o.cfg.DownloadTimeout)
+	defer cancel()
+	var base *deltaBase
+	if have == 0 {
+		base = o.deltaBase(m, log)
+	}
+	detail, verified := "", ""
+	if base != nil {
+		detail = "asking for a delta from the installed image " + base.sha[:12]
+	}
+	a.reportUpdate(ctx, rep, protocol.UpdateDownloading, detail)
+	if base != nil {
+		log.Info("downloading a firmware delta", "path", path, "base", base.sha, "size", m.Artifact.Size)
+		n, err := a.downloadDelta(dctx, path, part, base, m)
+		if err == nil {
+			err = verifyFile(part, m)
+		}
+		switch {
+		case err == nil:
+			verified = fmt.Sprintf("rebuilt from a delta of %d bytes from the installed image %s (the artifact is %d bytes)", n, base.sha[:12], m.Artifact.Size)
+		case dctx.Err() != nil:
+			return nil, a.downloadFailure(ctx, dctx, err, part)
+		default:
+			log.Warn("firmware delta not usable; downloading the whole artifact", "error", err)
+			_ = os.Remove(part)
+			_ = os.Remove(part + ".etag")
+			base = nil
+		}
+	}
+	if base == nil {
+		log.Info("downloading firmware", "path", path, "size", m.Artifact.Size, "resume_from", have)
+		if err := a.download(dctx, path, part, m.Artifact.Size); err != nil {
+			return nil, a.downloadFailure(ctx, dctx, err, part)
+		}
+		if err := verifyFile(part, m); err != nil {
 			_ = os.Remove(part)
 			_ = os.Remove(part + ".etag")
 			return nil, failf(protocol.FailVerify, "%v", err)
 		}
-		if errors.Is(context.Cause(dctx), errCommandTimeout) {
-			return nil, failf(protocol.FailDownload, "the download did not finish within ota.download_timeout %v: %v", o.cfg.DownloadTimeout, err)
-		}
-		return nil, failf(protocol.FailDownload, "%v", err)
 	}
-	f, err := os.Open(part)
-	if err != nil {
-		return nil, failf(protocol.FailDownload, "%v", err)
-	}
-	err = firmware.VerifyArtifact(f, m)
-	_ = f.Close()
 	_ = os.Remove(part + ".etag")
-	if err != nil {
-		_ = os.Remove(part)
-		return nil, failf(protocol.FailVerify, "%v", err)
-	}
+	a.reportUpdate(ctx, rep, protocol.UpdateVerified, verified)
 	image := filepath.Join(o.dir, m.Artifact.SHA256+".img")
 	if err := os.Rename(part, image); err != nil {
 		return nil, failf(protocol.FailDownload, "%v", err)
 	}
 	defer os.Remove(image)
 
-	// Install.
+	// Install, if the power still allows it.
+	if err := o.powerCheck(ctx, m); err != nil {
+		return nil, err
+	}
 	a.reportUpdate(ctx, rep, protocol.UpdateInstalling, "")
 	log.Info("installing firmware")
 	ictx, icancel := context.WithTimeout(ctx, otaInstallTimeout)
@@ -385,9 +478,175 @@ func (a *Agent) firmwareUpdate(ctx context.Context, args map[string]string) (any
 	if err := a.cmds.setProvisional(cmdID, protocol.Reply{State: protocol.ReplySucceeded, Result: mustJSON(res)}); err != nil {
 		log.Error("record the update's outcome with its command", "error", err)
 	}
-	a.reportUpdate(ctx, rep, protocol.UpdateRestarting, "")
+	a.reportUpdate(ctx, rep, protocol.UpdateRebooting, "")
 	log.Info("firmware installed; restarting into it")
 	return res, nil
+}
+
+// downloadFailure is the error of firmware.update for a failed download (dctx: the
+// download's context, within ctx).
+func (a *Agent) downloadFailure(ctx, dctx context.Context, err error, part string) error {
+	if ctx.Err() != nil {
+		return err
+	}
+	if errors.Is(err, firmware.ErrArtifactMismatch) {
+		_ = os.Remove(part)
+		_ = os.Remove(part + ".etag")
+		return failf(protocol.FailVerify, "%v", err)
+	}
+	if errors.Is(context.Cause(dctx), errCommandTimeout) {
+		return failf(protocol.FailDownload, "the download did not finish within ota.download_timeout %v: %v", a.ota.cfg.DownloadTimeout, err)
+	}
+	return failf(protocol.FailDownload, "%v", err)
+}
+
+// verifyFile checks that file is the artifact m pins (size and SHA-256).
+func verifyFile(file string, m firmware.Manifest) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return firmware.VerifyArtifact(f, m)
+}
+
+// powerCheckTimeout bounds ota.power_check_command.
+const powerCheckTimeout = time.Minute
+
+// powerCheck refuses an update (precheck) when the device's power does not allow one:
+// ota.battery_capacity_file below ota.min_battery_percent, or ota.power_check_command
+// failing.
+func (o *ota) powerCheck(ctx context.Context, m firmware.Manifest) error {
+	if f := o.cfg.BatteryCapacityFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return failf(protocol.FailPrecheck, "the battery's charge cannot be read (ota.battery_capacity_file): %v", err)
+		}
+		pct, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return failf(protocol.FailPrecheck, "ota.battery_capacity_file %s holds %q, not a percentage", f, clip(strings.TrimSpace(string(b))))
+		}
+		if pct < o.cfg.MinBatteryPercent {
+			return failf(protocol.FailPrecheck, "the battery is at %d %%, below ota.min_battery_percent %d %%", pct, o.cfg.MinBatteryPercent)
+		}
+	}
+	if len(o.cfg.PowerCheckCommand) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, powerCheckTimeout)
+		defer cancel()
+		if err := runHook(cctx, "ota.power_check_command", o.cfg.PowerCheckCommand, "MW_FIRMWARE_VERSION="+m.Version); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return failf(protocol.FailPrecheck, "the power check refused the update: %v", err)
+		}
+	}
+	return nil
+}
+
+// deltaBase is the installed image, as the base of a delta.
+type deltaBase struct {
+	sha  string
+	data []byte
+}
+
+// deltaBase reads ota.installed_image to ask for a delta of m from it; nil when there is
+// none to use (not configured, missing, too large, or m's artifact itself).
+func (o *ota) deltaBase(m firmware.Manifest, log *slog.Logger) *deltaBase {
+	path := o.cfg.InstalledImage
+	if path == "" {
+		return nil
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		log.Info("no firmware delta: the installed image cannot be read", "ota.installed_image", path, "error", err)
+		return nil
+	case !fi.Mode().IsRegular() || fi.Size() == 0:
+		log.Info("no firmware delta: the installed image is not a regular file with content", "ota.installed_image", path)
+		return nil
+	case fi.Size()+m.Artifact.Size > o.cfg.DeltaMaxBytes:
+		log.Info("no firmware delta: the installed image and the artifact are larger than ota.delta_max_bytes together",
+			"installed", fi.Size(), "artifact", m.Artifact.Size, "ota.delta_max_bytes", o.cfg.DeltaMaxBytes)
+		return nil
+	}
+	b, err := readFileMax(path, fi.Size())
+	if err != nil || int64(len(b)) != fi.Size() {
+		log.Info("no firmware delta: the installed image changed while read", "ota.installed_image", path, "error", err)
+		return nil
+	}
+	sum := sha256.Sum256(b)
+	d := &deltaBase{sha: hex.EncodeToString(sum[:]), data: b}
+	if d.sha == m.Artifact.SHA256 {
+		return nil
+	}
+	return d
+}
+
+// readFileMax reads at most n+1 bytes of path.
+func readFileMax(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, n+1))
+}
+
+// downloadDelta downloads the delta of m's artifact from base (resuming like any download,
+// into <sha256>.delta-<base>.part), rebuilds the artifact into part, and returns the
+// delta's size. The caller verifies part.
+func (a *Agent) downloadDelta(ctx context.Context, path, part string, base *deltaBase, m firmware.Manifest) (int64, error) {
+	o := a.ota
+	url := path + "?" + protocol.DeltaQuery + "=" + base.sha
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, o.base+url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := o.httpc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("HEAD %s: %w", req.URL.Path, err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("HEAD %s delta from %s: %s", req.URL.Path, base.sha, resp.Status)
+	}
+	size := resp.ContentLength
+	if size <= 0 || size >= m.Artifact.Size {
+		return 0, fmt.Errorf("the delta is %d bytes, the artifact %d", size, m.Artifact.Size)
+	}
+	dpart := filepath.Join(o.dir, m.Artifact.SHA256+".delta-"+base.sha+".part")
+	if err := a.download(ctx, url, dpart, size); err != nil {
+		return 0, err
+	}
+	defer func() {
+		_ = os.Remove(dpart)
+		_ = os.Remove(dpart + ".etag")
+	}()
+	in, err := os.Open(dpart)
+	if err != nil {
+		return 0, err
+	}
+	defer in.Close()
+	dec, err := protocol.NewDeltaReader(in, base.data, base.sha, m.Artifact.Size)
+	if err != nil {
+		return 0, err
+	}
+	defer dec.Close()
+	out, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(out, io.LimitReader(dec, m.Artifact.Size+1))
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("decode the delta: %w", err)
+	}
+	if n != m.Artifact.Size {
+		return 0, fmt.Errorf("the delta gives %d bytes, the artifact is %d", n, m.Artifact.Size)
+	}
+	return size, nil
 }
 
 // reportUpdate sends a State with an update report, best effort (the reply, or the report
@@ -447,6 +706,18 @@ func (a *Agent) download(ctx context.Context, path, part string, size int64) err
 		if n > 0 {
 			wait = time.Second
 		}
+		var busy *errServerBusy
+		if errors.As(err, &busy) {
+			// Not a fault: wait what the server asks, and a random half of it more, so that
+			// the devices it turned away do not all come back at once.
+			after := min(max(busy.after, time.Second), maxDownloadRetryAfter)
+			after += time.Duration(a.rnd(int64(after/2) + 1))
+			a.log.Info("firmware download deferred: the server is busy with other downloads", "attempt", attempt, "have", off, "retry_in", after)
+			if !clock.Sleep(ctx, a.clk, after) {
+				return err
+			}
+			continue
+		}
 		a.log.Info("firmware download cut; resuming", "attempt", attempt, "error", err, "retry_in", wait)
 		if !clock.Sleep(ctx, a.clk, wait) {
 			return err
@@ -496,8 +767,13 @@ func (a *Agent) fetchRange(ctx context.Context, url string, f *os.File, off, siz
 		return 0, true, truncateFrom(f, fmt.Errorf("GET %s: %s", req.URL.Path, resp.Status))
 	default:
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return 0, resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests,
-			fmt.Errorf("GET %s: %s %s", req.URL.Path, resp.Status, strings.TrimSpace(string(b)))
+		err := fmt.Errorf("GET %s: %s %s", req.URL.Path, resp.Status, strings.TrimSpace(string(b)))
+		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests {
+			if after := parseRetryAfter(resp.Header.Get("Retry-After"), a.clk.Now()); after > 0 {
+				return 0, true, &errServerBusy{after: after, err: err}
+			}
+		}
+		return 0, resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests, err
 	}
 	n, err := io.Copy(f, io.LimitReader(resp.Body, size-off+1))
 	if err != nil {
@@ -522,7 +798,7 @@ func truncateFrom(f *os.File, err error) error {
 }
 
 // otaConfirm settles an update installed before this start: it waits for the new version to
-// reach the server, commits it and reports "confirmed"; or rolls it back after
+// reach the server, commits it and reports "succeeded"; or rolls it back after
 // ota.confirm_timeout and restarts; or reports a rollback that already happened.
 func (a *Agent) otaConfirm(ctx context.Context) {
 	o := a.ota
@@ -593,7 +869,7 @@ func (a *Agent) otaConfirm(ctx context.Context) {
 			_ = o.savePending(p)
 		}
 	}
-	phase := protocol.UpdateConfirmed
+	phase := protocol.UpdateSucceeded
 	if p.State == PendingRolledBack {
 		phase = protocol.UpdateRolledBack
 	}

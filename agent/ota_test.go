@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,6 +28,7 @@ import (
 	"github.com/millwright/millwright/agent"
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/api/apitypes"
+	"github.com/millwright/millwright/internal/server"
 	"github.com/millwright/millwright/protocol"
 	"github.com/millwright/millwright/protocol/firmware"
 )
@@ -171,6 +173,19 @@ func (r *reports) phases() []string {
 	return out
 }
 
+// forCommand is the reports of one command, in order.
+func (r *reports) forCommand(id string) []protocol.UpdateReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []protocol.UpdateReport
+	for _, u := range r.all {
+		if u.Command == id {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
 func (r *reports) last() protocol.UpdateReport {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -287,7 +302,7 @@ func testFirmwareUpdate(t *testing.T, transport agent.Transport) {
 	waitRestart(t, done)
 	images, _, _ := inst.snapshot()
 	require.Equal(t, image, images["1.1.0"], "the installer got the image")
-	require.Equal(t, []string{protocol.UpdateDownloading, protocol.UpdateInstalling, protocol.UpdateRestarting}, rep1.phases())
+	require.Equal(t, []string{protocol.UpdateOffered, protocol.UpdateDownloading, protocol.UpdateVerified, protocol.UpdateInstalling, protocol.UpdateRebooting}, rep1.phases())
 	require.Equal(t, "r-1", rep1.last().Rollout)
 	require.Equal(t, c.ID, rep1.last().Command)
 	pending := filepath.Join(cfg.Spool.Dir, "ota", agent.PendingUpdateFile)
@@ -298,7 +313,7 @@ func testFirmwareUpdate(t *testing.T, transport agent.Transport) {
 	// The program starts the agent again: it runs 1.1.0 now.
 	var rep2 reports
 	startAgent(t, cfg, opts, &rep2)
-	require.Eventually(t, func() bool { return rep2.last().Phase == protocol.UpdateConfirmed }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return rep2.last().Phase == protocol.UpdateSucceeded }, 30*time.Second, 20*time.Millisecond)
 	require.Equal(t, "1.1.0", rep2.last().Version)
 	require.Equal(t, c.ID, rep2.last().Command)
 	_, commits, rollbacks := inst.snapshot()
@@ -354,7 +369,7 @@ func TestFirmwareInstallScript(t *testing.T) {
 
 	var rep reports
 	startAgent(t, cfg, opts, &rep)
-	require.Eventually(t, func() bool { return rep.last().Phase == protocol.UpdateConfirmed }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return rep.last().Phase == protocol.UpdateSucceeded }, 30*time.Second, 20*time.Millisecond)
 	committed, err := os.ReadFile(filepath.Join(dir, "committed"))
 	require.NoError(t, err)
 	require.Equal(t, "1.0.0 -> 1.2.0\n", string(committed))
@@ -374,7 +389,8 @@ func TestFirmwareUpdateRefused(t *testing.T) {
 	cfg := k.otaConfig(t, "1.0.0")
 	inst := newTestInstaller(cfg.Identity.FirmwareVersionFile)
 	opts.Installer = inst
-	startAgent(t, cfg, opts, nil)
+	var rep reports
+	startAgent(t, cfg, opts, &rep)
 
 	_, other, err := firmware.GenerateKey()
 	require.NoError(t, err)
@@ -407,6 +423,13 @@ func TestFirmwareUpdateRefused(t *testing.T) {
 			require.Equal(t, protocol.ReplyFailed, c.State)
 			require.Equal(t, protocol.FailVerify, c.Reason)
 			require.Contains(t, c.Detail, tc.want.Error())
+			// Reported too: offered, then failed(verify), once the reply is sent.
+			require.Eventually(t, func() bool { l := rep.last(); return l.Command == c.ID && l.Phase == protocol.UpdateFailed }, 10*time.Second, 10*time.Millisecond)
+			got := rep.forCommand(c.ID)
+			require.Equal(t, protocol.UpdateOffered, got[0].Phase)
+			last := got[len(got)-1]
+			require.Equal(t, protocol.FailVerify, last.Reason)
+			require.Contains(t, last.Detail, tc.want.Error())
 		})
 	}
 	images, _, _ := inst.snapshot()
@@ -731,4 +754,275 @@ func FuzzDecodePendingUpdate(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, p, q)
 	})
+}
+
+// TestFirmwareStartDelay: an offer with start_within waits a uniform random time below it, on
+// the agent's clock, between the offer and the download; a value beyond a day is bad_args.
+func TestFirmwareStartDelay(t *testing.T) {
+	s := startServer(t, nil)
+	k := newOTAKit(t, s)
+	image := randomImage(t, 64<<10)
+	m := manifest("1.3.0", image)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, image)
+
+	const id = "ota-delay"
+	opts := s.options(t, id)
+	cfg := k.otaConfig(t, "1.0.0")
+	opts.Installer = newTestInstaller(cfg.Identity.FirmwareVersionFile)
+	fake := clock.NewFake(time.Now())
+	opts.Clock = fake
+	opts.Rand = func(n int64) int64 { // the delay drawn is half of start_within; no other scatter
+		if n == int64(120*time.Second) {
+			return n / 2
+		}
+		return 0
+	}
+	var mu sync.Mutex
+	at := map[string]time.Time{}
+	rep := &reports{}
+	a, err := agent.New(cfg, opts)
+	require.NoError(t, err)
+	agent.SetUpdateHook(a, func(u protocol.UpdateReport) {
+		mu.Lock()
+		if _, seen := at[u.Phase]; !seen {
+			at[u.Phase] = fake.Now()
+		}
+		mu.Unlock()
+		rep.hook(u)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool { return s.firmwareVersion(t, id) == "1.0.0" }, 30*time.Second, 20*time.Millisecond)
+
+	c := s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed, protocol.ArgStartWithin: "86401"})
+	require.Equal(t, protocol.ReplyFailed, c.State)
+	require.Equal(t, protocol.FailBadArgs, c.Reason)
+	require.Contains(t, c.Detail, "more than 86400 seconds")
+
+	var first apitypes.Command
+	code, e := s.api(t, http.MethodPost, "/api/v1/devices/"+id+"/commands", apitypes.CommandRequest{Name: protocol.CmdFirmwareUpdate,
+		Args: map[string]string{protocol.ArgManifest: signed, protocol.ArgStartWithin: "120"}}, &first)
+	require.Equal(t, http.StatusOK, code, e)
+	require.Eventually(t, func() bool { l := rep.last(); return l.Command == first.ID && l.Phase == protocol.UpdateOffered }, 30*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		fake.Advance(time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		_, ok := at[protocol.UpdateRebooting]
+		return ok
+	}, 30*time.Second, 5*time.Millisecond)
+	mu.Lock()
+	waited := at[protocol.UpdateDownloading].Sub(at[protocol.UpdateOffered])
+	mu.Unlock()
+	require.GreaterOrEqual(t, waited, 60*time.Second, "the download waited the delay drawn")
+	require.Less(t, waited, 120*time.Second, "and less than start_within")
+	c = s.commandState(t, first.ID, 30*time.Second)
+	require.Equal(t, protocol.ReplySucceeded, c.State, "%s: %s", c.Reason, c.Detail)
+}
+
+// TestFirmwareDownloadsBounded: a server that serves one download at a time answers a second
+// device 503 with Retry-After; that device waits what it was told (on its clock) and then
+// resumes its download where a cut had left it.
+func TestFirmwareDownloadsBounded(t *testing.T) {
+	s := startServer(t, func(o *server.Options) { o.Firmware.MaxDownloads = 1 })
+	k := newOTAKit(t, s)
+	// Large enough that the socket buffers between the server and a stalled reader do not
+	// hold the rest of it: the server is still sending while the reader stalls.
+	const size = 24 << 20
+	image := randomImage(t, size)
+	m := manifest("2.2.0", image)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, image)
+	target := func(cfg agent.Config) string {
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Uplink.HTTPSPort))
+	}
+
+	// Device B, on a fake clock, is cut halfway through its download.
+	optsB := s.options(t, "ota-busy-b")
+	cfgB := k.otaConfig(t, "1.0.0")
+	instB := newTestInstaller(cfgB.Identity.FirmwareVersionFile)
+	optsB.Installer = instB
+	fake := clock.NewFake(time.Now())
+	optsB.Clock = fake
+	optsB.Rand = func(int64) int64 { return 0 } // no jitter: the wait is the Retry-After
+	cutB := &cuttingDialer{target: target(cfgB), cutAfter: size / 2}
+	optsB.Dialer = cutB
+	doneB, _ := startAgent(t, cfgB, optsB, nil)
+	require.Eventually(t, func() bool { return s.firmwareVersion(t, "ota-busy-b") == "1.0.0" }, 30*time.Second, 20*time.Millisecond)
+	var offerB apitypes.Command
+	code, e := s.api(t, http.MethodPost, "/api/v1/devices/ota-busy-b/commands", apitypes.CommandRequest{Name: protocol.CmdFirmwareUpdate,
+		Args: map[string]string{protocol.ArgManifest: signed}}, &offerB)
+	require.Equal(t, http.StatusOK, code, e)
+	require.Eventually(t, func() bool { return cutB.read.Load() >= size/2 }, 30*time.Second, 5*time.Millisecond, "B was cut")
+
+	// Device A takes the one download slot and holds it.
+	optsA := s.options(t, "ota-busy-a")
+	cfgA := k.otaConfig(t, "1.0.0")
+	optsA.Installer = newTestInstaller(cfgA.Identity.FirmwareVersionFile)
+	stallA := &stallingDialer{target: target(cfgA), stallAfter: 1 << 20, stalled: make(chan struct{})}
+	optsA.Dialer = stallA
+	doneA, stopA := startAgent(t, cfgA, optsA, nil)
+	code, e = s.api(t, http.MethodPost, "/api/v1/devices/ota-busy-a/commands", apitypes.CommandRequest{Name: protocol.CmdFirmwareUpdate,
+		Args: map[string]string{protocol.ArgManifest: signed}}, nil)
+	require.Equal(t, http.StatusOK, code, e)
+	select {
+	case <-stallA.stalled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("A's download did not start")
+	}
+	require.Equal(t, 1.0, s.metric(t, "millwright_firmware_downloads"))
+
+	// B resumes after its 1 s backoff and is refused.
+	require.Eventually(t, func() bool {
+		fake.Advance(time.Second)
+		return s.metric(t, "millwright_firmware_downloads_refused_total") >= 1
+	}, 30*time.Second, 20*time.Millisecond)
+	refusedAt := fake.Now()
+
+	// A stops; the slot is free. B waits the Retry-After on its clock, then resumes.
+	stopA()
+	require.NoError(t, <-doneA)
+	require.Eventually(t, func() bool { return s.metric(t, "millwright_firmware_downloads") == 0 }, 30*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool {
+		fake.Advance(time.Second)
+		return s.commandState(t, offerB.ID, 0).State == protocol.ReplySucceeded
+	}, 60*time.Second, 20*time.Millisecond)
+	waitRestart(t, doneB)
+	require.GreaterOrEqual(t, fake.Now().Sub(refusedAt), 29*time.Second, "B waited the Retry-After of %v", 30*time.Second)
+	images, _, _ := instB.snapshot()
+	require.Equal(t, image, images["2.2.0"])
+	require.Less(t, cutB.read.Load(), int64(size*5/4), "B resumed where the cut had left it")
+	require.Equal(t, 1.0, s.metric(t, "millwright_firmware_downloads_refused_total"))
+}
+
+// TestFirmwareDelta: a device whose ota.installed_image holds an artifact of the archive asks
+// for the new one as a delta from it, reads a fraction of the artifact's bytes from the
+// server, rebuilds and verifies it, and installs it. A delta that does not decode (a damaged
+// one is planted in the server's cache) and an installed image the archive does not hold
+// each end in the whole artifact's download, and the update succeeds all the same.
+func TestFirmwareDelta(t *testing.T) {
+	s := startServer(t, nil)
+	k := newOTAKit(t, s)
+	const size = 2 << 20
+	base := randomImage(t, size)
+	target := append(append(append([]byte(nil), base[:size/3]...), randomImage(t, 8<<10)...), base[size/3+2048:]...)
+	target = append(target, randomImage(t, 16<<10)...)
+	k.upload(t, k.sign(t, manifest("1.0.0", base), nil), base)
+	m := manifest("1.1.0", target)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, target)
+	baseSum := sha256.Sum256(base)
+	baseSHA := hex.EncodeToString(baseSum[:])
+
+	update := func(t *testing.T, id string, installed []byte) (*cuttingDialer, *reports) {
+		t.Helper()
+		opts := s.options(t, id)
+		cfg := k.otaConfig(t, "1.0.0")
+		cfg.OTA.InstalledImage = filepath.Join(t.TempDir(), "installed.img")
+		require.NoError(t, os.WriteFile(cfg.OTA.InstalledImage, installed, 0o600))
+		inst := newTestInstaller(cfg.Identity.FirmwareVersionFile)
+		opts.Installer = inst
+		d := &cuttingDialer{target: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Uplink.HTTPSPort)), cutAfter: 1 << 40}
+		opts.Dialer = d
+		rep := &reports{}
+		done, _ := startAgent(t, cfg, opts, rep)
+		c := s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed})
+		require.Equal(t, protocol.ReplySucceeded, c.State, "%s: %s", c.Reason, c.Detail)
+		waitRestart(t, done)
+		images, _, _ := inst.snapshot()
+		require.Equal(t, target, images["1.1.0"], "the installer got the artifact")
+		left, _ := filepath.Glob(filepath.Join(cfg.Spool.Dir, "ota", "*.part*"))
+		require.Empty(t, left, "no download left behind")
+		return d, rep
+	}
+	verifiedDetail := func(rep *reports) string {
+		rep.mu.Lock()
+		defer rep.mu.Unlock()
+		for _, u := range rep.all {
+			if u.Phase == protocol.UpdateVerified {
+				return u.Detail
+			}
+		}
+		return "no verified report"
+	}
+
+	t.Run("damaged delta", func(t *testing.T) {
+		dir := filepath.Join(s.dir, "firmware", "delta", m.Artifact.SHA256)
+		require.NoError(t, os.MkdirAll(dir, 0o700))
+		bad := filepath.Join(dir, baseSHA+"."+strings.Repeat("0", 64))
+		require.NoError(t, os.WriteFile(bad, randomImage(t, 4096), 0o600))
+		d, rep := update(t, "ota-delta-bad", base)
+		require.NoError(t, os.Remove(bad))
+		require.Greater(t, d.read.Load(), int64(len(target)), "the whole artifact was downloaded")
+		require.Empty(t, verifiedDetail(rep), "verified from a whole download")
+	})
+	t.Run("base not in the archive", func(t *testing.T) {
+		d, rep := update(t, "ota-delta-unknown", randomImage(t, size))
+		require.Greater(t, d.read.Load(), int64(len(target)))
+		require.Empty(t, verifiedDetail(rep))
+	})
+	t.Run("delta", func(t *testing.T) {
+		d, rep := update(t, "ota-delta", base)
+		require.Less(t, d.read.Load(), int64(len(target)/10), "a delta of an image with 26 KiB changed")
+		require.Contains(t, verifiedDetail(rep), "rebuilt from a delta of")
+		require.Contains(t, rep.forCommand(rep.last().Command)[1].Detail, "delta from the installed image "+baseSHA[:12])
+		require.Equal(t, 1.0, s.metric(t, "millwright_firmware_deltas_made_total"))
+		require.GreaterOrEqual(t, s.metric(t, "millwright_firmware_delta_downloads_total"), 2.0, "the damaged one and this one")
+		require.Equal(t, 1.0, s.metric(t, "millwright_firmware_delta_refused_total"), "the base the archive does not hold")
+	})
+}
+
+// TestFirmwarePowerCheck: a battery below ota.min_battery_percent, and a power check command
+// that exits non-zero, each refuse the update as failed, reason precheck, reported so, and
+// nothing is installed; with the power good the update goes through.
+func TestFirmwarePowerCheck(t *testing.T) {
+	s := startServer(t, nil)
+	k := newOTAKit(t, s)
+	image := randomImage(t, 64<<10)
+	m := manifest("1.4.0", image)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, image)
+
+	const id = "ota-power"
+	opts := s.options(t, id)
+	cfg := k.otaConfig(t, "1.0.0")
+	dir := t.TempDir()
+	battery := filepath.Join(dir, "capacity")
+	require.NoError(t, os.WriteFile(battery, []byte("12\n"), 0o600))
+	cfg.OTA.BatteryCapacityFile = battery
+	require.Equal(t, agent.DefaultOTAMinBattery, cfg.OTA.MinBatteryPercent)
+	cfg.OTA.PowerCheckCommand = []string{"/bin/sh", "-c", `if [ -e "$0/on-battery" ]; then echo "on battery, not mains ($MW_FIRMWARE_VERSION waits)"; exit 1; fi`, dir}
+	inst := newTestInstaller(cfg.Identity.FirmwareVersionFile)
+	opts.Installer = inst
+	rep := &reports{}
+	done, _ := startAgent(t, cfg, opts, rep)
+
+	refused := func(want string) {
+		t.Helper()
+		c := s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed})
+		require.Equal(t, protocol.ReplyFailed, c.State)
+		require.Equal(t, protocol.FailPrecheck, c.Reason)
+		require.Contains(t, c.Detail, want)
+		require.Eventually(t, func() bool { l := rep.last(); return l.Command == c.ID && l.Phase == protocol.UpdateFailed }, 10*time.Second, 10*time.Millisecond)
+		require.Equal(t, protocol.FailPrecheck, rep.last().Reason)
+		require.Contains(t, rep.last().Detail, want)
+	}
+	refused("the battery is at 12 %, below ota.min_battery_percent 30 %")
+	require.NoError(t, os.WriteFile(battery, []byte("eighty"), 0o600))
+	refused(`holds "eighty", not a percentage`)
+	require.NoError(t, os.WriteFile(battery, []byte("80\n"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "on-battery"), nil, 0o600))
+	refused("on battery, not mains (1.4.0 waits)")
+	images, _, _ := inst.snapshot()
+	require.Empty(t, images, "nothing installed")
+
+	require.NoError(t, os.Remove(filepath.Join(dir, "on-battery")))
+	c := s.command(t, id, protocol.CmdFirmwareUpdate, map[string]string{protocol.ArgManifest: signed})
+	require.Equal(t, protocol.ReplySucceeded, c.State, "%s: %s", c.Reason, c.Detail)
+	waitRestart(t, done)
+	images, _, _ = inst.snapshot()
+	require.Equal(t, image, images["1.4.0"])
 }

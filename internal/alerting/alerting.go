@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/logx"
 )
 
 // Store is what the rules read and write: the server's telemetry store (internal/tsdb).
@@ -117,7 +118,7 @@ func New(opts Options, store Store, cfg Config) (*Manager, error) {
 
 	var senders []sender
 	if len(opts.Alertmanagers) > 0 {
-		if m.notifier, m.amTargets, err = newNotifier(opts, m.log, cfg.Registerer); err != nil {
+		if m.notifier, m.amTargets, err = newNotifier(opts, logx.Library(m.log), cfg.Registerer); err != nil {
 			return nil, err
 		}
 		senders = append(senders, m.notifier)
@@ -137,7 +138,7 @@ func New(opts Options, store Store, cfg Config) (*Manager, error) {
 		Context:         context.Background(),
 		AppendableV2:    appendable{store},
 		Queryable:       store.Queryable(),
-		Logger:          m.log,
+		Logger:          logx.Library(m.log),
 		Registerer:      cfg.Registerer,
 		OutageTolerance: time.Hour,
 		ForGracePeriod:  10 * time.Minute,

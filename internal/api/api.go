@@ -60,6 +60,10 @@ type Config struct {
 	// DeviceChanged is called after a device's status changed (suspend, resume, revoke), so the
 	// gateway can close its sessions and the CRL can be rebuilt.
 	DeviceChanged func(id string, status registry.Status)
+	// DeviceDeleted is called after a device was deleted from the registry (and when it is
+	// deleted again, to finish an erasure cut short): it closes its session and erases its
+	// series and events, and says how many events it erased.
+	DeviceDeleted func(ctx context.Context, id string) (int, error)
 	// Channel is the device channel, for the configuration and command routes; nil answers
 	// them 503. Registry must then also be a ChannelRegistry.
 	Channel Channel
@@ -105,6 +109,9 @@ type Config struct {
 	// Monitor is the fleet monitor, for the liveness routes; nil answers them 503, as it does
 	// the connection history unless Registry is also a SessionRegistry.
 	Monitor Monitor
+	// Routing is told of DNS routing changes (the cluster and route routes need Registry to
+	// be a RoutingRegistry, or answer 503); nil: no one is told.
+	Routing Routing
 	// Backup writes the backup archive of POST /api/v1/backup (admin); nil answers 503.
 	Backup BackupFunc
 	// BackupTimeout bounds sending a backup, counted once the admin is authorized. Zero means
@@ -123,7 +130,7 @@ type route struct {
 // a query may.
 func (rt route) readsTSDB() bool {
 	return strings.HasPrefix(rt.path, "/api/v1/query") || rt.path == "/api/v1/series" ||
-		rt.path == "/api/v1/labels" || rt.path == "/api/v1/label/{name}/values" || rt.path == "/api/v1/trends"
+		rt.path == "/api/v1/labels" || rt.path == "/api/v1/label/{name}/values" || rt.path == "/api/v1/trends" || rt.path == "/api/v1/metadata"
 }
 
 // waitsForCommand reports whether a route may wait up to MaxCommandWait for a command's
@@ -148,7 +155,7 @@ func rank(r registry.Role) int {
 func routes(c Config) []route {
 	p := &promAPI{queryable: c.Queryable, engine: c.Engine, parser: parser.NewParser(parser.Options{}), now: c.Now,
 		timeout: c.QueryTimeout, slots: newQuerySlots(c.Options.withDefaults().QueryMaxConcurrency, c.Registerer)}
-	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged, roots: c.DeviceRoots, now: c.Now, channel: c.Channel}
+	d := &registryAPI{reg: c.Registry, changed: c.DeviceChanged, deleted: c.DeviceDeleted, roots: c.DeviceRoots, now: c.Now, channel: c.Channel}
 	an := &anomalyAPI{finder: c.Anomalies, slots: p.slots}
 	cr, _ := c.Registry.(ChannelRegistry)
 	ch := &channelAPI{reg: cr, ch: c.Channel}
@@ -161,6 +168,8 @@ func routes(c Config) []route {
 	fbr, _ := c.Registry.(FeedbackRegistry)
 	fb := &feedbackAPI{fr: fbr, mon: c.Monitor, now: c.Now}
 	ru := &rulesAPI{rules: c.Rules, parser: parser.NewParser(parser.Options{})}
+	rr, _ := c.Registry.(RoutingRegistry)
+	dn := &dnsAPI{reg: rr, routing: c.Routing, now: c.Now}
 	v, o, a := registry.RoleViewer, registry.RoleOperator, registry.RoleAdmin
 	return []route{
 		{"GET", "/api/v1/query", v, p.query},
@@ -172,7 +181,7 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/labels", v, p.labelNames},
 		{"POST", "/api/v1/labels", v, p.labelNames},
 		{"GET", "/api/v1/label/{name}/values", v, func(r *http.Request) (any, *apiError) { return p.labelValues(r, r.PathValue("name")) }},
-		{"GET", "/api/v1/metadata", v, func(*http.Request) (any, *apiError) { return map[string]any{}, nil }},
+		{"GET", "/api/v1/metadata", v, p.metadata},
 		{"GET", "/api/v1/status/buildinfo", v, func(*http.Request) (any, *apiError) {
 			return buildInfo{Info: buildinfo.Get(), Application: "millwright"}, nil
 		}},
@@ -184,9 +193,12 @@ func routes(c Config) []route {
 		{"POST", "/api/v1/devices/{id}/suspend", o, d.setStatus(registry.StatusSuspended)},
 		{"POST", "/api/v1/devices/{id}/resume", o, d.setStatus(registry.StatusActive)},
 		{"POST", "/api/v1/devices/{id}/revoke", o, d.setStatus(registry.StatusRevoked)},
+		{"DELETE", "/api/v1/devices/{id}", a, d.deleteDevice},
 		{"POST", "/api/v1/devices/{id}/tags", o, d.tags},
 		{"POST", "/api/v1/devices/{id}/groups", o, d.groups},
 		{"POST", "/api/v1/enrollment-tokens", o, d.createTokens},
+		{"GET", "/api/v1/enrollment-tokens", o, d.listTokens},
+		{"DELETE", "/api/v1/enrollment-tokens/{id}", o, d.revokeToken},
 		{"POST", "/api/v1/certificates", o, d.addCertificates},
 		{"GET", "/api/v1/operators", a, d.listOperators},
 		{"POST", "/api/v1/operators", a, d.createOperator},
@@ -222,6 +234,13 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/feedback/summary", v, fb.needs(fb.summary)},
 		{"GET", "/api/v1/liveness", v, mon.needs(mon.liveness)},
 		{"GET", "/api/v1/liveness/counts", v, mon.needs(mon.livenessCounts)},
+		{"GET", "/api/v1/clusters", v, dn.needs(dn.listClusters)},
+		{"POST", "/api/v1/clusters", o, dn.needs(dn.addCluster)},
+		{"DELETE", "/api/v1/clusters/{name}", o, dn.needs(dn.removeCluster)},
+		{"POST", "/api/v1/clusters/{name}/drain", o, dn.needs(dn.drain)},
+		{"GET", "/api/v1/routes", v, dn.needs(dn.listRoutes)},
+		{"PUT", "/api/v1/routes", o, dn.needs(dn.setRoute)},
+		{"DELETE", "/api/v1/routes", o, dn.needs(dn.clearRoute)},
 		{"POST", "/api/v1/backup", a, backup(c.Backup, c.BackupTimeout, c.Logger)},
 	}
 }

@@ -29,6 +29,17 @@ type certAPI struct {
 	ca  *pki.CA
 }
 
+// testTokens authenticates the tests' two tokens: "op" an operator, "view" a viewer.
+func testTokens(_ context.Context, tok string) (api.Principal, error) {
+	switch tok {
+	case "op":
+		return api.Principal{Name: "operator:ci", Role: registry.RoleOperator}, nil
+	case "view":
+		return api.Principal{Name: "operator:eyes", Role: registry.RoleViewer}, nil
+	}
+	return api.Principal{}, registry.ErrTokenInvalid
+}
+
 func startCertAPI(t *testing.T, roots func(*pki.CA) *x509.CertPool) *certAPI {
 	t.Helper()
 	reg, err := registry.Open(context.Background(), "", t.TempDir(), nil)
@@ -37,17 +48,9 @@ func startCertAPI(t *testing.T, roots func(*pki.CA) *x509.CertPool) *certAPI {
 	ca, err := pki.NewCA(pki.DevelopmentCAName, time.Now())
 	require.NoError(t, err)
 	srv := httptest.NewServer(api.Handler(api.Config{
-		Authenticate: func(_ context.Context, tok string) (api.Principal, error) {
-			switch tok {
-			case "op":
-				return api.Principal{Name: "operator:ci", Role: registry.RoleOperator}, nil
-			case "view":
-				return api.Principal{Name: "operator:eyes", Role: registry.RoleViewer}, nil
-			}
-			return api.Principal{}, registry.ErrTokenInvalid
-		},
-		Registry:    reg,
-		DeviceRoots: roots(ca),
+		Authenticate: testTokens,
+		Registry:     reg,
+		DeviceRoots:  roots(ca),
 	}))
 	t.Cleanup(srv.Close)
 	return &certAPI{url: srv.URL, reg: reg, ca: ca}

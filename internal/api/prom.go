@@ -197,6 +197,91 @@ func (a *promAPI) labelValues(r *http.Request, name string) (any, *apiError) {
 	})
 }
 
+// metricMetadata is one entry of /api/v1/metadata, as Prometheus answers it.
+type metricMetadata struct {
+	Type string `json:"type"`
+	Help string `json:"help"`
+	Unit string `json:"unit"`
+}
+
+// maxMetadataUnits bounds the units listed for one measurement.
+const maxMetadataUnits = 10
+
+// metadata answers /api/v1/metadata: each metric name's type and unit, for Grafana's query
+// builder and unit display. Measurements are gauges with their SenML units (one entry per unit
+// label value, at most 10); the server's own device series follow Prometheus' naming
+// conventions (_total is a counter, _bytes and _seconds give the unit). "metric" selects one
+// name, "limit" bounds the names.
+func (a *promAPI) metadata(r *http.Request) (any, *apiError) {
+	if err := r.ParseForm(); err != nil {
+		return nil, badData(err)
+	}
+	limit := 0
+	if s := r.FormValue("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return nil, badData(fmt.Errorf(`"limit" %q is not a number of metrics`, s))
+		}
+		limit = n
+	}
+	q, _, aerr := a.querier(r)
+	if aerr != nil {
+		return nil, aerr
+	}
+	defer q.Close()
+	names := []string{}
+	if m := r.FormValue("metric"); m != "" {
+		names = append(names, m)
+	} else {
+		var err error
+		if names, _, err = q.LabelValues(r.Context(), labels.MetricName, &storage.LabelHints{Limit: limit}); err != nil {
+			return nil, &apiError{errExecution, err, http.StatusUnprocessableEntity}
+		}
+	}
+	out := map[string][]metricMetadata{}
+	for _, name := range limitStrings(names, limit) {
+		if md, ok := seriesMetadata(name); ok {
+			out[name] = []metricMetadata{md}
+			continue
+		}
+		units, _, err := q.LabelValues(r.Context(), "unit", &storage.LabelHints{Limit: maxMetadataUnits},
+			labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, name))
+		if err != nil {
+			return nil, &apiError{errExecution, err, http.StatusUnprocessableEntity}
+		}
+		if len(units) == 0 {
+			units = []string{""}
+		}
+		for _, u := range units {
+			out[name] = append(out[name], metricMetadata{Type: "gauge", Help: "a device measurement (SenML)", Unit: u})
+		}
+	}
+	return out, nil
+}
+
+// seriesMetadata describes the series the server writes itself (millwright_*), by
+// Prometheus' naming conventions.
+func seriesMetadata(name string) (metricMetadata, bool) {
+	if !strings.HasPrefix(name, "millwright_") {
+		return metricMetadata{}, false
+	}
+	md := metricMetadata{Type: "gauge", Help: "written by the Millwright server (docs/monitoring.md)"}
+	base := name
+	switch {
+	case strings.HasSuffix(name, "_total"):
+		md.Type, base = "counter", strings.TrimSuffix(name, "_total")
+	case strings.HasSuffix(name, "_info"):
+		md.Type = "info"
+	}
+	switch {
+	case strings.HasSuffix(base, "_bytes"):
+		md.Unit = "bytes"
+	case strings.HasSuffix(base, "_seconds"), strings.HasSuffix(base, "_seconds_sum"), strings.HasSuffix(base, "_seconds_count"):
+		md.Unit = "seconds"
+	}
+	return md, true
+}
+
 // labelStrings runs get once per match[] selector (or once without matchers) and returns the
 // sorted union, as the label-names and label-values endpoints answer.
 func (a *promAPI) labelStrings(r *http.Request, get func(storage.Querier, *storage.LabelHints, []*labels.Matcher) ([]string, error)) (any, *apiError) {

@@ -23,9 +23,12 @@ type Registry interface {
 	Device(ctx context.Context, id string) (*registry.Device, error)
 	ListDevices(ctx context.Context, f registry.ListFilter) ([]registry.Device, string, error)
 	SetStatus(ctx context.Context, id string, s registry.Status, actor, remote string) error
+	DeleteDevice(ctx context.Context, id, actor, remote string) error
 	SetTags(ctx context.Context, id string, set map[string]string, remove []string, actor, remote string) error
 	SetGroups(ctx context.Context, id string, add, remove []string, actor, remote string) error
 	CreateEnrollmentTokens(ctx context.Context, spec registry.TokenSpec, actor string) ([]string, error)
+	ListEnrollmentTokens(ctx context.Context, all bool) ([]registry.EnrollmentToken, error)
+	DeleteEnrollmentToken(ctx context.Context, id, actor, remote string) error
 	AddCertificates(ctx context.Context, certs []registry.DeviceCertificate, actor, remote string) (int, error)
 	CreateOperator(ctx context.Context, name string, role registry.Role, actor, remote string) (registry.Operator, string, error)
 	ListOperators(ctx context.Context) ([]registry.Operator, error)
@@ -38,6 +41,7 @@ var _ Registry = (*registry.Registry)(nil)
 type registryAPI struct {
 	reg     Registry
 	changed func(id string, s registry.Status)
+	deleted func(ctx context.Context, id string) (int, error)
 	roots   *x509.CertPool   // device CAs, for POST /api/v1/certificates
 	now     func() time.Time // when certificates are verified
 	channel Channel          // told of group and tag changes; may be nil
@@ -197,7 +201,76 @@ func (d *registryAPI) createTokens(r *http.Request) (any, *apiError) {
 	if err != nil {
 		return nil, registryError(err)
 	}
-	return apitypes.TokensCreated{Tokens: toks, ExpiresIn: ttl.String()}, nil
+	ids := make([]string, len(toks))
+	for i, t := range toks {
+		ids[i] = registry.EnrollmentTokenID(t)
+	}
+	return apitypes.TokensCreated{Tokens: toks, IDs: ids, ExpiresIn: ttl.String()}, nil
+}
+
+// deleteDevice erases a device: its registry rows, then its series and events. A device the
+// registry no longer has still gets its data erased (finishing an erasure a failure cut
+// short), and the answer is 404.
+func (d *registryAPI) deleteDevice(r *http.Request) (any, *apiError) {
+	id := r.PathValue("id")
+	regErr := d.reg.DeleteDevice(r.Context(), id, actor(r), r.RemoteAddr)
+	if regErr != nil && !errors.Is(regErr, registry.ErrNotFound) {
+		return nil, registryError(regErr)
+	}
+	events := 0
+	if d.deleted != nil {
+		n, err := d.deleted(r.Context(), id)
+		if err != nil {
+			return nil, &apiError{errInternal, fmt.Errorf("device %s: erasing its series and events failed (delete it again to finish): %w", id, err), http.StatusInternalServerError}
+		}
+		events = n
+	}
+	if regErr != nil {
+		return nil, registryError(regErr)
+	}
+	return apitypes.DeviceDeleted{Deleted: id, Events: events}, nil
+}
+
+// listTokens lists the enrollment tokens still usable, or with all=true every stored one.
+func (d *registryAPI) listTokens(r *http.Request) (any, *apiError) {
+	all := false
+	if s := r.FormValue("all"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return nil, badData(fmt.Errorf(`"all" %q is not true or false`, s))
+		}
+		all = b
+	}
+	toks, err := d.reg.ListEnrollmentTokens(r.Context(), all)
+	if err != nil {
+		return nil, registryError(err)
+	}
+	now := d.now()
+	out := apitypes.TokenList{Tokens: make([]apitypes.EnrollmentToken, len(toks))}
+	for i, t := range toks {
+		state := "unused"
+		switch {
+		case !t.UsedAt.IsZero():
+			state = "used"
+		case !t.ExpiresAt.After(now):
+			state = "expired"
+		}
+		out.Tokens[i] = apitypes.EnrollmentToken{ID: t.ID, State: state, Model: t.Model, DeviceID: t.DeviceID, Tags: t.Tags,
+			CreatedBy: t.CreatedBy, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, UsedAt: t.UsedAt, UsedBy: t.UsedBy}
+	}
+	return out, nil
+}
+
+// revokeToken deletes an unused enrollment token, so it can no longer enroll a device.
+func (d *registryAPI) revokeToken(r *http.Request) (any, *apiError) {
+	id := r.PathValue("id")
+	if err := d.reg.DeleteEnrollmentToken(r.Context(), id, actor(r), r.RemoteAddr); err != nil {
+		if errors.Is(err, registry.ErrTokenUsed) {
+			return nil, &apiError{errConflict, fmt.Errorf("%w: it enrolled a device, and stays as the record of that", err), http.StatusConflict}
+		}
+		return nil, registryError(err)
+	}
+	return apitypes.TokenRevoked{Revoked: id}, nil
 }
 
 // addCertificates records device certificates issued outside enrollment, each only once it

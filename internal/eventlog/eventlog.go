@@ -43,6 +43,9 @@ var ErrBroken = errors.New("event log needs repair after a failed write")
 
 // Log is an append-only event log.
 type Log struct {
+	// file is held shared by List while it reads the file, and exclusively by Erase while it
+	// replaces it.
+	file    sync.RWMutex
 	mu      sync.Mutex
 	f       *os.File
 	w       *bufio.Writer
@@ -193,6 +196,8 @@ func (l *Log) List(q Query) ([]Event, error) {
 	if q.Limit <= 0 {
 		q.Limit = 1000
 	}
+	l.file.RLock()
+	defer l.file.RUnlock()
 	l.mu.Lock()
 	size := l.written
 	l.mu.Unlock()
@@ -229,18 +234,107 @@ func (l *Log) List(q Query) ([]Event, error) {
 	return out, nil
 }
 
-// Flushed is how many bytes of whole lines the file holds: the end of the last successful
-// Flush. Those bytes never change while the log is open.
-func (l *Log) Flushed() int64 {
+// Erase removes every event of device from the log (a deleted device's values go with it) by
+// rewriting the file beside it and renaming it over the old one, fsynced; it returns how many
+// lines it removed. Buffered events are written first; a crash midway leaves the old file whole.
+func (l *Log) Erase(device string) (int, error) {
+	l.file.Lock()
+	defer l.file.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.written
+	if l.broken != nil {
+		return 0, fmt.Errorf("%w: %w", ErrBroken, l.broken)
+	}
+	if err := l.w.Flush(); err != nil {
+		l.broken = err
+		return 0, fmt.Errorf("write event log: %w", err)
+	}
+	l.written, l.dirty = l.size, false
+	path := l.f.Name()
+	tmp, err := os.CreateTemp(filepath.Dir(path), FileName+".erase-*")
+	if err != nil {
+		return 0, fmt.Errorf("erase from event log: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
+	removed, kept, err := copyOthers(tmp, io.NewSectionReader(l.f, 0, l.size), device)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || removed == 0 {
+		if err != nil {
+			err = fmt.Errorf("erase from event log: %w", err)
+		}
+		return 0, err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return 0, fmt.Errorf("erase from event log: %w", err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return 0, fmt.Errorf("erase from event log: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
+	if err == nil {
+		_, err = f.Seek(kept, io.SeekStart)
+	}
+	if err != nil {
+		l.broken = err // the old handle names the replaced file: appends would be lost
+		return removed, fmt.Errorf("reopen event log: %w", err)
+	}
+	_ = l.f.Close()
+	l.f, l.size, l.written = f, kept, kept
+	l.w.Reset(f)
+	return removed, nil
 }
 
-// Copy writes the first n bytes of the log's file to w (n from Flushed), while appends go on:
-// a consistent copy for a backup.
-func (l *Log) Copy(w io.Writer, n int64) (int64, error) {
-	return io.Copy(w, io.NewSectionReader(l.f, 0, n))
+// copyOthers copies to w the lines of r whose event is not of device.
+func copyOthers(w io.Writer, r io.Reader, device string) (removed int, kept int64, err error) {
+	br, bw := bufio.NewReaderSize(r, 64<<10), bufio.NewWriterSize(w, 64<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if err == io.EOF {
+			return removed, kept, bw.Flush()
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+		var e struct {
+			Device string `json:"device"`
+		}
+		if err := json.Unmarshal(line, &e); err != nil {
+			return 0, 0, fmt.Errorf("decode event log line: %w", err)
+		}
+		if e.Device == device {
+			removed++
+			continue
+		}
+		if _, err := bw.Write(line); err != nil {
+			return 0, 0, err
+		}
+		kept += int64(len(line))
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}
+
+// CopyFlushed calls fn with the log's whole lines flushed so far — their length and a reader
+// of them — while appends go on: a consistent copy, for a backup. An erasure waits until fn
+// returns.
+func (l *Log) CopyFlushed(fn func(size int64, r io.Reader) error) error {
+	l.file.RLock()
+	defer l.file.RUnlock()
+	l.mu.Lock()
+	n, f := l.written, l.f
+	l.mu.Unlock()
+	return fn(n, io.NewSectionReader(f, 0, n))
 }
 
 // Close flushes, fsyncs and closes the log.

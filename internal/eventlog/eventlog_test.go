@@ -3,6 +3,7 @@ package eventlog
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -110,7 +111,7 @@ func TestRepairAfterFailedWrite(t *testing.T) {
 	require.Equal(t, []string{"after", "before"}, values)
 }
 
-// TestCopy: a copy holds the lines flushed when Flushed was read, whole, while appends go on.
+// TestCopy: a copy holds the lines flushed when it began, whole, while appends go on.
 func TestCopy(t *testing.T) {
 	l, err := Open(t.TempDir())
 	require.NoError(t, err)
@@ -119,13 +120,13 @@ func TestCopy(t *testing.T) {
 	require.NoError(t, l.Append(Event{Time: 1, Device: "d1", Name: "state", String: s("a")}))
 	require.NoError(t, l.Flush(false))
 	require.NoError(t, l.Append(Event{Time: 2, Device: "d1", Name: "state", String: s("b")})) // buffered
-	n := l.Flushed()
-	require.NoError(t, l.Flush(false))
-
 	var buf bytes.Buffer
-	got, err := l.Copy(&buf, n)
-	require.NoError(t, err)
-	require.Equal(t, n, got)
+	require.NoError(t, l.CopyFlushed(func(n int64, r io.Reader) error {
+		require.NoError(t, l.Flush(false)) // appends go on during the copy
+		got, err := io.Copy(&buf, r)
+		require.Equal(t, n, got)
+		return err
+	}))
 	require.Equal(t, `{"t":1,"device":"d1","name":"state","vs":"a"}`+"\n", buf.String())
 
 	dir := t.TempDir()
@@ -137,4 +138,44 @@ func TestCopy(t *testing.T) {
 	events, err := c.List(Query{})
 	require.NoError(t, err)
 	require.Len(t, events, 1)
+}
+
+// TestErase removes one device's events, buffered ones included, keeps every other device's,
+// goes on appending after them, and survives a reopen.
+func TestErase(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir)
+	require.NoError(t, err)
+	s := func(v string) *string { return &v }
+	require.NoError(t, l.Append(
+		Event{Time: 1000, Device: "gone", Name: "state", String: s("idle")},
+		Event{Time: 1100, Device: "kept", Name: "state", String: s("idle")},
+	))
+	require.NoError(t, l.Flush(true))
+	require.NoError(t, l.Append(Event{Time: 1200, Device: "gone", Name: "note", String: s("buffered")}))
+
+	n, err := l.Erase("gone")
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	n, err = l.Erase("nobody")
+	require.NoError(t, err)
+	require.Zero(t, n)
+	got, err := l.List(Query{Device: "gone"})
+	require.NoError(t, err)
+	require.Empty(t, got)
+	require.NoError(t, l.Append(Event{Time: 1300, Device: "kept", Name: "state", String: s("running")}))
+	require.NoError(t, l.Close())
+
+	l, err = Open(dir)
+	require.NoError(t, err)
+	defer l.Close()
+	require.Zero(t, l.TornBytes())
+	got, err = l.List(Query{})
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	require.Equal(t, "running", *got[0].String)
+	require.Equal(t, "kept", got[1].Device)
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temporary file is left")
 }

@@ -27,10 +27,12 @@ var ErrNotFound = errors.New("no such artifact")
 // DefaultMaxArtifactBytes bounds one artifact: 2 GiB, a whole root file system image.
 const DefaultMaxArtifactBytes = 2 << 30
 
-// Store is a directory of artifacts, each at <dir>/<first two hex digits>/<sha256>.
+// Store is a directory of artifacts, each at <dir>/<first two hex digits>/<sha256>, and of the
+// deltas between them made so far, at <dir>/delta/<target>/<base>.<sha256 of the delta>.
 type Store struct {
-	dir string
-	max int64
+	dir    string
+	max    int64
+	deltas deltas
 }
 
 // Open opens (or creates) the store in dir; artifacts of more than max bytes are refused (0:
@@ -120,13 +122,17 @@ func (s *Store) Open(sum string) (*os.File, error) {
 	return f, err
 }
 
-// Delete removes the artifact sum; removing one the store does not hold is no error.
+// Delete removes the artifact sum and the deltas to and from it; removing one the store does
+// not hold is no error.
 func (s *Store) Delete(sum string) error {
 	if !ValidSHA256(sum) {
 		return fmt.Errorf("artifact %q: %w", sum, ErrNotFound)
 	}
 	if err := os.Remove(s.path(sum)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("delete artifact %s: %w", sum, err)
+	}
+	if err := s.deleteDeltas(sum); err != nil {
+		return fmt.Errorf("delete the deltas of artifact %s: %w", sum, err)
 	}
 	return nil
 }
@@ -162,11 +168,15 @@ type Options struct {
 	// DownloadTimeout bounds one download of an image, by a device or an operator, counted
 	// once it is authorized; a download cut by it resumes with Range. Default 30 min.
 	DownloadTimeout time.Duration `yaml:"download_timeout"`
+	// MaxDownloads bounds the artifact downloads served to devices at once; beyond, a device
+	// is answered 503 with Retry-After and resumes later. Default 256.
+	MaxDownloads int `yaml:"max_downloads"`
 }
 
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options {
-	return Options{MaxArtifactBytes: DefaultMaxArtifactBytes, UploadTimeout: 30 * time.Minute, DownloadTimeout: 30 * time.Minute}
+	return Options{MaxArtifactBytes: DefaultMaxArtifactBytes, UploadTimeout: 30 * time.Minute, DownloadTimeout: 30 * time.Minute,
+		MaxDownloads: DefaultMaxDownloads}
 }
 
 // Validate refuses a bound or a timeout of zero or less. The error is an *optcheck.Error keyed
@@ -176,5 +186,6 @@ func (o Options) Validate() error {
 		optcheck.Positive("max_artifact_bytes", o.MaxArtifactBytes),
 		optcheck.Positive("upload_timeout", o.UploadTimeout),
 		optcheck.Positive("download_timeout", o.DownloadTimeout),
+		optcheck.Positive("max_downloads", o.MaxDownloads),
 	)
 }

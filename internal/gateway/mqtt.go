@@ -447,23 +447,30 @@ func ignoreNetClosed(err error) error {
 // DisconnectDevice closes a device's live connection, if any, with reason 0x87 "not
 // authorized", and ends its session.
 func (m *MQTT) DisconnectDevice(id string) bool {
-	m.mu.Lock()
-	s := m.sessions[id]
-	var c *conn
-	if s != nil {
-		delete(m.sessions, id)
-		s.mu.Lock()
-		c = s.conn
-		s.conn = nil
-		s.end()
-		s.mu.Unlock()
-	}
-	m.mu.Unlock()
+	c := m.endSession(id)
 	if c == nil {
 		return false
 	}
 	c.kickFor(packets.ErrNotAuthorized)
 	return true
+}
+
+// endSession ends a device's session and returns its live connection, nil when it has none: the
+// caller closes it, with the reason it has.
+func (m *MQTT) endSession(id string) *conn {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[id]
+	if s == nil {
+		return nil
+	}
+	delete(m.sessions, id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.conn
+	s.conn = nil
+	s.end()
+	return c
 }
 
 // certificateIdentity is the device a TLS connection's verified client certificate names.

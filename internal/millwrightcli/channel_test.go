@@ -414,7 +414,7 @@ func TestCommandsSendWait(t *testing.T) {
 	require.Contains(t, stderr, "too many open commands for the device (unavailable)")
 
 	// A revoked device takes no command.
-	cli.ok("devices", "revoke", "pump-2")
+	cli.ok("devices", "revoke", "pump-2", "--yes")
 	code, _, stderr = cli.run("", "commands", "send", "pump-2", "diag.spool")
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "device is revoked (conflict)")

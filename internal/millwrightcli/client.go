@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -171,4 +173,48 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printMore says that a list goes on, and how to get the rest: on standard output after a
+// table, on standard error after JSON, which stays one value a program can read.
+func printMore(cmd *cobra.Command, asJSON bool, hint string) {
+	w := cmd.OutOrStdout()
+	if asJSON {
+		w = cmd.ErrOrStderr()
+	}
+	fmt.Fprintln(w, "more: "+hint)
+}
+
+// pager is a list command's --limit and --before: a page of a listing by descending ID.
+type pager struct {
+	limit  int
+	before int64
+	most   int
+}
+
+// addPager adds --limit (default def, 1 to most) and --before to cmd; what names the items.
+func addPager(cmd *cobra.Command, def, most int, what string) *pager {
+	p := &pager{most: most}
+	cmd.Flags().IntVar(&p.limit, "limit", def, fmt.Sprintf("at most this many %s (1 to %d)", what, most))
+	cmd.Flags().Int64Var(&p.before, "before", 0, fmt.Sprintf("only %s older than this ID (the \"more\" line of the previous page)", what))
+	return p
+}
+
+// query checks the flags and returns them as the API's query parameters.
+func (p *pager) query() (url.Values, error) {
+	if p.limit < 1 || p.limit > p.most {
+		return nil, usageError{fmt.Errorf("invalid --limit %d: want 1 to %d", p.limit, p.most)}
+	}
+	q := url.Values{"limit": {strconv.Itoa(p.limit)}}
+	if p.before > 0 {
+		q.Set("before", strconv.FormatInt(p.before, 10))
+	}
+	return q, nil
+}
+
+// more says how to get the next page after a full one, whose last item has ID last.
+func (p *pager) more(cmd *cobra.Command, asJSON bool, n int, last int64) {
+	if n == p.limit {
+		printMore(cmd, asJSON, fmt.Sprintf("--before %d", last))
+	}
 }

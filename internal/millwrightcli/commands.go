@@ -87,7 +87,7 @@ it; without, the command is printed queued.
 	f.StringArrayVar(&args, "arg", nil, fmt.Sprintf("key=value argument of the command (repeatable, at most %d)", apitypes.MaxCommandArgs))
 	expires = apitypes.DefaultCommandExpiry // before f.Var, which takes the default shown in --help
 	f.Var(durationFlag{&expires}, "expires", "how long the command waits for the device (at most 1y)")
-	f.Var(durationFlag{&wait}, "wait", "wait up to this long for the outcome (at most 5m); 0 returns at once")
+	f.Var(durationFlag{&wait}, "wait", "wait up to this long for the outcome (at most 5m; 0: return at once)")
 
 	var (
 		lf    clientFlags
@@ -173,7 +173,7 @@ most 5m) for the command to end, and exit as commands send does.
 		},
 	}
 	hf.add(show)
-	show.Flags().Var(durationFlag{&showWait}, "wait", "wait up to this long for the outcome (at most 5m)")
+	show.Flags().Var(durationFlag{&showWait}, "wait", "wait up to this long for the outcome (at most 5m; 0: answer at once)")
 
 	cmd.AddCommand(send, list, show)
 	return cmd

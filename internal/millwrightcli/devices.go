@@ -55,17 +55,21 @@ func newDevicesCmd() *cobra.Command {
 				q.Add("tag", t)
 			}
 			q.Set("limit", strconv.Itoa(limit))
-			var devs []apitypes.Device
+			devs := []apitypes.Device{}
+			next := ""
 			for {
 				var page apitypes.DeviceList
 				if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/devices?"+q.Encode(), nil, &page); err != nil {
 					return err
 				}
-				devs = append(devs, page.Devices...)
-				if !all || page.Next == "" {
+				devs, next = append(devs, page.Devices...), page.Next
+				if !all || next == "" {
 					break
 				}
-				q.Set("after", page.Next)
+				q.Set("after", next)
+			}
+			if next != "" {
+				defer printMore(cmd, c.json, "more devices follow: --all lists every page")
 			}
 			if c.json {
 				return printJSON(cmd.OutOrStdout(), devs)
@@ -112,17 +116,28 @@ func newDevicesCmd() *cobra.Command {
 	sf.add(show)
 	cmd.AddCommand(list, show)
 
-	for _, action := range []struct{ name, short string }{
-		{"suspend", "Suspend a device: refused at connect, its live session closed"},
-		{"resume", "Resume a suspended device"},
-		{"revoke", "Revoke a device and all its certificates; its session closed and the CRL updated"},
+	for _, action := range []struct {
+		name, short string
+		destroys    bool // asks for confirmation
+	}{
+		{"suspend", "Suspend a device: refused at connect, its live session closed", false},
+		{"resume", "Resume a suspended device", false},
+		{"revoke", "Revoke a device and all its certificates for good; its session closed and the CRL updated", true},
 	} {
-		var af clientFlags
+		var (
+			af  clientFlags
+			yes bool
+		)
 		c := &cobra.Command{
 			Use:   action.name + " ID",
 			Short: action.short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
+				if action.destroys {
+					if err := confirm(cmd, yes, action.name+" device "+args[0]); err != nil {
+						return err
+					}
+				}
 				c, err := af.client()
 				if err != nil {
 					return err
@@ -135,8 +150,46 @@ func newDevicesCmd() *cobra.Command {
 			},
 		}
 		af.add(c)
+		if action.destroys {
+			c.Flags().BoolVarP(&yes, "yes", "y", false, action.name+" without asking")
+		}
 		cmd.AddCommand(c)
 	}
+
+	var (
+		df     clientFlags
+		delYes bool
+	)
+	del := &cobra.Command{
+		Use:   "delete ID",
+		Short: "Erase a device: its registry record, certificates, history, series and events (admin only; asks first)",
+		Long: `Erase a device for good (data protection): its registry record, tags, groups,
+certificates, sessions, mailbox, configuration, update history and feedback, every series
+with its device label and its events. Its live session is closed. The audit log keeps what
+was done to it, and who deleted it. Revoke a device to keep its history instead.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, delYes, "erase device "+args[0]+" and all its data"); err != nil {
+				return err
+			}
+			c, err := df.client()
+			if err != nil {
+				return err
+			}
+			var out apitypes.DeviceDeleted
+			if err := c.call(cmd.Context(), http.MethodDelete, "/api/v1/devices/"+url.PathEscape(args[0]), nil, &out); err != nil {
+				return err
+			}
+			if c.json {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "deleted %s: its records, certificates, series and %d event(s)\n", out.Deleted, out.Events)
+			return err
+		},
+	}
+	df.add(del)
+	del.Flags().BoolVarP(&delYes, "yes", "y", false, "erase without asking")
+	cmd.AddCommand(del)
 
 	var tf clientFlags
 	tag := &cobra.Command{
@@ -178,7 +231,7 @@ func newDevicesCmd() *cobra.Command {
 	}
 	gf.add(group)
 	group.Flags().BoolVar(&remove, "remove", false, "remove from the groups instead")
-	cmd.AddCommand(tag, untag, group, newSessionsCmd(), newLivenessCmd(), newUpdatesCmd())
+	cmd.AddCommand(tag, untag, group, newSessionsCmd(), newLivenessCmd(), newUpdatesCmd(), newRouteCmd())
 	return cmd
 }
 

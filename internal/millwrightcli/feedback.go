@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -62,6 +61,7 @@ func newFeedbackCmd() *cobra.Command {
 	var (
 		lf     clientFlags
 		filter registry.FeedbackFilter
+		pg     *pager
 	)
 	list := &cobra.Command{
 		Use:   "list [--device ID] [--firmware V] [--kind K]",
@@ -72,18 +72,21 @@ func newFeedbackCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			q := url.Values{"limit": {strconv.Itoa(filter.Limit)}}
+			q, err := pg.query()
+			if err != nil {
+				return err
+			}
 			for k, v := range map[string]string{"device": filter.Device, "firmware": filter.Firmware, "kind": filter.Kind} {
 				if v != "" {
 					q.Set(k, v)
 				}
 			}
-			if filter.Before > 0 {
-				q.Set("before", strconv.FormatInt(filter.Before, 10))
-			}
 			var out api.FeedbackList
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/feedback?"+q.Encode(), nil, &out); err != nil {
 				return err
+			}
+			if n := len(out.Events); n > 0 {
+				defer pg.more(cmd, c.json, n, out.Events[n-1].ID)
 			}
 			if c.json {
 				return printJSON(cmd.OutOrStdout(), out)
@@ -101,8 +104,7 @@ func newFeedbackCmd() *cobra.Command {
 	f.StringVar(&filter.Device, "device", "", "only this device's")
 	f.StringVar(&filter.Firmware, "firmware", "", "only events recorded while the device ran this version")
 	f.StringVar(&filter.Kind, "kind", "", "only this kind (feedback, incident, crash)")
-	f.IntVar(&filter.Limit, "limit", 100, "at most this many events (1 to 1000)")
-	f.Int64Var(&filter.Before, "before", 0, "only events older than this event ID (the next page)")
+	pg = addPager(list, 100, 1000, "events")
 
 	var (
 		sf    clientFlags

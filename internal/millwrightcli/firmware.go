@@ -119,9 +119,9 @@ func newFirmwareCmd() *cobra.Command {
 	f.StringVar(&model, "model", "", "the hardware model the image is for")
 	f.StringVar(&from, "min-from", "", "the oldest version that may install it directly (older devices get intermediate releases)")
 	f.StringVar(&notes, "notes", "", "release notes")
+	expires = 365 * 24 * time.Hour // before f.Var, which takes the default shown in --help
 	f.Var(durationFlag{&expires}, "expires", "how long the signed manifest is valid; devices refuse it after")
 	f.BoolVar(&rollback, "rollback", false, "sign it as a rollback: devices running a higher version may install it")
-	expires = 365 * 24 * time.Hour
 
 	var (
 		lf   clientFlags

@@ -28,6 +28,25 @@ func (f durationFlag) Set(s string) error {
 
 func (f durationFlag) Type() string { return "duration" }
 
+// overrideFlag is a duration flag that overrides a default kept elsewhere (a profile's, the
+// agent's) only when given: its variable stays 0 until then, and --help shows def, the
+// default the code uses when the flag is not given.
+type overrideFlag struct {
+	durationFlag
+	def time.Duration
+}
+
+func overrideDuration(d *time.Duration, def time.Duration) overrideFlag {
+	return overrideFlag{durationFlag{d}, def}
+}
+
+func (f overrideFlag) String() string {
+	if f.d == nil || *f.d == 0 {
+		return formatDuration(f.def)
+	}
+	return formatDuration(*f.d)
+}
+
 // parseDuration reads a Go duration ("1h30m", "500ms") or a Prometheus one, which also has
 // days, weeks and years ("90d", "2w", "1y"); either may be negative, for Validate to name.
 func parseDuration(s string) (time.Duration, error) {

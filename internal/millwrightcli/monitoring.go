@@ -17,28 +17,30 @@ import (
 // newSessionsCmd is `millwright devices sessions ID`: the device's connection history.
 func newSessionsCmd() *cobra.Command {
 	var (
-		cf     clientFlags
-		limit  int
-		before int64
+		cf clientFlags
+		pg *pager
 	)
 	cmd := &cobra.Command{
 		Use:   "sessions ID",
 		Short: "Show a device's connection history, newest first: when, how long, why it ended, traffic",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
+			q, err := pg.query()
 			if err != nil {
 				return err
 			}
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			if before > 0 {
-				q.Set("before", strconv.FormatInt(before, 10))
+			c, err := cf.client()
+			if err != nil {
+				return err
 			}
 			var page apitypes.SessionList
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/devices/"+url.PathEscape(args[0])+"/sessions?"+q.Encode(), nil, &page); err != nil {
 				return err
 			}
 			if c.json {
+				if page.Next != 0 {
+					defer printMore(cmd, true, fmt.Sprintf("--before %d", page.Next))
+				}
 				return printJSON(cmd.OutOrStdout(), page)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
@@ -52,14 +54,13 @@ func newSessionsCmd() *cobra.Command {
 				return err
 			}
 			if page.Next != 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "more: --before %d\n", page.Next)
+				printMore(cmd, false, fmt.Sprintf("--before %d", page.Next))
 			}
 			return nil
 		},
 	}
 	cf.add(cmd)
-	cmd.Flags().IntVar(&limit, "limit", 20, "sessions to show (1 to 1000)")
-	cmd.Flags().Int64Var(&before, "before", 0, "show sessions older than this ID (the \"more\" line of the previous page)")
+	pg = addPager(cmd, 20, 1000, "sessions")
 	return cmd
 }
 
@@ -72,17 +73,20 @@ func listLiveness(cmd *cobra.Command, c *apiClient, q url.Values, limit int, all
 		}
 	}
 	q.Set("limit", strconv.Itoa(limit))
-	var l apitypes.LivenessList
+	l := apitypes.LivenessList{Devices: []apitypes.DeviceLiveness{}}
 	for {
 		var page apitypes.LivenessList
 		if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/liveness?"+q.Encode(), nil, &page); err != nil {
 			return err
 		}
-		l.At, l.Devices = page.At, append(l.Devices, page.Devices...)
-		if !all || page.Next == "" {
+		l.At, l.Devices, l.Next = page.At, append(l.Devices, page.Devices...), page.Next
+		if !all || l.Next == "" {
 			break
 		}
-		q.Set("after", page.Next)
+		q.Set("after", l.Next)
+	}
+	if l.Next != "" {
+		defer printMore(cmd, c.json, "more devices follow: --all lists every page")
 	}
 	if c.json {
 		return printJSON(cmd.OutOrStdout(), l.Devices)

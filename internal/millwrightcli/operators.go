@@ -67,12 +67,18 @@ func newOperatorsCmd() *cobra.Command {
 	}
 	lf.add(list)
 
-	var rf clientFlags
+	var (
+		rf  clientFlags
+		yes bool
+	)
 	revoke := &cobra.Command{
 		Use:   "revoke ID",
 		Short: "Revoke an operator's token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := confirm(cmd, yes, "revoke operator "+args[0]+"'s token"); err != nil {
+				return err
+			}
 			c, err := rf.client()
 			if err != nil {
 				return err
@@ -86,6 +92,7 @@ func newOperatorsCmd() *cobra.Command {
 		},
 	}
 	rf.add(revoke)
+	revoke.Flags().BoolVarP(&yes, "yes", "y", false, "revoke without asking")
 	cmd.AddCommand(create, list, revoke)
 	return cmd
 }

@@ -240,26 +240,28 @@ func dashInt(n int) string {
 
 func newUpdatesCmd() *cobra.Command {
 	var (
-		cf     clientFlags
-		limit  int
-		before int64
+		cf clientFlags
+		pg *pager
 	)
 	cmd := &cobra.Command{
 		Use:   "updates ID",
 		Short: "Show a device's firmware update history, newest first: offers, reported phases, installs, hops, confirmations, failures",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			q, err := pg.query()
+			if err != nil {
+				return err
+			}
 			c, err := cf.client()
 			if err != nil {
 				return err
 			}
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			if before > 0 {
-				q.Set("before", strconv.FormatInt(before, 10))
-			}
 			var out api.UpdateHistory
 			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/devices/"+url.PathEscape(args[0])+"/updates?"+q.Encode(), nil, &out); err != nil {
 				return err
+			}
+			if n := len(out.Events); n > 0 {
+				defer pg.more(cmd, c.json, n, out.Events[n-1].ID)
 			}
 			if c.json {
 				return printJSON(cmd.OutOrStdout(), out)
@@ -273,7 +275,6 @@ func newUpdatesCmd() *cobra.Command {
 		},
 	}
 	cf.add(cmd)
-	cmd.Flags().IntVar(&limit, "limit", 100, "at most this many events (1 to 1000)")
-	cmd.Flags().Int64Var(&before, "before", 0, "only events older than this event ID (the next page)")
+	pg = addPager(cmd, 100, 1000, "events")
 	return cmd
 }

@@ -61,7 +61,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newServerCmd(), newDevCmd(), newTokensCmd(), newDevicesCmd(), newConfigCmd(), newCommandsCmd(), newOperatorsCmd(), newAnomaliesCmd(), newTrendsCmd(), newFirmwareCmd(), newRolloutsCmd(), newFeedbackCmd(), newSimCmd())
+	root.AddCommand(newServerCmd(), newDevCmd(), newTokensCmd(), newDevicesCmd(), newConfigCmd(), newCommandsCmd(), newOperatorsCmd(), newAnomaliesCmd(), newTrendsCmd(), newFirmwareCmd(), newRolloutsCmd(), newFeedbackCmd(), newAuditCmd(), newClustersCmd(), newGatewaysCmd(), newSimCmd())
 	root.AddCommand(newVersionCmd(), newBackupCmd(), newRestoreCmd())
 	setVersion(root)
 	return root

@@ -73,6 +73,12 @@ file and line, and the rules running stay.`,
 	f.StringVar(&opts.CAKey, "ca-key", "", "the private key of --ca-cert")
 	f.StringVar(&opts.Zone, "zone", opts.Zone, "gateway DNS zone; the server certificate covers *.<zone>")
 	f.StringSliceVar(&opts.ServerNames, "server-name", nil, "extra DNS name or IP address for the server certificate (repeatable)")
+	f.StringVar(&opts.DNSListen, "dns-listen", "", "UDP and TCP address of the authoritative DNS server for --zone, such as :53 (empty: no DNS served)")
+	f.Var(durationFlag{&opts.DNS.TTL}, "dns-ttl", "TTL of the DNS answers for devices (1s to 1h): a moved device's old answer leaves caches within it")
+	f.Float64Var(&opts.DNS.RateLimit, "dns-rate-limit", opts.DNS.RateLimit, "UDP DNS answers a second to one source (IPv4 /24, IPv6 /56); beyond, dropped or truncated")
+	f.StringArrayVar(&opts.DNS.TSIGKeys, "dns-tsig-key", nil, "TSIG key name:algorithm:base64secret for zone transfers and NOTIFY (repeatable; prefer the configuration file, a command line is visible to other users)")
+	f.StringArrayVar(&opts.DNS.Secondaries, "dns-notify", nil, "secondary DNS server host:port sent a NOTIFY at every change of the zone (repeatable)")
+	f.Float64Var(&opts.DNS.MoveRate, "dns-move-rate", opts.DNS.MoveRate, "connected devices a second told to reconnect after a DNS change moved them")
 	f.Var(durationFlag{&opts.TSDB.Retention}, "retention", "how long telemetry is kept")
 	f.Var(durationFlag{&opts.TSDB.OutOfOrderWindow}, "out-of-order-window", "how late a sample may arrive and still be stored")
 	f.StringVar((*string)(&opts.TSDB.Sync), "fsync", string(opts.TSDB.Sync), "durability before an acknowledgement: always (fsync every group commit; survives power loss) or never (survives a process crash only)")
@@ -109,6 +115,7 @@ file and line, and the rules running stay.`,
 	f.IntVar(&opts.Anomaly.MinDevices, "anomaly-min-devices", opts.Anomaly.MinDevices, "fewest devices a firmware, model, operator or group must have to be named as an anomaly's cause")
 	f.IntVar(&opts.Anomaly.MaxValues, "anomaly-max-values", opts.Anomaly.MaxValues, "values of one dimension the anomaly finder considers (the largest); the rest are counted in its report")
 	f.Var(durationFlag{&opts.Anomaly.QueryTimeout}, "anomaly-query-timeout", "longest one anomaly run's (or one trend request's) queries may take together")
+	f.IntVar(&opts.Firmware.MaxDownloads, "firmware-max-downloads", opts.Firmware.MaxDownloads, "firmware artifact downloads served to devices at once; beyond, a device is answered 503 with Retry-After and resumes later")
 	f.Var(durationFlag{&opts.RolloutInterval}, "rollout-interval", "how often the rollout engine offers releases to the phases that opened, follows updates and judges the health gates")
 	f.Var(durationFlag{&opts.Monitor.Interval}, "monitor-interval", "how often every device's connectivity series are written and its liveness judged")
 	f.Float64Var(&opts.Monitor.SilentFactor, "silent-factor", opts.Monitor.SilentFactor, "a device unheard for this many times its own reporting interval is silent")
@@ -133,6 +140,12 @@ var serverFlagKeys = map[string]string{
 	"ca-key":                          "ca_key",
 	"zone":                            "zone",
 	"server-name":                     "server_names",
+	"dns-listen":                      "dns_listen",
+	"dns-ttl":                         "dns.ttl",
+	"dns-rate-limit":                  "dns.rate_limit",
+	"dns-tsig-key":                    "dns.tsig_keys",
+	"dns-notify":                      "dns.secondaries",
+	"dns-move-rate":                   "dns.move_rate",
 	"retention":                       "tsdb.retention",
 	"out-of-order-window":             "tsdb.out_of_order_window",
 	"fsync":                           "tsdb.fsync",
@@ -166,6 +179,7 @@ var serverFlagKeys = map[string]string{
 	"anomaly-query-timeout":           "anomaly.query_timeout",
 	"monitor-interval":                "monitor.interval",
 	"rollout-interval":                "rollout_interval",
+	"firmware-max-downloads":          "firmware.max_downloads",
 	"silent-factor":                   "monitor.silent_factor",
 	"default-report-interval":         "monitor.default_interval",
 	"offline-after":                   "monitor.offline_after",

@@ -1,6 +1,7 @@
 package millwrightcli
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -95,7 +96,22 @@ func TestServerConfig(t *testing.T) {
 		}},
 		{args: []string{"--anomaly-window", "5s"}, err: "invalid --anomaly-window 5s: must be a whole number of seconds, at least 10s"},
 		{args: []string{"--anomaly-baseline-windows", "2"}, err: "invalid --anomaly-baseline-windows 2: must be at least 3"},
+		{args: []string{"--firmware-max-downloads", "32"}, want: func(c *serverConfig) { c.Firmware.MaxDownloads = 32 }},
+		{args: []string{"--firmware-max-downloads", "0"}, err: "invalid --firmware-max-downloads 0: must be positive"},
 
+		{file: "dns.good.yml", want: func(c *serverConfig) {
+			c.Zone, c.DNSListen = "gw.example.org", "127.0.0.1:5353"
+			c.DNS.TTL, c.DNS.RateLimit, c.DNS.MoveRate = 10*time.Second, 500, 20
+			c.DNS.TSIGKeys = []string{"xfr-key:hmac-sha256:bWlsbHdyaWdodC10ZXN0LXRzaWcta2V5LTMyLWJ5dGU="}
+			c.DNS.Secondaries = []string{"198.51.100.53:53"}
+		}},
+		{args: []string{"--dns-listen", ":5353", "--dns-ttl", "5s", "--dns-notify", "192.0.2.53:53", "--dns-move-rate", "7"}, want: func(c *serverConfig) {
+			c.DNSListen, c.DNS.TTL, c.DNS.Secondaries, c.DNS.MoveRate = ":5353", 5*time.Second, []string{"192.0.2.53:53"}, 7
+		}},
+		{file: "dns-bad-ttl.bad.yml", err: "invalid dns.ttl 2h in testdata/server/dns-bad-ttl.bad.yml (line 3): must be 1s to 1h"},
+		{file: "dns-bad-key.bad.yml", err: `invalid dns.tsig_keys "xfr-key:md5:…" in testdata/server/dns-bad-key.bad.yml (line 2): TSIG key xfr-key: algorithm "md5": want hmac-sha256, hmac-sha384, hmac-sha512 or hmac-sha1`},
+		{args: []string{"--dns-rate-limit", "0"}, err: "invalid --dns-rate-limit 0: must be positive"},
+		{args: []string{"--dns-notify", "192.0.2.53"}, err: `invalid --dns-notify "192.0.2.53": want host:port`},
 		{file: "unknown-key.bad.yml", err: `config testdata/server/unknown-key.bad.yml: tsdb.retension: unknown key (line 2); did you mean "retention"?`},
 		{file: "unknown-top.bad.yml", err: "fsync: unknown key (line 2)"},
 		{file: "hidden-field.bad.yml", err: "mqtt.clock: unknown key (line 2)"},
@@ -215,6 +231,7 @@ func TestServerConfigDocs(t *testing.T) {
 	want.MQTT.MaxConcurrentHandshakes, want.API.QueryMaxConcurrency = 16, 2
 	want.ServerNames = []string{}
 	want.Alerting.RuleFiles, want.Alerting.Alertmanagers, want.Alerting.Webhooks = []string{}, []string{}, []string{}
+	want.DNS.Nameservers, want.DNS.NameserverAddresses, want.DNS.TSIGKeys, want.DNS.Secondaries = []string{}, []netip.Addr{}, []string{}, []string{}
 	require.Equal(t, want, got, "the example in docs/operations.md differs from the defaults")
 
 	readme, err := os.ReadFile("../../README.md")

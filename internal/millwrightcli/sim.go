@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/millwright/millwright/agent"
 	"github.com/millwright/millwright/agent/spool"
 	"github.com/millwright/millwright/internal/sim"
 )
@@ -145,20 +145,21 @@ at most --drain-timeout, and a summary is printed (--json for a machine-readable
 	f.StringVar(&cfg.Overrides.NetworkOperator, "network-operator", "", "network operator every device reports")
 	f.StringVar(&cfg.Overrides.FirmwareVersion, "firmware", "", "firmware version every device reports")
 	f.StringVar(&cfg.Overrides.Metrics, "metrics", "", "metric set of every device: machine (default), environment or idle (no sampling)")
-	f.Var(durationFlag{&cfg.Overrides.SampleInterval}, "sample-interval", "sampling interval of every device (default 10s)")
-	f.Var(durationFlag{&cfg.Overrides.Interval}, "interval", "send schedule interval of every device (default 45s)")
-	f.Var(durationFlag{&jitter}, "jitter", "send schedule jitter of every device (default 30s)")
-	f.Var(durationFlag{&keepalive}, "keepalive", "MQTT keepalive of every device, whole seconds (default 60s)")
+	agentDefaults := agent.DefaultConfig()
+	f.Var(overrideDuration(&cfg.Overrides.SampleInterval, sim.DefaultSampleInterval), "sample-interval", "sampling interval of every device, overriding its profile's")
+	f.Var(overrideDuration(&cfg.Overrides.Interval, agentDefaults.Schedule.Interval), "interval", "send schedule interval of every device, overriding its profile's")
+	f.Var(overrideDuration(&jitter, agentDefaults.Schedule.Jitter), "jitter", "send schedule jitter of every device, overriding its profile's")
+	f.Var(overrideDuration(&keepalive, agentDefaults.Uplink.Keepalive), "keepalive", "MQTT keepalive of every device, whole seconds, overriding its profile's")
 	f.BoolVar(&cfg.Sync, "sync", false, "start every device at once with no scatter (no jitter, first send at start)")
 	f.StringVar(&backoffJitter, "backoff-jitter", "full", "reconnect backoff: full (jitter) or none (plain exponential)")
-	f.Var(durationFlag{&cfg.Backoff.Base}, "backoff-base", "reconnect backoff base (default 1s)")
-	f.Var(durationFlag{&cfg.Backoff.Cap}, "backoff-cap", "reconnect backoff cap (default 5m)")
+	f.Var(overrideDuration(&cfg.Backoff.Base, agentDefaults.Uplink.Backoff.Base), "backoff-base", "reconnect backoff base")
+	f.Var(overrideDuration(&cfg.Backoff.Cap, agentDefaults.Uplink.Backoff.Cap), "backoff-cap", "reconnect backoff cap")
 	f.StringSliceVar(&cfg.SourceAddrs, "source-addrs", nil, "local addresses to spread outgoing connections over, e.g. 127.0.0.2,127.0.0.3")
-	f.Var(durationFlag{&cfg.ProgressInterval}, "progress-interval", "progress line interval when stdout is not a terminal")
 	cfg.ProgressInterval = sim.DefaultProgressInterval
-	f.Var(durationFlag{&cfg.DrainTimeout}, "drain-timeout", "longest wait at the end for the agents to flush their spools")
+	f.Var(durationFlag{&cfg.ProgressInterval}, "progress-interval", "progress line interval when stdout is not a terminal")
 	cfg.DrainTimeout = sim.DefaultDrainTimeout
-	f.StringVar(&cfg.OTATrust, "ota-trust", "", "file of trusted firmware signing keys (PEM, from firmware keygen): the devices take signed firmware updates, downloaded from --est-server's port")
+	f.Var(durationFlag{&cfg.DrainTimeout}, "drain-timeout", "longest wait at the end for the agents to flush their spools")
+	f.StringVar(&cfg.FirmwareKey, "firmware-key", "", "file of trusted firmware signing keys (PEM, firmware.pub of firmware keygen): the devices take signed firmware updates, downloaded from --est-server's port")
 	f.Uint64Var(&cfg.Seed, "seed", 0, "seed of the random draws (0: a random seed, printed in the summary)")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON (progress goes to stderr)")
 	f.StringVar(&logLevel, "log-level", "info", "simulator log level: debug, info, warn, error")
@@ -189,14 +190,4 @@ type registrarFunc func(ctx context.Context, certs []*x509.Certificate) (int, er
 
 func (f registrarFunc) RegisterCertificates(ctx context.Context, certs []*x509.Certificate) (int, error) {
 	return f(ctx, certs)
-}
-
-// isTerminal reports whether w is a terminal.
-func isTerminal(w any) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

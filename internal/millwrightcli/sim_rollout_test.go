@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 )
 
 // rolloutPlan is the plan of the simulated rollouts: a canary of a fifth of the fleet soaks
-// 25 s, then everyone; an update is done after 2 s on the new version; one gate, the drops
+// 25 s, then everyone; the devices start their downloads within 2 s of the offer; an update is
+// done after 2 s on the new version; one gate, the drops
 // per device-hour, with a minimum exposure scaled to seconds-long soaks.
 const rolloutPlan = `
 phases:
@@ -25,6 +27,7 @@ phases:
   - {name: complete, percent: 100}
 confirm: 2s
 deadline: 2m
+download_window: 2s
 gates:
   - {name: drops, query: 'increase(millwright_device_disconnects_total{cause=~"keepalive_timeout|reset|protocol_error"}[$window])', min_exposure: 0.02}
   - {name: update_failures, outcome: failures, max: 0.05}
@@ -55,7 +58,7 @@ func simRollout(t *testing.T, firmware string) (*simServer, *cliAgainst, <-chan 
 	go func() {
 		defer close(done)
 		code, _, stderr := run("sim", "--json", "--log-level", "warn", "--server", s.srv.MQTTAddr().String(), "--data", s.dir,
-			"--api-server", s.api(), "--est-server", s.api(), "--ota-trust", filepath.Join(keys, "firmware.pub"),
+			"--api-server", s.api(), "--est-server", s.api(), "--firmware-key", filepath.Join(keys, "firmware.pub"),
 			"--devices", "40", "--id-prefix", "ro", "--profile", profile,
 			"--interval", "2s", "--jitter", "0s", "--sample-interval", "1s", "--backoff-base", "100ms", "--duration", "75s")
 		if code != 0 {
@@ -115,9 +118,10 @@ func TestSimRollout(t *testing.T) {
 
 // BenchmarkSimRolloutSeeds repeats the acceptance run over 20 seeds, each against its own
 // server and simulated fleet of 80 real agents: 40 or so gw-100 devices are offered 2.1.0,
-// whose firmware drops its connection three times as often as 2.0.3 does (every 10 s on
-// average on top of the network's every 20 s, both exponential); the gw-200 devices are
-// offered 3.1.0, as healthy as 3.0.3. Both rollouts run the plan of TestSimRollout at once. It
+// whose firmware drops its connection three times as often as 2.0.3 does (every 3 s on
+// average on top of the network's every 6 s, both exponential); the gw-200 devices are
+// offered 3.1.0, as healthy as 3.0.3. Both rollouts run the plan of TestSimRollout, with a
+// 40 s canary soak, at once. It
 // reports the false halts (the healthy rollout halted), the missed halts (the faulty one
 // completed), the faulty halts outside the canary, and the healthy rollouts whose every device
 // did not succeed. docs/benchmarks.md has the numbers and the command:
@@ -189,18 +193,18 @@ func simRolloutPair(b *testing.B, seed int) pairOutcome {
 	}
 	profile := filepath.Join(b.TempDir(), "fleet.yml")
 	require.NoError(b, os.WriteFile(profile, []byte(`profiles:
-  - {name: a, firmware_version: 2.0.3, network_operator: op-a, hardware_model: gw-100, network: {drop_interval: 20s}}
-  - {name: b, firmware_version: 3.0.3, network_operator: op-a, hardware_model: gw-200, network: {drop_interval: 20s}}
+  - {name: a, firmware_version: 2.0.3, network_operator: op-a, hardware_model: gw-100, network: {drop_interval: 6s}}
+  - {name: b, firmware_version: 3.0.3, network_operator: op-a, hardware_model: gw-200, network: {drop_interval: 6s}}
 firmware:
-  - {version: 2.1.0, drop_interval: 10s}
+  - {version: 2.1.0, drop_interval: 3s}
 `), 0o644))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		code, _, stderr := run("sim", "--json", "--log-level", "warn", "--server", s.srv.MQTTAddr().String(), "--data", s.dir,
-			"--api-server", s.api(), "--est-server", s.api(), "--ota-trust", filepath.Join(keys, "firmware.pub"),
+			"--api-server", s.api(), "--est-server", s.api(), "--firmware-key", filepath.Join(keys, "firmware.pub"),
 			"--devices", "80", "--id-prefix", "ro", "--profile", profile, "--seed", strconv.Itoa(seed),
-			"--interval", "2s", "--jitter", "0s", "--sample-interval", "1s", "--backoff-base", "100ms", "--duration", "85s")
+			"--interval", "2s", "--jitter", "0s", "--sample-interval", "1s", "--backoff-base", "100ms", "--duration", "100s")
 		if code != 0 {
 			b.Errorf("sim: %s", stderr)
 		}
@@ -211,7 +215,7 @@ firmware:
 		return len(v) == 1 && v[0].Value[1] == "80"
 	}, 30*time.Second, 200*time.Millisecond)
 	plan := filepath.Join(b.TempDir(), "plan.yml")
-	require.NoError(b, os.WriteFile(plan, []byte(rolloutPlan), 0o644))
+	require.NoError(b, os.WriteFile(plan, []byte(strings.Replace(rolloutPlan, "soak: 25s", "soak: 40s", 1)), 0o644))
 	start := time.Now()
 	cli.ok("rollouts", "create", "--version", "2.1.0", "--plan", plan, "--select", "model=gw-100", "--id", "faulty")
 	cli.ok("rollouts", "create", "--version", "3.1.0", "--plan", plan, "--select", "model=gw-200", "--id", "healthy")
@@ -224,6 +228,6 @@ firmware:
 		}
 		decodeStrict(b, cli.ok("rollouts", "show", "healthy", "-o", "json"), &o.healthy)
 		return o.faulty.State != "running" && o.healthy.State != "running"
-	}, 70*time.Second, time.Second)
+	}, 80*time.Second, time.Second)
 	return o
 }

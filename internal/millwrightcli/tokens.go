@@ -3,12 +3,16 @@ package millwrightcli
 import (
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/millwright/millwright/internal/api/apitypes"
+	"github.com/millwright/millwright/internal/registry"
 )
 
 func newTokensCmd() *cobra.Command {
@@ -62,7 +66,65 @@ func newTokensCmd() *cobra.Command {
 	f.StringVar(&model, "model", "", "hardware model the enrolling device must state")
 	f.StringSliceVar(&tags, "tag", nil, "key=value tag given to the enrolled device (repeatable)")
 	f.StringVar(&deviceID, "device", "", "device ID bound to the token (with --count 1)")
-	cmd.AddCommand(create)
+
+	var (
+		lf  clientFlags
+		all bool
+	)
+	list := &cobra.Command{
+		Use:   "list [--all]",
+		Short: "List the enrollment tokens still usable (with --all, used and expired ones too); never their secrets",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := lf.client()
+			if err != nil {
+				return err
+			}
+			var out apitypes.TokenList
+			if err := c.call(cmd.Context(), http.MethodGet, "/api/v1/enrollment-tokens?"+url.Values{"all": {strconv.FormatBool(all)}}.Encode(), nil, &out); err != nil {
+				return err
+			}
+			if c.json {
+				return printJSON(cmd.OutOrStdout(), out.Tokens)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID	STATE	MODEL	DEVICE	TAGS	CREATED BY	EXPIRES	USED BY")
+			for _, t := range out.Tokens {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.State, dash(t.Model), dash(t.DeviceID), tagString(t.Tags),
+					t.CreatedBy, when(t.ExpiresAt), dash(t.UsedBy))
+			}
+			return w.Flush()
+		},
+	}
+	lf.add(list)
+	list.Flags().BoolVar(&all, "all", false, "also the used and expired tokens")
+
+	var rf clientFlags
+	revoke := &cobra.Command{
+		Use:   "revoke ID|TOKEN...",
+		Short: "Revoke unused enrollment tokens, by ID (tokens list) or by the token itself, so they enroll no device",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := rf.client()
+			if err != nil {
+				return err
+			}
+			for _, a := range args {
+				id := a
+				if strings.HasPrefix(a, registry.EnrollmentTokenPrefix) {
+					id = registry.EnrollmentTokenID(a)
+				}
+				var out apitypes.TokenRevoked
+				if err := c.call(cmd.Context(), http.MethodDelete, "/api/v1/enrollment-tokens/"+url.PathEscape(id), nil, &out); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "revoked", out.Revoked)
+			}
+			return nil
+		},
+	}
+	rf.add(revoke)
+	cmd.AddCommand(create, list, revoke)
 	return cmd
 }
 

@@ -13,6 +13,7 @@ import (
 	"maps"
 	"math"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 
 	"github.com/millwright/millwright/clock"
 	"github.com/millwright/millwright/internal/gateway"
+	"github.com/millwright/millwright/internal/logx"
 	"github.com/millwright/millwright/internal/registry"
 )
 
@@ -66,6 +68,7 @@ type Monitor struct {
 	db        *ptsdb.DB           // the TSDB the series references in written belong to
 	lastPrune time.Time
 	live      *Liveness // the last flush's judgement
+	errs      *logx.Every
 	liveMu    sync.RWMutex
 	met       metrics
 }
@@ -127,7 +130,7 @@ func New(store Store, reg Registry, opts Options, clk clock.Clock, logger *slog.
 	}
 	node, _ := os.Hostname()
 	m := &Monitor{opts: opts.withDefaults(), store: store, reg: reg, clk: clk, log: logger, node: node,
-		seed: maphash.MakeSeed(), written: map[string]*written{}, live: &Liveness{}}
+		seed: maphash.MakeSeed(), written: map[string]*written{}, live: &Liveness{}, errs: logx.NewEvery(logx.ErrorInterval, clk.Now)}
 	for i := range m.shards {
 		m.shards[i].devs = map[string]*counters{}
 	}
@@ -239,6 +242,23 @@ func (m *Monitor) Batch(device, result string, newest, arrived time.Time) {
 	mu.Unlock()
 }
 
+// Forget drops what the monitor keeps of a deleted device — its counters, the series it
+// writes, its ended sessions not yet recorded — and runs erase (which deletes the device's
+// series) with no flush running, so no flush writes the device's series again afterwards.
+func (m *Monitor) Forget(id string, erase func() error) error {
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
+	delete(m.written, id)
+	sh := &m.shards[maphash.String(m.seed, id)%shards]
+	sh.mu.Lock()
+	delete(sh.devs, id)
+	sh.mu.Unlock()
+	m.pmu.Lock()
+	m.pending = slices.DeleteFunc(m.pending, func(s registry.Session) bool { return s.DeviceID == id })
+	m.pmu.Unlock()
+	return erase()
+}
+
 // Feedback counts a feedback event of kind recorded against device (registry.RecordFeedback),
 // for the series millwright_device_feedback_total that rollouts' feedback gate reads.
 func (m *Monitor) Feedback(device, kind string) {
@@ -319,7 +339,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 			return nil
 		case <-t.C():
 			if err := m.Flush(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("write the device series", "error", err)
+				m.errs.Log(ctx, m.log, slog.LevelWarn, "flush", "write the device series", "error", err)
 			}
 			t.Reset(m.opts.Interval)
 		}

@@ -18,6 +18,7 @@ const (
 	ActionDeviceGroups   = "device.groups"
 	ActionDeviceFacts    = "device.facts"
 	ActionDeviceImport   = "device.import"
+	ActionDeviceDelete   = "device.delete"
 	ActionCertificateAdd = "certificate.add"
 	ActionOperatorCreate = "operator.create"
 	ActionOperatorRevoke = "operator.revoke"

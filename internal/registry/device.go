@@ -317,6 +317,39 @@ func (r *Registry) lockDevice(ctx context.Context, tx *sql.Tx, id string) (Statu
 	return s, err
 }
 
+// DeleteDevice erases a device from the registry (data protection): its row, tags, groups,
+// certificates, sessions, mailbox, configuration, rollout records, update history and
+// feedback. The audit log keeps the entries about it, and this one. Its certificates leave the
+// CRL with it; the gateway admits only certificates registered to a device, so they admit
+// nothing. The caller erases the device's series and events (the server's deviceDeleted).
+func (r *Registry) DeleteDevice(ctx context.Context, id, actor, remote string) error {
+	if err := validateDeviceID(id); err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	err := r.write(ctx, func(tx *sql.Tx) error {
+		old, err := r.lockDevice(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM certificates WHERE device_id = $1`, id)
+		if err != nil {
+			return err
+		}
+		certs, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE id = $1`, id); err != nil {
+			return err
+		}
+		return r.audit(ctx, tx, r.now(), actor, ActionDeviceDelete, id, fmt.Sprintf("%s device erased with %d certificate(s)", old, certs), remote)
+	})
+	if err != nil {
+		return fmt.Errorf("delete device %s: %w", id, err)
+	}
+	return nil
+}
+
 // SetStatus moves a device to status s. Revoking also revokes every certificate of the device
 // not revoked yet; leaving revoked does not un-revoke them (the device needs a new
 // certificate). A device cannot be set back to pending. Setting the current status again
@@ -411,6 +444,9 @@ func (r *Registry) SetTags(ctx context.Context, id string, set map[string]string
 				return err
 			}
 		}
+		if err := bumpIfTagsRouted(ctx, tx, slices.Concat(slices.Collect(maps.Keys(set)), remove)); err != nil {
+			return err
+		}
 		detail := strings.TrimSpace(describeTags("set", set) + " " + describeList("removed", remove))
 		return r.audit(ctx, tx, r.now(), actor, ActionDeviceTags, id, detail, remote)
 	})
@@ -452,6 +488,9 @@ func (r *Registry) SetGroups(ctx context.Context, id string, add, remove []strin
 			if _, err := tx.ExecContext(ctx, `DELETE FROM device_groups WHERE device_id = $1 AND name = $2`, id, g); err != nil {
 				return err
 			}
+		}
+		if err := bumpIfGroupsRouted(ctx, tx, slices.Concat(add, remove)); err != nil {
+			return err
 		}
 		detail := strings.TrimSpace(describeList("added", add) + " " + describeList("removed", remove))
 		return r.audit(ctx, tx, r.now(), actor, ActionDeviceGroups, id, detail, remote)

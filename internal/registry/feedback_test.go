@@ -11,7 +11,7 @@ import (
 
 // TestFeedback: events recorded against devices keep the firmware each device ran, are listed
 // by device, firmware and kind and paged, counted per firmware version, refused with a clear
-// error for unknown devices and bad fields, and audited — on both
+// error for unknown devices and bad fields, audited, and erased with their device — on both
 // backends.
 func TestFeedback(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, r *Registry) {
@@ -91,6 +91,19 @@ func TestFeedback(t *testing.T) {
 		require.Equal(t, ActionFeedback, audit[0].Action)
 		require.Equal(t, "c", audit[0].Target)
 		require.Equal(t, "info feedback on 1.1.0", audit[0].Detail)
+
+		// A deleted device's rows go with it; the audit log says so.
+		require.NoError(t, r.DeleteDevice(ctx, "c", "operator:alice", ""))
+		sel, err = r.ListFeedback(ctx, FeedbackFilter{Device: "c"})
+		require.NoError(t, err)
+		require.Empty(t, sel, "a deleted device's feedback goes with it")
+		_, err = r.Device(ctx, "c")
+		require.ErrorIs(t, err, ErrNotFound)
+		require.ErrorIs(t, r.DeleteDevice(ctx, "c", "operator:alice", ""), ErrNotFound)
+		audit, err = r.ListAudit(ctx, 1, 0)
+		require.NoError(t, err)
+		require.Equal(t, ActionDeviceDelete, audit[0].Action)
+		require.Equal(t, "active device erased with 0 certificate(s)", audit[0].Detail)
 
 	})
 }

@@ -238,6 +238,41 @@ var migrations = []migration{
 		`UPDATE rollout_devices SET state = 'succeeded' WHERE state = 'confirmed'`,
 		`UPDATE update_history SET event = 'succeeded' WHERE event = 'confirmed'`,
 	}},
+	{version: 7, name: "dns routing: clusters and routes", stmts: []string{
+		// addresses: the cluster's IPv4 and IPv6 addresses, comma-separated, in canonical form.
+		// At most one cluster is the default (is_default = 1): it answers the zone's wildcard.
+		`CREATE TABLE dns_clusters (
+			name       {{key}} PRIMARY KEY,
+			addresses  TEXT NOT NULL,
+			region     TEXT NOT NULL DEFAULT '',
+			is_default BIGINT NOT NULL DEFAULT 0 CHECK (is_default IN (0, 1)),
+			draining   BIGINT NOT NULL DEFAULT 0 CHECK (draining IN (0, 1)),
+			created_by TEXT NOT NULL DEFAULT '',
+			created_at BIGINT NOT NULL
+		){{withoutRowID}}`,
+		`CREATE UNIQUE INDEX dns_clusters_one_default ON dns_clusters (is_default) WHERE is_default = 1`,
+		// A route sends a device, a group or a tag selection ("key=value") to a cluster or to
+		// one literal address; expires_at 0 means never.
+		`CREATE TABLE dns_routes (
+			scope      TEXT NOT NULL CHECK (scope IN ('device', 'group', 'tag')),
+			selector   {{key}} NOT NULL,
+			cluster    {{key}} NOT NULL DEFAULT '',
+			address    TEXT NOT NULL DEFAULT '',
+			expires_at BIGINT NOT NULL DEFAULT 0,
+			set_by     TEXT NOT NULL DEFAULT '',
+			set_at     BIGINT NOT NULL,
+			PRIMARY KEY (scope, selector)
+		){{withoutRowID}}`,
+		`CREATE INDEX dns_routes_cluster ON dns_routes (cluster)`,
+		`CREATE INDEX dns_routes_expiry ON dns_routes (expires_at) WHERE expires_at <> 0`,
+		// One row whose revision grows with every change of what the zone answers: DNS servers
+		// poll it and reload their snapshot only when it moved; it is also the SOA serial.
+		`CREATE TABLE dns_revision (
+			id       BIGINT PRIMARY KEY CHECK (id = 1),
+			revision BIGINT NOT NULL
+		)`,
+		`INSERT INTO dns_revision (id, revision) VALUES (1, 1)`,
+	}},
 }
 
 // SchemaVersion is the schema version this build migrates to.

@@ -132,6 +132,21 @@ func pageBounds(limit int, before int64, def, most int) (int, int64) {
 	return min(limit, most), before
 }
 
+// queryAll runs a query and scans every row with scan; no rows is an empty slice, not nil.
+func queryAll[T any](ctx context.Context, q querier, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	out := []T{}
+	err = eachRow(rows, func() error {
+		v, err := scan(rows)
+		out = append(out, v)
+		return err
+	})
+	return out, err
+}
+
 func eachRow(rows *sql.Rows, fn func() error) error {
 	defer rows.Close()
 	for rows.Next() {

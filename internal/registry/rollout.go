@@ -425,7 +425,8 @@ func clipText(s string, n int) string {
 
 // RecordUpdateReport keeps what a device reports of a firmware update: the phase on the
 // device's record in the rollout whose offer it answers (matched by the command ID), and an
-// entry in its update history. A report for no known offer is kept in the history alone.
+// entry in its update history (a failure's detail led by its reason, "precheck: …"). A
+// report for no known offer is kept in the history alone.
 func (r *Registry) RecordUpdateReport(ctx context.Context, device string, rep protocol.UpdateReport) error {
 	err := r.write(ctx, func(tx *sql.Tx) error {
 		now := r.now()
@@ -442,8 +443,12 @@ func (r *Registry) RecordUpdateReport(ctx context.Context, device string, rep pr
 				return err
 			}
 		}
+		detail := rep.Detail
+		if rep.Reason != "" {
+			detail = rep.Reason + ": " + detail
+		}
 		return insertUpdateEvent(ctx, tx, UpdateEvent{Device: device, Rollout: rollout, At: now, Event: rep.Phase, From: from,
-			To: rep.Version, Detail: rep.Detail})
+			To: rep.Version, Detail: detail})
 	})
 	if err != nil {
 		return fmt.Errorf("record update report of %s: %w", device, err)

@@ -70,7 +70,7 @@ func TestRolloutRecords(t *testing.T) {
 		require.Equal(t, UpdateWaiting, recs[2].State)
 
 		require.NoError(t, r.RecordUpdateReport(ctx, "b", protocol.UpdateReport{Command: msgs[1].ID, Rollout: "r-1", Version: "1.1.0", Phase: protocol.UpdateDownloading}))
-		require.NoError(t, r.RecordUpdateReport(ctx, "b", protocol.UpdateReport{Command: "m-unknown", Version: "9.9.9", Phase: protocol.UpdateFailed, Detail: "no offer of ours"}))
+		require.NoError(t, r.RecordUpdateReport(ctx, "b", protocol.UpdateReport{Command: "m-unknown", Version: "9.9.9", Phase: protocol.UpdateFailed, Reason: protocol.FailPrecheck, Detail: "no offer of ours"}))
 		recs, err = r.RolloutDevices(ctx, "r-1")
 		require.NoError(t, err)
 		require.Equal(t, protocol.UpdateDownloading, recs[1].Reported)
@@ -96,7 +96,7 @@ func TestRolloutRecords(t *testing.T) {
 		hist, err := r.UpdateHistory(ctx, "b", 1, 0)
 		require.NoError(t, err)
 		require.Len(t, hist, 1)
-		require.Equal(t, "no offer of ours", hist[0].Detail)
+		require.Equal(t, "precheck: no offer of ours", hist[0].Detail, "a failure's reason leads its detail")
 		require.Empty(t, hist[0].Rollout)
 		hist, err = r.UpdateHistory(ctx, "b", 10, hist[0].ID)
 		require.NoError(t, err)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/prometheus/storage"
 
 	"github.com/millwright/millwright/clock"
+	"github.com/millwright/millwright/internal/logx"
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/protocol"
 	fw "github.com/millwright/millwright/protocol/firmware"
@@ -100,6 +101,7 @@ type Engine struct {
 	// registry, only the one holding the lock does.
 	leader  Leader
 	leading bool
+	errs    *logx.Every // a failing step logs once per ErrorLogInterval
 
 	steps, offers, halts prometheus.Counter
 	stepSeconds          prometheus.Histogram
@@ -134,6 +136,11 @@ func NewEngine(reg *registry.Registry, store Store, clk clock.Clock, logger *slo
 	if mreg != nil {
 		mreg.MustRegister(e.steps, e.offers, e.halts, e.stepSeconds, e.leaderGauge)
 	}
+	now := time.Now
+	if clk != nil {
+		now = clk.Now
+	}
+	e.errs = logx.NewEvery(logx.ErrorInterval, now)
 	return e
 }
 
@@ -254,7 +261,7 @@ func decode(ro registry.Rollout) (Scope, Plan, error) {
 func (e *Engine) Run(ctx context.Context, interval time.Duration) error {
 	for {
 		if _, err := e.Tick(ctx); err != nil && ctx.Err() == nil {
-			e.log.Error("rollout step", "error", err)
+			e.errs.Log(ctx, e.log, slog.LevelError, "step", "rollout step", "error", err)
 		}
 		t := e.clk.NewTimer(interval)
 		select {
@@ -373,6 +380,7 @@ func (s *stepper) offer(rec registry.RolloutDevice, d registry.FleetDevice, targ
 			protocol.ArgManifest:     rel.Manifest,
 			protocol.ArgArtifactPath: protocol.FirmwarePathPrefix + rel.SHA256,
 			protocol.ArgRollout:      s.ro.ID,
+			protocol.ArgStartWithin:  protocol.FormatStartWithin(s.plan.DownloadWindow),
 		}})
 	s.e.offers.Inc()
 	if rec.Target != target || rec.State != registry.UpdateOffered {

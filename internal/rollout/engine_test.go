@@ -112,6 +112,9 @@ func (r *rig) devicesAct() {
 		man, err := fw.Verify(sm, mustTrust(r.t, r.key), man0(r.t, sm).Model, r.running[m.Device], now)
 		require.NoError(r.t, err, "device %s running %s is offered %s", m.Device, r.running[m.Device], man0(r.t, sm).Version)
 		require.Equal(r.t, protocol.FirmwarePathPrefix+man.Artifact.SHA256, m.Args[protocol.ArgArtifactPath])
+		within, err := protocol.ParseStartWithin(m.Args[protocol.ArgStartWithin])
+		require.NoError(r.t, err)
+		require.Positive(r.t, within, "offers spread the downloads")
 		act := "install"
 		if r.act != nil {
 			act = r.act(m.Device, man.Version)

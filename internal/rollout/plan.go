@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/millwright/millwright/protocol"
 	"github.com/millwright/millwright/yamlconf"
 )
 
@@ -88,6 +89,11 @@ type Plan struct {
 	// AbsentAfter: a device not seen for this long when its phase offers the release is
 	// placed in the canary phase instead and waits until it is seen again. Default 180 days.
 	AbsentAfter time.Duration `yaml:"absent_after"`
+	// DownloadWindow spreads the downloads of the devices offered in one step: each waits a
+	// uniform random time below it before it downloads (the offer's start_within). Default
+	// 10 minutes, or half of Deadline when that is shorter; at most a day and less than
+	// Deadline; "1s" is as good as at once.
+	DownloadWindow time.Duration `yaml:"download_window"`
 }
 
 // Defaults of a plan's time limits.
@@ -95,6 +101,8 @@ const (
 	DefaultConfirm     = 10 * time.Minute
 	DefaultDeadline    = 48 * time.Hour
 	DefaultAbsentAfter = 180 * 24 * time.Hour
+	// DefaultDownloadWindow: 1,000 devices offered at once start about 1.7 downloads a second.
+	DefaultDownloadWindow = 10 * time.Minute
 )
 
 // WithDefaults fills the plan's unset limits and gates.
@@ -115,6 +123,9 @@ func (p Plan) WithDefaults() Plan {
 	}
 	if p.AbsentAfter == 0 {
 		p.AbsentAfter = DefaultAbsentAfter
+	}
+	if p.DownloadWindow == 0 {
+		p.DownloadWindow = min(DefaultDownloadWindow, p.Deadline/2)
 	}
 	return p
 }
@@ -238,6 +249,12 @@ func (p Plan) Validate() error {
 	}
 	if p.Confirm < 0 || p.Deadline < 0 || p.AbsentAfter < 0 {
 		return planErr("confirm/deadline/absent_after", "must not be negative")
+	}
+	if w := p.DownloadWindow; w < 0 || w > protocol.MaxStartWithin {
+		return planErr("download_window", "want 0 (the default, %v) to %v, got %v", DefaultDownloadWindow, protocol.MaxStartWithin, w)
+	}
+	if d := p.WithDefaults(); p.DownloadWindow > 0 && d.DownloadWindow >= d.Deadline {
+		return planErr("download_window", "%v is not less than the deadline %v: devices would count as unreachable before they start", d.DownloadWindow, d.Deadline)
 	}
 	if len(p.Gates) > 32 {
 		return planErr("gates", "at most 32 gates, got %d", len(p.Gates))

@@ -151,6 +151,13 @@ phases:
 	require.Equal(t, 24*time.Hour, plan.Phases[0].Soak)
 	sizes := plan.Sizes(plan.Assign("r", fleet("d", 2_000)))
 	require.Equal(t, []int{3, 200, 2_000}, sizes)
+	require.Equal(t, DefaultDownloadWindow, plan.WithDefaults().DownloadWindow)
+	short, err := ParsePlan([]byte("phases:\n  - {name: all, percent: 100}\ndeadline: 2m\n"))
+	require.NoError(t, err)
+	require.Equal(t, time.Minute, short.WithDefaults().DownloadWindow, "half the deadline when that is shorter than the default")
+	wide, err := ParsePlan([]byte("phases:\n  - {name: all, percent: 100}\ndownload_window: 1h\n"))
+	require.NoError(t, err)
+	require.Equal(t, time.Hour, wide.WithDefaults().DownloadWindow)
 
 	for _, c := range []struct{ yaml, want string }{
 		{"phases: []", "phases: want 1 to 20 phases, got 0"},
@@ -165,6 +172,9 @@ phases:
 		{"phases:\n  - {name: a, select: {tag: ring}, max: 2}\n  - {name: b, percent: 100}", `phases[0].select.tag: "ring" is not key=value`},
 		{"phases:\n  - {name: a, percent: 5, soak: soon}\n  - {name: b, percent: 100}", `phases[0].soak: invalid duration "soon"`},
 		{"phases:\n  - {name: a, percnt: 5}", `unknown key`},
+		{"phases:\n  - {name: a, percent: 100}\ndownload_window: 25h", "download_window: want 0 (the default, 10m0s) to 24h0m0s, got 25h0m0s"},
+		{"phases:\n  - {name: a, percent: 100}\ndownload_window: -1s", "download_window: want 0"},
+		{"phases:\n  - {name: a, percent: 100}\ndownload_window: 2h\ndeadline: 1h", "download_window: 2h0m0s is not less than the deadline 1h0m0s"},
 	} {
 		_, err := ParsePlan([]byte(c.yaml))
 		require.Error(t, err, c.yaml)

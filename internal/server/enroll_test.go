@@ -26,7 +26,7 @@ import (
 )
 
 // apiCall sends a JSON request with a token and decodes the envelope's data into out.
-func (s *testServer) apiCall(t *testing.T, token, method, path string, body, out any) (int, promResponse) {
+func (s *testServer) apiCall(t testing.TB, token, method, path string, body, out any) (int, promResponse) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {

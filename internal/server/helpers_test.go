@@ -43,7 +43,7 @@ func (s *testServer) device(t *testing.T, id string) tls.Certificate {
 }
 
 // deviceCert issues a certificate for id from ca, without registering the device.
-func deviceCert(t *testing.T, ca *pki.CA, id string) tls.Certificate {
+func deviceCert(t testing.TB, ca *pki.CA, id string) tls.Certificate {
 	t.Helper()
 	pair, err := ca.DeviceKeyPair(id, time.Now(), 24*time.Hour)
 	require.NoError(t, err)

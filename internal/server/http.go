@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/millwright/millwright/internal/api"
+	"github.com/millwright/millwright/internal/firmware"
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/netlimit"
 	"github.com/millwright/millwright/protocol"
@@ -125,7 +126,30 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 
 	mux := http.NewServeMux()
 	mux.Handle("/device/v1/", s.monitor.HTTPHandler(gateway.HTTPChannel(s.channel, s.authz, s.reg)))
-	mux.Handle(protocol.FirmwarePathPrefix, s.monitor.HTTPHandler(gateway.HTTPFirmware(s.authz, s.opts.Firmware.DownloadTimeout, s.firmware.Serve)))
+	downloads := firmware.NewDownloads(s.opts.Firmware.MaxDownloads)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "millwright_firmware_downloads",
+		Help: "Firmware artifact downloads being served to devices (bounded by --firmware-max-downloads).",
+	}, func() float64 { return float64(downloads.InProgress()) })
+	f.NewCounterFunc(prometheus.CounterOpts{
+		Name: "millwright_firmware_downloads_refused_total",
+		Help: "Firmware artifact downloads refused with 503 and Retry-After because --firmware-max-downloads were in progress.",
+	}, func() float64 { return float64(downloads.Refused()) })
+	f.NewCounterFunc(prometheus.CounterOpts{
+		Name: "millwright_firmware_downloads_total",
+		Help: "Firmware artifact downloads (GET requests, resumptions included) admitted.",
+	}, func() float64 { return float64(downloads.Served()) })
+	for _, c := range []struct {
+		name, help string
+		v          func(made, served, none uint64) uint64
+	}{
+		{"millwright_firmware_deltas_made_total", "Firmware deltas made (each pair once; kept on disk).", func(m, _, _ uint64) uint64 { return m }},
+		{"millwright_firmware_delta_downloads_total", "Device downloads answered with a delta (resumptions included).", func(_, s, _ uint64) uint64 { return s }},
+		{"millwright_firmware_delta_refused_total", "Device requests for a delta answered 404: no delta for the pair, the device downloads the whole image.", func(_, _, n uint64) uint64 { return n }},
+	} {
+		f.NewCounterFunc(prometheus.CounterOpts{Name: c.name, Help: c.help}, func() float64 { return float64(c.v(s.firmware.DeltaStats())) })
+	}
+	mux.Handle(protocol.FirmwarePathPrefix, s.monitor.HTTPHandler(gateway.HTTPFirmware(s.authz, s.opts.Firmware.DownloadTimeout, downloads.Serve(s.firmware.ServeDevice))))
 	mux.Handle(protocol.BatchPath, s.monitor.HTTPHandler(gateway.HTTPIngest(s.ingester(), s.authz, gateway.HTTPIngestOptions{
 		MaxPayload:   s.pipelineMaxPayload(),
 		BodyTimeout:  o.UploadTimeout,
@@ -144,6 +168,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Events:        s.events,
 		Registry:      s.registry,
 		DeviceChanged: s.deviceChanged,
+		DeviceDeleted: s.deviceDeleted,
 		Channel:       s.channel,
 		Anomalies:     s.anomaly,
 		DeviceRoots:   tlsCfg.ClientCAs,
@@ -158,6 +183,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 		Monitor:       s.monitor,
 		Artifacts:     s.firmware,
 		Rollouts:      s.rollouts,
+		Routing:       s.mover,
 		Backup:        s.backupFor,
 
 		FirmwareUploadTimeout:   s.opts.Firmware.UploadTimeout,

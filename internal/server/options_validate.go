@@ -32,6 +32,7 @@ func (o Options) Validate() error {
 		optcheck.Within("monitor", o.Monitor.Validate()),
 		optcheck.Within("firmware", o.Firmware.Validate()),
 		optcheck.Within("alerting", o.Alerting.Validate()),
+		optcheck.Within("dns", o.DNS.Validate()),
 	)
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/millwright/millwright/atomicfile"
 	"github.com/millwright/millwright/buildinfo"
@@ -31,6 +32,7 @@ import (
 	"github.com/millwright/millwright/internal/datadir"
 	"github.com/millwright/millwright/internal/devicechannel"
 	"github.com/millwright/millwright/internal/devicepolicy"
+	"github.com/millwright/millwright/internal/dnsserver"
 	"github.com/millwright/millwright/internal/estserver"
 	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/firmware"
@@ -63,6 +65,12 @@ type Options struct {
 	CAKey  string `yaml:"ca_key"`
 	// ServerNames are extra DNS names or IP addresses for the server certificate.
 	ServerNames []string `yaml:"server_names"`
+	// DNSListen is the UDP and TCP address of the authoritative DNS server for Zone (e.g.
+	// ":53"); empty (the default) serves no DNS. Either way the server moves the devices
+	// connected to it whose DNS answer changed (docs/dns.md).
+	DNSListen string `yaml:"dns_listen"`
+	// DNS configures the DNS server: TTL, limits, TSIG keys, secondaries to notify.
+	DNS dnsserver.Options `yaml:"dns"`
 	// Database is the registry: empty for SQLite in DataDir/registry.db, or a postgres:// URL.
 	Database string              `yaml:"database"`
 	MQTT     gateway.MQTTOptions `yaml:"mqtt"`
@@ -117,6 +125,7 @@ func DefaultOptions() Options {
 		Monitor:    monitor.DefaultOptions(),
 		Firmware:   firmware.DefaultOptions(),
 		Alerting:   alerting.DefaultOptions(),
+		DNS:        dnsserver.DefaultOptions(),
 
 		RolloutInterval: 30 * time.Second,
 
@@ -149,6 +158,8 @@ type Server struct {
 	// rolloutLead is the lock that lets one of the servers sharing a registry run rollouts.
 	rolloutLead *registry.Leadership
 	mqtt        *gateway.MQTT
+	dns         *dnsserver.Server
+	mover       *mover
 	httpLn      net.Listener
 	http        *http.Server
 	pacer       *gcpace.Pacer
@@ -260,6 +271,12 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	s.rollouts.SetDeliver(s.channel.Queued)
 	s.rolloutLead = s.registry.Leadership("rollout-engine")
 	s.rollouts.SetLeader(s.rolloutLead)
+	dnsOpts := opts.DNS
+	dnsOpts.Zone, dnsOpts.Listen = opts.Zone, opts.DNSListen
+	if s.dns, err = dnsserver.New(dnsOpts, s.registry, clk, logger.With("component", "dns"), s.reg); err != nil {
+		return nil, err
+	}
+	s.mover = newMover(s.dns, s.mqtt, clk, logger.With("component", "dns"), s.reg, opts.Zone, opts.DNS.MoveRate)
 
 	if err := s.listenHTTP(tlsCfg); err != nil {
 		return nil, err
@@ -331,6 +348,14 @@ func (s *Server) parts() *lifecycle.Group {
 			return errors.Join(err, s.rolloutLead.Close())
 		}})
 	}
+	if s.dns != nil {
+		// Reads the registry: started after it opened, stopped before it closes.
+		g.Add(lifecycle.Part{Name: "dns", Start: func() error { return s.dns.Start(context.Background()) },
+			Stop: func(context.Context) error { return s.dns.Stop() }})
+	}
+	if s.mover != nil {
+		g.Add(lifecycle.Part{Name: "dns mover", Run: s.mover.Run})
+	}
 	if s.pacer != nil {
 		g.Add(lifecycle.Part{Name: "gc pacer", Run: func(ctx context.Context) error { s.pacer.Run(ctx); return nil }})
 	}
@@ -367,7 +392,8 @@ func (s *Server) parts() *lifecycle.Group {
 				}
 				s.serving.Store(true)
 				s.log.Info("millwright server running",
-					"mqtt", s.MQTTAddr().String(), "https", s.HTTPAddr().String(), "data", s.opts.DataDir)
+					"mqtt", s.MQTTAddr().String(), "https", s.HTTPAddr().String(), "data", s.opts.DataDir,
+					"admin_token", filepath.Join(s.opts.DataDir, AdminTokenFile), "ca", filepath.Join(s.opts.DataDir, pki.CAFile))
 				return nil
 			},
 			// Close waits until every session has ended: each publish in progress has had its
@@ -391,6 +417,25 @@ func (s *Server) deviceChanged(id string, status registry.Status) {
 	s.enroll.InvalidateCRL()
 }
 
+// deviceDeleted erases what the server keeps of a device deleted from the registry, beyond
+// the registry: its live session is closed, then its events and its series (with the monitor
+// holding its flushes, so none writes them again) are erased. It says how many events went.
+func (s *Server) deviceDeleted(ctx context.Context, id string) (int, error) {
+	s.deviceChanged(id, registry.StatusRevoked)
+	events, err := s.events.Erase(id)
+	if err != nil {
+		return 0, err
+	}
+	err = s.monitor.Forget(id, func() error {
+		return s.store.DeleteSeries(ctx, labels.MustNewMatcher(labels.MatchEqual, "device", id))
+	})
+	if err != nil {
+		return events, err
+	}
+	s.log.Info("erased a deleted device's data", "device", id, "events", events)
+	return events, nil
+}
+
 // ingester is the gateway's Ingester: the pipeline, and each accepted batch marks its device
 // seen (written in batches by the fact recorder) and is counted by the monitor.
 func (s *Server) ingester() gateway.Ingester {
@@ -411,6 +456,10 @@ func (s *Server) Anomaly() *anomaly.Finder { return s.anomaly }
 
 // Rollouts returns the rollout engine.
 func (s *Server) Rollouts() *rollout.Engine { return s.rollouts }
+
+// DNS is the authoritative DNS server of the gateway zone (serving only with
+// Options.DNSListen).
+func (s *Server) DNS() *dnsserver.Server { return s.dns }
 
 // Registry is the device registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }

@@ -71,7 +71,7 @@ func TestSimulatedDeviceTakesUpdate(t *testing.T) {
 	logs := &lockedBuffer{}
 	go func() {
 		_, err := sim.Run(ctx, sim.Config{Server: "localhost:" + port, DataDir: srv.DataDir(), Registrar: registryRegistrar{srv},
-			ESTServer: api, OTATrust: trust, Overrides: sim.Overrides{HardwareModel: "sim-hw", FirmwareVersion: "3.0.0"},
+			ESTServer: api, FirmwareKey: trust, Overrides: sim.Overrides{HardwareModel: "sim-hw", FirmwareVersion: "3.0.0"},
 			Devices: 1, IDPrefix: "simota", SpoolDir: t.TempDir(), Seed: 1, DrainTimeout: time.Second,
 			Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 		done <- err

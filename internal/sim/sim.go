@@ -114,12 +114,12 @@ type Config struct {
 	// DrainTimeout bounds the drain at the end, when sampling has stopped and the agents flush
 	// their spools. Default 15 s.
 	DrainTimeout time.Duration
-	// OTATrust is a file of trusted firmware signing keys (PEM public keys, --ota-trust):
+	// FirmwareKey is a file of trusted firmware signing keys (PEM public keys, --firmware-key):
 	// with it the devices take signed firmware updates (firmware.update), download them from
 	// the server's device HTTPS port (ESTServer's port), "install" them by changing their
 	// firmware version — their connect facts and their firmware's misbehaviour follow — and
 	// restart their agent. Default none: firmware.update is refused.
-	OTATrust string
+	FirmwareKey string
 	// Seed makes the random draws repeatable; 0 draws a seed.
 	Seed uint64
 	// Clock drives the agents, the sensors and the simulated faults. Default real.
@@ -180,9 +180,9 @@ func (c *Config) setDefaults() error {
 	if c.ESTServer == "" {
 		c.ESTServer = "https://" + net.JoinHostPort(host, "8443")
 	}
-	if c.OTATrust != "" {
-		if _, err := os.Stat(c.OTATrust); err != nil {
-			return cfgErr("--ota-trust", "%v", err)
+	if c.FirmwareKey != "" {
+		if _, err := os.Stat(c.FirmwareKey); err != nil {
+			return cfgErr("--firmware-key", "%v", err)
 		}
 		if _, err := c.httpsPort(); err != nil {
 			return cfgErr("--est-server", "%v", err)
@@ -616,8 +616,8 @@ func newAgent(cfg *Config, i int, dev *device, p *resolved, cert tls.Certificate
 	}
 	opts := agent.Options{Clock: cfg.Clock, Logger: cfg.AgentLogger, Rand: rnd.Int64N, Dialer: d,
 		Sources: srcs, Certificate: &cert, RootCAs: roots}
-	if cfg.OTATrust != "" {
-		ac.OTA.TrustedKeysFile = cfg.OTATrust
+	if cfg.FirmwareKey != "" {
+		ac.OTA.TrustedKeysFile = cfg.FirmwareKey
 		ac.Uplink.HTTPSPort, _ = cfg.httpsPort()
 		opts.Installer = simInstaller{dev}
 	}

@@ -28,6 +28,8 @@ import (
 	ptsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/wlog"
+
+	"github.com/millwright/millwright/internal/logx"
 )
 
 // SyncPolicy says what a commit waits for before an acknowledgement is sent.
@@ -211,7 +213,7 @@ func (s *Store) open() (*generation, error) {
 	if s.reg != nil {
 		reg = s.reg
 	}
-	db, err := ptsdb.Open(s.dir, s.log.With("component", "tsdb"), reg, topts, nil)
+	db, err := ptsdb.Open(s.dir, logx.Library(s.log.With("component", "tsdb")), reg, topts, nil)
 	if err != nil {
 		if s.reg != nil {
 			s.reg.unregisterAll()
@@ -444,6 +446,23 @@ func (s *Store) MaxValue(ctx context.Context, metric, device string) (float64, b
 		return 0, false, fmt.Errorf("query %s of %s: %w", metric, device, err)
 	}
 	return last, found, nil
+}
+
+// DeleteSeries deletes every sample of the series that match ms, in the head and in every
+// block: the blocks are rewritten without them (CleanTombstones), so the data is gone from the
+// disk, not only hidden. A deleted device's data goes this way.
+func (s *Store) DeleteSeries(ctx context.Context, ms ...*labels.Matcher) error {
+	g := s.current()
+	if g == nil {
+		return ErrUnavailable
+	}
+	if err := g.db.Delete(ctx, math.MinInt64, math.MaxInt64, ms...); err != nil {
+		return fmt.Errorf("delete series %v: %w", ms, err)
+	}
+	if err := g.db.CleanTombstones(); err != nil {
+		return fmt.Errorf("rewrite blocks without the deleted series: %w", err)
+	}
+	return nil
 }
 
 // ErrClosed is returned by Ready once the store is closed.

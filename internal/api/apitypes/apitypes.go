@@ -117,8 +117,42 @@ type TokensRequest struct {
 // TokensCreated answers POST /api/v1/enrollment-tokens: the tokens in plaintext, the only
 // time they exist so (the server keeps their hashes).
 type TokensCreated struct {
-	Tokens    []string `json:"tokens"`
+	Tokens []string `json:"tokens"`
+	// IDs name the tokens, in the same order, for tokens list and revoke.
+	IDs       []string `json:"ids"`
 	ExpiresIn string   `json:"expires_in"`
+}
+
+// EnrollmentToken is a stored enrollment token, without its secret.
+type EnrollmentToken struct {
+	ID string `json:"id"`
+	// State is unused, used or expired.
+	State     string            `json:"state"`
+	Model     string            `json:"model,omitempty"`
+	DeviceID  string            `json:"device_id,omitempty"`
+	Tags      map[string]string `json:"tags,omitempty"`
+	CreatedBy string            `json:"created_by"`
+	CreatedAt time.Time         `json:"created_at"`
+	ExpiresAt time.Time         `json:"expires_at"`
+	UsedAt    time.Time         `json:"used_at,omitzero"`
+	UsedBy    string            `json:"used_by,omitempty"`
+}
+
+// TokenList is the answer of GET /api/v1/enrollment-tokens.
+type TokenList struct {
+	Tokens []EnrollmentToken `json:"tokens"`
+}
+
+// DeviceDeleted is the answer of DELETE /api/v1/devices/{id}: the device is gone from the
+// registry, its series from the store, and Events of its events from the event log.
+type DeviceDeleted struct {
+	Deleted string `json:"deleted"`
+	Events  int    `json:"events"`
+}
+
+// TokenRevoked is the answer of DELETE /api/v1/enrollment-tokens/{id}.
+type TokenRevoked struct {
+	Revoked string `json:"revoked"`
 }
 
 // Role is an operator's role: a role may do what every lower role may.
