@@ -325,18 +325,16 @@ func syncDir(dir string) error {
 	return errors.Join(d.Sync(), d.Close())
 }
 
-// Flushed is how many bytes of whole lines the file holds: the end of the last successful
-// Flush. Those bytes never change while the log is open.
-func (l *Log) Flushed() int64 {
+// CopyFlushed calls fn with the log's whole lines flushed so far — their length and a reader
+// of them — while appends go on: a consistent copy, for a backup. An erasure waits until fn
+// returns.
+func (l *Log) CopyFlushed(fn func(size int64, r io.Reader) error) error {
+	l.file.RLock()
+	defer l.file.RUnlock()
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.written
-}
-
-// Copy writes the first n bytes of the log's file to w (n from Flushed), while appends go on:
-// a consistent copy for a backup.
-func (l *Log) Copy(w io.Writer, n int64) (int64, error) {
-	return io.Copy(w, io.NewSectionReader(l.f, 0, n))
+	n, f := l.written, l.f
+	l.mu.Unlock()
+	return fn(n, io.NewSectionReader(f, 0, n))
 }
 
 // Close flushes, fsyncs and closes the log.

@@ -90,6 +90,16 @@ func TestBackupRestore(t *testing.T) {
 	require.Equal(t, 2, code)
 	require.Contains(t, stderr, "exists: give a new file")
 
+	var audit struct {
+		Data []struct {
+			Actor, Action, Target string
+		} `json:"data"`
+	}
+	srv.getAPI("/api/v1/audit", nil, &audit)
+	require.NotEmpty(t, audit.Data)
+	require.Equal(t, "server.backup", audit.Data[0].Action, "the newest audit entry")
+	require.Equal(t, "admin", audit.Data[0].Actor)
+
 	// The server goes on after the backup; what it takes later is not in the archive.
 	sendBatches(t, p, srv.mqttAddr, 20, 21)
 	srv.kill()

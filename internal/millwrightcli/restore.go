@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -52,7 +53,7 @@ first; the backup does not hold it.`,
 			fmt.Fprintf(out, "restored %d files (%d bytes) of the backup made by Millwright %s at %s into %s\n",
 				m.Files, m.Bytes, m.Version, m.Created.Format("2006-01-02T15:04:05Z07:00"), dir)
 			fmt.Fprintf(out, "start it with: millwright server --data %s\n", dir)
-			if _, err := os.Stat(fmt.Sprintf("%s/%s", dir, server.BackupOperatorCADir)); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, server.BackupOperatorCADir)); err == nil {
 				fmt.Fprintf(out, "with the operator CA: --ca-cert %[1]s/%[2]s/ca-cert.pem --ca-key %[1]s/%[2]s/ca-key.pem\n", dir, server.BackupOperatorCADir)
 			}
 			if m.Registry == registry.BackendPostgres {
@@ -77,7 +78,7 @@ func cleanRestore(dir string, existed bool) error {
 	}
 	var errs []error
 	for _, e := range entries {
-		errs = append(errs, os.RemoveAll(dir+"/"+e.Name()))
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
 	}
 	return errors.Join(errs...)
 }

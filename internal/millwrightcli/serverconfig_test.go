@@ -153,6 +153,9 @@ func TestServerConfig(t *testing.T) {
 			if tc.want != nil {
 				tc.want(&want)
 			}
+			if tc.file != "" {
+				want.ConfigFile = filepath.Join(serverTestdata, tc.file) // backups include it
+			}
 			require.Equal(t, want, got)
 		})
 	}

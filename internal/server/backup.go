@@ -82,7 +82,7 @@ func (s *Server) Backup(ctx context.Context, w io.Writer) (_ backup.Manifest, er
 	}
 
 	snap := filepath.Join(tmp, "tsdb")
-	if err := s.store.Snapshot(snap); err != nil {
+	if err := s.store.Snapshot(ctx, snap); err != nil {
 		return m, err
 	}
 	if err := aw.AddTree("tsdb", snap, nil); err != nil {
@@ -92,12 +92,9 @@ func (s *Server) Backup(ctx context.Context, w io.Writer) (_ backup.Manifest, er
 		return m, err
 	}
 
-	n := s.events.Flushed()
-	pr, pw := io.Pipe()
-	go func() { _, err := s.events.Copy(pw, n); pw.CloseWithError(err) }()
-	err = aw.Add("events/"+eventlog.FileName, 0o600, n, m.Created, pr)
-	_ = pr.Close()
-	if err != nil {
+	if err := s.events.CopyFlushed(func(n int64, r io.Reader) error {
+		return aw.Add("events/"+eventlog.FileName, 0o600, n, m.Created, r)
+	}); err != nil {
 		return m, err
 	}
 

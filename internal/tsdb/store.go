@@ -342,10 +342,11 @@ func (q *releasingQuerier) Close() error {
 
 // Snapshot writes a consistent copy of the store into dir, which must be on the same file
 // system as the store: every persisted block (hard links) and the head as a block of its own
-// (Prometheus's TSDB snapshot, withHead). Opening dir as a store's directory gives the same
-// answers as the store gave at the snapshot. It returns ErrUnavailable while the store
-// reopens.
-func (s *Store) Snapshot(dir string) error {
+// (Prometheus's TSDB snapshot, withHead). Prometheus's snapshot leaves out the out-of-order
+// head (samples that arrived late, within OutOfOrderWindow), so that head is compacted into
+// blocks first. Opening dir as a store's directory gives the answers the store gave when the
+// snapshot began. It returns ErrUnavailable while the store reopens.
+func (s *Store) Snapshot(ctx context.Context, dir string) error {
 	s.mu.Lock()
 	g := s.gen
 	if g == nil {
@@ -355,6 +356,9 @@ func (s *Store) Snapshot(dir string) error {
 	g.readers.Add(1)
 	s.mu.Unlock()
 	defer g.readers.Done()
+	if err := g.db.CompactOOOHead(ctx); err != nil {
+		return fmt.Errorf("snapshot tsdb: compact out-of-order samples: %w", err)
+	}
 	if err := g.db.Snapshot(dir, true); err != nil {
 		return fmt.Errorf("snapshot tsdb: %w", err)
 	}
