@@ -3,7 +3,6 @@ package eventlog
 import (
 	"errors"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -37,7 +36,7 @@ func TestAppendListReopen(t *testing.T) {
 	require.NoError(t, l.Close())
 
 	// A crash mid-write leaves a torn line; reopening cuts it off and keeps the rest.
-	f, err := os.OpenFile(filepath.Join(dir, FileName), os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(segPath(dir, 1), os.O_APPEND|os.O_WRONLY, 0)
 	require.NoError(t, err)
 	_, err = f.WriteString(`{"t":3000,"device":"d1","na`)
 	require.NoError(t, err)

@@ -12,7 +12,6 @@ import (
 	"github.com/millwright/millwright/buildinfo"
 	"github.com/millwright/millwright/internal/backup"
 	"github.com/millwright/millwright/internal/datadir"
-	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
 )
@@ -92,11 +91,9 @@ func (s *Server) Backup(ctx context.Context, w io.Writer) (_ backup.Manifest, er
 		return m, err
 	}
 
-	n := s.events.Flushed()
-	pr, pw := io.Pipe()
-	go func() { _, err := s.events.Copy(pw, n); pw.CloseWithError(err) }()
-	err = aw.Add("events/"+eventlog.FileName, 0o600, n, m.Created, pr)
-	_ = pr.Close()
+	err = s.events.Backup(func(name string, size int64, r io.Reader) error {
+		return aw.Add("events/"+name, 0o600, size, m.Created, r)
+	})
 	if err != nil {
 		return m, err
 	}
