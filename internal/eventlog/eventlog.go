@@ -182,8 +182,12 @@ func segmentSeqs(dir string) ([]int64, error) {
 	return seqs, nil
 }
 
-func segPath(dir string, seq int64) string { return filepath.Join(dir, fmt.Sprintf("%020d%s", seq, segExt)) }
-func idxPath(dir string, seq int64) string { return filepath.Join(dir, fmt.Sprintf("%020d%s", seq, idxExt)) }
+func segPath(dir string, seq int64) string {
+	return filepath.Join(dir, fmt.Sprintf("%020d%s", seq, segExt))
+}
+func idxPath(dir string, seq int64) string {
+	return filepath.Join(dir, fmt.Sprintf("%020d%s", seq, idxExt))
+}
 
 // openClosed loads a closed segment's index, rebuilding it when it is missing or stale.
 func (l *Log) openClosed(seq int64) (*segment, error) {
