@@ -245,3 +245,39 @@ func TestLineTime(t *testing.T) {
 		require.Equal(t, tc.t, got, tc.line)
 	}
 }
+
+// TestConcurrentUse: appends that roll segments while List, Backup, Erase and DropBefore run
+// (run it with -race).
+func TestConcurrentUse(t *testing.T) {
+	l, err := OpenOptions(t.TempDir(), Options{SegmentBytes: 512})
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 400 {
+			if l.Append(Event{Time: int64(i), Device: fmt.Sprint("d", i%4), Name: "x"}) == nil {
+				_ = l.Flush(false)
+			}
+		}
+	}()
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			got, err := l.List(Query{Device: "d2", Limit: 1000})
+			require.NoError(t, err)
+			require.NotEmpty(t, got)
+			require.NoError(t, l.Close())
+			return
+		default:
+		}
+		_, err := l.List(Query{Name: "x", Limit: 5})
+		require.NoError(t, err)
+		require.NoError(t, l.Backup(func(string, int64, io.Reader) error { return nil }))
+		if i%10 == 0 {
+			_, err = l.Erase("d1")
+			require.NoError(t, err)
+			_, err = l.DropBefore(int64(i / 10))
+			require.NoError(t, err)
+		}
+	}
+}
