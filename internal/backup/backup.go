@@ -1,6 +1,6 @@
 // Package backup is the archive of a server's data directory: a gzip-compressed tar whose
 // paths are those of the data directory (ca.pem, registry.db, tsdb/<block>/…,
-// events/events.jsonl, …), so that restoring is unpacking into an empty directory. The server
+// events/<seq>.jsonl, …), so that restoring is unpacking into an empty directory. The server
 // writes it from consistent copies while it runs (internal/server Backup: a TSDB snapshot, a
 // SQLite online copy, the event log's flushed lines); `millwright backup` fetches it and
 // `millwright restore` unpacks it. The manifest, backup.json, is the archive's last entry, so

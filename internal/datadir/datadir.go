@@ -35,7 +35,12 @@ const (
 // Format 1 is the layout of docs/operations.md "The data directory": ca.pem, ca.key,
 // server.pem, server.key, admin.token, registry.db, tsdb/, events/events.jsonl, firmware/.
 // A directory without a stamp was written before stamps existed, in format 1.
-const Format = 1
+//
+// Format 2 holds the event log in segments, events/<seq>.jsonl with their indexes
+// events/<seq>.idx, where format 1 had the one events/events.jsonl (an older server would
+// start an empty log beside them). Opening a format 1 directory makes its events.jsonl
+// segment 0.
+const Format = 2
 
 // Errors of Lock and Stamp.
 var (

@@ -2,28 +2,42 @@
 // string values (vs) and data values (vd). The TSDB stores floats only; these values go here so
 // that no value kind a device sends is silently dropped, and the API lists them.
 //
-// The log is a file of JSON lines. Appends are buffered and made durable by Flush (write) and
-// Sync (fsync), which the ingest pipeline calls in its group commit next to the TSDB's. On open,
-// a torn last line (from a crash mid-write) is cut off and counted. A re-sent batch appends its
-// values again; List folds identical entries, so retransmits stay harmless.
+// The log is a directory of segments: JSON-lines files named by a sequence number
+// (00000000000000000001.jsonl), of which the newest is the active one that Append writes to.
+// Appends are buffered and made durable by Flush (write) and Sync (fsync), which the ingest
+// pipeline calls in its group commit next to the TSDB's. On open, a torn last line of the
+// active segment (from a crash mid-write) is cut off and counted. When the active segment
+// reaches Options.SegmentBytes at a Flush it is closed: fsynced, and given a sidecar index
+// (.idx) holding its time range and, for each device and each name, the offsets of its lines.
+// List reads segments newest first and stops once no older segment can hold a newer event
+// than the page it has; a device or name filter reads only the indexed lines. Retention drops
+// whole segments (DropBefore). A re-sent batch appends its values again; List folds identical
+// entries, so retransmits stay harmless.
+//
+// A directory holding the single events.jsonl of earlier versions is migrated on open: the
+// file becomes segment 0.
 package eventlog
 
 import (
 	"bufio"
-	"bytes"
-	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 )
 
-// FileName is the log's file name inside its directory.
+// FileName is the single log file of earlier versions; Open migrates it into segment 0.
 const FileName = "events.jsonl"
+
+const (
+	segExt = ".jsonl"
+	idxExt = ".idx"
+)
 
 // Event is one non-numeric value.
 type Event struct {
@@ -38,284 +52,199 @@ type Event struct {
 	Data []byte `json:"vd,omitempty"`
 }
 
+// Options tune the log.
+type Options struct {
+	// SegmentBytes is the size in bytes at which the active segment is closed and a new one
+	// started (at the next Flush). Default 8 MiB; zero means the default.
+	SegmentBytes int64 `yaml:"segment_bytes"`
+}
+
+// DefaultOptions are the options Open uses.
+func DefaultOptions() Options { return Options{SegmentBytes: 8 << 20} }
+
 // ErrBroken is returned by Append and Flush after a failed write, until Repair succeeds.
 var ErrBroken = errors.New("event log needs repair after a failed write")
 
 // Log is an append-only event log.
 type Log struct {
-	// file is held shared by List while it reads the file, and exclusively by Erase while it
-	// replaces it.
-	file    sync.RWMutex
-	mu      sync.Mutex
-	f       *os.File
-	w       *bufio.Writer
-	size    int64 // bytes appended, buffered ones included
-	written int64 // bytes known to be whole in the file: the end of the last successful Flush
-	torn    int64
+	dir  string
+	opts Options
+	// files is held shared by List and Backup while they read segments, and exclusively by
+	// Erase and DropBefore while they replace or remove them.
+	files  sync.RWMutex
+	mu     sync.Mutex
+	closed []*segment // oldest first; each with its index written
+	active *segment
+	f      *os.File
+	w      *bufio.Writer
+	size   int64 // bytes appended to the active segment, buffered ones included
+	// written is the end of the last successful Flush: the bytes of whole lines in the file.
+	written int64
+	torn    int64 // cut off by Open
+	opened  int64 // cut off by the last openActive
 	dirty   bool
 	broken  error // the write error that left a partial line in the file, until Repair
 }
 
-// Open opens or creates the log at dir/events.jsonl, cutting off a torn tail.
-func Open(dir string) (*Log, error) {
+// Open opens or creates the log in dir with the default options.
+func Open(dir string) (*Log, error) { return OpenOptions(dir, DefaultOptions()) }
+
+// OpenOptions opens or creates the log in dir, migrating an events.jsonl of earlier versions,
+// rebuilding missing or stale segment indexes and cutting off a torn tail.
+func OpenOptions(dir string, opts Options) (_ *Log, err error) {
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = DefaultOptions().SegmentBytes
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create event log directory: %w", err)
 	}
-	path := filepath.Join(dir, FileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open event log: %w", err)
+	if err := migrate(dir); err != nil {
+		return nil, err
 	}
-	good, size, err := validPrefix(f)
+	seqs, err := segmentSeqs(dir)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("read event log: %w", err), f.Close())
+		return nil, err
 	}
-	l := &Log{f: f, size: good, written: good, torn: size - good}
-	if good != size {
-		if err := f.Truncate(good); err != nil {
-			return nil, errors.Join(fmt.Errorf("truncate torn event log tail: %w", err), f.Close())
+	l := &Log{dir: dir, opts: opts}
+	if len(seqs) == 0 {
+		seqs = []int64{1}
+	}
+	for _, seq := range seqs[:len(seqs)-1] {
+		s, err := l.openClosed(seq)
+		if err != nil {
+			return nil, err
+		}
+		l.closed = append(l.closed, s)
+	}
+	if err := l.openActive(seqs[len(seqs)-1]); err != nil {
+		return nil, err
+	}
+	l.torn = l.opened
+	if l.size >= l.opts.SegmentBytes {
+		if err := l.roll(); err != nil {
+			return nil, errors.Join(err, l.f.Close())
 		}
 	}
-	if _, err := f.Seek(good, io.SeekStart); err != nil {
-		return nil, errors.Join(fmt.Errorf("seek event log: %w", err), f.Close())
-	}
-	l.w = bufio.NewWriterSize(f, 64<<10)
 	return l, nil
 }
 
-// validPrefix returns the length of the longest prefix of whole, valid JSON lines.
-func validPrefix(f *os.File) (good, size int64, err error) {
-	st, err := f.Stat()
+// migrate makes the events.jsonl of earlier versions segment 0.
+func migrate(dir string) error {
+	old := filepath.Join(dir, FileName)
+	if _, err := os.Stat(old); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("migrate event log: %w", err)
+	}
+	to := segPath(dir, 0)
+	if _, err := os.Stat(to); err == nil {
+		return fmt.Errorf("migrate event log: both %s and %s exist", FileName, filepath.Base(to))
+	}
+	if err := os.Rename(old, to); err != nil {
+		return fmt.Errorf("migrate event log: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("migrate event log: %w", err)
+	}
+	return nil
+}
+
+// segmentSeqs lists the segments' sequence numbers, oldest first, and removes indexes whose
+// segment is gone and scratch files of an interrupted rewrite.
+func segmentSeqs(dir string) ([]int64, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, 0, err
+		return nil, fmt.Errorf("read event log directory: %w", err)
 	}
-	size = st.Size()
-	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 64<<10)
-	for {
-		line, err := r.ReadBytes('\n')
-		if err == io.EOF {
-			return good, size, nil // a line without its newline is torn
+	var seqs []int64
+	have := map[int64]bool{}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.Contains(name, ".tmp") {
+			_ = os.Remove(filepath.Join(dir, name))
+			continue
 		}
-		if err != nil {
-			return 0, 0, err
+		if base, ok := strings.CutSuffix(name, segExt); ok {
+			if seq, err := strconv.ParseInt(base, 10, 64); err == nil {
+				seqs = append(seqs, seq)
+				have[seq] = true
+			}
 		}
-		if !json.Valid(bytes.TrimSpace(line)) {
-			return good, size, nil
-		}
-		good += int64(len(line))
 	}
+	for _, e := range entries {
+		if base, ok := strings.CutSuffix(e.Name(), idxExt); ok {
+			if seq, err := strconv.ParseInt(base, 10, 64); err == nil && !have[seq] {
+				_ = os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	slices.Sort(seqs)
+	return seqs, nil
+}
+
+func segPath(dir string, seq int64) string {
+	return filepath.Join(dir, fmt.Sprintf("%020d%s", seq, segExt))
+}
+func idxPath(dir string, seq int64) string {
+	return filepath.Join(dir, fmt.Sprintf("%020d%s", seq, idxExt))
+}
+
+// openClosed loads a closed segment's index, rebuilding it when it is missing or stale.
+func (l *Log) openClosed(seq int64) (*segment, error) {
+	s, err := readIndex(l.dir, seq)
+	if err == nil {
+		return s, nil
+	}
+	f, err := os.OpenFile(segPath(l.dir, seq), os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open event log segment: %w", err)
+	}
+	defer f.Close()
+	s, good, size, err := scanSegment(f, seq)
+	if err != nil {
+		return nil, fmt.Errorf("read event log segment %d: %w", seq, err)
+	}
+	if good != size {
+		if err := f.Truncate(good); err != nil {
+			return nil, fmt.Errorf("truncate torn event log segment: %w", err)
+		}
+	}
+	if err := writeIndex(l.dir, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// openActive opens (or creates) the active segment, cutting off a torn tail.
+func (l *Log) openActive(seq int64) error {
+	f, err := os.OpenFile(segPath(l.dir, seq), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("open event log: %w", err)
+	}
+	s, good, size, err := scanSegment(f, seq)
+	if err != nil {
+		return errors.Join(fmt.Errorf("read event log: %w", err), f.Close())
+	}
+	if good != size {
+		if err := f.Truncate(good); err != nil {
+			return errors.Join(fmt.Errorf("truncate torn event log tail: %w", err), f.Close())
+		}
+	}
+	if _, err := f.Seek(good, io.SeekStart); err != nil {
+		return errors.Join(fmt.Errorf("seek event log: %w", err), f.Close())
+	}
+	_ = os.Remove(idxPath(l.dir, seq)) // an active segment has no index on disk
+	l.active, l.f, l.size, l.written, l.opened = s, f, good, good, size-good
+	if l.w == nil {
+		l.w = bufio.NewWriterSize(f, 64<<10)
+	} else {
+		l.w.Reset(f)
+	}
+	return nil
 }
 
 // TornBytes is how many bytes of a torn tail Open cut off.
 func (l *Log) TornBytes() int64 { return l.torn }
-
-// Append buffers events; they are durable after Flush (process crash) and Sync (power cut).
-func (l *Log) Append(events ...Event) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.broken != nil {
-		return fmt.Errorf("%w: %w", ErrBroken, l.broken)
-	}
-	for _, e := range events {
-		b, err := json.Marshal(e)
-		if err != nil {
-			return fmt.Errorf("encode event: %w", err)
-		}
-		b = append(b, '\n')
-		if _, err := l.w.Write(b); err != nil {
-			l.broken = err // a full buffer was being written out
-			return fmt.Errorf("append event: %w", err)
-		}
-		l.size += int64(len(b))
-		l.dirty = true
-	}
-	return nil
-}
-
-// Flush writes buffered events to the file, and with sync also fsyncs it.
-func (l *Log) Flush(sync bool) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.broken != nil {
-		return fmt.Errorf("%w: %w", ErrBroken, l.broken)
-	}
-	if !l.dirty {
-		return nil
-	}
-	if err := l.w.Flush(); err != nil {
-		// The file may now end in part of a line, and the buffered writer keeps failing:
-		// every later line would follow the partial one and be cut off at the next open.
-		l.broken = err
-		return fmt.Errorf("write event log: %w", err)
-	}
-	if sync {
-		if err := l.f.Sync(); err != nil {
-			l.broken = err
-			return fmt.Errorf("fsync event log: %w", err)
-		}
-	}
-	l.written = l.size
-	l.dirty = false
-	return nil
-}
-
-// Repair drops what was appended since the last successful Flush — buffered events and any
-// part of them a failed write left in the file — so that the log again ends in a whole line,
-// and clears the failure. Call it after Append or Flush failed; the dropped events were never
-// acknowledged as durable.
-func (l *Log) Repair() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := l.f.Truncate(l.written); err != nil {
-		return fmt.Errorf("truncate event log to its last whole line: %w", err)
-	}
-	if _, err := l.f.Seek(l.written, io.SeekStart); err != nil {
-		return fmt.Errorf("seek event log: %w", err)
-	}
-	if err := l.f.Sync(); err != nil {
-		return fmt.Errorf("fsync event log: %w", err)
-	}
-	l.w.Reset(l.f)
-	l.size = l.written
-	l.dirty = false
-	l.broken = nil
-	return nil
-}
-
-// Query selects events.
-type Query struct {
-	Device string // empty: any
-	Name   string // empty: any
-	Start  int64  // milliseconds, inclusive
-	End    int64  // milliseconds, inclusive; zero means no bound
-	Limit  int    // newest first; zero means 1000
-}
-
-// List returns the events matching q, newest first, identical entries folded into one.
-func (l *Log) List(q Query) ([]Event, error) {
-	if q.Limit <= 0 {
-		q.Limit = 1000
-	}
-	l.file.RLock()
-	defer l.file.RUnlock()
-	l.mu.Lock()
-	size := l.written
-	l.mu.Unlock()
-	r := bufio.NewReaderSize(io.NewSectionReader(l.f, 0, size), 64<<10)
-	seen := map[string]bool{}
-	var out []Event
-	for {
-		line, err := r.ReadBytes('\n')
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read event log: %w", err)
-		}
-		var e Event
-		if err := json.Unmarshal(line, &e); err != nil {
-			return nil, fmt.Errorf("decode event log line: %w", err)
-		}
-		if (q.Device != "" && e.Device != q.Device) || (q.Name != "" && e.Name != q.Name) ||
-			e.Time < q.Start || (q.End != 0 && e.Time > q.End) {
-			continue
-		}
-		key := string(bytes.TrimSpace(line))
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		out = append(out, e)
-	}
-	slices.SortStableFunc(out, func(a, b Event) int { return cmp.Compare(b.Time, a.Time) })
-	if len(out) > q.Limit {
-		out = out[:q.Limit]
-	}
-	return out, nil
-}
-
-// Erase removes every event of device from the log (a deleted device's values go with it) by
-// rewriting the file beside it and renaming it over the old one, fsynced; it returns how many
-// lines it removed. Buffered events are written first; a crash midway leaves the old file whole.
-func (l *Log) Erase(device string) (int, error) {
-	l.file.Lock()
-	defer l.file.Unlock()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.broken != nil {
-		return 0, fmt.Errorf("%w: %w", ErrBroken, l.broken)
-	}
-	if err := l.w.Flush(); err != nil {
-		l.broken = err
-		return 0, fmt.Errorf("write event log: %w", err)
-	}
-	l.written, l.dirty = l.size, false
-	path := l.f.Name()
-	tmp, err := os.CreateTemp(filepath.Dir(path), FileName+".erase-*")
-	if err != nil {
-		return 0, fmt.Errorf("erase from event log: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	removed, kept, err := copyOthers(tmp, io.NewSectionReader(l.f, 0, l.size), device)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil || removed == 0 {
-		if err != nil {
-			err = fmt.Errorf("erase from event log: %w", err)
-		}
-		return 0, err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return 0, fmt.Errorf("erase from event log: %w", err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return 0, fmt.Errorf("erase from event log: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
-	if err == nil {
-		_, err = f.Seek(kept, io.SeekStart)
-	}
-	if err != nil {
-		l.broken = err // the old handle names the replaced file: appends would be lost
-		return removed, fmt.Errorf("reopen event log: %w", err)
-	}
-	_ = l.f.Close()
-	l.f, l.size, l.written = f, kept, kept
-	l.w.Reset(f)
-	return removed, nil
-}
-
-// copyOthers copies to w the lines of r whose event is not of device.
-func copyOthers(w io.Writer, r io.Reader, device string) (removed int, kept int64, err error) {
-	br, bw := bufio.NewReaderSize(r, 64<<10), bufio.NewWriterSize(w, 64<<10)
-	for {
-		line, err := br.ReadBytes('\n')
-		if err == io.EOF {
-			return removed, kept, bw.Flush()
-		}
-		if err != nil {
-			return 0, 0, err
-		}
-		var e struct {
-			Device string `json:"device"`
-		}
-		if err := json.Unmarshal(line, &e); err != nil {
-			return 0, 0, fmt.Errorf("decode event log line: %w", err)
-		}
-		if e.Device == device {
-			removed++
-			continue
-		}
-		if _, err := bw.Write(line); err != nil {
-			return 0, 0, err
-		}
-		kept += int64(len(line))
-	}
-}
 
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
@@ -323,18 +252,6 @@ func syncDir(dir string) error {
 		return err
 	}
 	return errors.Join(d.Sync(), d.Close())
-}
-
-// CopyFlushed calls fn with the log's whole lines flushed so far — their length and a reader
-// of them — while appends go on: a consistent copy, for a backup. An erasure waits until fn
-// returns.
-func (l *Log) CopyFlushed(fn func(size int64, r io.Reader) error) error {
-	l.file.RLock()
-	defer l.file.RUnlock()
-	l.mu.Lock()
-	n, f := l.written, l.f
-	l.mu.Unlock()
-	return fn(n, io.NewSectionReader(f, 0, n))
 }
 
 // Close flushes, fsyncs and closes the log.

@@ -1,11 +1,8 @@
 package eventlog
 
 import (
-	"bytes"
 	"errors"
-	"io"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -39,7 +36,7 @@ func TestAppendListReopen(t *testing.T) {
 	require.NoError(t, l.Close())
 
 	// A crash mid-write leaves a torn line; reopening cuts it off and keeps the rest.
-	f, err := os.OpenFile(filepath.Join(dir, FileName), os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(segPath(dir, 1), os.O_APPEND|os.O_WRONLY, 0)
 	require.NoError(t, err)
 	_, err = f.WriteString(`{"t":3000,"device":"d1","na`)
 	require.NoError(t, err)
@@ -109,35 +106,6 @@ func TestRepairAfterFailedWrite(t *testing.T) {
 		values = append(values, *e.String)
 	}
 	require.Equal(t, []string{"after", "before"}, values)
-}
-
-// TestCopy: a copy holds the lines flushed when it began, whole, while appends go on.
-func TestCopy(t *testing.T) {
-	l, err := Open(t.TempDir())
-	require.NoError(t, err)
-	defer func() { require.NoError(t, l.Close()) }()
-	s := func(v string) *string { return &v }
-	require.NoError(t, l.Append(Event{Time: 1, Device: "d1", Name: "state", String: s("a")}))
-	require.NoError(t, l.Flush(false))
-	require.NoError(t, l.Append(Event{Time: 2, Device: "d1", Name: "state", String: s("b")})) // buffered
-	var buf bytes.Buffer
-	require.NoError(t, l.CopyFlushed(func(n int64, r io.Reader) error {
-		require.NoError(t, l.Flush(false)) // appends go on during the copy
-		got, err := io.Copy(&buf, r)
-		require.Equal(t, n, got)
-		return err
-	}))
-	require.Equal(t, `{"t":1,"device":"d1","name":"state","vs":"a"}`+"\n", buf.String())
-
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, FileName), buf.Bytes(), 0o600))
-	c, err := Open(dir)
-	require.NoError(t, err)
-	defer func() { require.NoError(t, c.Close()) }()
-	require.Zero(t, c.TornBytes())
-	events, err := c.List(Query{})
-	require.NoError(t, err)
-	require.Len(t, events, 1)
 }
 
 // TestErase removes one device's events, buffered ones included, keeps every other device's,

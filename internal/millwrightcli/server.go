@@ -80,6 +80,8 @@ file and line, and the rules running stay.`,
 	f.StringArrayVar(&opts.DNS.Secondaries, "dns-notify", nil, "secondary DNS server host:port sent a NOTIFY at every change of the zone (repeatable)")
 	f.Float64Var(&opts.DNS.MoveRate, "dns-move-rate", opts.DNS.MoveRate, "connected devices a second told to reconnect after a DNS change moved them")
 	f.Var(durationFlag{&opts.TSDB.Retention}, "retention", "how long telemetry is kept")
+	f.Var(durationFlag{&opts.EventRetention}, "event-retention", "how long the event log keeps string and data values, dropped a whole segment at a time (0: as long as --retention)")
+	f.Var(durationFlag{&opts.AuditRetention}, "audit-retention", "how long the audit log keeps an entry, deleted hourly (0: forever)")
 	f.Var(durationFlag{&opts.TSDB.OutOfOrderWindow}, "out-of-order-window", "how late a sample may arrive and still be stored")
 	f.StringVar((*string)(&opts.TSDB.Sync), "fsync", string(opts.TSDB.Sync), "durability before an acknowledgement: always (fsync every group commit; survives power loss) or never (survives a process crash only)")
 	f.StringVar(&c.cfg.LogLevel, "log-level", c.cfg.LogLevel, "log level: debug, info, warn, error")
@@ -147,6 +149,8 @@ var serverFlagKeys = map[string]string{
 	"dns-notify":                      "dns.secondaries",
 	"dns-move-rate":                   "dns.move_rate",
 	"retention":                       "tsdb.retention",
+	"event-retention":                 "event_retention",
+	"audit-retention":                 "audit_retention",
 	"out-of-order-window":             "tsdb.out_of_order_window",
 	"fsync":                           "tsdb.fsync",
 	"log-level":                       "log_level",

@@ -113,3 +113,33 @@ func clampLimit(n int) int {
 // ActionServerBackup is audited when an admin fetches a backup of the server's data
 // (POST /api/v1/backup); the detail counts its files and bytes.
 const ActionServerBackup = "server.backup"
+
+// PruneAudit deletes the audit entries recorded before t, at most batch (default 1000) per
+// transaction so that a large backlog never holds the database long, and says how many it
+// deleted.
+func (r *Registry) PruneAudit(ctx context.Context, t time.Time, batch int) (int64, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	var total int64
+	for {
+		var n int64
+		err := r.write(ctx, func(tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx,
+				`DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)`,
+				toMS(t), batch)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("prune audit log: %w", err)
+		}
+		total += n
+		if n < int64(batch) {
+			return total, nil
+		}
+	}
+}

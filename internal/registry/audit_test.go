@@ -100,3 +100,33 @@ func mustCert(t *testing.T, r *Registry, deviceID string) *Certificate {
 	require.Len(t, certs, 1)
 	return &certs[0]
 }
+
+// TestPruneAudit deletes the entries older than the cutoff in batches and keeps the rest.
+func TestPruneAudit(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, r *Registry) {
+		ctx := context.Background()
+		for i := range 7 {
+			require.NoError(t, r.Audit(ctx, "o-admin", "test.step", "", "", ""))
+			if i < 6 {
+				fakeClock(r).Advance(time.Hour)
+			}
+		}
+		cutoff := fakeClock(r).Now().Add(-150 * time.Minute) // the last three are newer
+		n, err := r.PruneAudit(ctx, cutoff, 2)
+		require.NoError(t, err)
+		require.Equal(t, int64(4), n)
+		left, err := r.ListAudit(ctx, 100, 0)
+		require.NoError(t, err)
+		var steps int
+		for _, e := range left {
+			if e.Action == "test.step" {
+				steps++
+				require.False(t, e.At.Before(cutoff))
+			}
+		}
+		require.Equal(t, 3, steps)
+		n, err = r.PruneAudit(ctx, cutoff, 0)
+		require.NoError(t, err)
+		require.Zero(t, n)
+	})
+}

@@ -12,7 +12,6 @@ import (
 	"github.com/millwright/millwright/buildinfo"
 	"github.com/millwright/millwright/internal/backup"
 	"github.com/millwright/millwright/internal/datadir"
-	"github.com/millwright/millwright/internal/eventlog"
 	"github.com/millwright/millwright/internal/pki"
 	"github.com/millwright/millwright/internal/registry"
 )
@@ -92,9 +91,10 @@ func (s *Server) Backup(ctx context.Context, w io.Writer) (_ backup.Manifest, er
 		return m, err
 	}
 
-	if err := s.events.CopyFlushed(func(n int64, r io.Reader) error {
-		return aw.Add("events/"+eventlog.FileName, 0o600, n, m.Created, r)
-	}); err != nil {
+	err = s.events.Backup(func(name string, size int64, r io.Reader) error {
+		return aw.Add("events/"+name, 0o600, size, m.Created, r)
+	})
+	if err != nil {
 		return m, err
 	}
 

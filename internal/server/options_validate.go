@@ -1,6 +1,8 @@
 package server
 
 import (
+	"time"
+
 	"github.com/millwright/millwright/internal/optcheck"
 )
 
@@ -22,6 +24,9 @@ func (o Options) Validate() error {
 	return optcheck.First(
 		optcheck.Positive("shutdown_timeout", o.ShutdownTimeout),
 		optcheck.Positive("rollout_interval", o.RolloutInterval),
+		notNegative("event_retention", o.EventRetention),
+		notNegative("audit_retention", o.AuditRetention),
+		optcheck.Positive("event_segment_bytes", o.EventSegmentBytes),
 		optcheck.Within("mqtt", o.MQTT.Validate()),
 		optcheck.Within("enroll", o.Enroll.Validate()),
 		optcheck.Within("tsdb", o.TSDB.Validate()),
@@ -54,4 +59,12 @@ func (o HTTPOptions) Validate() error {
 		optcheck.Positive("write_timeout", o.WriteTimeout),
 		optcheck.Positive("idle_timeout", o.IdleTimeout),
 	)
+}
+
+// notNegative refuses a negative duration; zero means the option's default.
+func notNegative(key string, d time.Duration) error {
+	if d < 0 {
+		return optcheck.Invalid(key, d, "must not be negative")
+	}
+	return nil
 }

@@ -21,5 +21,5 @@ func TestPartsOrder(t *testing.T) {
 	s, err := New(opts, clock.Real(), nil)
 	require.NoError(t, err)
 	defer func() { require.NoError(t, s.Close()) }()
-	require.Equal(t, []string{"data directory lock", "registry", "tsdb", "alerting", "anomaly finder", "event log", "monitor", "device channel", "rollout engine", "dns", "dns mover", "gc pacer", "ingest", "https", "mqtt"}, s.group.Names())
+	require.Equal(t, []string{"data directory lock", "registry", "tsdb", "alerting", "anomaly finder", "event log", "retention", "monitor", "device channel", "rollout engine", "dns", "dns mover", "gc pacer", "ingest", "https", "mqtt"}, s.group.Names())
 }

@@ -97,6 +97,16 @@ type Options struct {
 	// the phases that opened, follows each device's update, judges the health gates.
 	// Default 30 s.
 	RolloutInterval time.Duration `yaml:"rollout_interval"`
+	// EventRetention is how long the event log keeps events: whole segments whose every
+	// event is older are dropped, checked once an hour on the server's clock. Default (zero):
+	// the TSDB's retention, so that events go with the telemetry they belong to.
+	EventRetention time.Duration `yaml:"event_retention"`
+	// EventSegmentBytes is the size in bytes at which the event log closes a segment and
+	// indexes it. Default 8 MiB.
+	EventSegmentBytes int64 `yaml:"event_segment_bytes"`
+	// AuditRetention is how long the audit log keeps an entry: older entries are deleted once
+	// an hour on the server's clock, 1000 per transaction. Default zero: kept forever.
+	AuditRetention time.Duration `yaml:"audit_retention"`
 	// ConfigFile is the configuration file these options were read from, if any; backups
 	// include it. Not a key of the file.
 	ConfigFile string `yaml:"-"`
@@ -128,6 +138,8 @@ func DefaultOptions() Options {
 		DNS:        dnsserver.DefaultOptions(),
 
 		RolloutInterval: 30 * time.Second,
+
+		EventSegmentBytes: eventlog.DefaultOptions().SegmentBytes,
 
 		ShutdownTimeout: 10 * time.Second,
 	}
@@ -239,7 +251,7 @@ func New(opts Options, clk clock.Clock, logger *slog.Logger) (_ *Server, err err
 	if s.anomaly, err = anomaly.New(s.store, opts.Anomaly, clk, logger.With("component", "anomaly")); err != nil {
 		return nil, err
 	}
-	if s.events, err = eventlog.Open(filepath.Join(dir, "events")); err != nil {
+	if s.events, err = eventlog.OpenOptions(filepath.Join(dir, "events"), eventlog.Options{SegmentBytes: opts.EventSegmentBytes}); err != nil {
 		return nil, err
 	}
 	if n := s.events.TornBytes(); n > 0 {
@@ -328,6 +340,10 @@ func (s *Server) parts() *lifecycle.Group {
 	}
 	if s.events != nil {
 		g.Add(lifecycle.Part{Name: "event log", Stop: closer(s.events.Close)})
+	}
+	if s.events != nil && s.registry != nil {
+		// Drops old events and audit entries: stopped before the stores it prunes.
+		g.Add(lifecycle.Part{Name: "retention", Run: s.runRetention})
 	}
 	if s.monitor != nil {
 		// Stopped after the listeners and the pipeline, so that its last write has every
