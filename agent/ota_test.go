@@ -79,6 +79,16 @@ func (k *otaKit) sign(t *testing.T, m firmware.Manifest, key ed25519.PrivateKey)
 }
 
 // upload uploads a signed release through the operator API.
+// release signs and uploads a release of version with a random image of size bytes.
+func (k *otaKit) release(t *testing.T, version string, size int) ([]byte, firmware.Manifest, string) {
+	t.Helper()
+	image := randomImage(t, size)
+	m := manifest(version, image)
+	signed := k.sign(t, m, nil)
+	k.upload(t, signed, image)
+	return image, m, signed
+}
+
 func (k *otaKit) upload(t *testing.T, signed string, image []byte) {
 	t.Helper()
 	var body bytes.Buffer
@@ -276,10 +286,7 @@ func TestFirmwareUpdate(t *testing.T) {
 func testFirmwareUpdate(t *testing.T, transport agent.Transport) {
 	s := startServer(t, nil)
 	k := newOTAKit(t, s)
-	image := randomImage(t, 300<<10)
-	m := manifest("1.1.0", image)
-	signed := k.sign(t, m, nil)
-	k.upload(t, signed, image)
+	image, m, signed := k.release(t, "1.1.0", 300<<10)
 
 	id := "ota-good-" + transport.String()
 	opts := s.options(t, id)
@@ -333,10 +340,7 @@ func testFirmwareUpdate(t *testing.T, transport agent.Transport) {
 func TestFirmwareInstallScript(t *testing.T) {
 	s := startServer(t, nil)
 	k := newOTAKit(t, s)
-	image := randomImage(t, 100<<10)
-	m := manifest("1.2.0", image)
-	signed := k.sign(t, m, nil)
-	k.upload(t, signed, image)
+	image, m, signed := k.release(t, "1.2.0", 100<<10)
 
 	const id = "ota-script"
 	opts := s.options(t, id)
@@ -479,10 +483,7 @@ func TestFirmwareDownloadResumes(t *testing.T) {
 	s := startServer(t, nil)
 	k := newOTAKit(t, s)
 	const size = 4 << 20
-	image := randomImage(t, size)
-	m := manifest("2.0.0", image)
-	signed := k.sign(t, m, nil)
-	k.upload(t, signed, image)
+	image, _, signed := k.release(t, "2.0.0", size)
 
 	const id = "ota-resume"
 	opts := s.options(t, id)
@@ -559,10 +560,7 @@ func TestFirmwareDownloadResumesAfterRestart(t *testing.T) {
 	s := startServer(t, nil)
 	k := newOTAKit(t, s)
 	const size = 4 << 20
-	image := randomImage(t, size)
-	m := manifest("2.1.0", image)
-	signed := k.sign(t, m, nil)
-	k.upload(t, signed, image)
+	image, m, signed := k.release(t, "2.1.0", size)
 
 	const id = "ota-resume-restart"
 	opts := s.options(t, id)
@@ -761,10 +759,7 @@ func FuzzDecodePendingUpdate(f *testing.F) {
 func TestFirmwareStartDelay(t *testing.T) {
 	s := startServer(t, nil)
 	k := newOTAKit(t, s)
-	image := randomImage(t, 64<<10)
-	m := manifest("1.3.0", image)
-	signed := k.sign(t, m, nil)
-	k.upload(t, signed, image)
+	_, _, signed := k.release(t, "1.3.0", 64<<10)
 
 	const id = "ota-delay"
 	opts := s.options(t, id)
@@ -832,10 +827,7 @@ func TestFirmwareDownloadsBounded(t *testing.T) {
 	// Large enough that the socket buffers between the server and a stalled reader do not
 	// hold the rest of it: the server is still sending while the reader stalls.
 	const size = 24 << 20
-	image := randomImage(t, size)
-	m := manifest("2.2.0", image)
-	signed := k.sign(t, m, nil)
-	k.upload(t, signed, image)
+	image, _, signed := k.release(t, "2.2.0", size)
 	target := func(cfg agent.Config) string {
 		return net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Uplink.HTTPSPort))
 	}
@@ -981,10 +973,7 @@ func TestFirmwareDelta(t *testing.T) {
 func TestFirmwarePowerCheck(t *testing.T) {
 	s := startServer(t, nil)
 	k := newOTAKit(t, s)
-	image := randomImage(t, 64<<10)
-	m := manifest("1.4.0", image)
-	signed := k.sign(t, m, nil)
-	k.upload(t, signed, image)
+	image, _, signed := k.release(t, "1.4.0", 64<<10)
 
 	const id = "ota-power"
 	opts := s.options(t, id)
