@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -48,7 +49,7 @@ func connect(t *testing.T, s *server.Server, pair tls.Certificate) error {
 	if err != nil {
 		return err
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: leaf.Subject.CommonName})
+	c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: leaf.Subject.CommonName})
 	if _, err := c.Connect(ctx, &paho.Connect{ClientID: leaf.Subject.CommonName, KeepAlive: 30, CleanStart: true}); err != nil {
 		_ = conn.Close()
 		return err

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -38,7 +39,7 @@ func TestBackPressure(t *testing.T) {
 		require.NoError(t, err)
 		conn, err := tls.Dial("tcp", m.Addr().String(), &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"})
 		require.NoError(t, err)
-		c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: id})
+		c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: id})
 		_, err = c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true})
 		require.NoError(t, err)
 		return c

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -66,7 +67,7 @@ func holdIdle(addr, caDir, count string) error {
 		if err != nil {
 			return fmt.Errorf("device %d: %w", i, err)
 		}
-		c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: id})
+		c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: id})
 		if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 600, CleanStart: true}); err != nil {
 			return fmt.Errorf("device %d: connect: %w", i, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -97,7 +98,7 @@ func connectDevice(t *testing.T, r *rig, addr, id string) (time.Duration, error)
 	if err != nil {
 		return time.Since(start), err
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: id})
+	c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: id})
 	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true}); err != nil {
 		_ = conn.Close()
 		return time.Since(start), err

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
@@ -178,7 +179,7 @@ func TestRevokedBeforeConnect(t *testing.T) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ack, err := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "dev-1"}).
+	ack, err := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: "dev-1"}).
 		Connect(ctx, &paho.Connect{ClientID: "dev-1", KeepAlive: 30, CleanStart: true})
 	require.Error(t, err)
 	require.NotNil(t, ack)

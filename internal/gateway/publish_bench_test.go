@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -58,7 +59,7 @@ func benchmarkPublish(b *testing.B, monitored bool) {
 		require.NoError(b, err)
 		conn, err := tls.Dial("tcp", m.Addr().String(), &tls.Config{RootCAs: r.ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"})
 		require.NoError(b, err)
-		c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: id})
+		c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: id})
 		_, err = c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 60, CleanStart: true})
 		require.NoError(b, err)
 		clients[i] = c

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -46,7 +47,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	require.NoError(t, err)
 	conn, err := tls.Dial("tcp", m.Addr().String(), &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{pair}, ServerName: "localhost"})
 	require.NoError(t, err)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "dev-1"})
+	c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: "dev-1"})
 	_, err = c.Connect(ctx, &paho.Connect{ClientID: "dev-1", KeepAlive: 30, CleanStart: true})
 	require.NoError(t, err)
 	defer func() { _ = c.Disconnect(&paho.Disconnect{}) }()
@@ -220,7 +221,7 @@ func TestResumptionCounted(t *testing.T) {
 	for i, resumed := range []bool{false, true} {
 		conn, err := tls.Dial("tcp", m.Addr().String(), cfg)
 		require.NoError(t, err)
-		c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "dev-1"})
+		c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: "dev-1"})
 		_, err = c.Connect(ctx, &paho.Connect{ClientID: "dev-1", KeepAlive: 30, CleanStart: true})
 		require.NoError(t, err, "connection %d", i)
 		require.Equal(t, resumed, conn.ConnectionState().DidResume, "connection %d", i)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	pahov3 "github.com/eclipse/paho.mqtt.golang"
 )
@@ -137,7 +138,7 @@ func (p *pahoGolang) Connect(ctx context.Context, o connectOpts) (connack, error
 	}
 	p.c = paho.NewClient(paho.ClientConfig{
 		ClientID: p.ep.device,
-		Conn:     conn,
+		Conn:     pahopackets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			p.trace.add("received PUBLISH %q qos %d id %d", pr.Packet.Topic, pr.Packet.QoS, pr.Packet.PacketID)
 			p.msgs <- message{Topic: pr.Packet.Topic, Payload: string(pr.Packet.Payload), QoS: pr.Packet.QoS}

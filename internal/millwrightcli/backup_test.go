@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -26,7 +27,7 @@ func sendBatches(t *testing.T, p *publisher, addr string, from, to int) {
 	defer cancel()
 	conn, err := (&tls.Dialer{Config: p.tls}).DialContext(ctx, "tcp", addr)
 	require.NoError(t, err)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: p.device})
+	c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: p.device})
 	ack, err := c.Connect(ctx, &paho.Connect{ClientID: p.device, KeepAlive: 30, CleanStart: true})
 	require.NoError(t, err)
 	require.Zero(t, ack.ReasonCode)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -88,7 +89,7 @@ func connectDevice(t *testing.T, srv *server.Server, id string, cert tls.Certifi
 	require.NoError(t, err)
 	got := make(chan *paho.Publish, 64)
 	d := &mqttDevice{id: id}
-	d.client = paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: id,
+	d.client = paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: id,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			got <- pr.Packet
 			return true, nil

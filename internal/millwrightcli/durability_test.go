@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -104,7 +105,7 @@ func (p *publisher) run(ctx context.Context) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: p.device})
+		c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: p.device})
 		if _, err := c.Connect(ctx, &paho.Connect{ClientID: p.device, KeepAlive: 30, CleanStart: true}); err != nil {
 			_ = conn.Close()
 			time.Sleep(10 * time.Millisecond)

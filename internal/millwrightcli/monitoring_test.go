@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -32,7 +33,7 @@ func TestDevicesLivenessAndSessions(t *testing.T) {
 	cfg := &tls.Config{RootCAs: srv.CA().Pool(), Certificates: []tls.Certificate{cli.device("quiet-1")}, ServerName: "localhost"}
 	conn, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, "tcp", srv.MQTTAddr().String())
 	require.NoError(t, err)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "quiet-1"})
+	c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: "quiet-1"})
 	_, err = c.Connect(ctx, &paho.Connect{ClientID: "quiet-1", KeepAlive: 30, CleanStart: true})
 	require.NoError(t, err)
 	require.NoError(t, c.Disconnect(&paho.Disconnect{}))

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -37,7 +38,7 @@ func connectChannelDevice(t *testing.T, s *server.Server, id string, cert tls.Ce
 	conn, err := (&tls.Dialer{Config: clientTLS(s.CA().Pool(), cert)}).DialContext(ctx, "tcp", s.MQTTAddr().String())
 	require.NoError(t, err)
 	d := &channelDevice{id: id, got: make(chan *paho.Publish, 64)}
-	d.client = paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: id,
+	d.client = paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: id,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			d.got <- pr.Packet
 			return true, nil

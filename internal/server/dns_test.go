@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -46,7 +47,7 @@ func TestDNSMove(t *testing.T) {
 	defer cancel()
 	conn, err := (&tls.Dialer{Config: clientTLS(s.CA().Pool(), cert)}).DialContext(ctx, "tcp", s.MQTTAddr().String())
 	require.NoError(t, err)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "dev-1",
+	c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: "dev-1",
 		OnServerDisconnect: func(d *paho.Disconnect) { disconnected <- d }})
 	_, err = c.Connect(ctx, &paho.Connect{ClientID: "dev-1", KeepAlive: 30, CleanStart: true})
 	require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -106,7 +107,7 @@ func groupMove(b *testing.B, n int, rate float64) {
 					continue
 				}
 				down := make(chan *paho.Disconnect, 1)
-				c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: id,
+				c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: id,
 					OnServerDisconnect: func(d *paho.Disconnect) { down <- d },
 					OnClientError:      func(error) { down <- nil }})
 				_, err = c.Connect(cctx, &paho.Connect{ClientID: id, KeepAlive: 60, CleanStart: true})

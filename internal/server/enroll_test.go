@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -422,7 +423,7 @@ func TestConnectReportsFacts(t *testing.T) {
 	defer cancel()
 	conn, err := (&tls.Dialer{Config: clientTLS(s.CA().Pool(), pair)}).DialContext(ctx, "tcp", s.MQTTAddr().String())
 	require.NoError(t, err)
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "dev-facts"})
+	c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: "dev-facts"})
 	_, err = c.Connect(ctx, &paho.Connect{ClientID: "dev-facts", KeepAlive: 30, CleanStart: true,
 		Properties: &paho.ConnectProperties{User: paho.UserProperties{
 			{Key: "hw_model", Value: "gw-200"}, {Key: "net_operator", Value: "Telia"}, {Key: "fw_version", Value: "2.1.0"}}}})

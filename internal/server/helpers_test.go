@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -62,7 +63,7 @@ func mqttConnect(ctx context.Context, addr string, cfg *tls.Config, clientID str
 	if err != nil {
 		return nil, nil, err
 	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: clientID})
+	c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: clientID})
 	ack, err := c.Connect(ctx, &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true})
 	if err != nil {
 		_ = conn.Close()

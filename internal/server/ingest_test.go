@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/require"
@@ -179,7 +180,7 @@ func TestConnectionRefusals(t *testing.T) {
 		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		require.NoError(t, err)
 		defer conn.Close()
-		c := paho.NewClient(paho.ClientConfig{Conn: conn, ClientID: "dev-a"})
+		c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(conn), ClientID: "dev-a"})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_, err = c.Connect(ctx, &paho.Connect{ClientID: "dev-a", KeepAlive: 30, CleanStart: true})

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	pahopackets "github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/stretchr/testify/require"
 
@@ -100,7 +101,7 @@ func TestMonitorCountsBytesExactly(t *testing.T) {
 	raw, err := (&tls.Dialer{Config: clientTLS(s.CA().Pool(), s.device(t, device))}).DialContext(ctx, "tcp", s.MQTTAddr().String())
 	require.NoError(t, err)
 	cc := &countingConn{Conn: raw}
-	c := paho.NewClient(paho.ClientConfig{Conn: cc, ClientID: device})
+	c := paho.NewClient(paho.ClientConfig{Conn: pahopackets.NewThreadSafeConn(cc), ClientID: device})
 	_, err = c.Connect(ctx, &paho.Connect{ClientID: device, KeepAlive: 30, CleanStart: true,
 		Properties: &paho.ConnectProperties{User: paho.UserProperties{{Key: protocol.PropFirmwareVersion, Value: "3.2.1"},
 			{Key: protocol.PropSendInterval, Value: "6h"}}}})
