@@ -185,11 +185,16 @@ func routes(c Config) []route {
 		{"GET", "/api/v1/status/buildinfo", v, func(*http.Request) (any, *apiError) {
 			return buildInfo{Info: buildinfo.Get(), Application: "millwright"}, nil
 		}},
+		{"GET", "/api/v1/whoami", v, func(r *http.Request) (any, *apiError) {
+			p := PrincipalFrom(r.Context())
+			return apitypes.Whoami{Name: p.Name, Role: apitypes.Role(p.Role)}, nil
+		}},
 		{"GET", "/api/v1/rules", v, ru.list},
 		{"GET", "/api/v1/alerts", v, ru.alerts},
 		{"GET", "/api/v1/events", v, func(r *http.Request) (any, *apiError) { return listEvents(c.Events, r) }},
 		{"GET", "/api/v1/devices", v, d.list},
 		{"GET", "/api/v1/devices/{id}", v, d.show},
+		{"GET", "/api/v1/devices/{id}/certificates", v, d.certificates},
 		{"POST", "/api/v1/devices/{id}/suspend", o, d.setStatus(registry.StatusSuspended)},
 		{"POST", "/api/v1/devices/{id}/resume", o, d.setStatus(registry.StatusActive)},
 		{"POST", "/api/v1/devices/{id}/revoke", o, d.setStatus(registry.StatusRevoked)},

@@ -95,6 +95,18 @@ func (a *monitorAPI) liveness(r *http.Request) (any, *apiError) {
 	firmware, model, operator, group := r.FormValue("firmware"), r.FormValue("model"), r.FormValue("operator"), r.FormValue("group")
 	l := a.mon.Liveness()
 	out := apitypes.LivenessList{At: l.At, Devices: []apitypes.DeviceLiveness{}}
+	if ids := r.URL.Query()["device"]; len(ids) > 0 {
+		// Named devices: a page of a registry listing, looked up one by one.
+		if len(ids) > limit {
+			return nil, badData(fmt.Errorf(`too many "device" parameters: %d, at most the limit %d`, len(ids), limit))
+		}
+		for _, id := range ids {
+			if i, ok := slices.BinarySearchFunc(l.Devices, id, func(d monitor.DeviceLiveness, id string) int { return strings.Compare(d.Device, id) }); ok {
+				out.Devices = append(out.Devices, livenessOf(l.Devices[i]))
+			}
+		}
+		return out, nil
+	}
 	// The devices are sorted by ID: a page starts after the last one of the page before.
 	start, _ := slices.BinarySearchFunc(l.Devices, after, func(d monitor.DeviceLiveness, id string) int { return strings.Compare(d.Device, id) })
 	for _, d := range l.Devices[start:] {
@@ -106,11 +118,15 @@ func (a *monitorAPI) liveness(r *http.Request) (any, *apiError) {
 			out.Next = out.Devices[limit-1].Device
 			break
 		}
-		out.Devices = append(out.Devices, apitypes.DeviceLiveness{Device: d.Device, State: string(d.State), Connected: d.Connected,
-			LastHeard: d.LastHeard, IntervalSeconds: d.Interval.Seconds(), IntervalSource: d.IntervalSource, SilentAfter: d.SilentAfter,
-			Firmware: d.Firmware, Model: d.Model, Operator: d.Operator, Groups: d.Groups})
+		out.Devices = append(out.Devices, livenessOf(d))
 	}
 	return out, nil
+}
+
+func livenessOf(d monitor.DeviceLiveness) apitypes.DeviceLiveness {
+	return apitypes.DeviceLiveness{Device: d.Device, State: string(d.State), Connected: d.Connected,
+		LastHeard: d.LastHeard, IntervalSeconds: d.Interval.Seconds(), IntervalSource: d.IntervalSource, SilentAfter: d.SilentAfter,
+		Firmware: d.Firmware, Model: d.Model, Operator: d.Operator, Groups: d.Groups}
 }
 
 // livenessCounts counts the active devices by state for each value of a dimension.

@@ -34,6 +34,7 @@ type Registry interface {
 	ListOperators(ctx context.Context) ([]registry.Operator, error)
 	RevokeOperator(ctx context.Context, id string, actor, remote string) error
 	ListAudit(ctx context.Context, limit int, beforeID int64) ([]registry.AuditEntry, error)
+	DeviceCertificates(ctx context.Context, deviceID string) ([]registry.Certificate, error)
 }
 
 var _ Registry = (*registry.Registry)(nil)
@@ -93,7 +94,7 @@ func (d *registryAPI) list(r *http.Request) (any, *apiError) {
 	q := r.URL.Query()
 	f := registry.ListFilter{
 		Status: registry.Status(q.Get("status")), Model: q.Get("model"), Operator: q.Get("operator"),
-		Firmware: q.Get("firmware"), Group: q.Get("group"), After: q.Get("after"),
+		Firmware: q.Get("firmware"), Group: q.Get("group"), After: q.Get("after"), Prefix: q.Get("prefix"),
 	}
 	for _, t := range q["tag"] {
 		k, v, ok := strings.Cut(t, "=")
@@ -129,6 +130,27 @@ func (d *registryAPI) show(r *http.Request) (any, *apiError) {
 		return nil, registryError(err)
 	}
 	return toDevice(*dev), nil
+}
+
+// certificates lists a device's certificates, revoked ones included.
+func (d *registryAPI) certificates(r *http.Request) (any, *apiError) {
+	id := r.PathValue("id")
+	if _, err := d.reg.Device(r.Context(), id); err != nil {
+		return nil, registryError(err)
+	}
+	certs, err := d.reg.DeviceCertificates(r.Context(), id)
+	if err != nil {
+		return nil, registryError(err)
+	}
+	if certs == nil {
+		certs = []registry.Certificate{}
+	}
+	return CertificateList{Certificates: certs}, nil
+}
+
+// CertificateList is the answer of GET /api/v1/devices/{id}/certificates.
+type CertificateList struct {
+	Certificates []registry.Certificate `json:"certificates"`
 }
 
 func (d *registryAPI) setStatus(s registry.Status) func(*http.Request) (any, *apiError) {

@@ -157,6 +157,9 @@ type ListFilter struct {
 	// Tag: every key must be present with exactly the given value.
 	Tag                              map[string]string
 	Model, Operator, Firmware, Group string
+	// Prefix keeps the devices whose ID starts with it (a search box); read through the ID
+	// order, so it costs a range scan of the matches.
+	Prefix string
 	// After continues a listing: only devices whose ID sorts after it (byte order).
 	After string
 	// Limit is the page size: default 100, at most 10000.
@@ -242,6 +245,12 @@ func (r *Registry) listQuery(f ListFilter, drive string) (string, []any) {
 	if f.After != "" {
 		where = append(where, order+" > "+arg(f.After))
 	}
+	if f.Prefix != "" {
+		where = append(where, "d.id >= "+arg(f.Prefix))
+		if end, ok := prefixEnd(f.Prefix); ok {
+			where = append(where, "d.id < "+arg(end))
+		}
+	}
 	if f.Status != "" {
 		where = append(where, "d.status = "+arg(string(f.Status)))
 	}
@@ -263,6 +272,19 @@ func (r *Registry) listQuery(f ListFilter, drive string) (string, []any) {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
 	return q + fmt.Sprintf(" ORDER BY %s LIMIT %d", order, clampLimit(f.Limit)+1), args
+}
+
+// prefixEnd is the least string above every string starting with prefix in byte order, and
+// false when there is none (prefix is all 0xff bytes).
+func prefixEnd(prefix string) (string, bool) {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1]), true
+		}
+	}
+	return "", false
 }
 
 // listDriver chooses the filter to drive a ListDevices query from when there are several tag

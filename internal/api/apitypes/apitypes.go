@@ -165,6 +165,13 @@ const (
 	RoleViewer   Role = "viewer"   // read only
 )
 
+// Whoami is the answer of GET /api/v1/whoami: who the request's token belongs to, and its
+// role ("admin" for the bootstrap admin token, "operator:<name>" for an operator's).
+type Whoami struct {
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+}
+
 // Operator is a person or program holding an API token.
 type Operator struct {
 	ID        string    `json:"id"`
