@@ -94,6 +94,9 @@ file and line, and the rules running stay.`,
 	f.IntVar(&opts.API.QueryMaxConcurrency, "query-max-concurrency", opts.API.QueryMaxConcurrency, "PromQL queries evaluated at once, one per CPU by default; more wait for a slot within their timeout, then get 503")
 	f.Var(durationFlag{&opts.TSDB.QueryTimeout}, "query-timeout", "longest a PromQL query may take, its wait for a query slot included")
 	f.IntVar(&opts.TSDB.QueryMaxSamples, "query-max-samples", opts.TSDB.QueryMaxSamples, "most samples one PromQL query may hold in memory at once")
+	f.Var(durationFlag{&opts.Web.SessionTTL}, "web-session-ttl", "longest a dashboard session lasts from its login")
+	f.Var(durationFlag{&opts.Web.SessionIdle}, "web-session-idle", "a dashboard session unused this long ends")
+	f.IntVar(&opts.Web.MaxSessions, "web-max-sessions", opts.Web.MaxSessions, "dashboard sessions kept at once; a login beyond ends the least recently used")
 	f.Var(durationFlag{&opts.HTTP.BodyTimeout}, "http-body-timeout", "longest an HTTPS request, headers and body, may take to arrive (batch uploads excepted)")
 	f.Var(durationFlag{&opts.HTTP.UploadTimeout}, "http-upload-timeout", "longest a batch POST's body may take to arrive once its device is authorized")
 	f.IntVar(&opts.HTTP.MaxConnections, "http-max-connections", opts.HTTP.MaxConnections, "HTTPS connections open at once (negative: no bound)")
@@ -164,6 +167,9 @@ var serverFlagKeys = map[string]string{
 	"query-timeout":                   "tsdb.query_timeout",
 	"query-max-samples":               "tsdb.query_max_samples",
 	"http-body-timeout":               "http.body_timeout",
+	"web-session-ttl":                 "web.session_ttl",
+	"web-session-idle":                "web.session_idle",
+	"web-max-sessions":                "web.max_sessions",
 	"http-upload-timeout":             "http.upload_timeout",
 	"http-max-connections":            "http.max_connections",
 	"http-max-connections-per-source": "http.max_connections_per_source",

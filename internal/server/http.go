@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/millwright/millwright/internal/firmware"
 	"github.com/millwright/millwright/internal/gateway"
 	"github.com/millwright/millwright/internal/netlimit"
+	"github.com/millwright/millwright/internal/web"
 	"github.com/millwright/millwright/protocol"
 )
 
@@ -161,7 +163,7 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 	if s.alerting != nil {
 		rules = s.alerting
 	}
-	mux.Handle("/", api.Handler(api.Config{
+	apiHandler := api.Handler(api.Config{
 		Authenticate:  api.TokenAuthenticator(s.token, s.registry),
 		Queryable:     s.store.Queryable(),
 		Engine:        s.store.Engine(),
@@ -188,7 +190,15 @@ func (s *Server) listenHTTP(tlsCfg *tls.Config) error {
 
 		FirmwareUploadTimeout:   s.opts.Firmware.UploadTimeout,
 		FirmwareDownloadTimeout: s.opts.Firmware.DownloadTimeout,
-	}))
+	})
+	mux.Handle("/api/", apiHandler)
+	mux.Handle("GET /metrics", apiHandler)
+	dash, err := web.New(web.Config{API: apiHandler, Options: s.opts.Web, Now: s.clk.Now,
+		Logger: s.log.With("component", "web"), Registerer: s.reg})
+	if err != nil {
+		return errors.Join(err, s.httpLn.Close())
+	}
+	mux.Handle("/", dash)
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: o.HeaderTimeout,

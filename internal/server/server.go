@@ -45,6 +45,7 @@ import (
 	"github.com/millwright/millwright/internal/registry"
 	"github.com/millwright/millwright/internal/rollout"
 	"github.com/millwright/millwright/internal/tsdb"
+	"github.com/millwright/millwright/internal/web"
 )
 
 // AdminTokenFile holds the admin API token inside the data directory.
@@ -81,6 +82,8 @@ type Options struct {
 	HTTP HTTPOptions `yaml:"http"`
 	// API bounds the API's work: the PromQL queries evaluated at once.
 	API api.Options `yaml:"api"`
+	// Web bounds the dashboard's sessions (docs/dashboard.md).
+	Web web.Options `yaml:"web"`
 	// Anomaly configures the anomaly finder: how often it runs, its window and baseline, its
 	// thresholds and bounds (docs/monitoring.md, "Anomalies").
 	Anomaly anomaly.Options `yaml:"anomaly"`
@@ -131,6 +134,7 @@ func DefaultOptions() Options {
 		Ingest:     ingest.DefaultOptions(),
 		HTTP:       DefaultHTTPOptions(),
 		API:        api.DefaultOptions(),
+		Web:        web.DefaultOptions(),
 		Anomaly:    anomaly.DefaultOptions(),
 		Monitor:    monitor.DefaultOptions(),
 		Firmware:   firmware.DefaultOptions(),
