@@ -21,6 +21,9 @@ func TestServerLimitFlags(t *testing.T) {
 		{[]string{"--http-max-connections", "0"}, "invalid --http-max-connections"},
 		{[]string{"--http-max-connections-per-source", "0"}, "--http-max-connections-per-source 0"},
 		{[]string{"--query-max-concurrency", "many"}, `invalid argument "many"`},
+		{[]string{"--web-max-sessions", "0"}, "invalid --web-max-sessions 0"},
+		{[]string{"--web-session-ttl", "-1h"}, "invalid --web-session-ttl -1h"},
+		{[]string{"--web-session-idle", "0s"}, "invalid --web-session-idle 0s"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

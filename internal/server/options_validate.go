@@ -38,6 +38,7 @@ func (o Options) Validate() error {
 		optcheck.Within("firmware", o.Firmware.Validate()),
 		optcheck.Within("alerting", o.Alerting.Validate()),
 		optcheck.Within("dns", o.DNS.Validate()),
+		optcheck.Within("web", o.Web.Validate()),
 	)
 }
 

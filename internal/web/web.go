@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/millwright/millwright/internal/api/apitypes"
+	"github.com/millwright/millwright/internal/optcheck"
 )
 
 //go:embed templates static
@@ -65,6 +66,16 @@ type Options struct {
 // DefaultOptions returns the defaults.
 func DefaultOptions() Options {
 	return Options{SessionTTL: 12 * time.Hour, SessionIdle: time.Hour, MaxSessions: 10000}
+}
+
+// Validate refuses session bounds of zero or less. The error is an *optcheck.Error keyed by
+// the option's YAML key.
+func (o Options) Validate() error {
+	return optcheck.First(
+		optcheck.Positive("session_ttl", o.SessionTTL),
+		optcheck.Positive("session_idle", o.SessionIdle),
+		optcheck.Positive("max_sessions", o.MaxSessions),
+	)
 }
 
 func (o Options) withDefaults() Options {
