@@ -91,7 +91,7 @@ type fetcher struct {
 	err error
 }
 
-func (f *fetcher) go_(fn func() error) {
+func (f *fetcher) run(fn func() error) {
 	f.wg.Go(func() {
 		if err := fn(); err != nil {
 			f.mu.Lock()
@@ -150,7 +150,7 @@ func (w *Web) overview(r *http.Request, s *session) (string, any, error) {
 	}
 	data.Charts = make([]Chart, len(specs))
 	var f fetcher
-	f.go_(func() error {
+	f.run(func() error {
 		var c apitypes.LivenessCounts
 		if err := w.call(r, s, http.MethodGet, "/api/v1/liveness/counts", nil, nil, &c); err != nil {
 			return optional(err, &data.Unmonitored)
@@ -162,7 +162,7 @@ func (w *Web) overview(r *http.Request, s *session) (string, any, error) {
 		return nil
 	})
 	for i, by := range Dimensions {
-		f.go_(func() error {
+		f.run(func() error {
 			var c apitypes.LivenessCounts
 			err := w.call(r, s, http.MethodGet, "/api/v1/liveness/counts", url.Values{"by": {by}}, nil, &c)
 			data.Breakdowns[i] = Breakdown{By: by, Counts: c.Counts}
@@ -170,7 +170,7 @@ func (w *Web) overview(r *http.Request, s *session) (string, any, error) {
 		})
 	}
 	for i, sp := range specs {
-		f.go_(func() error {
+		f.run(func() error {
 			data.Charts[i] = w.chart(r, s, sp.title, sp.expr, sp.unit)
 			return nil
 		})
@@ -209,7 +209,7 @@ func (w *Web) devices(r *http.Request, s *session) (string, any, error) {
 	var f fetcher
 	var mu sync.Mutex
 	for _, by := range Dimensions {
-		f.go_(func() error {
+		f.run(func() error {
 			var c apitypes.LivenessCounts
 			if err := w.call(r, s, http.MethodGet, "/api/v1/liveness/counts", url.Values{"by": {by}}, nil, &c); err != nil {
 				return optional(err, &data.Unmonitored)
@@ -224,7 +224,7 @@ func (w *Web) devices(r *http.Request, s *session) (string, any, error) {
 			return nil
 		})
 	}
-	f.go_(func() error {
+	f.run(func() error {
 		rows, next, err := w.deviceRows(r, s, filter, q.Get("after"))
 		data.Rows, data.Next = rows, next
 		return err
@@ -329,7 +329,7 @@ func (w *Web) device(r *http.Request, s *session) (string, any, error) {
 		}
 		return err
 	}
-	f.go_(func() error {
+	f.run(func() error {
 		var l apitypes.LivenessList
 		err := w.call(r, s, http.MethodGet, "/api/v1/liveness", url.Values{"device": {id}}, nil, &l)
 		if err == nil && len(l.Devices) == 1 {
@@ -337,31 +337,31 @@ func (w *Web) device(r *http.Request, s *session) (string, any, error) {
 		}
 		return note("liveness", err)
 	})
-	f.go_(func() error {
+	f.run(func() error {
 		var c api.CertificateList
 		err := w.call(r, s, http.MethodGet, base+"/certificates", nil, nil, &c)
 		data.Certificates = c.Certificates
 		return note("certificates", err)
 	})
-	f.go_(func() error {
+	f.run(func() error {
 		var l apitypes.SessionList
 		err := w.call(r, s, http.MethodGet, base+"/sessions", url.Values{"limit": {"20"}}, nil, &l)
 		data.Sessions = l.Sessions
 		return note("sessions", err)
 	})
-	f.go_(func() error {
+	f.run(func() error {
 		var h api.UpdateHistory
 		err := w.call(r, s, http.MethodGet, base+"/updates", url.Values{"limit": {"20"}}, nil, &h)
 		data.Updates = h.Events
 		return note("updates", err)
 	})
-	f.go_(func() error {
+	f.run(func() error {
 		var l apitypes.CommandList
 		err := w.call(r, s, http.MethodGet, base+"/commands", url.Values{"limit": {"20"}}, nil, &l)
 		data.Commands = l.Commands
 		return note("commands", err)
 	})
-	f.go_(func() error {
+	f.run(func() error {
 		var c apitypes.DeviceConfig
 		err := w.call(r, s, http.MethodGet, base+"/config", nil, nil, &c)
 		if err == nil {
@@ -370,7 +370,7 @@ func (w *Web) device(r *http.Request, s *session) (string, any, error) {
 		}
 		return note("config", err)
 	})
-	f.go_(func() error {
+	f.run(func() error {
 		data.Charts = w.deviceCharts(r, s, id)
 		return nil
 	})
@@ -532,8 +532,8 @@ func (w *Web) dns(r *http.Request, s *session) (string, any, error) {
 	var rl api.RouteList
 	var note string
 	var f fetcher
-	f.go_(func() error { return optional(w.call(r, s, http.MethodGet, "/api/v1/clusters", nil, nil, &cl), &note) })
-	f.go_(func() error { return optional(w.call(r, s, http.MethodGet, "/api/v1/routes", nil, nil, &rl), &note) })
+	f.run(func() error { return optional(w.call(r, s, http.MethodGet, "/api/v1/clusters", nil, nil, &cl), &note) })
+	f.run(func() error { return optional(w.call(r, s, http.MethodGet, "/api/v1/routes", nil, nil, &rl), &note) })
 	err := f.wait()
 	return "dns.html", map[string]any{"Clusters": cl.Clusters, "Routes": rl.Routes, "Note": note}, err
 }

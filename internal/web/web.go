@@ -218,13 +218,18 @@ func (w *Web) show(p page) http.Handler {
 			http.Redirect(rw, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return
 		}
-		tmpl, data, err := p(r, s)
-		if err != nil {
-			w.fail(rw, r, s, err)
-			return
-		}
-		w.render(rw, r, http.StatusOK, tmpl, s, data)
+		w.serve(rw, r, s, p)
 	})
+}
+
+// serve renders what p answers, or the error page.
+func (w *Web) serve(rw http.ResponseWriter, r *http.Request, s *session, p page) {
+	tmpl, data, err := p(r, s)
+	if err != nil {
+		w.fail(rw, r, s, err)
+		return
+	}
+	w.render(rw, r, http.StatusOK, tmpl, s, data)
 }
 
 // checkForm admits a form POST: a session and its CSRF token are required. It answers a
@@ -245,11 +250,7 @@ func (w *Web) checkForm(rw http.ResponseWriter, r *http.Request) *session {
 
 // act serves a form POST and redirects to where the action says.
 func (w *Web) act(a action) http.Handler {
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		s := w.checkForm(rw, r)
-		if s == nil {
-			return
-		}
+	return w.form(func(rw http.ResponseWriter, r *http.Request, s *session) {
 		to, err := a(r, s)
 		if err != nil {
 			w.fail(rw, r, s, err)
@@ -262,17 +263,15 @@ func (w *Web) act(a action) http.Handler {
 // actPage serves a form POST that answers with a page rather than a redirect: what it shows
 // is shown once (new enrollment tokens).
 func (w *Web) actPage(p page) http.Handler {
+	return w.form(func(rw http.ResponseWriter, r *http.Request, s *session) { w.serve(rw, r, s, p) })
+}
+
+// form serves a form POST admitted by checkForm.
+func (w *Web) form(h func(http.ResponseWriter, *http.Request, *session)) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		s := w.checkForm(rw, r)
-		if s == nil {
-			return
+		if s := w.checkForm(rw, r); s != nil {
+			h(rw, r, s)
 		}
-		tmpl, data, err := p(r, s)
-		if err != nil {
-			w.fail(rw, r, s, err)
-			return
-		}
-		w.render(rw, r, http.StatusOK, tmpl, s, data)
 	})
 }
 
