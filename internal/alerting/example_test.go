@@ -35,7 +35,7 @@ func Example() {
 	// Output:
 	// builtin:default.rules.yml millwright-anomalies 30s 1 rules
 	// builtin:default.rules.yml millwright-certificates 10m0s 1 rules
-	// builtin:default.rules.yml millwright-fleet 1m0s 4 rules
+	// builtin:default.rules.yml millwright-fleet 1m0s 8 rules
 	// builtin:default.rules.yml millwright-group-drops 5m0s 8 rules
 	// builtin:default.rules.yml millwright-ingest 1m0s 1 rules
 	// builtin:default.rules.yml millwright-rollouts 30s 1 rules

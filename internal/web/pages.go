@@ -138,15 +138,14 @@ func (w *Web) overview(r *http.Request, s *session) (string, any, error) {
 	}{Ranges: Ranges}
 	data.Range, _ = rangeOf(r)
 	data.Breakdowns = make([]Breakdown, len(Dimensions))
-	const drops = `cause=~"keepalive_timeout|reset|protocol_error|takeover"`
 	specs := []struct{ title, expr, unit string }{
 		{"Devices online and silent", `label_replace(millwright:fleet_online:sum, "state", "online", "", "") or label_replace(millwright:fleet_silent:sum, "state", "silent", "", "")`, ""},
 		{"Drops per device-hour by firmware", `millwright:group_drops:increase1h{dimension="firmware"} / millwright:group_devices:count{dimension="firmware"}`, ""},
 		{"Drops per device-hour by model", `millwright:group_drops:increase1h{dimension="model"} / millwright:group_devices:count{dimension="model"}`, ""},
 		{"Drops per device-hour by operator", `millwright:group_drops:increase1h{dimension="operator"} / millwright:group_devices:count{dimension="operator"}`, ""},
-		{"Connection drops per second", `sum(rate(millwright_device_disconnects_total{` + drops + `}[5m]))`, "/s"},
-		{"Traffic received and sent", `label_replace(sum(rate(millwright_device_received_bytes_total[5m])), "direction", "received", "", "") or label_replace(sum(rate(millwright_device_sent_bytes_total[5m])), "direction", "sent", "", "")`, "B/s"},
-		{"Ingest latency (measurement to durable)", `sum(rate(millwright_device_ingest_delay_seconds_sum[5m])) / sum(rate(millwright_device_ingest_delay_seconds_count[5m]))`, "s"},
+		{"Connection drops per second", `millwright:fleet_drops:rate5m`, "/s"},
+		{"Traffic received and sent", `label_replace(millwright:fleet_received_bytes:rate5m, "direction", "received", "", "") or label_replace(millwright:fleet_sent_bytes:rate5m, "direction", "sent", "", "")`, "B/s"},
+		{"Ingest latency (measurement to durable)", `millwright:fleet_ingest_delay_seconds:mean5m`, "s"},
 	}
 	data.Charts = make([]Chart, len(specs))
 	var f fetcher
