@@ -2,7 +2,6 @@ package millwrightcli
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"fmt"
 	"os"
@@ -63,16 +62,7 @@ func TestDashboardInABrowser(t *testing.T) {
 	_, err = srv.Registry().ImportDevices(ctx, devs, "test", "")
 	require.NoError(t, err)
 	cli := newCLI(t, srv)
-	keys := t.TempDir()
-	code, _, stderr := runIn("", "firmware", "keygen", "--out", keys)
-	require.Zero(t, code, stderr)
-	for _, v := range []string{"1.0.0", "1.1.0"} {
-		img := filepath.Join(t.TempDir(), v+".img")
-		b := make([]byte, 1000)
-		_, _ = rand.Read(b)
-		require.NoError(t, os.WriteFile(img, b, 0o600))
-		cli.ok("firmware", "upload", "--key", filepath.Join(keys, "firmware.key"), "--version", v, "--model", "gw-200", img)
-	}
+	cli.uploadReleases("gw-200", 1000, "1.0.0", "1.1.0")
 	plan := filepath.Join(t.TempDir(), "plan.yml")
 	require.NoError(t, os.WriteFile(plan, []byte("phases:\n  - {name: canary, percent: 10, soak: 1h}\n  - {name: complete, percent: 100}\ngates: []\n"), 0o600))
 	cli.ok("rollouts", "create", "--version", "1.1.0", "--plan", plan, "--select", "model=gw-200", "--id", "r-web")

@@ -28,16 +28,7 @@ func TestRolloutsCLI(t *testing.T) {
 	srv := servertest.Start(t, nil)
 	cli := newCLI(t, srv)
 	ctx := context.Background()
-	keys := t.TempDir()
-	code, _, stderr := runIn("", "firmware", "keygen", "--out", keys)
-	require.Zero(t, code, stderr)
-	for _, v := range []string{"1.0.0", "1.1.0"} {
-		img := filepath.Join(t.TempDir(), v+".img")
-		b := make([]byte, 1000)
-		_, _ = rand.Read(b)
-		require.NoError(t, os.WriteFile(img, b, 0o600))
-		cli.ok("firmware", "upload", "--key", filepath.Join(keys, "firmware.key"), "--version", v, "--model", "gw-200", img)
-	}
+	cli.uploadReleases("gw-200", 1000, "1.0.0", "1.1.0")
 	devs := make([]registry.DeviceImport, 40)
 	for i := range devs {
 		devs[i] = registry.DeviceImport{ID: fmt.Sprintf("gw-%03d", i), Model: "gw-200", Firmware: "1.0.0", LastSeen: time.Now()}
@@ -49,7 +40,7 @@ func TestRolloutsCLI(t *testing.T) {
 	require.NoError(t, os.WriteFile(planFile, []byte("phases:\n  - {name: canary, percent: 10, soak: 1h}\n  - {name: complete, percent: 100}\ngates: []\n"), 0o600))
 	badPlan := filepath.Join(t.TempDir(), "bad.yml")
 	require.NoError(t, os.WriteFile(badPlan, []byte("phases:\n  - {name: canary, percent: 10, sok: 1h}\n"), 0o600))
-	code, _, stderr = cli.run("", "rollouts", "create", "--version", "1.1.0", "--plan", badPlan)
+	code, _, stderr := cli.run("", "rollouts", "create", "--version", "1.1.0", "--plan", badPlan)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "sok")
 	code, _, stderr = cli.run("", "rollouts", "create", "--version", "9.9.9", "--plan", planFile)
@@ -131,4 +122,22 @@ func TestRolloutsCLI(t *testing.T) {
 		}
 	}
 	require.Subset(t, actions, []string{"rollout.create", "rollout.pause", "rollout.resume", "rollout.abort"})
+}
+
+// uploadReleases makes a firmware signing key pair and uploads, signed with it, a random image
+// of size bytes for model at each version; it returns the keys' directory (firmware.key,
+// firmware.pub).
+func (c *cliAgainst) uploadReleases(model string, size int, versions ...string) string {
+	c.t.Helper()
+	keys := c.t.TempDir()
+	code, _, stderr := runIn("", "firmware", "keygen", "--out", keys)
+	require.Zero(c.t, code, stderr)
+	for _, v := range versions {
+		img := filepath.Join(c.t.TempDir(), v+".img")
+		b := make([]byte, size)
+		_, _ = rand.Read(b)
+		require.NoError(c.t, os.WriteFile(img, b, 0o600))
+		c.ok("firmware", "upload", "--key", filepath.Join(keys, "firmware.key"), "--version", v, "--model", model, img)
+	}
+	return keys
 }

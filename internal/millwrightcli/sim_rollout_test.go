@@ -42,16 +42,7 @@ func simRollout(t *testing.T, firmware string) (*simServer, *cliAgainst, <-chan 
 		o.RolloutInterval = time.Second
 	})
 	cli := newCLI(t, s.srv)
-	keys := t.TempDir()
-	code, _, stderr := runIn("", "firmware", "keygen", "--out", keys)
-	require.Zero(t, code, stderr)
-	for _, v := range []string{"2.0.3", "2.1.0"} {
-		img := filepath.Join(t.TempDir(), v+".img")
-		b := make([]byte, 200_000)
-		_, _ = rand.Read(b)
-		require.NoError(t, os.WriteFile(img, b, 0o600))
-		cli.ok("firmware", "upload", "--key", filepath.Join(keys, "firmware.key"), "--version", v, "--model", "gw-100", img)
-	}
+	keys := cli.uploadReleases("gw-100", 200_000, "2.0.3", "2.1.0")
 	profile := filepath.Join(t.TempDir(), "fleet.yml")
 	require.NoError(t, os.WriteFile(profile, []byte("profiles:\n  - {name: gw, firmware_version: 2.0.3, network_operator: op-a, hardware_model: gw-100}\n"+firmware), 0o644))
 	done := make(chan struct{})
