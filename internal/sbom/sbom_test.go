@@ -18,9 +18,6 @@ import (
 // `go version -m` reports: the main module, the toolchain and every module linked in, each
 // with its purl and its go.sum hash as hex SHA-256, in one dependency entry.
 func TestBOMOfAgent(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the agent")
-	}
 	bin := filepath.Join(t.TempDir(), "millwright-agent")
 	build := exec.Command("go", "build", "-trimpath", "-o", bin, "../../cmd/millwright-agent")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
