@@ -238,6 +238,19 @@ func TestMonitorLivenessAPI(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, code, bad)
 		require.Contains(t, pr.Error, `invalid parameter "limit": want 1 to 10000`)
 	}
+	// Named devices (a page of the registry's listing, as the dashboard asks); an unknown one
+	// is left out, and more names than the limit are refused.
+	code, pr = s.get(t, "/api/v1/liveness", url.Values{"device": {"live-3", "nobody", "live-1"}})
+	require.Equal(t, http.StatusOK, code, pr.Error)
+	page = apitypes.LivenessList{}
+	require.NoError(t, json.Unmarshal(pr.Data, &page))
+	require.Len(t, page.Devices, 2)
+	require.Equal(t, "live-3", page.Devices[0].Device)
+	require.Equal(t, "live-1", page.Devices[1].Device)
+	code, pr = s.get(t, "/api/v1/liveness", url.Values{"device": {"live-1", "live-2", "live-3"}, "limit": {"2"}})
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, pr.Error, `too many "device" parameters: 3, at most the limit 2`)
+
 	code, pr = s.get(t, "/api/v1/liveness", url.Values{"state": {"online"}, "limit": {"1"}})
 	require.Equal(t, http.StatusOK, code)
 	var list apitypes.LivenessList

@@ -65,8 +65,10 @@ func (c Chart) QueryLink() string {
 	return "/query?" + url.Values{"expr": {c.Expr}, "range": {c.Range}}.Encode()
 }
 
-// palette has colours distinguishable on white with at least 3:1 contrast.
-var palette = []string{"#1f5fa8", "#c0392b", "#1e7b34", "#8e44ad", "#b35c00", "#007c89", "#7f6000", "#5d4037"}
+// paletteSize is how many line colours the style sheet has (classes c0 … c7, distinguishable
+// on white with at least 3:1 contrast): a line and its legend swatch share a class, as the
+// Content-Security-Policy allows no inline styles.
+const paletteSize = 8
 
 type matrix []struct {
 	Metric map[string]string `json:"metric"`
@@ -147,8 +149,11 @@ func (c *Chart) draw(m matrix, start, end time.Time) {
 	t0, t1 := float64(start.UnixMilli())/1000, float64(end.UnixMilli())/1000
 	x := func(t float64) float64 { return left + (t-t0)/(t1-t0)*(W-left-right) }
 	y := func(v float64) float64 { return top + (hi-v)/(hi-lo)*(H-top-bottom) }
+	for _, l := range lines {
+		c.Points += len(l.ts)
+	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %g %g" role="img" aria-label="%s" data-points="%d">`, W, H, html.EscapeString(c.Title), 0)
+	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %g %g" role="img" aria-label="%s" data-points="%d">`, W, H, html.EscapeString(c.Title), c.Points)
 	fmt.Fprintf(&b, `<title>%s</title>`, html.EscapeString(c.Title))
 	for i := 0; i <= 4; i++ {
 		v := lo + (hi-lo)*float64(i)/4
@@ -161,9 +166,8 @@ func (c *Chart) draw(m matrix, start, end time.Time) {
 	}
 	fmt.Fprintf(&b, `<text class="axis" x="%g" y="%g">%s</text>`, left, H-6, start.UTC().Format(layout))
 	fmt.Fprintf(&b, `<text class="axis" x="%g" y="%g" text-anchor="end">%s UTC</text>`, W-right, H-6, end.UTC().Format(layout))
-	points := 0
 	for i, l := range lines {
-		color := palette[i%len(palette)]
+		class := fmt.Sprintf("c%d", i%paletteSize)
 		var d strings.Builder
 		for j := range l.ts {
 			cmd := "L"
@@ -173,13 +177,11 @@ func (c *Chart) draw(m matrix, start, end time.Time) {
 			}
 			fmt.Fprintf(&d, "%s%.1f %.1f", cmd, x(l.ts[j]), y(l.vs[j]))
 		}
-		points += len(l.ts)
-		fmt.Fprintf(&b, `<path class="series" stroke="%s" d="%s"><title>%s</title></path>`, color, d.String(), html.EscapeString(l.name))
-		c.Legend = append(c.Legend, LegendEntry{Name: l.name, Class: fmt.Sprintf("c%d", i%len(palette)), Last: human(l.vs[len(l.vs)-1], c.Unit)})
+		fmt.Fprintf(&b, `<path class="series %s" d="%s"><title>%s</title></path>`, class, d.String(), html.EscapeString(l.name))
+		c.Legend = append(c.Legend, LegendEntry{Name: l.name, Class: class, Last: human(l.vs[len(l.vs)-1], c.Unit)})
 	}
 	b.WriteString(`</svg>`)
-	c.Points = points
-	c.SVG = template.HTML(strings.Replace(b.String(), `data-points="0"`, fmt.Sprintf(`data-points="%d"`, points), 1)) //nolint:gosec // every text in it is escaped above
+	c.SVG = template.HTML(b.String()) //nolint:gosec // every text in it is escaped above
 }
 
 // seriesName is a series' labels as {a="b"}, or the metric's name.

@@ -105,6 +105,14 @@ func (f *fetcher) run(fn func() error) {
 
 func (f *fetcher) wait() error { f.wg.Wait(); return f.err }
 
+// optional is optional for the fetcher's calls, which run at once: msg is written under the
+// fetcher's lock, and read after wait.
+func (f *fetcher) optional(err error, msg *string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return optional(err, msg)
+}
+
 // optional keeps a section's error for the page instead of failing it: a feature the server
 // does not run (503) or a role too low (403) leaves its section explaining why.
 func optional(err error, msg *string) error {
@@ -152,7 +160,7 @@ func (w *Web) overview(r *http.Request, s *session) (string, any, error) {
 	f.run(func() error {
 		var c apitypes.LivenessCounts
 		if err := w.call(r, s, http.MethodGet, "/api/v1/liveness/counts", nil, nil, &c); err != nil {
-			return optional(err, &data.Unmonitored)
+			return f.optional(err, &data.Unmonitored)
 		}
 		data.At = c.At
 		if len(c.Counts) > 0 {
@@ -165,7 +173,7 @@ func (w *Web) overview(r *http.Request, s *session) (string, any, error) {
 			var c apitypes.LivenessCounts
 			err := w.call(r, s, http.MethodGet, "/api/v1/liveness/counts", url.Values{"by": {by}}, nil, &c)
 			data.Breakdowns[i] = Breakdown{By: by, Counts: c.Counts}
-			return optional(err, &data.Unmonitored)
+			return f.optional(err, &data.Unmonitored)
 		})
 	}
 	for i, sp := range specs {
@@ -211,7 +219,7 @@ func (w *Web) devices(r *http.Request, s *session) (string, any, error) {
 		f.run(func() error {
 			var c apitypes.LivenessCounts
 			if err := w.call(r, s, http.MethodGet, "/api/v1/liveness/counts", url.Values{"by": {by}}, nil, &c); err != nil {
-				return optional(err, &data.Unmonitored)
+				return f.optional(err, &data.Unmonitored)
 			}
 			vals := make([]string, 0, len(c.Counts))
 			for _, v := range c.Counts {
@@ -317,14 +325,13 @@ func (w *Web) device(r *http.Request, s *session) (string, any, error) {
 		return "", nil, err
 	}
 	var f fetcher
-	var notes sync.Mutex
 	note := func(section string, err error) error {
 		var msg string
 		err = optional(err, &msg)
 		if msg != "" {
-			notes.Lock()
+			f.mu.Lock()
 			data.Notes[section] = msg
-			notes.Unlock()
+			f.mu.Unlock()
 		}
 		return err
 	}
@@ -531,8 +538,10 @@ func (w *Web) dns(r *http.Request, s *session) (string, any, error) {
 	var rl api.RouteList
 	var note string
 	var f fetcher
-	f.run(func() error { return optional(w.call(r, s, http.MethodGet, "/api/v1/clusters", nil, nil, &cl), &note) })
-	f.run(func() error { return optional(w.call(r, s, http.MethodGet, "/api/v1/routes", nil, nil, &rl), &note) })
+	f.run(func() error {
+		return f.optional(w.call(r, s, http.MethodGet, "/api/v1/clusters", nil, nil, &cl), &note)
+	})
+	f.run(func() error { return f.optional(w.call(r, s, http.MethodGet, "/api/v1/routes", nil, nil, &rl), &note) })
 	err := f.wait()
 	return "dns.html", map[string]any{"Clusters": cl.Clusters, "Routes": rl.Routes, "Note": note}, err
 }
