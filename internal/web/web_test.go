@@ -179,6 +179,12 @@ func TestLoginRefusesBadTokensAndSetsASafeCookie(t *testing.T) {
 	status, body, _ := r.post(c, "/login", url.Values{"csrf": {csrf}, "token": {"mwo_not-a-token"}})
 	require.Equal(t, http.StatusUnauthorized, status)
 	require.Contains(t, body, "not accepted")
+	_, body, _ = r.get(c, "/login")
+	csrf = csrfRe.FindStringSubmatch(body)[1]
+	status, _, _ = r.post(c, "/login", url.Values{"csrf": {csrf}, "token": {adminToken}, "pad": {strings.Repeat("x", 16<<10)}})
+	require.Equal(t, http.StatusForbidden, status, "a login form over 16 KiB is not read")
+	status, _, _ = r.get(c, "/")
+	require.Equal(t, http.StatusSeeOther, status, "and makes no session")
 
 	_, body, _ = r.get(c, "/login")
 	csrf = csrfRe.FindStringSubmatch(body)[1]
